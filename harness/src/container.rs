@@ -1,0 +1,592 @@
+//! Containers: processes cloned into new namespaces, attached to a lab.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::entry::FUNCTION_VAR;
+use crate::error::{Error, Result};
+use crate::lab::LabInner;
+use crate::rtnl::Peer;
+use crate::sys::{self, ChildPlan, IfConfig, Stage};
+use crate::{names, spawner};
+
+/// How long a container may take from `clone` to `execve`.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What to connect a container's standard input, output or error to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Stdio {
+    /// The test process's own (the default for output and error).
+    #[default]
+    Inherit,
+    /// `/dev/null` (the default for input).
+    Null,
+    /// A pipe; take the test's end with [`Container::take_stdin`],
+    /// [`Container::take_stdout`] or [`Container::take_stderr`].
+    Piped,
+}
+
+#[derive(Clone, Debug)]
+enum Program {
+    Command(OsString),
+    Function(fn()),
+}
+
+/// What a container runs, like [`std::process::Command`]: an external
+/// program, or a function of the running executable (which is re-executed:
+/// nothing of the test process's threads or locks is carried into the
+/// container).
+///
+/// ```
+/// use netns_harness::{Spec, Stdio};
+/// let ping = Spec::command("ping").args(["-c", "1", "10.200.0.1"]).name("pinger");
+/// fn serve() { /* runs in the container */ }
+/// let server = Spec::function(serve).name("server").stdout(Stdio::Piped);
+/// # let _ = (ping, server);
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct Spec {
+    program: Program,
+    args: Vec<OsString>,
+    env: Vec<(OsString, Option<OsString>)>,
+    name: Option<String>,
+    stdio: [Stdio; 3],
+}
+
+impl Spec {
+    fn new(program: Program) -> Self {
+        Self {
+            program,
+            args: Vec::new(),
+            env: Vec::new(),
+            name: None,
+            stdio: [Stdio::Null, Stdio::Inherit, Stdio::Inherit],
+        }
+    }
+
+    /// Runs `program`, looked up in `PATH` unless it contains a `/`.
+    pub fn command(program: impl AsRef<OsStr>) -> Self {
+        Self::new(Program::Command(program.as_ref().to_owned()))
+    }
+
+    /// Runs `function` in a re-execution of the current executable. The
+    /// container exits with 0 when it returns and 101 when it panics. Its
+    /// arguments are in [`std::env::args`] after the first.
+    pub fn function(function: fn()) -> Self {
+        Self::new(Program::Function(function))
+    }
+
+    /// Appends an argument.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    /// Appends arguments.
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Self {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Sets an environment variable (the container inherits the rest of the
+    /// test process's environment).
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.env
+            .push((key.as_ref().to_owned(), Some(value.as_ref().to_owned())));
+        self
+    }
+
+    /// Removes an environment variable.
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Self {
+        self.env.push((key.as_ref().to_owned(), None));
+        self
+    }
+
+    /// The container's name and hostname: 1 to 15 ASCII letters, digits,
+    /// `-` or `_`. Defaults to `c<N>`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Standard input (default [`Stdio::Null`]).
+    pub fn stdin(mut self, stdio: Stdio) -> Self {
+        self.stdio[0] = stdio;
+        self
+    }
+
+    /// Standard output (default [`Stdio::Inherit`]).
+    pub fn stdout(mut self, stdio: Stdio) -> Self {
+        self.stdio[1] = stdio;
+        self
+    }
+
+    /// Standard error (default [`Stdio::Inherit`]).
+    pub fn stderr(mut self, stdio: Stdio) -> Self {
+        self.stdio[2] = stdio;
+        self
+    }
+
+    fn environment(&self) -> Vec<(OsString, OsString)> {
+        let mut env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+        for (key, value) in &self.env {
+            env.retain(|(k, _)| k != key);
+            if let Some(value) = value {
+                env.push((key.clone(), value.clone()));
+            }
+        }
+        env
+    }
+}
+
+/// Where a container's network lives.
+pub(crate) enum Attach {
+    /// A new namespace with an `eth0` on the lab's bridge.
+    Bridge,
+    /// The outside network's namespace.
+    Outside,
+}
+
+fn cstring(bytes: Vec<u8>, what: &str) -> Result<CString> {
+    CString::new(bytes).map_err(|_| Error::InvalidName {
+        name: what.to_owned(),
+        reason: "it contains a NUL byte".into(),
+    })
+}
+
+/// Finds `program` as `execvp` would, with the container's `PATH`.
+fn resolve(program: &OsStr, env: &[(OsString, OsString)]) -> Result<PathBuf> {
+    let not_found = |reason: String| Error::CommandNotFound {
+        program: program.to_string_lossy().into_owned(),
+        reason,
+    };
+    let executable = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.as_bytes().contains(&b'/') {
+        let path = PathBuf::from(program);
+        return if executable(&path) {
+            Ok(path)
+        } else {
+            Err(not_found("no executable file at that path".into()))
+        };
+    }
+    let path = env.iter().find(|(k, _)| k == "PATH").map_or_else(
+        || OsString::from("/usr/local/bin:/usr/bin:/bin"),
+        |(_, v)| v.clone(),
+    );
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| executable(p))
+        .ok_or_else(|| {
+            not_found(format!(
+                "no executable of that name in PATH ({}); install it or give its full path",
+                path.to_string_lossy()
+            ))
+        })
+}
+
+fn current_exe() -> Result<PathBuf> {
+    std::env::current_exe().map_err(|source| Error::CurrentExe {
+        path: PathBuf::from("/proc/self/exe"),
+        source,
+    })
+}
+
+/// The descriptors of one standard stream: the child's end and ours.
+struct StreamEnds {
+    child: Option<OwnedFd>,
+    parent: Option<File>,
+}
+
+fn stream(stdio: Stdio, input: bool) -> io::Result<StreamEnds> {
+    Ok(match stdio {
+        Stdio::Inherit => StreamEnds {
+            child: None,
+            parent: None,
+        },
+        Stdio::Null => StreamEnds {
+            child: Some(
+                std::fs::OpenOptions::new()
+                    .read(input)
+                    .write(!input)
+                    .open("/dev/null")?
+                    .into(),
+            ),
+            parent: None,
+        },
+        Stdio::Piped => {
+            let (read, write) = sys::pipe()?;
+            let (child, parent) = if input { (read, write) } else { (write, read) };
+            StreamEnds {
+                child: Some(child),
+                parent: Some(File::from(parent)),
+            }
+        }
+    })
+}
+
+static NEXT_NAME: AtomicU32 = AtomicU32::new(0);
+
+/// Starts a container of `lab` running `spec`; see [`crate::Lab::spawn`].
+pub(crate) fn spawn(lab: &Arc<LabInner>, spec: &Spec, attach: Attach) -> Result<Container> {
+    let name = match (&spec.name, &attach) {
+        (Some(name), _) => name.clone(),
+        (None, Attach::Bridge) => format!("c{}", NEXT_NAME.fetch_add(1, Ordering::Relaxed)),
+        (None, Attach::Outside) => "outside".to_owned(),
+    };
+    names::validate(&name)?;
+    let mut env = spec.environment();
+    let program = match &spec.program {
+        Program::Command(program) => resolve(program, &env)?,
+        Program::Function(function) => {
+            env.push((
+                FUNCTION_VAR.into(),
+                sys::fn_offset(*function).to_string().into(),
+            ));
+            current_exe()?
+        }
+    };
+    let argv0 = match &spec.program {
+        Program::Command(program) => program.clone(),
+        Program::Function(_) => program.clone().into_os_string(),
+    };
+    let mut plan = ChildPlan::new(
+        cstring(program.into_os_string().into_vec(), "program")?,
+        std::iter::once(&argv0)
+            .chain(&spec.args)
+            .map(|a| cstring(a.as_bytes().to_vec(), "argument"))
+            .collect::<Result<_>>()?,
+        env.into_iter()
+            .map(|(k, v)| {
+                let mut kv = k.into_vec();
+                kv.push(b'=');
+                kv.extend(v.into_vec());
+                cstring(kv, "environment variable")
+            })
+            .collect::<Result<_>>()?,
+    );
+    plan.hostname = name.clone().into_bytes();
+    let lease = match attach {
+        Attach::Bridge => {
+            let addr = lab.allocate()?;
+            let subnet = lab.subnet();
+            plan.net = Some(IfConfig {
+                addr,
+                netmask: subnet.netmask(),
+                broadcast: subnet.broadcast(),
+                gateway: subnet.nth(1),
+            });
+            Some(Lease {
+                lab: Arc::clone(lab),
+                addr,
+            })
+        }
+        Attach::Outside => {
+            plan.join_netns = Some(lab.outside_ns().as_raw_fd());
+            None
+        }
+    };
+    let addr = lease.as_ref().map_or(crate::lab::OUTSIDE_ADDR, |l| l.addr);
+    let label = format!("{name:?}");
+    let os = |what: &str| {
+        let what = format!("{what} for container {label}");
+        move |e| Error::os(what, e)
+    };
+    let (go_read, go_write) = sys::pipe().map_err(os("create a pipe"))?;
+    let (report_read, report_write) = sys::pipe().map_err(os("create a pipe"))?;
+    let streams = [
+        stream(spec.stdio[0], true).map_err(os("set up standard input"))?,
+        stream(spec.stdio[1], false).map_err(os("set up standard output"))?,
+        stream(spec.stdio[2], false).map_err(os("set up standard error"))?,
+    ];
+    for (slot, ends) in plan.stdio.iter_mut().zip(&streams) {
+        *slot = ends.child.as_ref().map(AsRawFd::as_raw_fd);
+    }
+    plan.go_read = go_read.as_raw_fd();
+    plan.go_write = go_write.as_raw_fd();
+    plan.report_write = report_write.as_raw_fd();
+    let cloned = spawner::clone(plan).map_err(os("clone"))?;
+    drop((go_read, report_write));
+    let [stdin, stdout, stderr] = streams.map(|s| s.parent);
+    let mut container = Container {
+        name,
+        addr,
+        pid: cloned.pid,
+        pidfd: cloned.pidfd,
+        status: None,
+        stdin,
+        stdout,
+        stderr,
+        port: None,
+        lease,
+    };
+    if container.lease.is_some() {
+        let netns = File::open(format!("/proc/{}/ns/net", container.pid))
+            .map_err(os("open the network namespace"))?;
+        let port = lab.port_name();
+        lab.rtnl().add_veth(
+            &port,
+            Some(lab.bridge_index()),
+            &Peer {
+                name: "eth0",
+                netns: netns.as_fd(),
+                mac: Some(mac_for(addr)),
+            },
+        )?;
+        container.port = Some(Port {
+            lab: Arc::clone(lab),
+            name: port,
+        });
+    }
+    File::from(go_write).write_all(&[1]).map_err(os("start"))?;
+    container.await_exec(report_read)?;
+    Ok(container)
+}
+
+/// A locally administered MAC derived from the address, so that a reused
+/// address never meets a stale neighbour entry with another MAC.
+fn mac_for(addr: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = addr.octets();
+    [0x02, 0x00, a, b, c, d]
+}
+
+/// A container address, returned to the lab's pool when dropped.
+struct Lease {
+    lab: Arc<LabInner>,
+    addr: Ipv4Addr,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.lab.release(self.addr);
+    }
+}
+
+/// A container's port on the bridge (the lab's end of its veth), deleted
+/// when dropped.
+struct Port {
+    lab: Arc<LabInner>,
+    name: String,
+}
+
+impl Drop for Port {
+    fn drop(&mut self) {
+        // The pair also vanishes with the container's namespace, which the
+        // kernel destroys asynchronously; deleting it here frees the name
+        // and the bridge port at once.
+        match self.lab.rtnl().delete_link(&self.name) {
+            Err(Error::Netlink { source, .. }) if source.raw_os_error() == Some(libc::ENODEV) => {}
+            Err(e) => eprintln!("netns-harness: {e}"),
+            Ok(()) => {}
+        }
+    }
+}
+
+/// A running container. Dropping it kills its processes (SIGKILL), reaps
+/// it, and removes its bridge port and address.
+#[derive(Debug)]
+pub struct Container {
+    name: String,
+    addr: Ipv4Addr,
+    pid: u32,
+    pidfd: OwnedFd,
+    status: Option<ExitStatus>,
+    stdin: Option<File>,
+    stdout: Option<File>,
+    stderr: Option<File>,
+    // Dropped after the process is reaped, in this order.
+    port: Option<Port>,
+    lease: Option<Lease>,
+}
+
+impl std::fmt::Debug for Port {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.addr)
+    }
+}
+
+impl Container {
+    /// Waits until the child executed its program (its report pipe closes)
+    /// or reports the stage that failed.
+    fn await_exec(&mut self, report: OwnedFd) -> Result<()> {
+        let ready = sys::poll_readable(report.as_fd(), Some(SETUP_TIMEOUT))
+            .map_err(|e| Error::os(format!("wait for container {:?} to start", self.name), e))?;
+        if !ready {
+            return Err(Error::Timeout {
+                name: self.name.clone(),
+                what: "start",
+                timeout: SETUP_TIMEOUT,
+            });
+        }
+        let mut report_bytes = [0u8; 8];
+        let n = File::from(report).read(&mut report_bytes).unwrap_or(0);
+        if n == 0 {
+            return Ok(());
+        }
+        let stage = u32::from_ne_bytes(report_bytes[..4].try_into().unwrap_or_default());
+        let errno = i32::from_ne_bytes(report_bytes[4..].try_into().unwrap_or_default());
+        Err(Error::ContainerSetup {
+            name: self.name.clone(),
+            stage: Stage::from_u32(stage).map_or("starting", Stage::describe),
+            source: io::Error::from_raw_os_error(errno),
+        })
+    }
+
+    /// The container's name, also its hostname.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The address of its `eth0` (for a process on the outside host, the
+    /// outside address).
+    pub fn addr(&self) -> Ipv4Addr {
+        self.addr
+    }
+
+    /// Its process id, as the test process sees it (inside, it is 1).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Its standard input, when it was [`Stdio::Piped`]; once.
+    pub fn take_stdin(&mut self) -> Option<File> {
+        self.stdin.take()
+    }
+
+    /// Its standard output, when it was [`Stdio::Piped`]; once.
+    pub fn take_stdout(&mut self) -> Option<File> {
+        self.stdout.take()
+    }
+
+    /// Its standard error, when it was [`Stdio::Piped`]; once.
+    pub fn take_stderr(&mut self) -> Option<File> {
+        self.stderr.take()
+    }
+
+    /// Its exit status if it has exited, without waiting.
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        if self.status.is_none() {
+            self.status = sys::waitid_pidfd(self.pidfd.as_fd(), false)
+                .map_err(|e| Error::os(format!("wait for container {:?}", self.name), e))?;
+        }
+        Ok(self.status)
+    }
+
+    /// Waits for it to exit, for at most `timeout`; `None` if it is still
+    /// running then.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait()? {
+                return Ok(Some(status));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            sys::poll_readable(self.pidfd.as_fd(), Some(left))
+                .map_err(|e| Error::os(format!("wait for container {:?}", self.name), e))?;
+        }
+    }
+
+    /// Waits for it to exit.
+    pub fn wait(&mut self) -> Result<ExitStatus> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        let status = sys::waitid_pidfd(self.pidfd.as_fd(), true)
+            .map_err(|e| Error::os(format!("wait for container {:?}", self.name), e))?;
+        self.status = status;
+        status.ok_or_else(|| {
+            Error::os(
+                format!("wait for container {:?}", self.name),
+                io::ErrorKind::Other.into(),
+            )
+        })
+    }
+
+    /// Kills every process of the container (SIGKILL to its PID 1, which
+    /// takes its PID namespace down with it). Killing an exited container
+    /// does nothing.
+    pub fn kill(&mut self) -> Result<()> {
+        if self.status.is_some() {
+            return Ok(());
+        }
+        match sys::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL) {
+            Err(e) if e.raw_os_error() != Some(libc::ESRCH) => {
+                Err(Error::os(format!("kill container {:?}", self.name), e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Collects its piped output and error until it exits, for at most
+    /// `timeout`; on expiry it is killed and [`Error::Timeout`] returned.
+    /// Streams that were not piped come back empty.
+    pub fn output(&mut self, timeout: Duration) -> Result<Output> {
+        let readers = [self.stdout.take(), self.stderr.take()].map(|stream| {
+            stream.map(|mut file| {
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let _ = file.read_to_end(&mut buf);
+                    buf
+                })
+            })
+        });
+        let status = self.wait_timeout(timeout)?;
+        if status.is_none() {
+            self.kill()?;
+            self.wait()?;
+        }
+        let [stdout, stderr] =
+            readers.map(|r| r.map(|t| t.join().unwrap_or_default()).unwrap_or_default());
+        match status {
+            Some(status) => Ok(Output {
+                status,
+                stdout,
+                stderr,
+            }),
+            None => Err(Error::Timeout {
+                name: self.name.clone(),
+                what: "exit",
+                timeout,
+            }),
+        }
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            if let Err(e) = self.kill() {
+                eprintln!("netns-harness: {e}");
+            }
+            if let Err(e) = sys::waitid_pidfd(self.pidfd.as_fd(), true) {
+                eprintln!(
+                    "netns-harness: failed to reap container {:?}: {e}",
+                    self.name
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The crate's one error type.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything that can go wrong while building a lab or running a container.
+///
+/// Messages are lowercase and read after "failed to …" where they describe an
+/// operation; each names what was wrong and, where there is one, the fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A container, bridge or interface name is not usable.
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it and what is allowed.
+        reason: String,
+    },
+
+    /// A lab subnet is malformed, too small or collides with a reserved range.
+    #[error("invalid subnet {subnet:?}: {reason}")]
+    InvalidSubnet {
+        /// The subnet as given.
+        subnet: String,
+        /// What is wrong with it and what is allowed.
+        reason: String,
+    },
+
+    /// Every address of the lab subnet is taken by a live container.
+    #[error(
+        "no free address left in lab subnet {subnet} ({capacity} container addresses, all in use): \
+         drop containers you no longer need or build the lab with a larger subnet"
+    )]
+    AddressesExhausted {
+        /// The lab subnet.
+        subnet: String,
+        /// How many container addresses it has.
+        capacity: u32,
+    },
+
+    /// The program a container should run cannot be found or executed.
+    #[error("command {program:?} not found: {reason}")]
+    CommandNotFound {
+        /// The program as given.
+        program: String,
+        /// Where it was looked for.
+        reason: String,
+    },
+
+    /// Neither root nor an unprivileged user namespace is available, so no
+    /// namespace can be created.
+    #[error("cannot create network namespaces: {reason}; fix: {fix}")]
+    Unsupported {
+        /// What is missing.
+        reason: String,
+        /// How to make it work.
+        fix: String,
+    },
+
+    /// A system call of the harness failed.
+    #[error("failed to {operation}: {source}")]
+    Os {
+        /// What the harness was doing, e.g. "clone container \"web\"".
+        operation: String,
+        /// The kernel's answer.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A netlink request was refused by the kernel.
+    #[error("failed to {operation} in {namespace} namespace: {source}{}", kernel_message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
+    Netlink {
+        /// What was asked, in `ip`/`nft` terms, e.g. "add veth vc3 to br0".
+        operation: String,
+        /// Which namespace of the lab it was sent to ("lab", "outside").
+        namespace: &'static str,
+        /// The kernel's error.
+        #[source]
+        source: io::Error,
+        /// The kernel's extended-ack message, when it sent one.
+        kernel_message: Option<String>,
+    },
+
+    /// A container's process exited or failed before it was ready.
+    #[error("container {name:?} failed while {stage}: {source}")]
+    ContainerSetup {
+        /// The container's name.
+        name: String,
+        /// What it was doing.
+        stage: &'static str,
+        /// The kernel's error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Waiting for a container took longer than allowed.
+    #[error("container {name:?} did not {what} within {timeout:?}")]
+    Timeout {
+        /// The container's name.
+        name: String,
+        /// What it did not do in time, e.g. "exit".
+        what: &'static str,
+        /// How long was waited.
+        timeout: Duration,
+    },
+
+    /// The test executable cannot be found to re-execute it for a function.
+    #[error("cannot re-execute the test binary {path:?} to run a function: {source}")]
+    CurrentExe {
+        /// The path that was tried.
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// An [`Error::Os`] for `operation`.
+    pub(crate) fn os(operation: impl Into<String>, source: io::Error) -> Self {
+        Self::Os {
+            operation: operation.into(),
+            source,
+        }
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,328 @@
+//! The lab: a bridge with a gateway, NAT and an "outside" network, all in
+//! namespaces of the test process, never in the host's.
+//!
+//! ```text
+//!  container ns          lab ns                                outside ns
+//!  eth0 10.200.0.2 ──── vc0 ─┐
+//!  eth0 10.200.0.3 ──── vc1 ─┤ br0 10.200.0.1   uplink 198.18.0.1 ──── eth0 198.18.0.2
+//!                            └ ip_forward=1, masquerade 10.200.0.0/16 out of uplink
+//! ```
+
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::container::{self, Container, Spec};
+use crate::error::{Error, Result};
+use crate::netlink::Socket;
+use crate::nftables;
+use crate::rtnl::{Peer, Rtnl};
+use crate::subnet::{AddressPool, Ipv4Subnet};
+use crate::{names, netns};
+
+/// The default lab subnet.
+pub const DEFAULT_SUBNET: &str = "10.200.0.0/16";
+/// The default name of the lab's bridge.
+pub const DEFAULT_BRIDGE: &str = "br0";
+/// The name of the lab's link towards the outside network; the NAT rewrites
+/// sources to its address.
+pub const UPLINK: &str = "uplink";
+/// The subnet between the lab and the outside network (a benchmarking
+/// range of RFC 2544, never routed on the internet).
+const UPLINK_SUBNET: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 0);
+const UPLINK_PREFIX: u8 = 24;
+/// The lab's end of the uplink: the NAT's public address.
+const PUBLIC_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// The outside host's address.
+pub(crate) const OUTSIDE_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+/// Ranges a lab subnet may not overlap.
+const RESERVED: [(Ipv4Addr, u8, &str); 5] = [
+    (
+        UPLINK_SUBNET,
+        UPLINK_PREFIX,
+        "the lab's uplink to the outside network",
+    ),
+    (Ipv4Addr::new(0, 0, 0, 0), 8, "\"this network\""),
+    (Ipv4Addr::new(127, 0, 0, 0), 8, "loopback"),
+    (Ipv4Addr::new(224, 0, 0, 0), 4, "multicast"),
+    (Ipv4Addr::new(240, 0, 0, 0), 4, "reserved"),
+];
+
+/// Settings of a lab; see [`Lab::builder`].
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct LabBuilder {
+    subnet: String,
+    bridge: String,
+}
+
+impl Default for LabBuilder {
+    fn default() -> Self {
+        Self {
+            subnet: DEFAULT_SUBNET.to_owned(),
+            bridge: DEFAULT_BRIDGE.to_owned(),
+        }
+    }
+}
+
+impl LabBuilder {
+    /// The subnet of the bridge, in CIDR notation (default `10.200.0.0/16`).
+    /// The gateway is its first host; containers get the following ones.
+    /// It must be a `/8` to `/30` and not overlap `198.18.0.0/24` (the
+    /// uplink), loopback, multicast or other reserved ranges.
+    pub fn subnet(mut self, subnet: &str) -> Self {
+        subnet.clone_into(&mut self.subnet);
+        self
+    }
+
+    /// The name of the bridge (default `br0`).
+    pub fn bridge(mut self, name: &str) -> Self {
+        name.clone_into(&mut self.bridge);
+        self
+    }
+
+    /// Creates the lab: its namespaces, bridge, gateway, uplink, forwarding
+    /// and NAT. Everything is released when the [`Lab`] and all its
+    /// containers are dropped, or when the process ends.
+    pub fn build(self) -> Result<Lab> {
+        let subnet = validate_subnet(&self.subnet)?;
+        names::validate(&self.bridge)?;
+        if self.bridge == UPLINK {
+            return Err(Error::InvalidName {
+                name: self.bridge,
+                reason: format!(
+                    "{UPLINK:?} is the name of the lab's uplink; choose another bridge name"
+                ),
+            });
+        }
+        let (outside_ns, mut outside) = netns::create(|| {
+            let mut rtnl = Rtnl::open("outside")?;
+            rtnl.set_up(LOOPBACK_INDEX)?;
+            Ok(rtnl)
+        })?;
+        let (lab_ns, (mut rtnl, mut nft)) = netns::create(|| {
+            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+                .map_err(|e| Error::os("enable IPv4 forwarding in the lab namespace", e))?;
+            let nft = Socket::open(libc::NETLINK_NETFILTER)
+                .map_err(|e| Error::os("open an nf_tables socket in the lab namespace", e))?;
+            Ok((Rtnl::open("lab")?, nft))
+        })?;
+        rtnl.set_up(LOOPBACK_INDEX)?;
+        rtnl.add_bridge(&self.bridge)?;
+        let bridge_index = rtnl.link_index(&self.bridge)?;
+        rtnl.add_address(bridge_index, subnet.nth(1), subnet.prefix())?;
+        rtnl.add_veth(
+            UPLINK,
+            None,
+            &Peer {
+                name: "eth0",
+                netns: outside_ns.as_fd(),
+                mac: None,
+            },
+        )?;
+        let uplink_index = rtnl.link_index(UPLINK)?;
+        rtnl.add_address(uplink_index, PUBLIC_ADDR, UPLINK_PREFIX)?;
+        let outside_eth0 = outside.link_index("eth0")?;
+        outside.set_up(outside_eth0)?;
+        outside.add_address(outside_eth0, OUTSIDE_ADDR, UPLINK_PREFIX)?;
+        nftables::install_masquerade(&mut nft, subnet, UPLINK)?;
+        Ok(Lab {
+            inner: Arc::new(LabInner {
+                subnet,
+                bridge: self.bridge,
+                bridge_index,
+                lab_ns,
+                outside_ns,
+                rtnl: Mutex::new(rtnl),
+                pool: Mutex::new(AddressPool::new(subnet)),
+                next_port: AtomicU32::new(0),
+            }),
+        })
+    }
+}
+
+const LOOPBACK_INDEX: u32 = 1;
+
+fn validate_subnet(text: &str) -> Result<Ipv4Subnet> {
+    let subnet: Ipv4Subnet = text.parse()?;
+    let invalid = |reason: String| Error::InvalidSubnet {
+        subnet: text.to_owned(),
+        reason,
+    };
+    if !(8..=30).contains(&subnet.prefix()) {
+        return Err(invalid(format!(
+            "a /{} has {}; use a prefix from /8 to /30 (a /30 holds the gateway and one container)",
+            subnet.prefix(),
+            if subnet.prefix() > 30 {
+                "no room for a gateway and a container"
+            } else {
+                "more addresses than a lab can use"
+            }
+        )));
+    }
+    for (network, prefix, what) in RESERVED {
+        let reserved = Ipv4Subnet::new(network, prefix)?;
+        if subnet.overlaps(&reserved) {
+            return Err(invalid(format!(
+                "it overlaps {reserved}, {what}; choose another range such as {DEFAULT_SUBNET}"
+            )));
+        }
+    }
+    Ok(subnet)
+}
+
+/// The state shared by a lab and its containers.
+pub(crate) struct LabInner {
+    subnet: Ipv4Subnet,
+    bridge: String,
+    bridge_index: u32,
+    lab_ns: OwnedFd,
+    outside_ns: OwnedFd,
+    rtnl: Mutex<Rtnl>,
+    pool: Mutex<AddressPool>,
+    next_port: AtomicU32,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl LabInner {
+    /// The lab namespace's rtnetlink socket.
+    pub(crate) fn rtnl(&self) -> MutexGuard<'_, Rtnl> {
+        lock(&self.rtnl)
+    }
+
+    /// A free container address.
+    pub(crate) fn allocate(&self) -> Result<Ipv4Addr> {
+        let mut pool = lock(&self.pool);
+        pool.allocate().ok_or_else(|| Error::AddressesExhausted {
+            subnet: self.subnet.to_string(),
+            capacity: pool.capacity(),
+        })
+    }
+
+    /// Returns a container address to the pool.
+    pub(crate) fn release(&self, addr: Ipv4Addr) {
+        lock(&self.pool).release(addr);
+    }
+
+    /// A fresh name for a bridge port, unique in the lab.
+    pub(crate) fn port_name(&self) -> String {
+        format!("vc{}", self.next_port.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub(crate) fn subnet(&self) -> Ipv4Subnet {
+        self.subnet
+    }
+
+    pub(crate) fn bridge_index(&self) -> u32 {
+        self.bridge_index
+    }
+
+    pub(crate) fn outside_ns(&self) -> &OwnedFd {
+        &self.outside_ns
+    }
+}
+
+/// A lab: the bridge containers attach to, its gateway with NAT, and an
+/// outside network standing in for the internet. Cloning a `Lab` gives
+/// another handle to the same lab.
+///
+/// ```no_run
+/// use netns_harness::{Lab, Spec};
+/// let lab = Lab::shared()?;
+/// let out = lab
+///     .spawn(&Spec::command("ping").args(["-c1", &lab.gateway().to_string()]))?
+///     .output(std::time::Duration::from_secs(5))?;
+/// assert!(out.status.success());
+/// # Ok::<(), netns_harness::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Lab {
+    inner: Arc<LabInner>,
+}
+
+impl std::fmt::Debug for Lab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lab")
+            .field("subnet", &self.inner.subnet)
+            .field("bridge", &self.inner.bridge)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lab {
+    /// Settings for a lab of one's own.
+    pub fn builder() -> LabBuilder {
+        LabBuilder::default()
+    }
+
+    /// The process's shared lab with default settings, created on first use
+    /// and kept until the process ends. Every test of a test binary that
+    /// calls this shares one bridge, so containers of concurrent tests can
+    /// reach each other; use [`Lab::builder`] for a lab of one's own.
+    pub fn shared() -> Result<Lab> {
+        static SHARED: Mutex<Option<Lab>> = Mutex::new(None);
+        let mut shared = lock(&SHARED);
+        if let Some(lab) = &*shared {
+            return Ok(lab.clone());
+        }
+        let lab = Lab::builder().build()?;
+        *shared = Some(lab.clone());
+        Ok(lab)
+    }
+
+    /// The bridge's subnet.
+    pub fn subnet(&self) -> Ipv4Subnet {
+        self.inner.subnet
+    }
+
+    /// The bridge's name.
+    pub fn bridge(&self) -> &str {
+        &self.inner.bridge
+    }
+
+    /// The gateway: the bridge's address, every container's default route.
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.inner.subnet.nth(1)
+    }
+
+    /// The NAT's public address: the lab's end of the uplink, which the
+    /// outside network sees as the source of every container's traffic.
+    pub fn public_addr(&self) -> Ipv4Addr {
+        PUBLIC_ADDR
+    }
+
+    /// The address of the outside host, the far end of the uplink.
+    pub fn outside_addr(&self) -> Ipv4Addr {
+        OUTSIDE_ADDR
+    }
+
+    /// The lab namespace (bridge, gateway, NAT), e.g. to enter it with
+    /// `setns(2)` from a thread of one's own.
+    pub fn lab_netns(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.inner.lab_ns.as_fd()
+    }
+
+    /// The outside network's namespace.
+    pub fn outside_netns(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.inner.outside_ns.as_fd()
+    }
+
+    /// Starts a container on the bridge: new network, mount, PID, UTS and
+    /// IPC namespaces; `lo` up; `eth0` with the next free address of the
+    /// subnet and a default route through the gateway. Returns once the
+    /// network is ready and the program has been executed.
+    pub fn spawn(&self, spec: &Spec) -> Result<Container> {
+        container::spawn(&self.inner, spec, container::Attach::Bridge)
+    }
+
+    /// Starts a process on the outside host: in new mount, PID, UTS and IPC
+    /// namespaces, but in the outside network namespace, where it can
+    /// listen on [`Lab::outside_addr`].
+    pub fn spawn_outside(&self, spec: &Spec) -> Result<Container> {
+        container::spawn(&self.inner, spec, container::Attach::Outside)
+    }
+}

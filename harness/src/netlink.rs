@@ -1,0 +1,273 @@
+//! A small synchronous netlink client: messages are built attribute by
+//! attribute and each request is one `write` and a read of its
+//! acknowledgement. Used for rtnetlink (links, addresses) and nf_tables.
+//!
+//! A socket belongs to the network namespace of the thread that opened it,
+//! whichever thread uses it later; see [`crate::netns`].
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+
+use crate::sys;
+
+const NLMSG_HDRLEN: usize = 16;
+const NLA_HDRLEN: usize = 4;
+const NLA_F_NESTED: u16 = 1 << 15;
+const NLMSG_ERROR: u16 = 2;
+const NLM_F_ACK_TLVS: u16 = 0x200;
+const NLMSGERR_ATTR_MSG: u16 = 1;
+
+/// `NLM_F_REQUEST`
+pub(crate) const F_REQUEST: u16 = 1;
+/// `NLM_F_ACK`
+pub(crate) const F_ACK: u16 = 4;
+/// `NLM_F_EXCL`
+pub(crate) const F_EXCL: u16 = 0x200;
+/// `NLM_F_CREATE`
+pub(crate) const F_CREATE: u16 = 0x400;
+/// `NLM_F_APPEND`
+pub(crate) const F_APPEND: u16 = 0x800;
+
+fn align(len: usize) -> usize {
+    (len + 3) & !3
+}
+
+/// One netlink message under construction.
+pub(crate) struct Message {
+    buf: Vec<u8>,
+    nests: Vec<usize>,
+}
+
+impl Message {
+    /// A message of `kind` with `flags`, followed by the fixed header
+    /// `header` of its family (e.g. `ifinfomsg`).
+    pub(crate) fn new(kind: u16, flags: u16, header: &[u8]) -> Self {
+        let mut buf = vec![0; NLMSG_HDRLEN];
+        buf[4..6].copy_from_slice(&kind.to_ne_bytes());
+        buf[6..8].copy_from_slice(&flags.to_ne_bytes());
+        buf.extend_from_slice(header);
+        buf.resize(align(buf.len()), 0);
+        Self {
+            buf,
+            nests: Vec::new(),
+        }
+    }
+
+    /// Appends an attribute with a raw payload.
+    pub(crate) fn attr(mut self, kind: u16, payload: &[u8]) -> Self {
+        let len = u16::try_from(NLA_HDRLEN + payload.len()).unwrap_or(u16::MAX);
+        self.buf.extend_from_slice(&len.to_ne_bytes());
+        self.buf.extend_from_slice(&kind.to_ne_bytes());
+        self.buf.extend_from_slice(payload);
+        self.buf.resize(align(self.buf.len()), 0);
+        self
+    }
+
+    /// Appends a NUL-terminated string attribute.
+    pub(crate) fn attr_str(self, kind: u16, value: &str) -> Self {
+        let mut bytes = value.as_bytes().to_vec();
+        bytes.push(0);
+        self.attr(kind, &bytes)
+    }
+
+    /// Appends a host-order `u32` attribute (rtnetlink's convention).
+    pub(crate) fn attr_u32(self, kind: u16, value: u32) -> Self {
+        self.attr(kind, &value.to_ne_bytes())
+    }
+
+    /// Appends a network-order `u32` attribute (nf_tables' convention).
+    pub(crate) fn attr_be32(self, kind: u16, value: u32) -> Self {
+        self.attr(kind, &value.to_be_bytes())
+    }
+
+    /// Opens a nested attribute; close it with [`Message::end`].
+    pub(crate) fn begin(mut self, kind: u16) -> Self {
+        self.nests.push(self.buf.len());
+        self.attr(kind | NLA_F_NESTED, &[])
+    }
+
+    /// Appends raw bytes inside the open nest (a nested fixed header).
+    pub(crate) fn raw(mut self, bytes: &[u8]) -> Self {
+        self.buf.extend_from_slice(bytes);
+        self.buf.resize(align(self.buf.len()), 0);
+        self
+    }
+
+    /// Closes the innermost nested attribute.
+    pub(crate) fn end(mut self) -> Self {
+        if let Some(start) = self.nests.pop() {
+            let len = u16::try_from(self.buf.len() - start).unwrap_or(u16::MAX);
+            self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+        }
+        self
+    }
+
+    fn flags(&self) -> u16 {
+        u16::from_ne_bytes([self.buf[6], self.buf[7]])
+    }
+
+    fn finish(mut self, seq: u32) -> Vec<u8> {
+        debug_assert!(self.nests.is_empty(), "unclosed netlink nest");
+        let len = u32::try_from(self.buf.len()).unwrap_or(u32::MAX);
+        self.buf[0..4].copy_from_slice(&len.to_ne_bytes());
+        self.buf[8..12].copy_from_slice(&seq.to_ne_bytes());
+        self.buf
+    }
+}
+
+/// The kernel's refusal of a request: the errno and, when it sent one, its
+/// extended-ack message.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub error: io::Error,
+    pub message: Option<String>,
+}
+
+impl From<io::Error> for Refusal {
+    fn from(error: io::Error) -> Self {
+        Self {
+            error,
+            message: None,
+        }
+    }
+}
+
+/// A netlink socket of one protocol in one namespace.
+pub(crate) struct Socket {
+    file: File,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl Socket {
+    /// Opens a socket of `protocol` in the calling thread's namespace.
+    pub(crate) fn open(protocol: libc::c_int) -> io::Result<Self> {
+        Ok(Self::from_fd(sys::netlink_socket(protocol)?))
+    }
+
+    fn from_fd(fd: OwnedFd) -> Self {
+        Self {
+            file: File::from(fd),
+            seq: 0,
+            buf: vec![0; 64 * 1024],
+        }
+    }
+
+    /// Sends `messages` in one write and waits until the kernel acknowledged
+    /// the last of them that carries `F_ACK` (nf_tables batch delimiters do
+    /// not). Returns the
+    /// payloads of the replies that are not acks (answers to `GET`s).
+    pub(crate) fn transact(&mut self, messages: Vec<Message>) -> Result<Vec<Vec<u8>>, Refusal> {
+        let first = self.seq.wrapping_add(1);
+        let mut out = Vec::new();
+        let mut last = first;
+        for message in messages {
+            self.seq = self.seq.wrapping_add(1);
+            if message.flags() & F_ACK != 0 {
+                last = self.seq;
+            }
+            out.extend(message.finish(self.seq));
+        }
+        self.file.write_all(&out)?;
+        let newest = self.seq;
+        let in_request = |seq: u32| seq.wrapping_sub(first) <= newest.wrapping_sub(first);
+        let mut replies = Vec::new();
+        loop {
+            let n = self.file.read(&mut self.buf)?;
+            let mut at = 0;
+            while at + NLMSG_HDRLEN <= n {
+                let field = |o: usize| {
+                    u32::from_ne_bytes(self.buf[at + o..at + o + 4].try_into().unwrap_or([0; 4]))
+                };
+                let len = field(0) as usize;
+                let kind = u16::from_ne_bytes([self.buf[at + 4], self.buf[at + 5]]);
+                let flags = u16::from_ne_bytes([self.buf[at + 6], self.buf[at + 7]]);
+                let seq = field(8);
+                if len < NLMSG_HDRLEN || at + len > n {
+                    break;
+                }
+                let body = &self.buf[at + NLMSG_HDRLEN..at + len];
+                at += align(len);
+                if !in_request(seq) {
+                    continue; // a late answer to an earlier request
+                }
+                match kind {
+                    NLMSG_ERROR => {
+                        let errno = i32::from_ne_bytes(body[..4].try_into().unwrap_or([0; 4]));
+                        if errno != 0 {
+                            return Err(Refusal {
+                                error: io::Error::from_raw_os_error(-errno),
+                                message: ext_ack_message(body, flags),
+                            });
+                        }
+                        if seq == last {
+                            return Ok(replies);
+                        }
+                    }
+                    _ => replies.push(body.to_vec()),
+                }
+            }
+        }
+    }
+}
+
+/// The human-readable message of an extended ack, if the kernel sent one.
+fn ext_ack_message(body: &[u8], flags: u16) -> Option<String> {
+    if flags & NLM_F_ACK_TLVS == 0 {
+        return None;
+    }
+    // errno, then the request's header (capped: NETLINK_CAP_ACK), then TLVs.
+    let mut at = 4 + NLMSG_HDRLEN;
+    while at + NLA_HDRLEN <= body.len() {
+        let len = u16::from_ne_bytes([body[at], body[at + 1]]) as usize;
+        let kind = u16::from_ne_bytes([body[at + 2], body[at + 3]]);
+        if len < NLA_HDRLEN || at + len > body.len() {
+            break;
+        }
+        if kind == NLMSGERR_ATTR_MSG {
+            let text = &body[at + NLA_HDRLEN..at + len];
+            let text = text.split(|b| *b == 0).next().unwrap_or_default();
+            return Some(String::from_utf8_lossy(text).into_owned());
+        }
+        at += align(len);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_attributes_have_their_lengths_and_padding() {
+        let msg = Message::new(16, F_REQUEST, &[1, 2, 3])
+            .begin(1)
+            .attr_str(2, "ab")
+            .end()
+            .attr_u32(3, 7);
+        let bytes = msg.finish(9);
+        // header 16 + family header padded to 4 + nest (4 + 4 + "ab\0" padded to 4) + u32 attr 8
+        assert_eq!(bytes.len(), 16 + 4 + 4 + 8 + 8);
+        assert_eq!(u32::from_ne_bytes(bytes[0..4].try_into().unwrap()), 40);
+        assert_eq!(u32::from_ne_bytes(bytes[8..12].try_into().unwrap()), 9);
+        let nest_len = u16::from_ne_bytes([bytes[20], bytes[21]]);
+        let nest_kind = u16::from_ne_bytes([bytes[22], bytes[23]]);
+        assert_eq!((nest_len, nest_kind), (12, 1 | NLA_F_NESTED));
+        assert_eq!(&bytes[28..31], b"ab\0");
+    }
+
+    #[test]
+    fn ext_ack_message_is_found_after_the_capped_request() {
+        let mut body = (-22i32).to_ne_bytes().to_vec();
+        body.extend([0; NLMSG_HDRLEN]);
+        body.extend(8u16.to_ne_bytes());
+        body.extend(NLMSGERR_ATTR_MSG.to_ne_bytes());
+        body.extend(b"bad\0");
+        assert_eq!(
+            ext_ack_message(&body, NLM_F_ACK_TLVS).as_deref(),
+            Some("bad")
+        );
+        assert_eq!(ext_ack_message(&body, 0), None);
+    }
+}

@@ -1,0 +1,36 @@
+//! Anonymous network namespaces, held only by file descriptors of this
+//! process, so that they vanish with it whatever way it ends.
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+
+use crate::sys;
+
+/// Creates a network namespace and runs `setup` inside it, on a thread of its
+/// own that ends right after: no thread of the process is ever left in the
+/// wrong namespace, even if `setup` panics. Sockets opened by `setup` stay in
+/// the new namespace whichever thread uses them later.
+///
+/// Returns a descriptor of the namespace (it lives as long as the descriptor
+/// or a process inside it) and what `setup` returned.
+pub(crate) fn create<T: Send>(
+    setup: impl FnOnce() -> crate::Result<T> + Send,
+) -> crate::Result<(OwnedFd, T)> {
+    std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new()
+            .name("netns-harness-netns".into())
+            .spawn_scoped(scope, || {
+                sys::unshare(libc::CLONE_NEWNET).map_err(|e| match e.raw_os_error() {
+                    Some(libc::EPERM) => crate::rootless::unsupported(&e),
+                    _ => crate::Error::os("create a network namespace", e),
+                })?;
+                let fd = File::open("/proc/thread-self/ns/net")
+                    .map_err(|e| crate::Error::os("open the new network namespace", e))?;
+                Ok((OwnedFd::from(fd), setup()?))
+            })
+            .map_err(|e| crate::Error::os("start a thread to create a network namespace", e))?;
+        thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}

@@ -1,0 +1,184 @@
+//! rtnetlink requests the lab needs, each the equivalent of one `ip` command.
+
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use crate::error::{Error, Result};
+use crate::netlink::{F_ACK, F_CREATE, F_EXCL, F_REQUEST, Message, Refusal, Socket};
+
+const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
+const RTM_GETLINK: u16 = 18;
+const RTM_NEWADDR: u16 = 20;
+
+const IFLA_ADDRESS: u16 = 1;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_MASTER: u16 = 10;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_NET_NS_FD: u16 = 28;
+const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_DATA: u16 = 2;
+const VETH_INFO_PEER: u16 = 1;
+const IFLA_BR_FORWARD_DELAY: u16 = 1;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const IFA_BROADCAST: u16 = 4;
+
+const IFF_UP: u32 = libc::IFF_UP as u32;
+
+/// `struct ifinfomsg` for a link `index` (0: by name) with `flags`.
+fn ifinfomsg(index: u32, flags: u32) -> [u8; 16] {
+    let mut h = [0u8; 16];
+    h[0] = libc::AF_UNSPEC as u8;
+    h[4..8].copy_from_slice(&index.to_ne_bytes());
+    h[8..12].copy_from_slice(&flags.to_ne_bytes());
+    h[12..16].copy_from_slice(&flags.to_ne_bytes()); // change mask
+    h
+}
+
+/// The far end of a veth pair: its name, namespace and hardware address.
+pub(crate) struct Peer<'a> {
+    pub name: &'a str,
+    pub netns: BorrowedFd<'a>,
+    pub mac: Option<[u8; 6]>,
+}
+
+/// An rtnetlink socket in one namespace of the lab.
+pub(crate) struct Rtnl {
+    socket: Socket,
+    namespace: &'static str,
+}
+
+impl Rtnl {
+    /// Opens a socket in the calling thread's namespace; `namespace` names
+    /// it in errors.
+    pub(crate) fn open(namespace: &'static str) -> Result<Self> {
+        let socket = Socket::open(libc::NETLINK_ROUTE).map_err(|e| {
+            Error::os(
+                format!("open a netlink socket in the {namespace} namespace"),
+                e,
+            )
+        })?;
+        Ok(Self { socket, namespace })
+    }
+
+    fn request(
+        &mut self,
+        operation: impl FnOnce() -> String,
+        message: Message,
+    ) -> Result<Vec<Vec<u8>>> {
+        self.socket
+            .transact(vec![message])
+            .map_err(|Refusal { error, message }| Error::Netlink {
+                operation: operation(),
+                namespace: self.namespace,
+                source: error,
+                kernel_message: message,
+            })
+    }
+
+    /// `ip link set dev <index> up`
+    pub(crate) fn set_up(&mut self, index: u32) -> Result<()> {
+        let msg = Message::new(RTM_NEWLINK, F_REQUEST | F_ACK, &ifinfomsg(index, IFF_UP));
+        self.request(|| format!("set link {index} up"), msg)
+            .map(drop)
+    }
+
+    /// `ip link add <name> up type bridge forward_delay 0`
+    pub(crate) fn add_bridge(&mut self, name: &str) -> Result<()> {
+        let msg = Message::new(
+            RTM_NEWLINK,
+            F_REQUEST | F_ACK | F_CREATE | F_EXCL,
+            &ifinfomsg(0, IFF_UP),
+        )
+        .attr_str(IFLA_IFNAME, name)
+        .begin(IFLA_LINKINFO)
+        .attr_str(IFLA_INFO_KIND, "bridge")
+        .begin(IFLA_INFO_DATA)
+        .attr_u32(IFLA_BR_FORWARD_DELAY, 0)
+        .end()
+        .end();
+        self.request(|| format!("add bridge {name}"), msg).map(drop)
+    }
+
+    /// `ip link add <name> [master <master>] up type veth peer <peer> netns <fd> [address <mac>]`:
+    /// both ends are created where they will live, so nothing is moved
+    /// between namespaces afterwards. The peer stays down (the kernel cannot
+    /// open it before the pair is complete); whoever owns its namespace
+    /// brings it up.
+    pub(crate) fn add_veth(
+        &mut self,
+        name: &str,
+        master: Option<u32>,
+        peer: &Peer<'_>,
+    ) -> Result<()> {
+        let mut msg = Message::new(
+            RTM_NEWLINK,
+            F_REQUEST | F_ACK | F_CREATE | F_EXCL,
+            &ifinfomsg(0, IFF_UP),
+        )
+        .attr_str(IFLA_IFNAME, name);
+        if let Some(master) = master {
+            msg = msg.attr_u32(IFLA_MASTER, master);
+        }
+        msg = msg
+            .begin(IFLA_LINKINFO)
+            .attr_str(IFLA_INFO_KIND, "veth")
+            .begin(IFLA_INFO_DATA)
+            .begin(VETH_INFO_PEER)
+            .raw(&ifinfomsg(0, 0))
+            .attr_str(IFLA_IFNAME, peer.name)
+            .attr_u32(IFLA_NET_NS_FD, peer.netns.as_raw_fd() as u32);
+        if let Some(mac) = peer.mac {
+            msg = msg.attr(IFLA_ADDRESS, &mac);
+        }
+        let msg = msg.end().end().end();
+        self.request(|| format!("add veth {name} with peer {}", peer.name), msg)
+            .map(drop)
+    }
+
+    /// `ip link del <name>`
+    pub(crate) fn delete_link(&mut self, name: &str) -> Result<()> {
+        let msg = Message::new(RTM_DELLINK, F_REQUEST | F_ACK, &ifinfomsg(0, 0))
+            .attr_str(IFLA_IFNAME, name);
+        self.request(|| format!("delete link {name}"), msg)
+            .map(drop)
+    }
+
+    /// The index of link `name` (`ip link show <name>`).
+    pub(crate) fn link_index(&mut self, name: &str) -> Result<u32> {
+        let msg = Message::new(RTM_GETLINK, F_REQUEST | F_ACK, &ifinfomsg(0, 0))
+            .attr_str(IFLA_IFNAME, name);
+        let replies = self.request(|| format!("look up link {name}"), msg)?;
+        replies
+            .first()
+            .and_then(|reply| reply.get(4..8))
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_ne_bytes)
+            .ok_or_else(|| Error::Netlink {
+                operation: format!("look up link {name}"),
+                namespace: self.namespace,
+                source: std::io::Error::from(std::io::ErrorKind::InvalidData),
+                kernel_message: Some("no link message in the reply".into()),
+            })
+    }
+
+    /// `ip addr add <addr>/<prefix> brd + dev <index>`
+    pub(crate) fn add_address(&mut self, index: u32, addr: Ipv4Addr, prefix: u8) -> Result<()> {
+        let mut header = [0u8; 8];
+        header[0] = libc::AF_INET as u8;
+        header[1] = prefix;
+        header[4..8].copy_from_slice(&index.to_ne_bytes());
+        let host_mask = u32::MAX.checked_shr(u32::from(prefix)).unwrap_or(0);
+        let broadcast = Ipv4Addr::from(u32::from(addr) | host_mask);
+        let msg = Message::new(RTM_NEWADDR, F_REQUEST | F_ACK | F_CREATE | F_EXCL, &header)
+            .attr(IFA_LOCAL, &addr.octets())
+            .attr(IFA_ADDRESS, &addr.octets())
+            .attr(IFA_BROADCAST, &broadcast.octets());
+        self.request(
+            || format!("add address {addr}/{prefix} to link {index}"),
+            msg,
+        )
+        .map(drop)
+    }
+}
