@@ -31,6 +31,8 @@
 //! it does not, [`Lab::builder`]'s `build` returns [`Error::Unsupported`]
 //! with the reason and the fix.
 
+#![warn(clippy::unwrap_used)]
+
 mod container;
 mod entry;
 mod error;

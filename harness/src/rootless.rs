@@ -191,7 +191,7 @@ mod tests {
     #[case(
         Privilege::Root,
         settings(None, None, None),
-        "CLONE_NEWNET",
+        "refused to create a network namespace",
         "CONFIG_NET_NS"
     )]
     fn names_the_cause_and_the_fix(
