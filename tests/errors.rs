@@ -25,8 +25,13 @@ fn assert_spawn_fails(spec: Spec, message: &str) -> Error {
     let err = lab.spawn(&spec).expect_err("the spawn should fail");
     assert!(err.to_string().contains(message), "{err}");
     assert_eq!(ports(&lab), 0, "a port was left behind by: {err}");
+    // The lab's only address is free again, and usable at once.
     let mut ok = lab
-        .spawn(&Spec::command("true"))
+        .spawn(
+            &Spec::command("ping")
+                .args(["-c1", "-W2", &lab.gateway().to_string()])
+                .stdout(netns_harness::Stdio::Null),
+        )
         .expect("the lab's only address is free again");
     assert!(
         ok.wait_timeout(Duration::from_secs(10))

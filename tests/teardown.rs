@@ -10,7 +10,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use netns_harness::{Container, Error, Lab, Spec};
-use netns_harness_suite::{HostState, eventually, in_netns, namespace_holders, process_alive};
+use netns_harness_suite::{
+    HostState, eventually, in_netns, links, namespace_holders, process_alive,
+};
 
 const GONE_WITHIN: Duration = Duration::from_secs(10);
 const VICTIM_VAR: &str = "NETNS_HARNESS_SUITE_VICTIM";
@@ -105,6 +107,22 @@ fn dropping_a_lab_and_its_containers_destroys_every_namespace() {
             namespace_holders(ns)
         );
     }
+}
+
+#[test]
+fn the_devices_of_dropped_containers_leave_the_lab_namespace() {
+    let lab = Lab::builder().subnet("10.96.0.0/24").build().unwrap();
+    let before = links(lab.lab_netns());
+    assert_eq!(before, ["lo", lab.bridge(), "uplink"]);
+    for _ in 0..20 {
+        drop(sleeper(&lab));
+    }
+    assert_eq!(ports(&lab), 0);
+    assert!(
+        eventually(GONE_WITHIN, || links(lab.lab_netns()) == before),
+        "left in the lab namespace: {:?}",
+        links(lab.lab_netns())
+    );
 }
 
 #[test]

@@ -376,8 +376,8 @@ impl Drop for Lease {
     }
 }
 
-/// A container's port on the bridge (the lab's end of its veth), deleted
-/// when dropped.
+/// A container's port on the bridge (the lab's end of its veth), taken off
+/// the bridge when dropped.
 struct Port {
     lab: Arc<LabInner>,
     name: String,
@@ -385,10 +385,11 @@ struct Port {
 
 impl Drop for Port {
     fn drop(&mut self) {
-        // The pair also vanishes with the container's namespace, which the
-        // kernel destroys asynchronously; deleting it here frees the name
-        // and the bridge port at once.
-        match self.lab.rtnl().delete_link(&self.name) {
+        // Detaching is synchronous and cheap. The device itself goes with
+        // the container's network namespace, which the kernel destroys (in
+        // batches) once the container is reaped; deleting it here would wait
+        // for an RCU barrier each time.
+        match self.lab.rtnl().detach(&self.name) {
             Err(Error::Netlink { source, .. }) if source.raw_os_error() == Some(libc::ENODEV) => {}
             Err(e) => eprintln!("netns-harness: {e}"),
             Ok(()) => {}

@@ -7,7 +7,6 @@ use crate::error::{Error, Result};
 use crate::netlink::{F_ACK, F_CREATE, F_EXCL, F_REQUEST, Message, Refusal, Socket};
 
 const RTM_NEWLINK: u16 = 16;
-const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
 
@@ -137,11 +136,16 @@ impl Rtnl {
             .map(drop)
     }
 
-    /// `ip link del <name>`
-    pub(crate) fn delete_link(&mut self, name: &str) -> Result<()> {
-        let msg = Message::new(RTM_DELLINK, F_REQUEST | F_ACK, &ifinfomsg(0, 0))
-            .attr_str(IFLA_IFNAME, name);
-        self.request(|| format!("delete link {name}"), msg)
+    /// `ip link set dev <name> down nomaster`: takes a port off its bridge
+    /// without unregistering the device, which would wait for an RCU
+    /// barrier (tens of milliseconds).
+    pub(crate) fn detach(&mut self, name: &str) -> Result<()> {
+        let mut header = ifinfomsg(0, 0);
+        header[12..16].copy_from_slice(&IFF_UP.to_ne_bytes()); // change: clear IFF_UP
+        let msg = Message::new(RTM_NEWLINK, F_REQUEST | F_ACK, &header)
+            .attr_str(IFLA_IFNAME, name)
+            .attr_u32(IFLA_MASTER, 0);
+        self.request(|| format!("detach link {name} from its bridge"), msg)
             .map(drop)
     }
 
