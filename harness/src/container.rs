@@ -4,7 +4,7 @@ use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::entry::FUNCTION_VAR;
 use crate::error::{Error, Result};
-use crate::lab::LabInner;
+use crate::lab::{LabInner, Lease};
 use crate::rtnl::Peer;
 use crate::sys::{self, ChildPlan, IfConfig, Stage};
 use crate::{names, spawner};
@@ -62,6 +62,9 @@ pub struct Spec {
     env: Vec<(OsString, Option<OsString>)>,
     name: Option<String>,
     stdio: [Stdio; 3],
+    stderr_to_stdout: bool,
+    /// Descriptors the program inherits, for the harness's own use.
+    pub(crate) inherit: Vec<RawFd>,
 }
 
 impl Spec {
@@ -72,6 +75,8 @@ impl Spec {
             env: Vec::new(),
             name: None,
             stdio: [Stdio::Null, Stdio::Inherit, Stdio::Inherit],
+            stderr_to_stdout: false,
+            inherit: Vec::new(),
         }
     }
 
@@ -139,6 +144,13 @@ impl Spec {
         self
     }
 
+    /// Sends standard error where standard output goes (`2>&1`), so that
+    /// both arrive in one stream, in order.
+    pub fn stderr_to_stdout(mut self) -> Self {
+        self.stderr_to_stdout = true;
+        self
+    }
+
     fn environment(&self) -> Vec<(OsString, OsString)> {
         let mut env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
         for (key, value) in &self.env {
@@ -153,8 +165,9 @@ impl Spec {
 
 /// Where a container's network lives.
 pub(crate) enum Attach {
-    /// A new namespace with an `eth0` on the lab's bridge.
-    Bridge,
+    /// A new namespace with an `eth0` on the lab's bridge, with this address
+    /// or the next free one.
+    Bridge(Option<Lease>),
     /// The outside network's namespace.
     Outside,
 }
@@ -245,7 +258,7 @@ static NEXT_NAME: AtomicU32 = AtomicU32::new(0);
 pub(crate) fn spawn(lab: &Arc<LabInner>, spec: &Spec, attach: Attach) -> Result<Container> {
     let name = match (&spec.name, &attach) {
         (Some(name), _) => name.clone(),
-        (None, Attach::Bridge) => format!("c{}", NEXT_NAME.fetch_add(1, Ordering::Relaxed)),
+        (None, Attach::Bridge(_)) => format!("c{}", NEXT_NAME.fetch_add(1, Ordering::Relaxed)),
         (None, Attach::Outside) => "outside".to_owned(),
     };
     names::validate(&name)?;
@@ -281,26 +294,26 @@ pub(crate) fn spawn(lab: &Arc<LabInner>, spec: &Spec, attach: Attach) -> Result<
     );
     plan.hostname = name.clone().into_bytes();
     let lease = match attach {
-        Attach::Bridge => {
-            let addr = lab.allocate()?;
+        Attach::Bridge(lease) => {
+            let lease = match lease {
+                Some(lease) => lease,
+                None => lab.lease()?,
+            };
             let subnet = lab.subnet();
             plan.net = Some(IfConfig {
-                addr,
+                addr: lease.addr(),
                 netmask: subnet.netmask(),
                 broadcast: subnet.broadcast(),
                 gateway: subnet.nth(1),
             });
-            Some(Lease {
-                lab: Arc::clone(lab),
-                addr,
-            })
+            Some(lease)
         }
         Attach::Outside => {
             plan.join_netns = Some(lab.outside_ns().as_raw_fd());
             None
         }
     };
-    let addr = lease.as_ref().map_or(crate::lab::OUTSIDE_ADDR, |l| l.addr);
+    let addr = lease.as_ref().map_or(crate::lab::OUTSIDE_ADDR, Lease::addr);
     let label = format!("{name:?}");
     let os = |what: &str| {
         let what = format!("{what} for container {label}");
@@ -316,6 +329,10 @@ pub(crate) fn spawn(lab: &Arc<LabInner>, spec: &Spec, attach: Attach) -> Result<
     for (slot, ends) in plan.stdio.iter_mut().zip(&streams) {
         *slot = ends.child.as_ref().map(AsRawFd::as_raw_fd);
     }
+    if spec.stderr_to_stdout {
+        plan.stdio[2] = Some(plan.stdio[1].unwrap_or(libc::STDOUT_FILENO));
+    }
+    plan.keep.clone_from(&spec.inherit);
     plan.go_read = go_read.as_raw_fd();
     plan.go_write = go_write.as_raw_fd();
     plan.report_write = report_write.as_raw_fd();
@@ -364,18 +381,6 @@ fn mac_for(addr: Ipv4Addr) -> [u8; 6] {
     [0x02, 0x00, a, b, c, d]
 }
 
-/// A container address, returned to the lab's pool when dropped.
-struct Lease {
-    lab: Arc<LabInner>,
-    addr: Ipv4Addr,
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        self.lab.release(self.addr);
-    }
-}
-
 /// A container's port on the bridge (the lab's end of its veth), taken off
 /// the bridge when dropped.
 struct Port {
@@ -417,12 +422,6 @@ pub struct Container {
 impl std::fmt::Debug for Port {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.name)
-    }
-}
-
-impl std::fmt::Debug for Lease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.addr)
     }
 }
 

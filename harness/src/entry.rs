@@ -10,8 +10,8 @@
 use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use crate::rootless;
 use crate::sys;
+use crate::{rootless, runner};
 
 /// Names the function a re-executed container runs, as an offset from a
 /// fixed point of the executable.
@@ -22,6 +22,7 @@ const PANIC_EXIT: i32 = 101;
 
 fn before_main() {
     rootless::init();
+    runner::take_context();
     if let Ok(offset) = std::env::var(FUNCTION_VAR) {
         // SAFETY: before main there is one thread, so nothing else reads the
         // environment. The variable must not reach the function's children.

@@ -3,8 +3,8 @@
 //!
 //! ```text
 //!  container ns          lab ns                                outside ns
-//!  eth0 10.200.0.2 ──── vc0 ─┐
-//!  eth0 10.200.0.3 ──── vc1 ─┤ br0 10.200.0.1   uplink 198.18.0.1 ──── eth0 198.18.0.2
+//!  eth0 10.200.0.2 ───── v0 ─┐
+//!  eth0 10.200.0.3 ───── v1 ─┤ br0 10.200.0.1   uplink 198.18.0.1 ──── eth0 198.18.0.2
 //!                            └ ip_forward=1, masquerade 10.200.0.0/16 out of uplink
 //! ```
 
@@ -136,7 +136,9 @@ impl LabBuilder {
                 outside_ns,
                 rtnl: Mutex::new(rtnl),
                 pool: Mutex::new(AddressPool::new(subnet)),
+                port_prefix: "v".to_owned(),
                 next_port: AtomicU32::new(0),
+                next_view: AtomicU32::new(0),
             }),
         })
     }
@@ -181,7 +183,12 @@ pub(crate) struct LabInner {
     outside_ns: OwnedFd,
     rtnl: Mutex<Rtnl>,
     pool: Mutex<AddressPool>,
+    /// Starts the names of the bridge ports this handle creates; unique
+    /// among every process that creates ports in the lab.
+    port_prefix: String,
     next_port: AtomicU32,
+    /// Numbers the blocks handed to test containers (see [`LabInner::view_prefix`]).
+    next_view: AtomicU32,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -194,35 +201,97 @@ impl LabInner {
         lock(&self.rtnl)
     }
 
-    /// A free container address.
-    pub(crate) fn allocate(&self) -> Result<Ipv4Addr> {
+    /// Takes a free container address.
+    pub(crate) fn lease(self: &Arc<Self>) -> Result<Lease> {
         let mut pool = lock(&self.pool);
-        pool.allocate().ok_or_else(|| Error::AddressesExhausted {
+        let addr = pool.allocate().ok_or_else(|| Error::AddressesExhausted {
             subnet: self.subnet.to_string(),
             capacity: pool.capacity(),
+        })?;
+        Ok(Lease {
+            lab: Arc::clone(self),
+            addr,
         })
-    }
-
-    /// Returns a container address to the pool.
-    pub(crate) fn release(&self, addr: Ipv4Addr) {
-        lock(&self.pool).release(addr);
     }
 
     /// A fresh name for a bridge port, unique in the lab.
     pub(crate) fn port_name(&self) -> String {
-        format!("vc{}", self.next_port.fetch_add(1, Ordering::Relaxed))
+        let n = self.next_port.fetch_add(1, Ordering::Relaxed);
+        format!("{}{n:x}", self.port_prefix)
+    }
+
+    /// A fresh port-name prefix for another process that adds ports to the
+    /// lab (a test's container spawning peers): `t<n>p`, never a prefix of
+    /// this handle's names (`v<n>`) nor of another view's.
+    pub(crate) fn view_prefix(&self) -> String {
+        format!("t{:x}p", self.next_view.fetch_add(1, Ordering::Relaxed))
     }
 
     pub(crate) fn subnet(&self) -> Ipv4Subnet {
         self.subnet
     }
 
+    pub(crate) fn bridge(&self) -> &str {
+        &self.bridge
+    }
+
     pub(crate) fn bridge_index(&self) -> u32 {
         self.bridge_index
     }
 
+    pub(crate) fn lab_ns(&self) -> &OwnedFd {
+        &self.lab_ns
+    }
+
     pub(crate) fn outside_ns(&self) -> &OwnedFd {
         &self.outside_ns
+    }
+
+    /// A handle on a lab made by another process, from descriptors of its
+    /// namespaces that this process inherited: it creates ports named
+    /// `port_prefix…` and hands out only `addrs`.
+    pub(crate) fn adopt(
+        view: crate::runner::LabView,
+        lab_ns: OwnedFd,
+        outside_ns: OwnedFd,
+    ) -> Result<Self> {
+        let rtnl = netns::run_in(lab_ns.as_fd(), || Rtnl::open("lab"))?;
+        Ok(Self {
+            subnet: view.subnet,
+            bridge: view.bridge,
+            bridge_index: view.bridge_index,
+            lab_ns,
+            outside_ns,
+            rtnl: Mutex::new(rtnl),
+            pool: Mutex::new(AddressPool::from_list(view.addrs)),
+            port_prefix: view.port_prefix,
+            next_port: AtomicU32::new(0),
+            next_view: AtomicU32::new(0),
+        })
+    }
+}
+
+/// A container address taken from a lab's pool, returned when dropped.
+pub(crate) struct Lease {
+    lab: Arc<LabInner>,
+    addr: Ipv4Addr,
+}
+
+impl Lease {
+    pub(crate) fn addr(&self) -> Ipv4Addr {
+        self.addr
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        lock(&self.lab.pool).release(self.addr);
+    }
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.addr)
     }
 }
 
@@ -241,7 +310,7 @@ impl LabInner {
 /// ```
 #[derive(Clone)]
 pub struct Lab {
-    inner: Arc<LabInner>,
+    pub(crate) inner: Arc<LabInner>,
 }
 
 impl std::fmt::Debug for Lab {
@@ -259,11 +328,23 @@ impl Lab {
         LabBuilder::default()
     }
 
+    pub(crate) fn from_inner(inner: LabInner) -> Lab {
+        Lab {
+            inner: Arc::new(inner),
+        }
+    }
+
     /// The process's shared lab with default settings, created on first use
     /// and kept until the process ends. Every test of a test binary that
     /// calls this shares one bridge, so containers of concurrent tests can
     /// reach each other; use [`Lab::builder`] for a lab of one's own.
+    ///
+    /// Inside the body of a [`netns_test`](crate::netns_test), this is the
+    /// lab of the test's own network ([`Net::lab`](crate::Net::lab)).
     pub fn shared() -> Result<Lab> {
+        if let Some(net) = crate::Net::try_current() {
+            return Ok(net.lab().clone());
+        }
         static SHARED: Mutex<Option<Lab>> = Mutex::new(None);
         let mut shared = lock(&SHARED);
         if let Some(lab) = &*shared {
@@ -316,7 +397,7 @@ impl Lab {
     /// subnet and a default route through the gateway. Returns once the
     /// network is ready and the program has been executed.
     pub fn spawn(&self, spec: &Spec) -> Result<Container> {
-        container::spawn(&self.inner, spec, container::Attach::Bridge)
+        container::spawn(&self.inner, spec, container::Attach::Bridge(None))
     }
 
     /// Starts a process on the outside host: in new mount, PID, UTS and IPC

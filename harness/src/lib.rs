@@ -38,11 +38,13 @@ mod entry;
 mod error;
 mod lab;
 mod names;
+mod net;
 mod netlink;
 mod netns;
 mod nftables;
 mod rootless;
 mod rtnl;
+mod runner;
 mod spawner;
 mod subnet;
 mod sys;
@@ -50,5 +52,19 @@ mod sys;
 pub use container::{Container, Spec, Stdio};
 pub use error::{Error, Result};
 pub use lab::{DEFAULT_BRIDGE, DEFAULT_SUBNET, Lab, LabBuilder, UPLINK};
+pub use net::Net;
+pub use netns_harness_macros::netns_test;
 pub use rootless::{ROOTLESS_VAR, is_rootless};
+pub use runner::{MAX_PEERS, SKIP_VAR};
 pub use subnet::Ipv4Subnet;
+
+/// What a test file needs: `use netns_harness::prelude::*;`.
+pub mod prelude {
+    pub use crate::{Container, Lab, Net, Spec, Stdio, netns_test};
+}
+
+/// The runtime the `#[netns_test]` expansion calls; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::runner::{Network, Test, TestResult, block_on, run_in_container, run_test};
+}

@@ -2,7 +2,7 @@
 //! process, so that they vanish with it whatever way it ends.
 
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 use crate::sys;
 
@@ -30,6 +30,26 @@ pub(crate) fn create<T: Send>(
             })
             .map_err(|e| crate::Error::os("start a thread to create a network namespace", e))?;
         thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// Runs `f` inside the existing network namespace `netns`, on a thread of
+/// its own that ends right after (see [`create`]).
+pub(crate) fn run_in<T: Send>(
+    netns: BorrowedFd<'_>,
+    f: impl FnOnce() -> crate::Result<T> + Send,
+) -> crate::Result<T> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("netns-harness-netns".into())
+            .spawn_scoped(scope, || {
+                sys::setns(netns, libc::CLONE_NEWNET)
+                    .map_err(|e| crate::Error::os("enter the lab's network namespace", e))?;
+                f()
+            })
+            .map_err(|e| crate::Error::os("start a thread to enter a network namespace", e))?
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })

@@ -115,14 +115,24 @@ impl FromStr for Ipv4Subnet {
     }
 }
 
-/// Hands out the container addresses of a lab subnet: everything but the
-/// network address, the gateway (the first host) and the broadcast address.
+/// Which addresses a pool hands out.
+#[derive(Debug)]
+enum Slots {
+    /// A run of consecutive addresses starting at this one.
+    Range(u32),
+    /// These addresses (a block handed to a test's container).
+    List(Vec<Ipv4Addr>),
+}
+
+/// Hands out container addresses: those of a lab subnet but the network
+/// address, the gateway (the first host) and the broadcast address; or a
+/// given list of them.
 ///
 /// Allocation goes round the pool before reusing an address, so a released
 /// address is not handed out again while others are free.
 #[derive(Debug)]
 pub(crate) struct AddressPool {
-    subnet: Ipv4Subnet,
+    slots: Slots,
     in_use: Vec<bool>,
     next: usize,
 }
@@ -131,18 +141,43 @@ impl AddressPool {
     /// The first container address is the subnet's second host.
     const FIRST: u32 = 2;
 
+    /// The container addresses of `subnet`.
     pub(crate) fn new(subnet: Ipv4Subnet) -> Self {
         let capacity = subnet.size().saturating_sub(u64::from(Self::FIRST) + 1);
         Self {
-            subnet,
+            slots: Slots::Range(u32::from(subnet.nth(Self::FIRST))),
             in_use: vec![false; usize::try_from(capacity).unwrap_or(usize::MAX)],
             next: 0,
         }
     }
 
-    /// How many container addresses the pool has.
+    /// Exactly `addrs`.
+    pub(crate) fn from_list(addrs: Vec<Ipv4Addr>) -> Self {
+        Self {
+            in_use: vec![false; addrs.len()],
+            slots: Slots::List(addrs),
+            next: 0,
+        }
+    }
+
+    /// How many addresses the pool has.
     pub(crate) fn capacity(&self) -> u32 {
         u32::try_from(self.in_use.len()).unwrap_or(u32::MAX)
+    }
+
+    fn addr(&self, slot: usize) -> Ipv4Addr {
+        match &self.slots {
+            Slots::Range(first) => Ipv4Addr::from(first.wrapping_add(slot as u32)),
+            Slots::List(addrs) => addrs[slot],
+        }
+    }
+
+    fn slot(&self, addr: Ipv4Addr) -> Option<usize> {
+        match &self.slots {
+            Slots::Range(first) => Some(u32::from(addr).wrapping_sub(*first) as usize),
+            Slots::List(addrs) => addrs.iter().position(|a| *a == addr),
+        }
+        .filter(|&slot| slot < self.in_use.len())
     }
 
     /// A free address, or `None` when all are taken.
@@ -153,14 +188,13 @@ impl AddressPool {
             .find(|&i| !self.in_use[i])?;
         self.in_use[slot] = true;
         self.next = (slot + 1) % len;
-        Some(self.subnet.nth(Self::FIRST + slot as u32))
+        Some(self.addr(slot))
     }
 
     /// Returns `addr` to the pool.
     pub(crate) fn release(&mut self, addr: Ipv4Addr) {
-        let slot = u32::from(addr).wrapping_sub(u32::from(self.subnet.nth(Self::FIRST)));
-        if let Some(used) = self.in_use.get_mut(slot as usize) {
-            *used = false;
+        if let Some(slot) = self.slot(addr) {
+            self.in_use[slot] = false;
         }
     }
 }
@@ -205,6 +239,19 @@ mod tests {
         assert_eq!(pool.allocate(), None);
         pool.release(Ipv4Addr::new(10, 0, 0, 4));
         assert_eq!(pool.allocate(), Some(Ipv4Addr::new(10, 0, 0, 4)));
+    }
+
+    #[test]
+    fn a_pool_of_a_list_hands_out_exactly_the_list() {
+        let addrs = vec![Ipv4Addr::new(10, 0, 0, 9), Ipv4Addr::new(10, 0, 0, 3)];
+        let mut pool = AddressPool::from_list(addrs.clone());
+        assert_eq!(
+            [pool.allocate(), pool.allocate(), pool.allocate()],
+            [Some(addrs[0]), Some(addrs[1]), None]
+        );
+        pool.release(addrs[1]);
+        pool.release(Ipv4Addr::new(10, 0, 0, 4)); // not in the pool: ignored
+        assert_eq!(pool.allocate(), Some(addrs[1]));
     }
 
     #[test]

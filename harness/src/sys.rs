@@ -39,6 +39,30 @@ pub(crate) fn unshare(flags: c_int) -> io::Result<()> {
     check(unsafe { libc::unshare(flags) }).map(drop)
 }
 
+/// Moves the calling thread into the namespace `fd` refers to.
+///
+/// # References
+/// `setns(2)`
+pub(crate) fn setns(fd: BorrowedFd<'_>, nstype: c_int) -> io::Result<()> {
+    // SAFETY: the descriptor is valid for the duration of the borrow.
+    check(unsafe { libc::setns(fd.as_raw_fd(), nstype) }).map(drop)
+}
+
+/// Takes ownership of a descriptor this process inherited.
+///
+/// # Safety
+/// `fd` must be open and owned by nothing else in the process.
+pub(crate) unsafe fn adopt_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: forwarded to the caller.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Whether `fd` is an open descriptor.
+pub(crate) fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only inspects the descriptor table.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
 /// A pipe whose two ends are close-on-exec: `(read, write)`.
 ///
 /// # References
@@ -204,7 +228,7 @@ pub(crate) enum Stage {
     Address,
     /// Adding the default route.
     Route,
-    /// Connecting standard input and output.
+    /// Connecting standard input and output, and inherited descriptors.
     Stdio,
     /// Executing the program.
     Exec,
@@ -241,7 +265,7 @@ impl Stage {
             Stage::Loopback => "bringing lo up",
             Stage::Address => "configuring eth0",
             Stage::Route => "adding the default route",
-            Stage::Stdio => "connecting standard input and output",
+            Stage::Stdio => "connecting standard streams and inherited descriptors",
             Stage::Exec => "executing the program",
         }
     }
@@ -279,6 +303,9 @@ pub(crate) struct ChildPlan {
     pub join_netns: Option<RawFd>,
     /// The network configuration of a new namespace's `eth0`.
     pub net: Option<IfConfig>,
+    /// Descriptors the program inherits (their close-on-exec flag is
+    /// cleared in the child).
+    pub keep: Vec<RawFd>,
 }
 
 // SAFETY: the raw pointers point into the heap buffers of the `CString`s the
@@ -308,6 +335,7 @@ impl ChildPlan {
             report_write: -1,
             join_netns: None,
             net: None,
+            keep: Vec::new(),
         }
     }
 }
@@ -459,6 +487,11 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
                 libc::dup2(fd, target) >= 0
             };
             if !ok {
+                fail(plan, Stage::Stdio);
+            }
+        }
+        for &fd in &plan.keep {
+            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
                 fail(plan, Stage::Stdio);
             }
         }

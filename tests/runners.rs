@@ -1,0 +1,493 @@
+//! `#[netns_test]` under the real runners: `cargo test` and
+//! `cargo nextest run` on the fixture crate in tests/fixture, whose tests
+//! pass, fail, time out and coordinate on purpose. Checks the counts and
+//! the output users see.
+//!
+//! These tests need cargo (they build the fixture); a process that cannot
+//! run it (the unprivileged pass of .ci/run) says so and skips them.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use netns_harness_suite::{eventually, namespace_holders};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The 12 tests of the fixture, 1 of them ignored by default.
+const FIXTURE_TESTS: [&str; 12] = [
+    "counts_its_runs",
+    "fails_loudly",
+    "ignored_by_default",
+    "isolation_a",
+    "isolation_b",
+    "passes_quietly",
+    "probe_from_private",
+    "probe_from_shared",
+    "returns_err",
+    "shared_target",
+    "should_panic_composes",
+    "times_out",
+];
+
+/// The fixture tests that wait for each other, so must run together.
+const COORDINATED: [&str; 5] = [
+    "isolation_a",
+    "isolation_b",
+    "shared_target",
+    "probe_from_private",
+    "probe_from_shared",
+];
+
+/// The cargo that runs this test, if any.
+fn cargo() -> Option<PathBuf> {
+    let cargo = PathBuf::from(std::env::var_os("CARGO")?);
+    Command::new(&cargo)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+        .then_some(cargo)
+}
+
+/// Skips the calling test, visibly, when cargo cannot be run.
+macro_rules! require_cargo {
+    () => {
+        match cargo() {
+            Some(cargo) => cargo,
+            None => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "skipped {}: cargo is not available to this process (CARGO unset or not runnable)",
+                    module_path!()
+                );
+                return;
+            }
+        }
+    };
+}
+
+fn fixture_command(cargo: &Path, subcommand: &[&str]) -> Command {
+    let mut command = Command::new(cargo);
+    command
+        .args(subcommand)
+        .arg("--manifest-path")
+        .arg(Path::new(ROOT).join("tests/fixture/Cargo.toml"))
+        .env("CARGO_TARGET_DIR", Path::new(ROOT).join("target/fixture"))
+        .env("RUST_BACKTRACE", "0");
+    command
+}
+
+/// The fixture's test binary, built once.
+fn fixture_binary(cargo: &Path) -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let out = fixture_command(
+            cargo,
+            &[
+                "test",
+                "--no-run",
+                "--message-format=json",
+                "--test",
+                "fixture",
+            ],
+        )
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout
+            .lines()
+            .find(|l| l.contains("\"executable\":\"") && l.contains("\"name\":\"fixture\""))
+            .expect("the fixture's test binary");
+        let start = line.find("\"executable\":\"").unwrap() + "\"executable\":\"".len();
+        let end = start + line[start..].find('"').unwrap();
+        PathBuf::from(&line[start..end])
+    })
+}
+
+/// A run of the fixture: its output, and the directory its tests shared.
+struct Run {
+    out: Output,
+    dir: tempfile::TempDir,
+}
+
+impl Run {
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.out.stdout).into_owned()
+    }
+
+    fn text(&self) -> String {
+        self.stdout() + &String::from_utf8_lossy(&self.out.stderr)
+    }
+
+    fn shared(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+}
+
+fn run(mut command: Command) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command.env("FIXTURE_DIR", dir.path()).output().unwrap();
+    Run { out, dir }
+}
+
+/// libtest's counts: (passed, failed, ignored, filtered out).
+fn libtest_counts(stdout: &str) -> (u32, u32, u32, u32) {
+    let line = stdout
+        .lines()
+        .rfind(|l| l.starts_with("test result:"))
+        .unwrap_or_else(|| panic!("no summary in:\n{stdout}"));
+    let count = |what: &str| {
+        line.split(';')
+            .find(|part| part.trim_end().ends_with(what))
+            .and_then(|part| part.split_whitespace().rev().nth(what.split(' ').count()))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {what} in {line:?}"))
+    };
+    (
+        count("passed"),
+        count("failed"),
+        count("ignored"),
+        count("filtered out"),
+    )
+}
+
+/// The `---- name stdout ----` section libtest prints for a failure.
+fn failure_section<'a>(stdout: &'a str, name: &str) -> &'a str {
+    let header = format!("---- {name} stdout ----");
+    let start = stdout
+        .find(&header)
+        .unwrap_or_else(|| panic!("no {header} in:\n{stdout}"));
+    let rest = &stdout[start + header.len()..];
+    &rest[..rest
+        .find("\n---- ")
+        .or_else(|| rest.find("\nfailures:"))
+        .unwrap_or(rest.len())]
+}
+
+fn assert_in_order(text: &str, parts: &[&str]) {
+    let mut at = 0;
+    for part in parts {
+        let found = text[at..]
+            .find(part)
+            .unwrap_or_else(|| panic!("{part:?} missing or out of order in:\n{text}"));
+        at += found + part.len();
+    }
+}
+
+/// What every full run of the fixture must show, whichever runner ran it.
+/// `one_process` tells whether all tests ran in one process (cargo test),
+/// so shared one lab, or each in its own (nextest), each with its own lab.
+fn assert_fixture_semantics(run: &Run, one_process: bool) {
+    let text = run.text();
+    // Output of passing tests stays hidden; failing tests show theirs, stdout
+    // and stderr in the order they were written, with the panic's message.
+    assert!(
+        !text.contains("PASSING-OUTPUT"),
+        "a passing test's output was shown:\n{text}"
+    );
+    assert_in_order(
+        &text,
+        &[
+            "FAILING-STDOUT-1",
+            "FAILING-STDERR-2",
+            "FAILING-STDOUT-3",
+            "FIXTURE-PANIC",
+        ],
+    );
+    assert!(
+        text.contains("tests/fixture.rs:20:5"),
+        "the panic's location is missing:\n{text}"
+    );
+    assert!(
+        text.contains("returned an error: \"FIXTURE-ERR\""),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "test times_out timed out after 1s; its container and every process in it were killed"
+        ),
+        "{text}"
+    );
+    // Nothing the timed-out test started survives it.
+    let identities: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("IDENTITY net:["))
+        .map(|l| l.trim_end_matches(']').parse().unwrap())
+        .collect();
+    assert_eq!(identities.len(), 3, "{text}");
+    for ns in identities {
+        assert!(
+            eventually(Duration::from_secs(10), || namespace_holders(ns).is_empty()),
+            "namespace {ns} of the timed-out test survives in {:?}",
+            namespace_holders(ns)
+        );
+    }
+    // The body ran exactly once.
+    assert_eq!(run.shared("runs"), "ran\n");
+    // Two tests at the same time: different hostnames, network and PID
+    // namespaces, each its own PID 1; on one lab, different addresses.
+    let a: Vec<String> = run
+        .shared("isolation_a")
+        .split(' ')
+        .map(str::to_owned)
+        .collect();
+    let b: Vec<String> = run
+        .shared("isolation_b")
+        .split(' ')
+        .map(str::to_owned)
+        .collect();
+    assert_eq!((a.len(), b.len()), (5, 5), "{a:?} {b:?}");
+    assert_eq!(
+        (a[0].as_str(), b[0].as_str()),
+        ("isolation_a", "isolation_b")
+    );
+    assert_eq!((a[2].as_str(), b[2].as_str()), ("1", "1"));
+    assert_ne!(a[3], b[3], "same PID namespace");
+    assert_ne!(a[4], b[4], "same network namespace");
+    if one_process {
+        assert_ne!(a[1], b[1], "same address on one bridge");
+    }
+    // A private network never reaches a peer of another test; the same
+    // probe from the shared bridge does when the tests share a process
+    // (under nextest each test process has a lab of its own).
+    assert_eq!(run.shared("probed_from_private"), "unreachable");
+    let shared = if one_process {
+        "reachable"
+    } else {
+        "unreachable"
+    };
+    assert_eq!(run.shared("probed_from_shared"), shared);
+}
+
+#[test]
+fn cargo_test_counts_outcomes_and_shows_output_only_for_failures() {
+    let cargo = require_cargo!();
+    let run = run({
+        let mut c = fixture_command(&cargo, &["test", "--test", "fixture"]);
+        c.args(["--", "--test-threads=16"]);
+        c
+    });
+    let stdout = run.stdout();
+    assert_eq!(libtest_counts(&stdout), (8, 3, 1, 0), "{stdout}");
+    for failed in ["fails_loudly", "returns_err", "times_out"] {
+        assert!(
+            stdout.contains(&format!("test {failed} ... FAILED")),
+            "{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("test should_panic_composes - should panic ... ok"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("test ignored_by_default ... ignored, runs only with --ignored"),
+        "{stdout}"
+    );
+    assert_in_order(
+        failure_section(&stdout, "fails_loudly"),
+        &[
+            "FAILING-STDOUT-1",
+            "FAILING-STDERR-2",
+            "FAILING-STDOUT-3",
+            "thread 'fails_loudly'",
+        ],
+    );
+    assert!(!run.text().contains("IGNORED-RAN"));
+    assert_fixture_semantics(&run, true);
+}
+
+#[test]
+fn libtest_flags_work_as_with_plain_tests() {
+    let cargo = require_cargo!();
+    let binary = fixture_binary(&cargo);
+    let fixture = |args: &[&str]| {
+        let mut c = Command::new(binary);
+        c.args(args).env("RUST_BACKTRACE", "0");
+        run(c)
+    };
+
+    // --list names every test and runs none.
+    let list = fixture(&["--list"]);
+    let listed: BTreeSet<&str> = list
+        .out
+        .stdout
+        .split(|b| *b == b'\n')
+        .filter_map(|l| std::str::from_utf8(l).ok()?.strip_suffix(": test"))
+        .collect();
+    assert_eq!(listed, FIXTURE_TESTS.into_iter().collect());
+    assert_eq!(list.shared("runs"), "");
+
+    // A name filter, --exact, --show-output.
+    let one = fixture(&["passes_quietly", "--exact", "--show-output"]);
+    assert_eq!(libtest_counts(&one.stdout()), (1, 0, 0, 11));
+    assert!(
+        one.stdout()
+            .contains("---- passes_quietly stdout ----\nPASSING-OUTPUT"),
+        "{}",
+        one.stdout()
+    );
+
+    // --nocapture shows a passing test's output live.
+    let live = fixture(&["passes_quietly", "--exact", "--nocapture"]);
+    assert!(
+        live.stdout().contains("PASSING-OUTPUT"),
+        "{}",
+        live.stdout()
+    );
+
+    // Several filters, --skip, --test-threads, a flag the harness does not know of.
+    let some = fixture(&[
+        "passes_quietly",
+        "counts_its_runs",
+        "should_panic",
+        "ignored",
+        "--skip",
+        "counts",
+        "--test-threads=1",
+        "--format=terse",
+    ]);
+    // passes_quietly and should_panic_composes run; ignored_by_default is ignored.
+    assert_eq!(
+        libtest_counts(&some.stdout()),
+        (2, 0, 1, 9),
+        "{}",
+        some.stdout()
+    );
+    assert_eq!(some.shared("runs"), "", "a skipped test ran");
+
+    // --ignored runs only the ignored test; --include-ignored runs it too.
+    let ignored = fixture(&["--ignored", "--nocapture"]);
+    assert_eq!(libtest_counts(&ignored.stdout()), (1, 0, 0, 11));
+    assert!(ignored.stdout().contains("IGNORED-RAN"));
+    let included = fixture(&["ignored_by_default", "passes_quietly", "--include-ignored"]);
+    assert_eq!(libtest_counts(&included.stdout()), (2, 0, 0, 10));
+}
+
+#[test]
+fn unsupported_machines_fail_with_the_fix_or_skip_visibly_on_request() {
+    let cargo = require_cargo!();
+    let binary = fixture_binary(&cargo);
+    // Not root, and no rootless mode: `unshare` makes the fixture uid 65534
+    // without capabilities.
+    let unprivileged = |skip: bool| {
+        let mut c = Command::new("unshare");
+        c.args(["--user", "--map-user=65534", "--map-group=65534"])
+            .arg(binary)
+            .args(["passes_quietly", "--exact"])
+            .env(netns_harness::ROOTLESS_VAR, "0")
+            .env("RUST_BACKTRACE", "0");
+        if skip {
+            c.env(netns_harness::SKIP_VAR, "1");
+        }
+        run(c)
+    };
+    let failed = unprivileged(false);
+    assert!(!failed.out.status.success());
+    let text = failed.text();
+    assert!(
+        text.contains("cannot run passes_quietly in a container: cannot create network namespaces"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fix: unset NETNS_HARNESS_ROOTLESS, or run the tests as root"),
+        "{text}"
+    );
+    assert!(
+        text.contains("or set NETNS_HARNESS_SKIP_UNSUPPORTED=1"),
+        "{text}"
+    );
+
+    let skipped = unprivileged(true);
+    assert!(skipped.out.status.success(), "{}", skipped.text());
+    assert_eq!(libtest_counts(&skipped.stdout()), (1, 0, 0, 11));
+    let stderr = String::from_utf8_lossy(&skipped.out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("skipped")).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].starts_with(
+            "netns-harness: skipped passes_quietly (NETNS_HARNESS_SKIP_UNSUPPORTED=1):"
+        ),
+        "{stderr}"
+    );
+    assert!(!skipped.text().contains("PASSING-OUTPUT"), "the body ran");
+}
+
+/// The test names nextest reports as run, from its `PASS`/`FAIL` lines
+/// (those before the summary, which lists failures again).
+fn nextest_ran(text: &str) -> Vec<String> {
+    text.lines()
+        .take_while(|l| !l.trim_start().starts_with("Summary ["))
+        .filter(|l| {
+            let l = l.trim_start();
+            l.starts_with("PASS ") || l.starts_with("FAIL ") || l.starts_with("TIMEOUT ")
+        })
+        .filter_map(|l| l.split_whitespace().last().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn nextest_runs_every_test_in_its_own_process_and_partitions_cover_all() {
+    let cargo = require_cargo!();
+    let run = run({
+        let mut c = fixture_command(
+            &cargo,
+            &["nextest", "run", "--no-fail-fast", "--test-threads=16"],
+        );
+        c.env("NEXTEST_HIDE_PROGRESS_BAR", "1");
+        c
+    });
+    let text = run.text();
+    assert!(
+        text.contains("11 tests run: 8 passed, 3 failed, 1 skipped"),
+        "unexpected nextest summary:\n{text}"
+    );
+    assert_fixture_semantics(&run, false);
+    // The timed-out test failed after about its 1 s timeout, not its 600 s sleep.
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("FAIL") && l.ends_with(" times_out"))
+        .unwrap_or_else(|| panic!("no FAIL line for times_out in:\n{text}"));
+    let seconds: f64 = line
+        .split(['[', ']'])
+        .nth(1)
+        .and_then(|t| t.trim().trim_end_matches('s').parse().ok())
+        .unwrap_or_else(|| panic!("no duration in {line:?}"));
+    assert!((1.0..10.0).contains(&seconds), "{line}");
+
+    // Two partitions together run every test exactly once (the coordinated
+    // tests wait for each other, so they are left out here).
+    let mut seen = Vec::new();
+    for part in ["hash:1/2", "hash:2/2"] {
+        let filter = format!(
+            "not ({})",
+            COORDINATED.map(|t| format!("test(={t})")).join(" | ")
+        );
+        let mut c = fixture_command(
+            &cargo,
+            &["nextest", "run", "--no-fail-fast", "--run-ignored=all"],
+        );
+        c.args(["--partition", part, "-E", &filter]);
+        let ran = nextest_ran(&run_text(c));
+        assert!(!ran.is_empty(), "partition {part} ran nothing");
+        seen.extend(ran);
+    }
+    seen.sort();
+    let expected: Vec<String> = FIXTURE_TESTS
+        .into_iter()
+        .filter(|t| !COORDINATED.contains(t))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(seen, expected);
+}
+
+fn run_text(command: Command) -> String {
+    run(command).text()
+}
