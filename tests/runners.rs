@@ -17,13 +17,14 @@ use netns_harness_suite::{eventually, namespace_holders};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// The 12 tests of the fixture, 1 of them ignored by default.
-const FIXTURE_TESTS: [&str; 12] = [
+/// The 13 tests of the fixture, 1 of them ignored by default.
+const FIXTURE_TESTS: [&str; 13] = [
     "counts_its_runs",
     "fails_loudly",
     "ignored_by_default",
     "isolation_a",
     "isolation_b",
+    "names_its_crate",
     "passes_quietly",
     "probe_from_private",
     "probe_from_shared",
@@ -276,7 +277,7 @@ fn cargo_test_counts_outcomes_and_shows_output_only_for_failures() {
         c
     });
     let stdout = run.stdout();
-    assert_eq!(libtest_counts(&stdout), (8, 3, 1, 0), "{stdout}");
+    assert_eq!(libtest_counts(&stdout), (9, 3, 1, 0), "{stdout}");
     for failed in ["fails_loudly", "returns_err", "times_out"] {
         assert!(
             stdout.contains(&format!("test {failed} ... FAILED")),
@@ -327,7 +328,7 @@ fn libtest_flags_work_as_with_plain_tests() {
 
     // A name filter, --exact, --show-output.
     let one = fixture(&["passes_quietly", "--exact", "--show-output"]);
-    assert_eq!(libtest_counts(&one.stdout()), (1, 0, 0, 11));
+    assert_eq!(libtest_counts(&one.stdout()), (1, 0, 0, 12));
     assert!(
         one.stdout()
             .contains("---- passes_quietly stdout ----\nPASSING-OUTPUT"),
@@ -357,7 +358,7 @@ fn libtest_flags_work_as_with_plain_tests() {
     // passes_quietly and should_panic_composes run; ignored_by_default is ignored.
     assert_eq!(
         libtest_counts(&some.stdout()),
-        (2, 0, 1, 9),
+        (2, 0, 1, 10),
         "{}",
         some.stdout()
     );
@@ -365,10 +366,10 @@ fn libtest_flags_work_as_with_plain_tests() {
 
     // --ignored runs only the ignored test; --include-ignored runs it too.
     let ignored = fixture(&["--ignored", "--nocapture"]);
-    assert_eq!(libtest_counts(&ignored.stdout()), (1, 0, 0, 11));
+    assert_eq!(libtest_counts(&ignored.stdout()), (1, 0, 0, 12));
     assert!(ignored.stdout().contains("IGNORED-RAN"));
     let included = fixture(&["ignored_by_default", "passes_quietly", "--include-ignored"]);
-    assert_eq!(libtest_counts(&included.stdout()), (2, 0, 0, 10));
+    assert_eq!(libtest_counts(&included.stdout()), (2, 0, 0, 11));
 }
 
 #[test]
@@ -407,7 +408,7 @@ fn unsupported_machines_fail_with_the_fix_or_skip_visibly_on_request() {
 
     let skipped = unprivileged(true);
     assert!(skipped.out.status.success(), "{}", skipped.text());
-    assert_eq!(libtest_counts(&skipped.stdout()), (1, 0, 0, 11));
+    assert_eq!(libtest_counts(&skipped.stdout()), (1, 0, 0, 12));
     let stderr = String::from_utf8_lossy(&skipped.out.stderr);
     let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("skipped")).collect();
     assert_eq!(lines.len(), 1, "{stderr}");
@@ -446,7 +447,7 @@ fn nextest_runs_every_test_in_its_own_process_and_partitions_cover_all() {
     });
     let text = run.text();
     assert!(
-        text.contains("11 tests run: 8 passed, 3 failed, 1 skipped"),
+        text.contains("12 tests run: 9 passed, 3 failed, 1 skipped"),
         "unexpected nextest summary:\n{text}"
     );
     assert_fixture_semantics(&run, false);

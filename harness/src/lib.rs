@@ -53,6 +53,50 @@ pub use container::{Container, Spec, Stdio};
 pub use error::{Error, Result};
 pub use lab::{DEFAULT_BRIDGE, DEFAULT_SUBNET, Lab, LabBuilder, UPLINK};
 pub use net::Net;
+/// Runs a test function's body in a freshly cloned container on the test
+/// process's lab bridge, as an ordinary libtest (or nextest) test.
+///
+/// ```no_run
+/// use netns_harness::prelude::*;
+///
+/// #[netns_test]
+/// fn reaches_the_gateway(net: Net) {
+///     let ping = std::process::Command::new("ping")
+///         .args(["-c1", &net.gateway().to_string()])
+///         .status()
+///         .unwrap();
+///     assert!(ping.success());
+/// }
+///
+/// #[netns_test(timeout = "5s", network = "private")]
+/// async fn talks_to_a_peer(net: Net) -> Result<(), std::io::Error> {
+///     let peer = net.spawn(&Spec::command("sleep").arg("30")).unwrap();
+///     let _ = peer.addr();
+///     Ok(())
+/// }
+/// ```
+///
+/// - The body runs in a container (new network, mount, PID, UTS and IPC
+///   namespaces; `eth0` on the bridge; hostname = the function's name) that
+///   re-executes the test binary; it runs exactly once, as PID 1.
+/// - `fn` or `async fn` (a single-threaded tokio runtime is started in the
+///   container); returning `()` or `Result<(), E>` with `E: Debug`; taking
+///   nothing or one [`Net`].
+/// - `timeout = "10s"` (`ms`, `s`, `m`; default 60 s): on expiry the
+///   container and every process in it are killed and the test fails.
+/// - `network = "private"`: a lab of the test's own instead of the process's
+///   shared one. Under nextest every test is a process of its own, so the
+///   shared lab is shared only by the test's own containers.
+/// - `crate = "name"`: the path of a renamed `netns-harness` dependency (found
+///   from `Cargo.toml` otherwise).
+/// - Output (stdout and stderr, in order) is shown for failing tests, or live
+///   with `--nocapture`; panics keep their message, so `#[should_panic]`
+///   works, and `#[ignore]`, `#[rstest]` cases (put `#[netns_test]` last)
+///   compose. All libtest flags behave as with `#[test]`.
+/// - Where no container can be made (no root, no user namespaces), the test
+///   fails with the reason and the fix, or, with
+///   `NETNS_HARNESS_SKIP_UNSUPPORTED=1` ([`SKIP_VAR`]), passes and prints one
+///   line saying it was skipped and why.
 pub use netns_harness_macros::netns_test;
 pub use rootless::{ROOTLESS_VAR, is_rootless};
 pub use runner::{MAX_PEERS, SKIP_VAR};

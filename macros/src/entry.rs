@@ -116,13 +116,14 @@ fn runtime_crate(explicit: Option<Path>) -> TokenStream {
     if let Some(path) = explicit {
         return quote!(#path);
     }
+    // `Itself` means a doctest or test target of netns-harness, which reach
+    // the library by its own name.
     match proc_macro_crate::crate_name("netns-harness") {
-        Ok(proc_macro_crate::FoundCrate::Itself) => quote!(crate),
         Ok(proc_macro_crate::FoundCrate::Name(name)) => {
             let ident = syn::Ident::new(&name, Span::call_site());
             quote!(::#ident)
         }
-        Err(_) => quote!(::netns_harness),
+        Ok(proc_macro_crate::FoundCrate::Itself) | Err(_) => quote!(::netns_harness),
     }
 }
 
@@ -131,8 +132,13 @@ fn runtime_crate(explicit: Option<Path>) -> TokenStream {
 fn check_signature(func: &ItemFn) -> syn::Result<()> {
     let sig = &func.sig;
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        let span = sig
+            .generics
+            .params
+            .first()
+            .map_or_else(|| sig.generics.span(), Spanned::span);
         return Err(syn::Error::new(
-            sig.generics.span(),
+            span,
             "a #[netns_test] function cannot be generic: its body runs in another process, which calls it by name",
         ));
     }
@@ -157,8 +163,13 @@ pub(crate) fn netns_test(args: TokenStream, item: TokenStream) -> TokenStream {
     let func: ItemFn = match syn::parse2(item.clone()) {
         Ok(func) => func,
         Err(_) => {
+            let span = item
+                .clone()
+                .into_iter()
+                .next()
+                .map_or_else(Span::call_site, |t| t.span());
             let err = syn::Error::new(
-                Span::call_site(),
+                span,
                 "#[netns_test] goes on a function, e.g. `#[netns_test] fn reaches_the_gateway() { … }`",
             );
             return with_item(err, item);
@@ -199,6 +210,17 @@ fn expand(func: ItemFn, config: Configuration) -> TokenStream {
         ReturnType::Default => quote!(),
         ReturnType::Type(arrow, ty) => quote!(#arrow #ty),
     };
+    // Without cfg(test) the test function is compiled out, so the return
+    // type is checked here, where `cargo check` and editors see it.
+    let return_check = match &sig.output {
+        ReturnType::Default => quote!(),
+        ReturnType::Type(_, ty) => quote_spanned! {ty.span()=>
+            #[cfg(not(test))]
+            const _: () = {
+                fn __netns_harness_returns() where #ty: #krate::__private::TestResult {}
+            };
+        },
+    };
     let args = match inputs.first() {
         Some(FnArg::Typed(param)) => quote_spanned!(param.ty.span()=> #krate::Net::current()),
         _ => quote!(),
@@ -215,6 +237,7 @@ fn expand(func: ItemFn, config: Configuration) -> TokenStream {
         quote!(#krate::__private::Network::Shared)
     };
     quote! {
+        #return_check
         #(#attrs)*
         #test_attr
         #vis fn #name() {
