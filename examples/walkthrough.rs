@@ -11,6 +11,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
+use netns_harness::matrix::{Check, Endpoint, Matrix};
+use netns_harness::probe::{ProbeOptions, Prober};
 use netns_harness::{Lab, Spec, Stdio};
 
 const PORT: u16 = 8080;
@@ -104,5 +106,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .into());
     }
+
+    // The same with the prober: an ICMP echo and a TCP SYN from netns1,
+    // watched from the outside host's end of the uplink.
+    let netns1_probe = Prober::in_netns(netns1.netns())?;
+    let capture = lab.capture_outside()?;
+    let icmp = netns1_probe.icmp(lab.outside_addr(), ProbeOptions::default())?;
+    let tcp = netns1_probe.tcp(lab.outside_addr(), PORT, ProbeOptions::default())?;
+    let seen = capture.stop();
+    println!("prober: netns1 -> outside icmp: {icmp}; tcp/{PORT}: {tcp} (the server has exited)");
+    for packet in seen.packets() {
+        println!("  the outside saw: {packet}");
+    }
+    seen.assert_source_rewritten(netns1.addr(), lab.public_addr(), lab.outside_addr());
+
+    // Who reaches whom.
+    let endpoints = [
+        Endpoint::container(&netns1)?,
+        Endpoint::container(&netns2)?,
+        Endpoint::gateway(&lab)?,
+        Endpoint::outside(&lab)?,
+    ];
+    let matrix = Matrix::probe(&endpoints, &[Check::Icmp], ProbeOptions::default())?;
+    print!("{matrix}");
+    matrix.assert_expected(|from, to, _| from != "outside" || to == "outside");
     Ok(())
 }

@@ -339,7 +339,14 @@ pub(crate) fn spawn(lab: &Arc<LabInner>, spec: &Spec, attach: Attach) -> Result<
     let cloned = spawner::clone(plan).map_err(os("clone"))?;
     drop((go_read, report_write));
     let [stdin, stdout, stderr] = streams.map(|s| s.parent);
+    // The child has not joined the outside namespace yet: take it from the lab.
+    let netns = match &lease {
+        Some(_) => File::open(format!("/proc/{}/ns/net", cloned.pid)).map(OwnedFd::from),
+        None => lab.outside_ns().try_clone(),
+    }
+    .map_err(os("open the network namespace"))?;
     let mut container = Container {
+        netns,
         name,
         addr,
         pid: cloned.pid,
@@ -352,15 +359,13 @@ pub(crate) fn spawn(lab: &Arc<LabInner>, spec: &Spec, attach: Attach) -> Result<
         lease,
     };
     if container.lease.is_some() {
-        let netns = File::open(format!("/proc/{}/ns/net", container.pid))
-            .map_err(os("open the network namespace"))?;
         let port = lab.port_name();
         lab.rtnl().add_veth(
             &port,
             Some(lab.bridge_index()),
             &Peer {
                 name: "eth0",
-                netns: netns.as_fd(),
+                netns: container.netns.as_fd(),
                 mac: Some(mac_for(addr)),
             },
         )?;
@@ -406,6 +411,7 @@ impl Drop for Port {
 /// it, and removes its bridge port and address.
 #[derive(Debug)]
 pub struct Container {
+    netns: OwnedFd,
     name: String,
     addr: Ipv4Addr,
     pid: u32,
@@ -461,6 +467,11 @@ impl Container {
     /// outside address).
     pub fn addr(&self) -> Ipv4Addr {
         self.addr
+    }
+
+    /// Its network namespace, e.g. for [`Prober::in_netns`](crate::probe::Prober::in_netns).
+    pub fn netns(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.netns.as_fd()
     }
 
     /// Its process id, as the test process sees it (inside, it is 1).

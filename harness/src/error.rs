@@ -107,6 +107,13 @@ pub enum Error {
         timeout: Duration,
     },
 
+    /// A probe was asked for something that cannot be probed.
+    #[error("invalid probe: {reason}")]
+    InvalidProbe {
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+
     /// The test executable cannot be found to re-execute it for a function.
     #[error("cannot re-execute the test binary {path:?} to run a function: {source}")]
     CurrentExe {

@@ -392,6 +392,12 @@ impl Lab {
         self.inner.outside_ns.as_fd()
     }
 
+    /// Starts capturing on the outside host's end of the uplink: what the
+    /// far side of the NAT sees. Stop it with [`Capture::stop`](crate::capture::Capture::stop).
+    pub fn capture_outside(&self) -> Result<crate::capture::Capture> {
+        crate::capture::Capture::start(self.outside_netns(), "eth0")
+    }
+
     /// Starts a container on the bridge: new network, mount, PID, UTS and
     /// IPC namespaces; `lo` up; `eth0` with the next free address of the
     /// subnet and a default route through the gateway. Returns once the

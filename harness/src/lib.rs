@@ -33,15 +33,18 @@
 
 #![warn(clippy::unwrap_used)]
 
+pub mod capture;
 mod container;
 mod entry;
 mod error;
 mod lab;
+pub mod matrix;
 mod names;
 mod net;
 mod netlink;
 mod netns;
 mod nftables;
+pub mod probe;
 mod rootless;
 mod rtnl;
 mod runner;

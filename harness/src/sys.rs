@@ -171,6 +171,34 @@ pub(crate) fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io
     }
 }
 
+/// Waits until one of `fds` is readable, for at most `timeout`. Returns
+/// the index of the first readable one, or `None` on timeout. (A closed
+/// descriptor is reported as ready, and its read then fails.)
+///
+/// # References
+/// `poll(2)`
+pub(crate) fn poll_any(fds: &[RawFd], timeout: Duration) -> io::Result<Option<usize>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let ms = c_int::try_from(timeout.as_millis().max(1)).unwrap_or(c_int::MAX);
+    loop {
+        // SAFETY: `pfds` is a valid array of pollfd of the given length.
+        let ret = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+        match check(ret) {
+            Ok(0) => return Ok(None),
+            Ok(_) => return Ok(pfds.iter().position(|p| p.revents != 0)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Opens a netlink socket of `protocol` in the calling thread's network
 /// namespace.
 ///

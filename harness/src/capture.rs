@@ -1,0 +1,257 @@
+//! Packet capture on an interface of a lab namespace, with pnet's datalink
+//! channel: what the far side of the NAT saw.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::os::fd::BorrowedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use pnet::datalink::{self, Channel, DataLinkReceiver};
+use pnet::packet::Packet;
+use pnet::packet::ethernet::{EtherTypes, EthernetPacket};
+use pnet::packet::icmp::IcmpPacket;
+use pnet::packet::ip::IpNextHeaderProtocols;
+use pnet::packet::ipv4::Ipv4Packet;
+use pnet::packet::tcp::TcpPacket;
+use pnet::packet::udp::UdpPacket;
+
+use crate::error::{Error, Result};
+use crate::netns;
+
+/// How often the capture thread looks at its stop flag when idle.
+const POLL: Duration = Duration::from_millis(20);
+
+/// The transport protocol of a captured packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// ICMP, with its type.
+    Icmp(u8),
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// Another IP protocol number.
+    Other(u8),
+}
+
+/// One IPv4 packet seen on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Observed {
+    /// Its protocol.
+    pub protocol: Protocol,
+    /// Its source address.
+    pub src: Ipv4Addr,
+    /// Its source port (TCP and UDP).
+    pub src_port: Option<u16>,
+    /// Its destination address.
+    pub dst: Ipv4Addr,
+    /// Its destination port (TCP and UDP).
+    pub dst_port: Option<u16>,
+}
+
+impl fmt::Display for Observed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let end = |addr: Ipv4Addr, port: Option<u16>| match port {
+            Some(port) => format!("{addr}:{port}"),
+            None => addr.to_string(),
+        };
+        let protocol = match self.protocol {
+            Protocol::Icmp(kind) => format!("icmp type {kind}"),
+            Protocol::Tcp => "tcp".to_owned(),
+            Protocol::Udp => "udp".to_owned(),
+            Protocol::Other(n) => format!("ip proto {n}"),
+        };
+        write!(
+            f,
+            "{protocol} {} > {}",
+            end(self.src, self.src_port),
+            end(self.dst, self.dst_port)
+        )
+    }
+}
+
+fn observe(frame: &[u8]) -> Option<Observed> {
+    let ethernet = EthernetPacket::new(frame)?;
+    if ethernet.get_ethertype() != EtherTypes::Ipv4 {
+        return None;
+    }
+    let ip = Ipv4Packet::new(ethernet.payload())?;
+    let (protocol, ports) = match ip.get_next_level_protocol() {
+        IpNextHeaderProtocols::Tcp => {
+            let tcp = TcpPacket::new(ip.payload())?;
+            (
+                Protocol::Tcp,
+                Some((tcp.get_source(), tcp.get_destination())),
+            )
+        }
+        IpNextHeaderProtocols::Udp => {
+            let udp = UdpPacket::new(ip.payload())?;
+            (
+                Protocol::Udp,
+                Some((udp.get_source(), udp.get_destination())),
+            )
+        }
+        IpNextHeaderProtocols::Icmp => (
+            Protocol::Icmp(IcmpPacket::new(ip.payload())?.get_icmp_type().0),
+            None,
+        ),
+        other => (Protocol::Other(other.0), None),
+    };
+    Some(Observed {
+        protocol,
+        src: ip.get_source(),
+        src_port: ports.map(|p| p.0),
+        dst: ip.get_destination(),
+        dst_port: ports.map(|p| p.1),
+    })
+}
+
+/// A running capture of the IPv4 packets crossing one interface, both ways.
+#[derive(Debug)]
+pub struct Capture {
+    interface: String,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Vec<Observed>>>,
+}
+
+impl Capture {
+    /// Starts capturing on `interface` of the namespace `netns`; the
+    /// caller stays in its own namespace. Packets are recorded from the
+    /// moment this returns.
+    pub fn start(netns: BorrowedFd<'_>, interface: &str) -> Result<Capture> {
+        let name = interface.to_owned();
+        let mut rx = netns::run_in(netns, || {
+            let iface = datalink::interfaces()
+                .into_iter()
+                .find(|i| i.name == name)
+                .ok_or_else(|| {
+                    Error::os(
+                        format!("find interface {name} to capture on"),
+                        std::io::ErrorKind::NotFound.into(),
+                    )
+                })?;
+            let config = datalink::Config {
+                read_timeout: Some(POLL),
+                ..datalink::Config::default()
+            };
+            match datalink::channel(&iface, config) {
+                Ok(Channel::Ethernet(_, rx)) => Ok(rx),
+                Ok(_) => Err(Error::os(
+                    format!("capture on {name}"),
+                    std::io::ErrorKind::Unsupported.into(),
+                )),
+                Err(e) => Err(Error::os(format!("open a packet socket on {name}"), e)),
+            }
+        })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name(format!("capture-{interface}"))
+            .spawn(move || record(rx.as_mut(), &flag))
+            .map_err(|e| Error::os("start a capture thread", e))?;
+        Ok(Capture {
+            interface: interface.to_owned(),
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops, after reading every packet that reached the interface before
+    /// the call, and returns what was seen.
+    pub fn stop(mut self) -> Observations {
+        Observations {
+            interface: self.interface.clone(),
+            packets: self.finish(),
+        }
+    }
+
+    fn finish(&mut self) -> Vec<Observed> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread
+            .take()
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Reads frames until stopped, then until the socket's queue is empty.
+fn record(rx: &mut dyn DataLinkReceiver, stop: &AtomicBool) -> Vec<Observed> {
+    let mut seen = Vec::new();
+    loop {
+        match rx.next() {
+            Ok(frame) => seen.extend(observe(frame)),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                if stop.load(Ordering::SeqCst) {
+                    return seen;
+                }
+            }
+            Err(_) => return seen,
+        }
+    }
+}
+
+/// The packets a [`Capture`] saw.
+#[derive(Clone, Debug)]
+pub struct Observations {
+    interface: String,
+    packets: Vec<Observed>,
+}
+
+impl Observations {
+    /// Every packet, in the order seen.
+    pub fn packets(&self) -> &[Observed] {
+        &self.packets
+    }
+
+    fn listing(&self) -> String {
+        let lines: Vec<String> = self.packets.iter().map(|p| format!("  {p}")).collect();
+        if lines.is_empty() {
+            format!("nothing was seen on {}", self.interface)
+        } else {
+            format!("seen on {}:\n{}", self.interface, lines.join("\n"))
+        }
+    }
+
+    /// Asserts that traffic from `container` towards `destination` crossed
+    /// the interface with its source rewritten to `public`, and that
+    /// `container`'s address never appeared there.
+    ///
+    /// # Panics
+    /// With the packets seen, when either does not hold.
+    #[track_caller]
+    pub fn assert_source_rewritten(
+        &self,
+        container: Ipv4Addr,
+        public: Ipv4Addr,
+        destination: Ipv4Addr,
+    ) {
+        let leaked: Vec<&Observed> = self
+            .packets
+            .iter()
+            .filter(|p| p.src == container || p.dst == container)
+            .collect();
+        assert!(
+            leaked.is_empty(),
+            "the container's own address {container} appeared on {} ({} packets); {}",
+            self.interface,
+            leaked.len(),
+            self.listing()
+        );
+        assert!(
+            self.packets
+                .iter()
+                .any(|p| p.src == public && p.dst == destination),
+            "no packet from the NAT's address {public} to {destination}; {}",
+            self.listing()
+        );
+    }
+}
