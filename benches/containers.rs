@@ -1,44 +1,265 @@
-//! `cargo bench --bench containers [-- --quick]`: what a container and a
-//! `#[netns_test]` cost.
+//! `cargo bench --bench containers [-- --quick]`: what containers, tests and
+//! probes cost, against the walkthrough's shell-out baseline.
 //!
-//! Prints a table, then one `bench:` line of `key=value` figures to compare
-//! across commits.
+//! Prints a table, writes a chart of setup time against the number of
+//! containers alive to `target/bench/setup_vs_alive.svg`, and ends with one
+//! `bench:` line of `key=value` figures to compare across commits.
+//!
+//! Needs root or rootless mode, and `ip` (iproute2) and `bash` for the
+//! baseline; the library itself never runs them.
 
 use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio as ProcessStdio};
 use std::time::{Duration, Instant};
 
-use netns_harness::{Lab, Spec};
+use netns_harness::probe::{ProbeOptions, Prober};
+use netns_harness::{Container, Lab, Spec, Stdio};
 
-/// Percentile `p` (0 to 100) of sorted `samples`, in milliseconds.
-fn percentile(sorted: &[Duration], p: usize) -> f64 {
-    let i = (sorted.len() * p / 100).min(sorted.len() - 1);
-    sorted[i].as_secs_f64() * 1e3
+/// Percentile `p` (0 to 100) of `samples`, which it sorts.
+fn percentile(samples: &mut [f64], p: usize) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[(samples.len() * p / 100).min(samples.len() - 1)]
 }
 
-/// Spawns a container until it is ready (eth0 addressed, default route set,
-/// program executed) and tears it down (kill, reap, port off the bridge,
-/// address freed), `n` times; returns the sorted durations.
-fn per_container(lab: &Lab, n: usize) -> Vec<Duration> {
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Spawns a container until it is ready (eth0 addressed, default route
+/// set, program executed) and tears it down (kill, reap, port off the
+/// bridge, address freed); returns the time in ms.
+fn one_container(lab: &Lab, spec: &Spec) -> f64 {
+    let start = Instant::now();
+    drop(lab.spawn(spec).expect("spawn"));
+    ms(start.elapsed())
+}
+
+/// The walkthrough done by hand: a bash, in mount and network namespaces of
+/// its own (with a private `/run`, so `ip netns add` leaves nothing on the
+/// host), that builds `br0` and then, for each line it reads, one container
+/// with `ip` commands as the walkthrough does, tears it down, and prints the
+/// milliseconds it took.
+struct ShellBaseline {
+    child: Child,
+    input: ChildStdin,
+    output: BufReader<ChildStdout>,
+    next: u32,
+}
+
+const SHELL_SCRIPT: &str = r#"
+set -e
+mount -t tmpfs none /run
+mkdir -p /run/netns
+ip link set lo up
+ip link add br0 type bridge
+ip addr add 10.0.0.1/16 dev br0
+ip link set br0 up
+echo ready
+while read -r i; do
+  start=$EPOCHREALTIME
+  ip netns add c$i
+  ip netns exec c$i ip link set lo up
+  ip link add v$i type veth peer eth0 netns c$i
+  ip link set v$i master br0 up
+  ip netns exec c$i ip addr add 10.0.$((i / 250 + 1)).$((i % 250 + 2))/16 dev eth0
+  ip netns exec c$i ip link set eth0 up
+  ip netns exec c$i ip route add default via 10.0.0.1
+  ip netns del c$i
+  end=$EPOCHREALTIME
+  echo "$start $end"
+done
+"#;
+
+impl ShellBaseline {
+    fn start() -> ShellBaseline {
+        let mut child = Command::new("unshare")
+            .args([
+                "--mount",
+                "--net",
+                "--propagation",
+                "private",
+                "bash",
+                "-c",
+                SHELL_SCRIPT,
+            ])
+            .stdin(ProcessStdio::piped())
+            .stdout(ProcessStdio::piped())
+            .spawn()
+            .expect("start the shell baseline (needs unshare, bash and ip)");
+        let input = child.stdin.take().expect("piped");
+        let mut output = BufReader::new(child.stdout.take().expect("piped"));
+        let mut line = String::new();
+        output.read_line(&mut line).expect("read");
+        assert_eq!(line.trim(), "ready", "the shell baseline did not start");
+        ShellBaseline {
+            child,
+            input,
+            output,
+            next: 0,
+        }
+    }
+
+    /// One container by hand; the time in ms, as the shell measured it.
+    fn one(&mut self) -> f64 {
+        writeln!(self.input, "{}", self.next).expect("write");
+        self.next += 1;
+        let mut line = String::new();
+        self.output.read_line(&mut line).expect("read");
+        let times: Vec<f64> = line
+            .split_whitespace()
+            .map(|t| t.parse().expect("a time"))
+            .collect();
+        assert_eq!(times.len(), 2, "the shell baseline failed: {line:?}");
+        (times[1] - times[0]) * 1e3
+    }
+}
+
+impl Drop for ShellBaseline {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Memory in use on the machine, in KiB (MemTotal − MemAvailable): the
+/// processes' and the kernel's (namespaces, devices, sockets) together.
+fn memory_in_use_kib() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("read /proc/meminfo");
+    let field = |name: &str| -> u64 {
+        meminfo
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .expect("a meminfo field")
+    };
+    field("MemTotal:") - field("MemAvailable:")
+}
+
+struct Scale {
+    /// Seconds to bring them all up.
+    up_s: f64,
+    /// ms to spawn the i-th container, with i alive.
+    setup_ms: Vec<f64>,
+    mem_per_container_kib: f64,
+    pings_ok: usize,
+    pings: usize,
+}
+
+/// `n` containers alive at once on one bridge.
+fn scale(n: usize) -> Scale {
+    let lab = Lab::builder().subnet("10.251.0.0/16").build().expect("lab");
     let spec = Spec::command("sleep").arg("600");
-    let mut samples: Vec<Duration> = (0..n)
+    let before = memory_in_use_kib();
+    let start = Instant::now();
+    let mut setup_ms = Vec::with_capacity(n);
+    let containers: Vec<Container> = (0..n)
         .map(|_| {
-            let start = Instant::now();
-            drop(lab.spawn(&spec).expect("spawn"));
-            start.elapsed()
+            let t = Instant::now();
+            let c = lab.spawn(&spec).expect("spawn");
+            setup_ms.push(ms(t.elapsed()));
+            c
         })
         .collect();
-    samples.sort();
-    samples
+    let up_s = start.elapsed().as_secs_f64();
+    let mem_per_container_kib = memory_in_use_kib().saturating_sub(before) as f64 / n as f64;
+    // A sample of pairs, spread over the whole set, each probed from its
+    // source's namespace.
+    let pings = 25.min(n / 2);
+    let pings_ok = (0..pings)
+        .filter(|i| {
+            let from = &containers[i * 7919 % n];
+            let to = &containers[(i * 104_729 + n / 2) % n];
+            let prober = Prober::in_netns(from.netns()).expect("prober");
+            from.addr() != to.addr()
+                && prober
+                    .icmp(to.addr(), ProbeOptions::default())
+                    .expect("probe")
+                    .is_reachable()
+        })
+        .count();
+    Scale {
+        up_s,
+        setup_ms,
+        mem_per_container_kib,
+        pings_ok,
+        pings,
+    }
+}
+
+/// Median latencies in µs of probes from a container: ICMP to a peer, TCP
+/// SYN to an open and to a closed port; and the ms a `Filtered` verdict
+/// takes with the default timeout (a port that drops).
+struct Probes {
+    icmp_us: f64,
+    tcp_open_us: f64,
+    tcp_closed_us: f64,
+    filtered_ms: f64,
+}
+
+fn listen_forever() {
+    let listener = TcpListener::bind(("0.0.0.0", 8080)).expect("bind");
+    println!("listening");
+    for _ in listener.incoming() {}
+}
+
+fn probes(rounds: usize) -> Probes {
+    let lab = Lab::builder().subnet("10.252.0.0/24").build().expect("lab");
+    let mut server = lab
+        .spawn(&Spec::function(listen_forever).stdout(Stdio::Piped))
+        .expect("spawn the server");
+    let mut line = String::new();
+    BufReader::new(server.take_stdout().expect("piped"))
+        .read_line(&mut line)
+        .expect("read");
+    let client = lab
+        .spawn(&Spec::command("sleep").arg("600"))
+        .expect("spawn the client");
+    let prober = Prober::in_netns(client.netns()).expect("prober");
+    let options = ProbeOptions::default();
+    let time = |probe: &dyn Fn() -> bool| {
+        let mut samples: Vec<f64> = (0..rounds)
+            .map(|_| {
+                let t = Instant::now();
+                assert!(probe(), "a probe had an unexpected outcome");
+                t.elapsed().as_secs_f64() * 1e6
+            })
+            .collect();
+        percentile(&mut samples, 50)
+    };
+    let addr = server.addr();
+    let icmp_us = time(&|| prober.icmp(addr, options).expect("icmp").is_reachable());
+    let tcp_open_us = time(&|| prober.tcp(addr, 8080, options).expect("tcp").is_open());
+    let tcp_closed_us = time(&|| {
+        matches!(
+            prober.tcp(addr, 8081, options).expect("tcp"),
+            netns_harness::probe::TcpOutcome::Closed { .. }
+        )
+    });
+    // An address of the subnet nobody has: nothing answers.
+    let silent = Ipv4Addr::new(10, 252, 0, 254);
+    let t = Instant::now();
+    let filtered = prober.tcp(silent, 8080, options).expect("tcp");
+    let filtered_ms = ms(t.elapsed());
+    assert!(!filtered.is_open());
+    Probes {
+        icmp_us,
+        tcp_open_us,
+        tcp_closed_us,
+        filtered_ms,
+    }
 }
 
 /// A crate with `n` trivial `#[test]`s and `n` trivial `#[netns_test]`s, in
-/// two test targets, under `target/bench-overhead`.
+/// two test targets, under `target/bench/overhead`.
 fn overhead_crate(n: usize) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = root.join("target/bench-overhead");
+    let dir = root.join("target/bench/overhead");
     std::fs::create_dir_all(dir.join("tests")).expect("create the overhead crate");
+    std::fs::create_dir_all(dir.join("src")).expect("create src");
     let manifest = format!(
         "[package]\nname = \"overhead\"\nversion = \"0.0.0\"\nedition = \"2024\"\npublish = false\n\n\
          [dependencies]\nnetns-harness = {{ path = {:?} }}\n\n[workspace]\n",
@@ -46,7 +267,6 @@ fn overhead_crate(n: usize) -> PathBuf {
     );
     std::fs::write(dir.join("Cargo.toml"), manifest).expect("write Cargo.toml");
     std::fs::copy(root.join("Cargo.lock"), dir.join("Cargo.lock")).expect("copy Cargo.lock");
-    std::fs::create_dir_all(dir.join("src")).expect("create src");
     std::fs::write(dir.join("src/lib.rs"), "").expect("write lib.rs");
     let mut plain = String::new();
     let mut netns = String::from("use netns_harness::netns_test;\n");
@@ -60,7 +280,7 @@ fn overhead_crate(n: usize) -> PathBuf {
 }
 
 /// Wall time of `command`, which must succeed.
-fn time(mut command: Command) -> Duration {
+fn time_command(mut command: Command) -> Duration {
     let start = Instant::now();
     let out = command.output().expect("run");
     let elapsed = start.elapsed();
@@ -73,20 +293,20 @@ fn time(mut command: Command) -> Duration {
 }
 
 /// Per-test overhead of `#[netns_test]` over `#[test]`, in ms, under
-/// libtest (the binaries cargo test runs) and under `cargo nextest run`:
-/// the best of `rounds` runs of each suite, difference divided by `n`.
+/// libtest (the binaries `cargo test` runs, debug profile as there) and
+/// under `cargo nextest run`: best of `rounds` runs of each suite, the
+/// difference divided by `n`.
 fn per_test_overhead(n: usize, rounds: usize) -> (f64, f64) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let dir = overhead_crate(n);
-    let target = dir.join("target");
     let cargo_in = |args: &[&str]| {
         let mut c = Command::new(&cargo);
         c.args(args)
             .current_dir(&dir)
-            .env("CARGO_TARGET_DIR", &target);
+            .env("CARGO_TARGET_DIR", dir.join("target"));
         c
     };
-    let built = cargo_in(&["test", "--release", "--no-run", "--message-format=json"])
+    let built = cargo_in(&["test", "--no-run", "--message-format=json"])
         .output()
         .expect("build");
     assert!(
@@ -102,21 +322,23 @@ fn per_test_overhead(n: usize, rounds: usize) -> (f64, f64) {
                 l.contains(&format!("\"name\":\"{name}\"")) && l.contains("\"executable\":\"")
             })
             .expect("a test binary");
-        let start = line.find("\"executable\":\"").expect("executable") + 14;
+        let start = line.find("\"executable\":\"").expect("executable") + "\"executable\":\"".len();
         PathBuf::from(&line[start..start + line[start..].find('"').expect("quote")])
     };
-    let best =
-        |make: &dyn Fn() -> Command| (0..rounds).map(|_| time(make())).min().expect("rounds");
-    let per_test = |netns: Duration, plain: Duration| {
-        (netns.as_secs_f64() - plain.as_secs_f64()) * 1e3 / n as f64
+    let best = |make: &dyn Fn() -> Command| {
+        (0..rounds)
+            .map(|_| time_command(make()))
+            .min()
+            .expect("rounds")
     };
+    let per_test = |netns: Duration, plain: Duration| ms(netns.saturating_sub(plain)) / n as f64;
     let (plain_bin, netns_bin) = (binary("plain"), binary("netns"));
     let libtest = per_test(
         best(&|| Command::new(&netns_bin)),
         best(&|| Command::new(&plain_bin)),
     );
     let nextest = |test: &str| {
-        let mut c = cargo_in(&["nextest", "run", "--release", "--test", test]);
+        let mut c = cargo_in(&["nextest", "run", "--test", test]);
         c.env("NEXTEST_HIDE_PROGRESS_BAR", "1");
         c
     };
@@ -124,35 +346,168 @@ fn per_test_overhead(n: usize, rounds: usize) -> (f64, f64) {
     (libtest, nextest)
 }
 
+/// An SVG line chart of `ys` (ms) against their index (containers alive).
+fn chart(ys: &[f64], title: &str) -> String {
+    let (w, h, pad) = (720.0, 360.0, 50.0);
+    let mut sorted = ys.to_vec();
+    let y_max = (percentile(&mut sorted, 99) * 1.2).max(1.0);
+    let x = |i: usize| pad + (w - 2.0 * pad) * i as f64 / (ys.len().max(2) - 1) as f64;
+    let y = |v: f64| h - pad - (h - 2.0 * pad) * v.min(y_max) / y_max;
+    let points: Vec<String> = ys
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("{:.1},{:.1}", x(i), y(*v)))
+        .collect();
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"20\" text-anchor=\"middle\" font-size=\"14\">{title}</text>\n\
+         <line x1=\"{pad}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n\
+         <line x1=\"{pad}\" y1=\"{pad}\" x2=\"{pad}\" y2=\"{}\" stroke=\"black\"/>\n\
+         <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">containers alive</text>\n\
+         <text x=\"14\" y=\"{}\" transform=\"rotate(-90 14 {})\" text-anchor=\"middle\">setup ms</text>\n",
+        w / 2.0,
+        h - pad,
+        w - pad,
+        h - pad,
+        h - pad,
+        w / 2.0,
+        h - 12.0,
+        h / 2.0,
+        h / 2.0
+    );
+    for k in 0..=4 {
+        let v = y_max * f64::from(k) / 4.0;
+        let _ = writeln!(
+            svg,
+            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{v:.1}</text>",
+            pad - 4.0,
+            y(v) + 4.0
+        );
+        let i = (ys.len().max(1) - 1) * k as usize / 4;
+        let _ = writeln!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{i}</text>",
+            x(i),
+            h - pad + 16.0
+        );
+    }
+    let _ = writeln!(
+        svg,
+        "<polyline fill=\"none\" stroke=\"steelblue\" stroke-width=\"1\" points=\"{}\"/>",
+        points.join(" ")
+    );
+    svg.push_str("</svg>\n");
+    svg
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let n = if quick { 100 } else { 400 };
-    let lab = Lab::builder().subnet("10.250.0.0/16").build().expect("lab");
-    per_container(&lab, 10); // warm up
-    let samples = per_container(&lab, n);
-    let (p50, p90, p99) = (
-        percentile(&samples, 50),
-        percentile(&samples, 90),
-        percentile(&samples, 99),
-    );
-    let (tests, rounds) = (200, if quick { 1 } else { 3 });
-    let (overhead_libtest, overhead_nextest) = per_test_overhead(tests, rounds);
+    let (n, shell_n, probe_rounds, overhead_rounds) = if quick {
+        (100, 30, 100, 1)
+    } else {
+        (400, 100, 500, 3)
+    };
 
-    println!("{:<52} {:>9} {:>9} {:>9}", "", "p50", "p90", "p99");
+    // Per container, against the shell baseline, pair by pair.
+    let lab = Lab::builder().subnet("10.250.0.0/16").build().expect("lab");
+    let spec = Spec::command("sleep").arg("600");
+    for _ in 0..10 {
+        one_container(&lab, &spec); // warm up
+    }
+    let mut harness: Vec<f64> = (0..n).map(|_| one_container(&lab, &spec)).collect();
+    let mut shell = ShellBaseline::start();
+    let (mut shell_ms, mut ratios): (Vec<f64>, Vec<f64>) = (0..shell_n)
+        .map(|_| {
+            let ours = one_container(&lab, &spec);
+            let theirs = shell.one();
+            (theirs, theirs / ours)
+        })
+        .unzip();
+    drop(shell);
+    drop(lab);
+    let (p50, p90, p99) = (
+        percentile(&mut harness, 50),
+        percentile(&mut harness, 90),
+        percentile(&mut harness, 99),
+    );
+    let shell_p50 = percentile(&mut shell_ms, 50);
+    let ratio = percentile(&mut ratios, 50);
+
+    let scale = scale(500);
+    let chart_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&chart_dir).expect("create target/bench");
+    let chart_path = chart_dir.join("setup_vs_alive.svg");
+    std::fs::write(
+        &chart_path,
+        chart(
+            &scale.setup_ms,
+            "netns-harness: time to spawn a container vs containers alive",
+        ),
+    )
+    .expect("write the chart");
+
+    let probes = probes(probe_rounds);
+    let tests = 200;
+    let (overhead_libtest, overhead_nextest) = per_test_overhead(tests, overhead_rounds);
+
+    println!("{:<58} {:>10} {:>10} {:>10}", "", "p50", "p90", "p99");
     println!(
-        "{:<52} {p50:>7.2}ms {p90:>7.2}ms {p99:>7.2}ms",
+        "{:<58} {p50:>8.2}ms {p90:>8.2}ms {p99:>8.2}ms",
         format!("per container, {n} one after another")
     );
     println!(
-        "{:<52} {overhead_libtest:>7.2}ms",
-        format!("#[netns_test] over #[test], {tests} tests, libtest")
+        "{:<58} {shell_p50:>8.2}ms",
+        format!("same with `ip` as the walkthrough, {shell_n} interleaved")
+    );
+    println!("{:<58} {ratio:>9.1}x", "shell / harness, median of pairs");
+    println!(
+        "{:<58} {:>9.2}s",
+        "500 containers up on one bridge", scale.up_s
     );
     println!(
-        "{:<52} {overhead_nextest:>7.2}ms",
+        "{:<58} {:>7.0}KiB",
+        "memory per container (MemTotal - MemAvailable)", scale.mem_per_container_kib
+    );
+    println!(
+        "{:<58} {:>6}/{}",
+        "pings among them (sample)", scale.pings_ok, scale.pings
+    );
+    println!("{:<58} {:>8.0}us", "ICMP probe to a peer", probes.icmp_us);
+    println!(
+        "{:<58} {:>8.0}us",
+        "TCP SYN probe, open port", probes.tcp_open_us
+    );
+    println!(
+        "{:<58} {:>8.0}us",
+        "TCP SYN probe, closed port", probes.tcp_closed_us
+    );
+    println!(
+        "{:<58} {:>8.0}ms",
+        "TCP probe, filtered (default 1 s timeout)", probes.filtered_ms
+    );
+    println!(
+        "{:<58} {overhead_libtest:>8.2}ms",
+        format!("#[netns_test] over #[test], {tests} tests, cargo test")
+    );
+    println!(
+        "{:<58} {overhead_nextest:>8.2}ms",
         format!("#[netns_test] over #[test], {tests} tests, nextest")
     );
+    println!("chart: {}", chart_path.display());
     println!(
         "bench: per_container_ms_p50={p50:.2} per_container_ms_p90={p90:.2} per_container_ms_p99={p99:.2} \
-         per_test_overhead_ms={overhead_libtest:.2} per_test_overhead_nextest_ms={overhead_nextest:.2}"
+         shell_ms_p50={shell_p50:.2} ratio_vs_shell={ratio:.1} per_test_overhead_ms={overhead_libtest:.2} \
+         per_test_overhead_nextest_ms={overhead_nextest:.2} scale500_s={:.2} mem_per_container_kib={:.0} \
+         scale500_pings_ok={}/{} icmp_probe_us_p50={:.0} tcp_probe_us_p50={:.0} tcp_closed_probe_us_p50={:.0} \
+         filtered_ms={:.0}",
+        scale.up_s,
+        scale.mem_per_container_kib,
+        scale.pings_ok,
+        scale.pings,
+        probes.icmp_us,
+        probes.tcp_open_us,
+        probes.tcp_closed_us,
+        probes.filtered_ms
     );
 }

@@ -338,45 +338,75 @@ pub(crate) fn spawn(lab: &Arc<LabInner>, spec: &Spec, attach: Attach) -> Result<
     plan.report_write = report_write.as_raw_fd();
     let cloned = spawner::clone(plan).map_err(os("clone"))?;
     drop((go_read, report_write));
-    let [stdin, stdout, stderr] = streams.map(|s| s.parent);
-    // The child has not joined the outside namespace yet: take it from the lab.
-    let netns = match &lease {
-        Some(_) => File::open(format!("/proc/{}/ns/net", cloned.pid)).map(OwnedFd::from),
-        None => lab.outside_ns().try_clone(),
-    }
-    .map_err(os("open the network namespace"))?;
-    let mut container = Container {
-        netns,
+    let process = Process {
         name,
-        addr,
         pid: cloned.pid,
         pidfd: cloned.pidfd,
         status: None,
+    };
+    let prepared = connect(lab, &process, lease.as_ref()).and_then(|attached| {
+        File::from(go_write).write_all(&[1]).map_err(os("start"))?;
+        Ok(attached)
+    });
+    let (netns, port) = match prepared {
+        Ok(attached) => attached,
+        // If the child failed first, its own report says more.
+        Err(e) => return Err(process.reported_failure(&report_read).unwrap_or(e)),
+    };
+    let [stdin, stdout, stderr] = streams.map(|s| s.parent);
+    let container = Container {
+        process,
+        netns,
+        addr,
         stdin,
         stdout,
         stderr,
-        port: None,
-        lease,
+        _port: port,
+        _lease: lease,
     };
-    if container.lease.is_some() {
-        let port = lab.port_name();
-        lab.rtnl().add_veth(
-            &port,
-            Some(lab.bridge_index()),
-            &Peer {
-                name: "eth0",
-                netns: container.netns.as_fd(),
-                mac: Some(mac_for(addr)),
-            },
-        )?;
-        container.port = Some(Port {
-            lab: Arc::clone(lab),
-            name: port,
-        });
-    }
-    File::from(go_write).write_all(&[1]).map_err(os("start"))?;
-    container.await_exec(report_read)?;
+    container.process.await_exec(report_read)?;
     Ok(container)
+}
+
+/// The parent's part of a start: the child's network namespace, and for a
+/// bridged container its veth, created with one end on the bridge and
+/// `eth0` inside the child.
+fn connect(
+    lab: &Arc<LabInner>,
+    process: &Process,
+    lease: Option<&Lease>,
+) -> Result<(OwnedFd, Option<Port>)> {
+    let Some(lease) = lease else {
+        // The child has not joined the outside namespace yet: take it from the lab.
+        let netns = lab
+            .outside_ns()
+            .try_clone()
+            .map_err(|e| Error::os("duplicate the outside namespace's descriptor", e))?;
+        return Ok((netns, None));
+    };
+    let netns = File::open(format!("/proc/{}/ns/net", process.pid))
+        .map(OwnedFd::from)
+        .map_err(|e| {
+            Error::os(
+                format!("open the network namespace of container {:?}", process.name),
+                e,
+            )
+        })?;
+    let name = lab.port_name();
+    lab.rtnl().add_veth(
+        &name,
+        Some(lab.bridge_index()),
+        &Peer {
+            name: "eth0",
+            netns: netns.as_fd(),
+            mac: Some(mac_for(lease.addr())),
+        },
+    )?;
+    let port = Port {
+        lab: Arc::clone(lab),
+        name,
+    };
+    Ok((netns, Some(port)))
 }
 
 /// A locally administered MAC derived from the address, so that a reused
@@ -407,22 +437,130 @@ impl Drop for Port {
     }
 }
 
-/// A running container. Dropping it kills its processes (SIGKILL), reaps
-/// it, and removes its bridge port and address.
+/// A cloned process, killed (SIGKILL) and reaped when dropped.
 #[derive(Debug)]
-pub struct Container {
-    netns: OwnedFd,
+struct Process {
     name: String,
-    addr: Ipv4Addr,
     pid: u32,
     pidfd: OwnedFd,
     status: Option<ExitStatus>,
+}
+
+impl Process {
+    fn error(&self, what: &str) -> impl FnOnce(io::Error) -> Error {
+        let what = format!("{what} container {:?}", self.name);
+        move |e| Error::os(what, e)
+    }
+
+    /// The failure the child reported, if it has reported one.
+    fn reported_failure(&self, report: &OwnedFd) -> Option<Error> {
+        if !sys::poll_readable(report.as_fd(), Some(Duration::ZERO)).unwrap_or(false) {
+            return None;
+        }
+        let mut bytes = [0u8; 8];
+        let n = File::from(report.try_clone().ok()?)
+            .read(&mut bytes)
+            .unwrap_or(0);
+        (n == bytes.len()).then(|| {
+            let stage = u32::from_ne_bytes(bytes[..4].try_into().unwrap_or_default());
+            let errno = i32::from_ne_bytes(bytes[4..].try_into().unwrap_or_default());
+            Error::ContainerSetup {
+                name: self.name.clone(),
+                stage: Stage::from_u32(stage).map_or("starting", Stage::describe),
+                source: io::Error::from_raw_os_error(errno),
+            }
+        })
+    }
+
+    /// Waits until the child executed its program (its report pipe closes)
+    /// or reports the stage that failed.
+    fn await_exec(&self, report: OwnedFd) -> Result<()> {
+        let ready = sys::poll_readable(report.as_fd(), Some(SETUP_TIMEOUT))
+            .map_err(self.error("wait for the start of"))?;
+        if !ready {
+            return Err(Error::Timeout {
+                name: self.name.clone(),
+                what: "start",
+                timeout: SETUP_TIMEOUT,
+            });
+        }
+        self.reported_failure(&report).map_or(Ok(()), Err)
+    }
+
+    fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        if self.status.is_none() {
+            self.status =
+                sys::waitid_pidfd(self.pidfd.as_fd(), false).map_err(self.error("wait for"))?;
+        }
+        Ok(self.status)
+    }
+
+    fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait()? {
+                return Ok(Some(status));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            sys::poll_readable(self.pidfd.as_fd(), Some(left)).map_err(self.error("wait for"))?;
+        }
+    }
+
+    fn wait(&mut self) -> Result<ExitStatus> {
+        loop {
+            if let Some(status) = self.wait_timeout(SETUP_TIMEOUT)? {
+                return Ok(status);
+            }
+        }
+    }
+
+    fn kill(&mut self) -> Result<()> {
+        if self.status.is_some() {
+            return Ok(());
+        }
+        match sys::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL) {
+            Err(e) if e.raw_os_error() != Some(libc::ESRCH) => Err(self.error("kill")(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            if let Err(e) = self.kill() {
+                eprintln!("netns-harness: {e}");
+            }
+            if let Err(e) = sys::waitid_pidfd(self.pidfd.as_fd(), true) {
+                eprintln!(
+                    "netns-harness: failed to reap container {:?}: {e}",
+                    self.name
+                );
+            }
+        }
+    }
+}
+
+/// A running container. Dropping it kills its processes (SIGKILL), reaps
+/// it, and takes its port off the bridge and its address back.
+#[derive(Debug)]
+pub struct Container {
+    // Fields drop in this order, after `Drop::drop` killed the process and
+    // took the port off the bridge: the process is reaped, then the address
+    // returned.
+    process: Process,
+    netns: OwnedFd,
+    addr: Ipv4Addr,
     stdin: Option<File>,
     stdout: Option<File>,
     stderr: Option<File>,
-    // Dropped after the process is reaped, in this order.
-    port: Option<Port>,
-    lease: Option<Lease>,
+    /// Held for its `Drop`: takes the port off the bridge.
+    _port: Option<Port>,
+    /// Held for its `Drop`: returns the address.
+    _lease: Option<Lease>,
 }
 
 impl std::fmt::Debug for Port {
@@ -432,35 +570,9 @@ impl std::fmt::Debug for Port {
 }
 
 impl Container {
-    /// Waits until the child executed its program (its report pipe closes)
-    /// or reports the stage that failed.
-    fn await_exec(&mut self, report: OwnedFd) -> Result<()> {
-        let ready = sys::poll_readable(report.as_fd(), Some(SETUP_TIMEOUT))
-            .map_err(|e| Error::os(format!("wait for container {:?} to start", self.name), e))?;
-        if !ready {
-            return Err(Error::Timeout {
-                name: self.name.clone(),
-                what: "start",
-                timeout: SETUP_TIMEOUT,
-            });
-        }
-        let mut report_bytes = [0u8; 8];
-        let n = File::from(report).read(&mut report_bytes).unwrap_or(0);
-        if n == 0 {
-            return Ok(());
-        }
-        let stage = u32::from_ne_bytes(report_bytes[..4].try_into().unwrap_or_default());
-        let errno = i32::from_ne_bytes(report_bytes[4..].try_into().unwrap_or_default());
-        Err(Error::ContainerSetup {
-            name: self.name.clone(),
-            stage: Stage::from_u32(stage).map_or("starting", Stage::describe),
-            source: io::Error::from_raw_os_error(errno),
-        })
-    }
-
     /// The container's name, also its hostname.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.process.name
     }
 
     /// The address of its `eth0` (for a process on the outside host, the
@@ -476,7 +588,7 @@ impl Container {
 
     /// Its process id, as the test process sees it (inside, it is 1).
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.process.pid
     }
 
     /// Its standard input, when it was [`Stdio::Piped`]; once.
@@ -496,59 +608,25 @@ impl Container {
 
     /// Its exit status if it has exited, without waiting.
     pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
-        if self.status.is_none() {
-            self.status = sys::waitid_pidfd(self.pidfd.as_fd(), false)
-                .map_err(|e| Error::os(format!("wait for container {:?}", self.name), e))?;
-        }
-        Ok(self.status)
+        self.process.try_wait()
     }
 
     /// Waits for it to exit, for at most `timeout`; `None` if it is still
     /// running then.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.try_wait()? {
-                return Ok(Some(status));
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(None);
-            }
-            sys::poll_readable(self.pidfd.as_fd(), Some(left))
-                .map_err(|e| Error::os(format!("wait for container {:?}", self.name), e))?;
-        }
+        self.process.wait_timeout(timeout)
     }
 
     /// Waits for it to exit.
     pub fn wait(&mut self) -> Result<ExitStatus> {
-        if let Some(status) = self.status {
-            return Ok(status);
-        }
-        let status = sys::waitid_pidfd(self.pidfd.as_fd(), true)
-            .map_err(|e| Error::os(format!("wait for container {:?}", self.name), e))?;
-        self.status = status;
-        status.ok_or_else(|| {
-            Error::os(
-                format!("wait for container {:?}", self.name),
-                io::ErrorKind::Other.into(),
-            )
-        })
+        self.process.wait()
     }
 
     /// Kills every process of the container (SIGKILL to its PID 1, which
     /// takes its PID namespace down with it). Killing an exited container
     /// does nothing.
     pub fn kill(&mut self) -> Result<()> {
-        if self.status.is_some() {
-            return Ok(());
-        }
-        match sys::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL) {
-            Err(e) if e.raw_os_error() != Some(libc::ESRCH) => {
-                Err(Error::os(format!("kill container {:?}", self.name), e))
-            }
-            _ => Ok(()),
-        }
+        self.process.kill()
     }
 
     /// Collects its piped output and error until it exits, for at most
@@ -578,7 +656,7 @@ impl Container {
                 stderr,
             }),
             None => Err(Error::Timeout {
-                name: self.name.clone(),
+                name: self.process.name.clone(),
                 what: "exit",
                 timeout,
             }),
@@ -588,16 +666,12 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        if self.status.is_none() {
-            if let Err(e) = self.kill() {
-                eprintln!("netns-harness: {e}");
-            }
-            if let Err(e) = sys::waitid_pidfd(self.pidfd.as_fd(), true) {
-                eprintln!(
-                    "netns-harness: failed to reap container {:?}: {e}",
-                    self.name
-                );
-            }
+        // Kill first and take the port off the bridge while the kernel tears
+        // the processes down; the fields then reap the process and return
+        // the address.
+        if let Err(e) = self.process.kill() {
+            eprintln!("netns-harness: {e}");
         }
+        self._port.take();
     }
 }

@@ -451,18 +451,11 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
     // buffers the plan owns or on locals; none allocates or locks.
     unsafe {
         // Die with the thread that cloned us. If it is already gone, the
-        // read below sees end-of-file and we exit.
+        // read of "go" below sees end-of-file and we exit.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
         libc::close(plan.go_write);
-        let mut go = 0u8;
-        loop {
-            match libc::read(plan.go_read, (&raw mut go).cast(), 1) {
-                1 => break,
-                0 => libc::_exit(1),
-                _ if *libc::__errno_location() == libc::EINTR => continue,
-                _ => fail(plan, Stage::Sync),
-            }
-        }
+        // Everything that does not need eth0 happens while the parent
+        // creates it.
         if let Some(fd) = plan.join_netns
             && libc::setns(fd, libc::CLONE_NEWNET) < 0
         {
@@ -502,6 +495,15 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
         }
         if libc::sethostname(plan.hostname.as_ptr().cast(), plan.hostname.len()) < 0 {
             fail(plan, Stage::Hostname);
+        }
+        let mut go = 0u8;
+        loop {
+            match libc::read(plan.go_read, (&raw mut go).cast(), 1) {
+                1 => break,
+                0 => libc::_exit(1),
+                _ if *libc::__errno_location() == libc::EINTR => continue,
+                _ => fail(plan, Stage::Sync),
+            }
         }
         if let Some(net) = &plan.net {
             configure_network(plan, net);
