@@ -309,3 +309,39 @@ fn thirty_two_containers_on_one_bridge_all_reachable_from_one() {
     let out = run(&lab, Spec::command("sh").args(args).name("prober"));
     assert_eq!(out.trim(), "all");
 }
+
+#[test]
+fn ipv6_link_local_addresses_are_usable_at_once() {
+    // No duplicate address detection: addresses are not "tentative" and a
+    // peer answers on its link-local address right after it started.
+    let lab = Lab::shared().unwrap();
+    let target = sleeper(&lab, "v6target");
+    let netns = format!("--net=/proc/{}/ns/net", target.pid());
+    let shown = std::process::Command::new("nsenter")
+        .args([
+            netns.as_str(),
+            "ip",
+            "-6",
+            "-o",
+            "addr",
+            "show",
+            "dev",
+            "eth0",
+            "scope",
+            "link",
+        ])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(!shown.contains("tentative"), "{shown}");
+    let link_local = shown
+        .split_whitespace()
+        .find_map(|w| w.strip_suffix("/64"))
+        .unwrap_or_else(|| panic!("no link-local address: {shown}"))
+        .to_owned();
+    let out = run(
+        &lab,
+        Spec::command("ping").args(["-6", "-c1", "-W2", &format!("{link_local}%eth0")]),
+    );
+    assert!(out.contains("1 received"), "{out}");
+}

@@ -104,6 +104,13 @@ impl LabBuilder {
         let (lab_ns, (mut rtnl, mut nft)) = netns::create(|| {
             std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
                 .map_err(|e| Error::os("enable IPv4 forwarding in the lab namespace", e))?;
+            // Bridge ports need no IPv6 address of their own: without one,
+            // a new port costs no address generation, DAD or MLD (the
+            // bridge still carries containers' IPv6 traffic).
+            if std::path::Path::new(IPV6_DEFAULT_DISABLE).exists() {
+                std::fs::write(IPV6_DEFAULT_DISABLE, "1")
+                    .map_err(|e| Error::os("disable IPv6 addresses on the lab's ports", e))?;
+            }
             let nft = Socket::open(libc::NETLINK_NETFILTER)
                 .map_err(|e| Error::os("open an nf_tables socket in the lab namespace", e))?;
             Ok((Rtnl::open("lab")?, nft))
@@ -145,6 +152,9 @@ impl LabBuilder {
 }
 
 const LOOPBACK_INDEX: u32 = 1;
+
+/// IPv6 for links created afterwards in the calling thread's namespace.
+const IPV6_DEFAULT_DISABLE: &str = "/proc/sys/net/ipv6/conf/default/disable_ipv6";
 
 fn validate_subnet(text: &str) -> Result<Ipv4Subnet> {
     let subnet: Ipv4Subnet = text.parse()?;

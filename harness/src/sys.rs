@@ -581,7 +581,8 @@ fn ifreq(name: &[u8]) -> libc::ifreq {
     req
 }
 
-/// Brings `lo` and `eth0` up and gives `eth0` its address and default route, with the
+/// Brings `lo` and `eth0` up (without IPv6 duplicate address detection)
+/// and gives `eth0` its address and default route, with the
 /// classic interface ioctls (no parsing, no allocation).
 ///
 /// # Safety
@@ -592,6 +593,16 @@ unsafe fn configure_network(plan: &ChildPlan, net: &IfConfig) {
         let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
         if sock < 0 {
             fail(plan, Stage::Loopback);
+        }
+        // IPv6 link-local addresses usable at once, without duplicate
+        // address detection (best effort: IPv6 may be off).
+        let dad = libc::open(
+            c"/proc/sys/net/ipv6/conf/eth0/accept_dad".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        );
+        if dad >= 0 {
+            libc::write(dad, b"0".as_ptr().cast(), 1);
+            libc::close(dad);
         }
         for (name, stage) in [(&b"lo"[..], Stage::Loopback), (b"eth0", Stage::Address)] {
             let mut link = ifreq(name);
