@@ -204,7 +204,7 @@ fn assert_fixture_semantics(run: &Run, one_process: bool) {
         ],
     );
     assert!(
-        text.contains("tests/fixture.rs:20:5"),
+        text.contains("tests/fixture.rs:30:5"),
         "the panic's location is missing:\n{text}"
     );
     assert!(
@@ -268,9 +268,59 @@ fn assert_fixture_semantics(run: &Run, one_process: bool) {
     assert_eq!(run.shared("probed_from_shared"), shared);
 }
 
+/// Where the fixture's failure artifacts go.
+fn artifacts(test: &str) -> PathBuf {
+    Path::new(ROOT)
+        .join("target/fixture/netns-harness")
+        .join(test)
+}
+
+/// The failure report of `fails_loudly` (state of its container, its lab,
+/// its peer) and its capture, which tcpdump reads.
+fn assert_failure_report(text: &str) {
+    assert_in_order(
+        text,
+        &[
+            "--- netns-harness report for fails_loudly ---",
+            "container fails_loudly (10.",
+            "link eth0 UP 02:00:",
+            "route default via 10.200.0.1 dev eth0",
+            "neigh 10.200.0.1 dev eth0 lladdr",
+            "lab 10.200.0.0/16 (gateway 10.200.0.1, NAT as 198.18.0.1):",
+            "port v",
+            "nat: ip saddr 10.200.0.0/16 oifname \"uplink\" masquerade:",
+            "peers:",
+            "helper 10.200.",
+            "capture of v",
+        ],
+    );
+    let pcap = artifacts("fails_loudly").join("capture.pcap");
+    assert!(text.contains(&pcap.display().to_string()), "{text}");
+    let out = Command::new("tcpdump")
+        .arg("-nr")
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    let dump = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "tcpdump cannot read {}",
+        pcap.display()
+    );
+    assert!(dump.contains("> 10.200.0.1: ICMP echo request"), "{dump}");
+    let report = std::fs::read_to_string(artifacts("fails_loudly").join("report.txt")).unwrap();
+    assert!(
+        report.contains("route default via 10.200.0.1 dev eth0"),
+        "{report}"
+    );
+    // Passing tests leave nothing.
+    assert!(!artifacts("passes_quietly").exists());
+}
+
 #[test]
 fn cargo_test_counts_outcomes_and_shows_output_only_for_failures() {
     let cargo = require_cargo!();
+    let _ = std::fs::remove_dir_all(Path::new(ROOT).join("target/fixture/netns-harness"));
     let run = run({
         let mut c = fixture_command(&cargo, &["test", "--test", "fixture"]);
         c.args(["--", "--test-threads=16"]);
@@ -303,6 +353,13 @@ fn cargo_test_counts_outcomes_and_shows_output_only_for_failures() {
     );
     assert!(!run.text().contains("IGNORED-RAN"));
     assert_fixture_semantics(&run, true);
+    assert_failure_report(failure_section(&stdout, "fails_loudly"));
+    // The timed-out test's report says what became of its peers.
+    let timed_out = failure_section(&stdout, "times_out");
+    assert!(
+        timed_out.contains("(killed with the container at the timeout)"),
+        "{timed_out}"
+    );
 }
 
 #[test]
@@ -491,4 +548,95 @@ fn nextest_runs_every_test_in_its_own_process_and_partitions_cover_all() {
 
 fn run_text(command: Command) -> String {
     run(command).text()
+}
+
+#[test]
+fn a_failed_test_is_kept_for_inspection_until_enter() {
+    use std::io::{BufRead, BufReader};
+    let cargo = require_cargo!();
+    let binary = fixture_binary(&cargo);
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(binary)
+        .args(["fails_loudly", "--exact"])
+        .env(netns_harness::KEEP_VAR, "1")
+        .env(netns_harness::KEEP_SECONDS_VAR, "120")
+        .env("FIXTURE_DIR", dir.path())
+        .env("RUST_BACKTRACE", "0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut said = Vec::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "no keep message: {said:?}"
+        );
+        let done = line.starts_with("press Enter");
+        said.push(line);
+        if done {
+            break;
+        }
+    }
+    // The printed commands enter the kept container and lab.
+    let command = |what: &str| -> Vec<String> {
+        let line = said
+            .iter()
+            .find(|l| l.trim_start().starts_with(what))
+            .unwrap_or_else(|| panic!("{said:?}"));
+        line.split_once(":  ")
+            .unwrap()
+            .1
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    let enter = |what: &str, tool: &[&str]| {
+        let cmd = command(what);
+        let out = Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .args(tool)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd:?} {tool:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let addrs = enter(
+        "its container:",
+        &["ip", "-o", "-4", "addr", "show", "dev", "eth0"],
+    );
+    assert!(addrs.contains("inet 10.200."), "{addrs}");
+    let hostname = enter("its container:", &["cat", "/proc/sys/kernel/hostname"]);
+    assert_eq!(hostname.trim(), "fails_loudly");
+    let ruleset = enter("the lab", &["nft", "list", "ruleset"]);
+    assert!(ruleset.contains("masquerade"), "{ruleset}");
+    let container_cmd = command("its container:");
+    let pid = &container_cmd[container_cmd.iter().position(|a| a == "--target").unwrap() + 1];
+    let netns: u64 = std::fs::read_link(format!("/proc/{pid}/ns/net"))
+        .unwrap()
+        .to_string_lossy()
+        .trim_start_matches("net:[")
+        .trim_end_matches(']')
+        .parse()
+        .unwrap();
+
+    // Enter tears it all down.
+    writeln!(child.stdin.take().unwrap()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("helper 10.200."), "{stdout}");
+    assert!(
+        eventually(Duration::from_secs(10), || namespace_holders(netns)
+            .is_empty()),
+        "the kept container outlived Enter: {:?}",
+        namespace_holders(netns)
+    );
 }

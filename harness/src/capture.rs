@@ -1,13 +1,15 @@
 //! Packet capture on an interface of a lab namespace, with pnet's datalink
 //! channel: what the far side of the NAT saw.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::os::fd::BorrowedFd;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use pnet::datalink::{self, Channel, DataLinkReceiver};
 use pnet::packet::Packet;
@@ -23,6 +25,16 @@ use crate::netns;
 
 /// How often the capture thread looks at its stop flag when idle.
 const POLL: Duration = Duration::from_millis(20);
+
+/// The most frame bytes a capture keeps: past it, the oldest frames go.
+pub const RING_BYTES: usize = 1 << 20;
+
+/// One frame as it crossed the interface.
+#[derive(Clone, Debug)]
+struct Frame {
+    at: SystemTime,
+    data: Vec<u8>,
+}
 
 /// The transport protocol of a captured packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,12 +121,13 @@ fn observe(frame: &[u8]) -> Option<Observed> {
     })
 }
 
-/// A running capture of the IPv4 packets crossing one interface, both ways.
+/// A running capture of the frames crossing one interface, both ways; it
+/// keeps the last [`RING_BYTES`] of them.
 #[derive(Debug)]
 pub struct Capture {
     interface: String,
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Vec<Observed>>>,
+    thread: Option<JoinHandle<VecDeque<Frame>>>,
 }
 
 impl Capture {
@@ -159,16 +172,18 @@ impl Capture {
         })
     }
 
-    /// Stops, after reading every packet that reached the interface before
+    /// Stops, after reading every frame that reached the interface before
     /// the call, and returns what was seen.
     pub fn stop(mut self) -> Observations {
+        let frames: Vec<Frame> = self.finish().into();
         Observations {
             interface: self.interface.clone(),
-            packets: self.finish(),
+            packets: frames.iter().filter_map(|f| observe(&f.data)).collect(),
+            frames,
         }
     }
 
-    fn finish(&mut self) -> Vec<Observed> {
+    fn finish(&mut self) -> VecDeque<Frame> {
         self.stop.store(true, Ordering::SeqCst);
         self.thread
             .take()
@@ -183,12 +198,23 @@ impl Drop for Capture {
     }
 }
 
-/// Reads frames until stopped, then until the socket's queue is empty.
-fn record(rx: &mut dyn DataLinkReceiver, stop: &AtomicBool) -> Vec<Observed> {
-    let mut seen = Vec::new();
+/// Reads frames until stopped, then until the socket's queue is empty,
+/// keeping the last [`RING_BYTES`].
+fn record(rx: &mut dyn DataLinkReceiver, stop: &AtomicBool) -> VecDeque<Frame> {
+    let mut seen = VecDeque::new();
+    let mut bytes = 0;
     loop {
         match rx.next() {
-            Ok(frame) => seen.extend(observe(frame)),
+            Ok(frame) => {
+                bytes += frame.len();
+                seen.push_back(Frame {
+                    at: SystemTime::now(),
+                    data: frame.to_vec(),
+                });
+                while bytes > RING_BYTES {
+                    bytes -= seen.pop_front().map_or(0, |f| f.data.len());
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 if stop.load(Ordering::SeqCst) {
                     return seen;
@@ -203,10 +229,42 @@ fn record(rx: &mut dyn DataLinkReceiver, stop: &AtomicBool) -> Vec<Observed> {
 #[derive(Clone, Debug)]
 pub struct Observations {
     interface: String,
+    frames: Vec<Frame>,
     packets: Vec<Observed>,
 }
 
 impl Observations {
+    /// How many frames were kept.
+    pub fn frames(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Writes the frames to `path` as a pcap file (Ethernet), readable by
+    /// `tcpdump -r` and Wireshark.
+    pub fn write_pcap(&self, path: &Path) -> Result<()> {
+        let failed = |e: pcap_file::PcapError| {
+            Error::os(
+                format!("write the capture {}", path.display()),
+                std::io::Error::other(e),
+            )
+        };
+        let file = std::fs::File::create(path)
+            .map_err(|e| Error::os(format!("create the capture {}", path.display()), e))?;
+        let mut writer =
+            pcap_file::pcap::PcapWriter::new(std::io::BufWriter::new(file)).map_err(failed)?;
+        for frame in &self.frames {
+            let at = frame
+                .at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
+            let len = u32::try_from(frame.data.len()).unwrap_or(u32::MAX);
+            writer
+                .write_packet(&pcap_file::pcap::PcapPacket::new(at, len, &frame.data))
+                .map_err(failed)?;
+        }
+        Ok(())
+    }
+
     /// Every packet, in the order seen.
     pub fn packets(&self) -> &[Observed] {
         &self.packets

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::capture::Capture;
 use crate::entry::FUNCTION_VAR;
 use crate::error::{Error, Result};
 use crate::lab::{LabInner, Lease};
@@ -65,6 +66,8 @@ pub struct Spec {
     stderr_to_stdout: bool,
     /// Descriptors the program inherits, for the harness's own use.
     pub(crate) inherit: Vec<RawFd>,
+    /// Whether to capture the container's bridge port from its start.
+    pub(crate) capture: bool,
 }
 
 impl Spec {
@@ -77,6 +80,7 @@ impl Spec {
             stdio: [Stdio::Null, Stdio::Inherit, Stdio::Inherit],
             stderr_to_stdout: false,
             inherit: Vec::new(),
+            capture: false,
         }
     }
 
@@ -344,11 +348,11 @@ pub(crate) fn spawn(lab: &Arc<LabInner>, spec: &Spec, attach: Attach) -> Result<
         pidfd: cloned.pidfd,
         status: None,
     };
-    let prepared = connect(lab, &process, lease.as_ref()).and_then(|attached| {
+    let prepared = connect(lab, &process, lease.as_ref(), spec.capture).and_then(|attached| {
         File::from(go_write).write_all(&[1]).map_err(os("start"))?;
         Ok(attached)
     });
-    let (netns, port) = match prepared {
+    let (netns, port, capture) = match prepared {
         Ok(attached) => attached,
         // If the child failed first, its own report says more.
         Err(e) => return Err(process.reported_failure(&report_read).unwrap_or(e)),
@@ -361,6 +365,7 @@ pub(crate) fn spawn(lab: &Arc<LabInner>, spec: &Spec, attach: Attach) -> Result<
         stdin,
         stdout,
         stderr,
+        capture,
         _port: port,
         _lease: lease,
     };
@@ -370,19 +375,20 @@ pub(crate) fn spawn(lab: &Arc<LabInner>, spec: &Spec, attach: Attach) -> Result<
 
 /// The parent's part of a start: the child's network namespace, and for a
 /// bridged container its veth, created with one end on the bridge and
-/// `eth0` inside the child.
+/// `eth0` inside the child, and when asked a capture of that port.
 fn connect(
     lab: &Arc<LabInner>,
     process: &Process,
     lease: Option<&Lease>,
-) -> Result<(OwnedFd, Option<Port>)> {
+    capture: bool,
+) -> Result<(OwnedFd, Option<Port>, Option<Capture>)> {
     let Some(lease) = lease else {
         // The child has not joined the outside namespace yet: take it from the lab.
         let netns = lab
             .outside_ns()
             .try_clone()
             .map_err(|e| Error::os("duplicate the outside namespace's descriptor", e))?;
-        return Ok((netns, None));
+        return Ok((netns, None, None));
     };
     let netns = File::open(format!("/proc/{}/ns/net", process.pid))
         .map(OwnedFd::from)
@@ -406,7 +412,12 @@ fn connect(
         lab: Arc::clone(lab),
         name,
     };
-    Ok((netns, Some(port)))
+    let capture = if capture {
+        Some(Capture::start(lab.lab_ns().as_fd(), &port.name)?)
+    } else {
+        None
+    };
+    Ok((netns, Some(port), capture))
 }
 
 /// A locally administered MAC derived from the address, so that a reused
@@ -530,6 +541,13 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
+        if let Some(inside) = crate::runner::inside() {
+            let how = match self.try_wait() {
+                Ok(Some(status)) => format!("ended with {status}"),
+                _ => "killed when the test dropped it".to_owned(),
+            };
+            inside.peer_ended(self.pid, &how);
+        }
         if self.status.is_none() {
             if let Err(e) = self.kill() {
                 eprintln!("netns-harness: {e}");
@@ -557,6 +575,8 @@ pub struct Container {
     stdin: Option<File>,
     stdout: Option<File>,
     stderr: Option<File>,
+    /// The capture of its port, when its spec asked for one.
+    capture: Option<Capture>,
     /// Held for its `Drop`: takes the port off the bridge.
     _port: Option<Port>,
     /// Held for its `Drop`: returns the address.
@@ -604,6 +624,16 @@ impl Container {
     /// Its standard error, when it was [`Stdio::Piped`]; once.
     pub fn take_stderr(&mut self) -> Option<File> {
         self.stderr.take()
+    }
+
+    /// The capture of its bridge port, when its spec asked for one; once.
+    pub(crate) fn take_capture(&mut self) -> Option<Capture> {
+        self.capture.take()
+    }
+
+    /// The name of its port on the bridge (the lab's end of its veth).
+    pub(crate) fn port_name(&self) -> Option<&str> {
+        self._port.as_ref().map(|p| p.name.as_str())
     }
 
     /// Its exit status if it has exited, without waiting.

@@ -37,6 +37,7 @@ pub mod capture;
 mod container;
 mod entry;
 mod error;
+mod failure;
 mod lab;
 pub mod matrix;
 mod names;
@@ -45,6 +46,7 @@ mod netlink;
 mod netns;
 mod nftables;
 pub mod probe;
+mod report;
 mod rootless;
 mod rtnl;
 mod runner;
@@ -54,6 +56,7 @@ mod sys;
 
 pub use container::{Container, Spec, Stdio};
 pub use error::{Error, Result};
+pub use failure::{CAPTURE_VAR, KEEP_SECONDS_VAR, KEEP_VAR};
 pub use lab::{DEFAULT_BRIDGE, DEFAULT_SUBNET, Lab, LabBuilder, UPLINK};
 pub use net::Net;
 /// Runs a test function's body in a freshly cloned container on the test

@@ -15,6 +15,8 @@ const NLMSG_HDRLEN: usize = 16;
 const NLA_HDRLEN: usize = 4;
 const NLA_F_NESTED: u16 = 1 << 15;
 const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_DUMP_INTR: u16 = 0x10;
 const NLM_F_ACK_TLVS: u16 = 0x200;
 const NLMSGERR_ATTR_MSG: u16 = 1;
 
@@ -28,6 +30,8 @@ pub(crate) const F_EXCL: u16 = 0x200;
 pub(crate) const F_CREATE: u16 = 0x400;
 /// `NLM_F_APPEND`
 pub(crate) const F_APPEND: u16 = 0x800;
+/// `NLM_F_DUMP`
+pub(crate) const F_DUMP: u16 = 0x300;
 
 fn align(len: usize) -> usize {
     (len + 3) & !3
@@ -154,17 +158,34 @@ impl Socket {
         }
     }
 
-    /// Sends `messages` in one write and waits until the kernel acknowledged
-    /// the last of them that carries `F_ACK` (nf_tables batch delimiters do
-    /// not). Returns the
+    /// Sends `messages` in one write and waits until the kernel answered the
+    /// last of them that carries `F_ACK` or `F_DUMP` (nf_tables batch
+    /// delimiters carry neither): an ack, or the end of a dump. Returns the
     /// payloads of the replies that are not acks (answers to `GET`s).
     pub(crate) fn transact(&mut self, messages: Vec<Message>) -> Result<Vec<Vec<u8>>, Refusal> {
+        self.exchange(messages).map(|(replies, _)| replies)
+    }
+
+    /// Dumps what `request` (with `F_DUMP`) asks for, again if the kernel
+    /// says the dump was interrupted by a change.
+    pub(crate) fn dump(&mut self, request: impl Fn() -> Message) -> Result<Vec<Vec<u8>>, Refusal> {
+        let mut attempts = 0;
+        loop {
+            let (replies, interrupted) = self.exchange(vec![request()])?;
+            attempts += 1;
+            if !interrupted || attempts == 5 {
+                return Ok(replies);
+            }
+        }
+    }
+
+    fn exchange(&mut self, messages: Vec<Message>) -> Result<(Vec<Vec<u8>>, bool), Refusal> {
         let first = self.seq.wrapping_add(1);
         let mut out = Vec::new();
         let mut last = first;
         for message in messages {
             self.seq = self.seq.wrapping_add(1);
-            if message.flags() & F_ACK != 0 {
+            if message.flags() & (F_ACK | F_DUMP) != 0 {
                 last = self.seq;
             }
             out.extend(message.finish(self.seq));
@@ -173,6 +194,7 @@ impl Socket {
         let newest = self.seq;
         let in_request = |seq: u32| seq.wrapping_sub(first) <= newest.wrapping_sub(first);
         let mut replies = Vec::new();
+        let mut interrupted = false;
         loop {
             let n = self.file.read(&mut self.buf)?;
             let mut at = 0;
@@ -192,17 +214,21 @@ impl Socket {
                 if !in_request(seq) {
                     continue; // a late answer to an earlier request
                 }
+                interrupted |= flags & NLM_F_DUMP_INTR != 0;
                 match kind {
-                    NLMSG_ERROR => {
-                        let errno = i32::from_ne_bytes(body[..4].try_into().unwrap_or([0; 4]));
-                        if errno != 0 {
+                    NLMSG_ERROR | NLMSG_DONE => {
+                        let errno = body
+                            .get(..4)
+                            .and_then(|b| b.try_into().ok())
+                            .map_or(0, i32::from_ne_bytes);
+                        if errno < 0 {
                             return Err(Refusal {
                                 error: io::Error::from_raw_os_error(-errno),
                                 message: ext_ack_message(body, flags),
                             });
                         }
                         if seq == last {
-                            return Ok(replies);
+                            return Ok((replies, interrupted));
                         }
                     }
                     _ => replies.push(body.to_vec()),
@@ -210,6 +236,20 @@ impl Socket {
             }
         }
     }
+}
+
+/// The attributes in `buf` (after a message's fixed header), as (type
+/// without the nested and byte-order flags, payload).
+pub(crate) fn attributes(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let header = buf.get(at..at + NLA_HDRLEN)?;
+        let len = usize::from(u16::from_ne_bytes([header[0], header[1]]));
+        let kind = u16::from_ne_bytes([header[2], header[3]]) & 0x3fff;
+        let payload = buf.get(at + NLA_HDRLEN..at + len.max(NLA_HDRLEN))?;
+        at += align(len.max(NLA_HDRLEN));
+        Some((kind, payload))
+    })
 }
 
 /// The human-readable message of an extended ack, if the kernel sent one.
@@ -255,6 +295,24 @@ mod tests {
         let nest_kind = u16::from_ne_bytes([bytes[22], bytes[23]]);
         assert_eq!((nest_len, nest_kind), (12, 1 | NLA_F_NESTED));
         assert_eq!(&bytes[28..31], b"ab\0");
+    }
+
+    #[test]
+    fn attributes_are_read_back_with_their_payloads() {
+        let bytes = Message::new(16, F_REQUEST, &[])
+            .attr_str(3, "eth0")
+            .begin(18)
+            .attr_u32(1, 7)
+            .end()
+            .finish(1);
+        let attrs: Vec<(u16, Vec<u8>)> = attributes(&bytes[NLMSG_HDRLEN..])
+            .map(|(k, p)| (k, p.to_vec()))
+            .collect();
+        assert_eq!(attrs.len(), 2);
+        assert_eq!(attrs[0], (3, b"eth0\0".to_vec()));
+        assert_eq!(attrs[1].0, 18);
+        let inner: Vec<(u16, &[u8])> = attributes(&attrs[1].1).collect();
+        assert_eq!(inner, [(1, &7u32.to_ne_bytes()[..])]);
     }
 
     #[test]

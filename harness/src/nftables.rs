@@ -3,7 +3,9 @@
 //! `ip saddr <subnet> oifname "<uplink>" counter masquerade`.
 
 use crate::error::{Error, Result};
-use crate::netlink::{F_ACK, F_APPEND, F_CREATE, F_REQUEST, Message, Refusal, Socket};
+use crate::netlink::{
+    F_ACK, F_APPEND, F_CREATE, F_DUMP, F_REQUEST, Message, Refusal, Socket, attributes,
+};
 use crate::subnet::Ipv4Subnet;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -12,6 +14,7 @@ const NFNL_MSG_BATCH_END: u16 = 17;
 const NFT_MSG_NEWTABLE: u16 = 0;
 const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_NEWRULE: u16 = 6;
+const NFT_MSG_GETRULE: u16 = 7;
 
 const NFTA_TABLE_NAME: u16 = 1;
 const NFTA_CHAIN_TABLE: u16 = 1;
@@ -28,6 +31,8 @@ const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_EXPR_NAME: u16 = 1;
 const NFTA_EXPR_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
+const NFTA_COUNTER_BYTES: u16 = 1;
+const NFTA_COUNTER_PACKETS: u16 = 2;
 
 const NF_INET_POST_ROUTING: u32 = 4;
 const NF_ACCEPT: u32 = 1;
@@ -152,4 +157,43 @@ pub(crate) fn install_masquerade(
             source: error,
             kernel_message: message,
         })
+}
+
+/// The packets and bytes the lab's masquerade rule has counted (`nft list
+/// chain ip netns_harness postrouting`).
+pub(crate) fn masquerade_counter(socket: &mut Socket) -> Result<(u64, u64)> {
+    let rules = socket
+        .dump(|| {
+            nft_message(NFT_MSG_GETRULE, F_REQUEST | F_DUMP)
+                .attr_str(NFTA_RULE_TABLE, TABLE)
+                .attr_str(NFTA_RULE_CHAIN, CHAIN)
+        })
+        .map_err(|Refusal { error, message }| Error::Netlink {
+            operation: format!("list the rules of table ip {TABLE}"),
+            namespace: "lab",
+            source: error,
+            kernel_message: message,
+        })?;
+    let be64 = |b: &[u8]| b.try_into().map_or(0, u64::from_be_bytes);
+    let mut counted = (0, 0);
+    // nfgenmsg, then the rule's attributes.
+    for rule in rules.iter().filter_map(|r| r.get(4..)) {
+        for (_, list) in attributes(rule).filter(|(k, _)| *k == NFTA_RULE_EXPRESSIONS) {
+            for (_, expr) in attributes(list) {
+                let is_counter = attributes(expr)
+                    .any(|(k, v)| k == NFTA_EXPR_NAME && v.starts_with(b"counter\0"));
+                let data = attributes(expr).find(|(k, _)| *k == NFTA_EXPR_DATA);
+                if let (true, Some((_, data))) = (is_counter, data) {
+                    for (kind, value) in attributes(data) {
+                        match kind {
+                            NFTA_COUNTER_PACKETS => counted.0 += be64(value),
+                            NFTA_COUNTER_BYTES => counted.1 += be64(value),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(counted)
 }

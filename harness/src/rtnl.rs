@@ -149,6 +149,19 @@ impl Rtnl {
             .map(drop)
     }
 
+    /// Every link of the namespace, as `RTM_NEWLINK` payloads (`ip link`).
+    pub(crate) fn dump_links(&mut self) -> Result<Vec<Vec<u8>>> {
+        let namespace = self.namespace;
+        self.socket
+            .dump(crate::report::link_dump)
+            .map_err(|Refusal { error, message }| Error::Netlink {
+                operation: "list links".to_owned(),
+                namespace,
+                source: error,
+                kernel_message: message,
+            })
+    }
+
     /// The index of link `name` (`ip link show <name>`).
     pub(crate) fn link_index(&mut self, name: &str) -> Result<u32> {
         let msg = Message::new(RTM_GETLINK, F_REQUEST | F_ACK, &ifinfomsg(0, 0))

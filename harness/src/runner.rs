@@ -17,7 +17,7 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::container::{self, Attach, Container};
+use crate::container::{self, Attach};
 use crate::error::{Error, Result};
 use crate::lab::{Lab, Lease};
 use crate::subnet::Ipv4Subnet;
@@ -168,10 +168,53 @@ pub(crate) fn take_context() {
     });
 }
 
-/// The container side of a test: its network, and the pipe its result goes to.
+/// The container side of a test: its network, the pipe its result goes
+/// to, and the peers its body started.
 pub(crate) struct Inside {
     pub net: crate::Net,
     result: Mutex<Option<File>>,
+    peers: Mutex<Vec<String>>,
+}
+
+impl Inside {
+    /// Notes a peer the body started, for the failure report.
+    pub(crate) fn peer_started(&self, name: &str, addr: Ipv4Addr, pid: u32) {
+        lock(&self.peers).push(format!("{pid} {name} {addr}: running"));
+    }
+
+    /// Notes how a peer ended.
+    pub(crate) fn peer_ended(&self, pid: u32, how: &str) {
+        let prefix = format!("{pid} ");
+        if let Some(line) = lock(&self.peers)
+            .iter_mut()
+            .find(|l| l.starts_with(&prefix))
+        {
+            if let Some((head, _)) = line.rsplit_once(": ") {
+                *line = format!("{head}: {how}");
+            }
+        }
+    }
+
+    /// Sends how the body ended, and its peers, to the runner, once, and
+    /// closes the pipe.
+    fn send_result(&self, report: &str) {
+        let peers: String = lock(&self.peers)
+            .iter()
+            .map(|p| {
+                format!(
+                    "  {}\n",
+                    p.split_once(' ').map_or(p.as_str(), |(_, rest)| rest)
+                )
+            })
+            .collect();
+        if let Some(mut pipe) = lock(&self.result).take() {
+            let _ = pipe.write_all(format!("{report}{PEERS}{peers}").as_bytes());
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The test container's context, if this process is one.
@@ -196,11 +239,17 @@ pub(crate) fn inside() -> Option<&'static Inside> {
                     sys::adopt_fd(ctx.result_fd),
                 )
             };
+            // Not for the body's own children.
+            for fd in [&lab_ns, &outside_ns, &result] {
+                sys::set_cloexec(fd.as_fd())
+                    .unwrap_or_else(|e| panic!("netns-harness: cannot set close-on-exec: {e}"));
+            }
             let inner = crate::lab::LabInner::adopt(ctx.view, lab_ns, outside_ns)
                 .unwrap_or_else(|e| panic!("netns-harness: cannot reach the test's lab: {e}"));
             Some(Inside {
                 net: crate::Net::new(Lab::from_inner(inner), ctx.addr),
                 result: Mutex::new(Some(File::from(result))),
+                peers: Mutex::new(Vec::new()),
             })
         })
         .as_ref()
@@ -241,15 +290,20 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
 const OK: &str = "ok";
 const PANIC: &str = "panic\n";
 const ERROR: &str = "error\n";
+/// Separates the outcome from the list of peers in a result.
+const PEERS: &str = "\n\u{1e}peers\n";
 
 /// The container side: runs the body of test `name` on a thread named
 /// after it (as libtest would), reports how it ended to the runner and
-/// exits (0 passed, 1 returned an error, 101 panicked).
+/// exits (0 passed, 1 returned an error, 101 panicked). With
+/// [`KEEP_VAR`](crate::failure::KEEP_VAR) set, a panicking body reports and
+/// then stays where it is, peers and all, until the runner kills it.
 pub fn run_in_container<R: TestResult + 'static>(name: &'static str, body: fn() -> R) -> ! {
     let inside = inside().unwrap_or_else(|| {
         panic!("netns-harness: a test body ran outside its container; run it through its #[netns_test] function")
     });
     static MESSAGE: Mutex<String> = Mutex::new(String::new());
+    let keep = crate::failure::keep_requested();
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let payload = info.payload();
@@ -258,8 +312,16 @@ pub fn run_in_container<R: TestResult + 'static>(name: &'static str, body: fn() 
             .map(|s| (*s).to_owned())
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "Box<dyn Any>".to_owned());
-        *MESSAGE.lock().unwrap_or_else(PoisonError::into_inner) = message;
         default_hook(info);
+        if keep {
+            // Before unwinding drops the body's peers.
+            let _ = std::io::stdout().flush();
+            inside.send_result(&format!("{PANIC}{message}"));
+            loop {
+                std::thread::park();
+            }
+        }
+        *lock(&MESSAGE) = message;
     }));
     let thread = std::thread::Builder::new()
         .name(display_name(name).to_owned())
@@ -269,30 +331,15 @@ pub fn run_in_container<R: TestResult + 'static>(name: &'static str, body: fn() 
         Err(e) => panic!("netns-harness: cannot start the test's thread: {e}"),
     };
     let (report, code) = match outcome {
-        Ok(result) => match result {
-            Ok(()) => (OK.to_owned(), 0),
-            Err(e) => {
-                eprintln!("Error: {e}");
-                (format!("{ERROR}{e}"), 1)
-            }
-        },
-        Err(_) => {
-            let message = MESSAGE
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
-            (format!("{PANIC}{message}"), 101)
+        Ok(Ok(())) => (OK.to_owned(), 0),
+        Ok(Err(e)) => {
+            eprintln!("Error: {e}");
+            (format!("{ERROR}{e}"), 1)
         }
+        Err(_) => (format!("{PANIC}{}", lock(&MESSAGE)), 101),
     };
     let _ = std::io::stdout().flush();
-    if let Some(mut pipe) = inside
-        .result
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .take()
-    {
-        let _ = pipe.write_all(report.as_bytes());
-    }
+    inside.send_result(&report);
     std::process::exit(code)
 }
 
@@ -343,6 +390,7 @@ fn run(lab: &Lab, test: &Test) -> Result<Verdict> {
         .collect();
     let (result_read, result_write) =
         sys::pipe().map_err(|e| Error::os("create a pipe for a test's result", e))?;
+    let view_prefix = inner.view_prefix();
     let context = Context {
         lab_fd: inner.lab_ns().as_raw_fd(),
         outside_fd: inner.outside_ns().as_raw_fd(),
@@ -352,7 +400,7 @@ fn run(lab: &Lab, test: &Test) -> Result<Verdict> {
             subnet: inner.subnet(),
             bridge: inner.bridge().to_owned(),
             bridge_index: inner.bridge_index(),
-            port_prefix: inner.view_prefix(),
+            port_prefix: view_prefix.clone(),
             addrs: peers.iter().map(Lease::addr).collect(),
         },
     };
@@ -362,80 +410,162 @@ fn run(lab: &Lab, test: &Test) -> Result<Verdict> {
         .stdout(Stdio::Piped)
         .stderr_to_stdout();
     spec.inherit = vec![context.lab_fd, context.outside_fd, context.result_fd];
+    spec.capture = crate::failure::capture_enabled();
     let mut container = container::spawn(inner, &spec, Attach::Bridge(Some(own)))?;
     drop(result_write);
+    let capture = container.take_capture();
     let deadline = Instant::now() + test.timeout;
-    let output = container.take_stdout();
-    let status = match output.map(|out| forward_output(out, deadline)) {
-        Some(Err(e)) => {
-            return Err(Error::os(
-                format!("read the output of {}", test.display_name()),
-                e,
-            ));
-        }
-        Some(Ok(false)) => None,
-        Some(Ok(true)) | None => {
-            container.wait_timeout(deadline.saturating_duration_since(Instant::now()))?
+    let keep = crate::failure::keep_requested();
+    let watched = watch(
+        container.take_stdout(),
+        File::from(result_read),
+        deadline,
+        keep,
+    )
+    .map_err(|e| Error::os(format!("read the output of {}", test.display_name()), e))?;
+    let (verdict, peer_lines) = match watched {
+        None => (
+            Verdict::Failed(format!(
+                "test {} timed out after {:?}; its container and every process in it were killed",
+                test.display_name(),
+                test.timeout
+            )),
+            "  (killed with the container at the timeout)\n".to_owned(),
+        ),
+        Some(result) => {
+            let (outcome, peer_lines) = result.split_once(PEERS).unwrap_or((result.as_str(), ""));
+            let kept_alive = keep && outcome.starts_with(PANIC);
+            let status = if kept_alive {
+                None
+            } else {
+                container.wait_timeout(
+                    deadline
+                        .saturating_duration_since(Instant::now())
+                        .max(EXIT_GRACE),
+                )?
+            };
+            (judge(test, outcome, status), peer_lines.to_owned())
         }
     };
-    let Some(status) = status else {
-        kill(&mut container)?;
-        return Ok(Verdict::Failed(format!(
-            "test {} timed out after {:?}; its container and every process in it were killed",
-            test.display_name(),
-            test.timeout
-        )));
-    };
+    if let Verdict::Failed(_) = verdict {
+        let name = test.display_name();
+        print!(
+            "{}",
+            crate::failure::report(name, lab, &container, &view_prefix, &peer_lines, capture)
+        );
+        if keep {
+            crate::failure::keep(name, lab, &container);
+        }
+    }
+    // Kill, reap and unplug the container before its peers' addresses go back.
+    drop(container);
     drop(peers);
-    let mut report = String::new();
-    let _ = File::from(result_read).read_to_string(&mut report);
-    Ok(if report == OK && status.success() {
+    Ok(verdict)
+}
+
+/// How long a container that reported may take to exit.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+
+/// The verdict on what a body reported (`outcome`) and how its container
+/// exited (`None`: it was kept alive).
+fn judge(test: &Test, outcome: &str, status: Option<std::process::ExitStatus>) -> Verdict {
+    let passed = outcome == OK && status.is_some_and(|s| s.success());
+    if passed {
         Verdict::Passed
-    } else if let Some(message) = report.strip_prefix(PANIC) {
+    } else if let Some(message) = outcome.strip_prefix(PANIC) {
         Verdict::Failed(message.to_owned())
-    } else if let Some(error) = report.strip_prefix(ERROR) {
+    } else if let Some(error) = outcome.strip_prefix(ERROR) {
         Verdict::Failed(format!(
             "test {} returned an error: {error}",
             test.display_name()
         ))
     } else {
+        let how = status.map_or_else(|| "no exit".to_owned(), |s| s.to_string());
         Verdict::Failed(format!(
-            "the container of test {} ended with {status} before its body finished",
+            "the container of test {} ended ({how}) before its body finished",
             test.display_name()
         ))
-    })
+    }
 }
 
-fn kill(container: &mut Container) -> Result<()> {
-    container.kill()?;
-    container.wait().map(drop)
-}
-
-/// Copies `out` to `print!` as it arrives (whole lines, so libtest's
-/// capture and the terminal get readable text) until it ends or `deadline`
-/// passes. Returns whether it ended.
-fn forward_output(mut out: File, deadline: Instant) -> std::io::Result<bool> {
+/// Copies the container's output to `print!` as it arrives (whole lines,
+/// so libtest's capture and the terminal get readable text) and reads its
+/// result, until both ended or `deadline` passes. Returns the result, or
+/// `None` at the deadline. With `keep`, a failure result ends the wait at
+/// once: the container stays alive, its output open.
+fn watch(
+    out: Option<File>,
+    mut result: File,
+    deadline: Instant,
+    keep: bool,
+) -> std::io::Result<Option<String>> {
+    let mut out = out;
+    let mut report: Option<String> = None;
     let mut pending: Vec<u8> = Vec::new();
     let mut chunk = [0u8; 8192];
-    let ended = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || !sys::poll_readable(out.as_fd(), Some(left))? {
-            break false;
-        }
-        let n = out.read(&mut chunk)?;
-        if n == 0 {
-            break true;
-        }
-        pending.extend_from_slice(&chunk[..n]);
-        if let Some(end) = pending.iter().rposition(|b| *b == b'\n') {
-            print!("{}", String::from_utf8_lossy(&pending[..=end]));
-            pending.drain(..=end);
+    let flush = |pending: &mut Vec<u8>, all: bool| {
+        let end = if all {
+            pending.len()
+        } else {
+            pending
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |i| i + 1)
+        };
+        if end > 0 {
+            print!("{}", String::from_utf8_lossy(&pending[..end]));
+            pending.drain(..end);
         }
     };
-    if !pending.is_empty() {
-        print!("{}", String::from_utf8_lossy(&pending));
+    loop {
+        let done = match &report {
+            Some(r) => out.is_none() || (keep && r.starts_with(PANIC)),
+            None => false,
+        };
+        if done {
+            break;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            flush(&mut pending, true);
+            return Ok(None);
+        }
+        let mut fds = Vec::new();
+        if let Some(out) = &out {
+            fds.push(out.as_raw_fd());
+        }
+        if report.is_none() {
+            fds.push(result.as_raw_fd());
+        }
+        let Some(ready) = sys::poll_any(&fds, left)? else {
+            continue;
+        };
+        if ready == 0 && out.is_some() {
+            let n = out.as_mut().map_or(Ok(0), |o| o.read(&mut chunk))?;
+            if n == 0 {
+                out = None;
+            } else {
+                pending.extend_from_slice(&chunk[..n]);
+                flush(&mut pending, false);
+            }
+        } else {
+            let mut text = String::new();
+            result.read_to_string(&mut text)?;
+            report = Some(text);
+        }
     }
-    Ok(ended)
+    // What the container wrote before it reported.
+    if let Some(out) = &mut out {
+        while sys::poll_any(&[out.as_raw_fd()], Duration::from_millis(1))?.is_some() {
+            let n = out.read(&mut chunk)?;
+            if n == 0 {
+                break;
+            }
+            pending.extend_from_slice(&chunk[..n]);
+        }
+    }
+    flush(&mut pending, true);
+    Ok(report)
 }
 
 #[cfg(test)]

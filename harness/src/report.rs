@@ -1,0 +1,163 @@
+//! The failure report of a `#[netns_test]`: what the network looked like
+//! when the test failed, read from the kernel, no external tool involved.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use crate::error::Result;
+use crate::lab::LabInner;
+use crate::netlink::{self, F_DUMP, F_REQUEST, Message, Socket};
+use crate::{netns, nftables};
+
+const RTM_GETLINK: u16 = 18;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_MASTER: u16 = 10;
+const IFLA_OPERSTATE: u16 = 16;
+const IFLA_STATS64: u16 = 23;
+
+/// `ip addr`, `ip route` and `ip neigh` of the namespace `netns`.
+pub(crate) fn namespace_state(netns: BorrowedFd<'_>) -> Result<String> {
+    netns::run_in(netns, || {
+        let mut out = String::new();
+        for iface in pnet::datalink::interfaces() {
+            let state = match (iface.is_up(), iface.is_running()) {
+                (true, true) => "UP",
+                (true, false) => "UP, NO-CARRIER",
+                _ => "DOWN",
+            };
+            let ips: Vec<String> = iface.ips.iter().map(ToString::to_string).collect();
+            let mac = iface.mac.map(|m| format!(" {m}")).unwrap_or_default();
+            let _ = writeln!(out, "  link {} {state}{mac} {}", iface.name, ips.join(" "));
+        }
+        let read = |table: &str| {
+            std::fs::read_to_string(format!("/proc/thread-self/net/{table}")).unwrap_or_default()
+        };
+        for line in read("route").lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(dev), Some(dst), Some(gw), Some(mask)) = (
+                f.first(),
+                hex_addr(f.get(1)),
+                hex_addr(f.get(2)),
+                hex_addr(f.get(7)),
+            ) else {
+                continue;
+            };
+            let prefix = u32::from(mask).count_ones();
+            let via = if gw.is_unspecified() {
+                String::new()
+            } else {
+                format!(" via {gw}")
+            };
+            let dst = if prefix == 0 {
+                "default".to_owned()
+            } else {
+                format!("{dst}/{prefix}")
+            };
+            let _ = writeln!(out, "  route {dst}{via} dev {dev}");
+        }
+        for line in read("arp").lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if let [ip, _, flags, mac, _, dev, ..] = f[..] {
+                let state = if flags == "0x0" {
+                    "INCOMPLETE"
+                } else {
+                    "REACHABLE"
+                };
+                let _ = writeln!(out, "  neigh {ip} dev {dev} lladdr {mac} {state}");
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// An IPv4 address as `/proc/net/route` prints it (hex, host order).
+fn hex_addr(field: Option<&&str>) -> Option<Ipv4Addr> {
+    u32::from_str_radix(field?, 16)
+        .ok()
+        .map(|n| Ipv4Addr::from(n.swap_bytes()))
+}
+
+/// The lab's bridge ports whose names start with one of `prefixes` (with
+/// their state and packet counts), how many others there are, and the NAT
+/// rule's counters.
+pub(crate) fn lab_state(lab: &LabInner, prefixes: &[&str]) -> Result<String> {
+    let mut out = String::new();
+    let links = {
+        let mut rtnl = lab.rtnl();
+        rtnl.dump_links()?
+    };
+    let mut others = 0;
+    for reply in &links {
+        let Some(attrs) = reply.get(16..) else {
+            continue;
+        };
+        let mut link = Link::default();
+        for (kind, payload) in netlink::attributes(attrs) {
+            match kind {
+                IFLA_IFNAME => {
+                    link.name = String::from_utf8_lossy(payload)
+                        .trim_end_matches('\0')
+                        .to_owned()
+                }
+                IFLA_MASTER => link.master = payload.try_into().ok().map(u32::from_ne_bytes),
+                IFLA_OPERSTATE => link.up = payload.first() == Some(&6), // IF_OPER_UP
+                IFLA_STATS64 => {
+                    let counter = |i: usize| {
+                        payload
+                            .get(i * 8..i * 8 + 8)
+                            .and_then(|b| b.try_into().ok())
+                            .map_or(0, u64::from_ne_bytes)
+                    };
+                    (link.rx, link.tx) = (counter(0), counter(1));
+                }
+                _ => {}
+            }
+        }
+        if link.master != Some(lab.bridge_index()) {
+            continue;
+        }
+        if prefixes.iter().any(|p| link.name.starts_with(p)) {
+            let state = if link.up { "up" } else { "down" };
+            let _ = writeln!(
+                out,
+                "  port {} of {} {state}, {} packets from the container, {} to it",
+                link.name,
+                lab.bridge(),
+                link.rx,
+                link.tx
+            );
+        } else {
+            others += 1;
+        }
+    }
+    if others > 0 {
+        let _ = writeln!(out, "  ({others} ports of other tests on {})", lab.bridge());
+    }
+    let (packets, bytes) = netns::run_in(lab.lab_ns().as_fd(), || {
+        let mut socket = Socket::open(libc::NETLINK_NETFILTER)
+            .map_err(|e| crate::Error::os("open an nf_tables socket in the lab namespace", e))?;
+        nftables::masquerade_counter(&mut socket)
+    })?;
+    let _ = writeln!(
+        out,
+        "  nat: ip saddr {} oifname \"{}\" masquerade: {packets} packets, {bytes} bytes",
+        lab.subnet(),
+        crate::UPLINK
+    );
+    Ok(out)
+}
+
+#[derive(Default)]
+struct Link {
+    name: String,
+    master: Option<u32>,
+    up: bool,
+    rx: u64,
+    tx: u64,
+}
+
+/// The `RTM_GETLINK` dump request.
+pub(crate) fn link_dump() -> Message {
+    Message::new(RTM_GETLINK, F_REQUEST | F_DUMP, &[0u8; 16])
+}
