@@ -269,7 +269,7 @@ fn no_route_is_reported_without_waiting(net: Net) {
     );
     let fd = net.lab().outside_netns().as_raw_fd();
     let out = Command::new("nsenter")
-        .arg(format!("--net=/proc/self/fd/{fd}"))
+        .arg(format!("--net=/proc/{}/fd/{fd}", std::process::id()))
         .args(["ping", "-c", "1", "-W", "1", &net.addr().to_string()])
         .output()
         .unwrap();
@@ -315,7 +315,7 @@ fn the_far_side_sees_the_nat_address_for_icmp_and_tcp(net: Net) {
     let fd = net.lab().outside_netns().as_raw_fd();
     let nft = |rule: &str| {
         let out = Command::new("nsenter")
-            .arg(format!("--net=/proc/self/fd/{fd}"))
+            .arg(format!("--net=/proc/{}/fd/{fd}", std::process::id()))
             .arg("nft")
             .args(rule.split(' '))
             .output()

@@ -21,7 +21,7 @@ use pnet::packet::tcp::TcpPacket;
 use pnet::packet::udp::UdpPacket;
 
 use crate::error::{Error, Result};
-use crate::netns;
+use crate::{netns, sys};
 
 /// How often the capture thread looks at its stop flag when idle.
 const POLL: Duration = Duration::from_millis(20);
@@ -137,15 +137,18 @@ impl Capture {
     pub fn start(netns: BorrowedFd<'_>, interface: &str) -> Result<Capture> {
         let name = interface.to_owned();
         let mut rx = netns::run_in(netns, || {
-            let iface = datalink::interfaces()
-                .into_iter()
-                .find(|i| i.name == name)
-                .ok_or_else(|| {
-                    Error::os(
-                        format!("find interface {name} to capture on"),
-                        std::io::ErrorKind::NotFound.into(),
-                    )
-                })?;
+            // By index: listing every interface costs as much as the lab
+            // has ports.
+            let index = sys::if_index(&name)
+                .map_err(|e| Error::os(format!("find interface {name} to capture on"), e))?;
+            let iface = datalink::NetworkInterface {
+                name: name.clone(),
+                description: String::new(),
+                index,
+                mac: None,
+                ips: Vec::new(),
+                flags: 0,
+            };
             let config = datalink::Config {
                 read_timeout: Some(POLL),
                 ..datalink::Config::default()
@@ -193,8 +196,9 @@ impl Capture {
 }
 
 impl Drop for Capture {
+    /// Stops without waiting: the thread ends at its next idle poll.
     fn drop(&mut self) {
-        self.finish();
+        self.stop.store(true, Ordering::SeqCst);
     }
 }
 

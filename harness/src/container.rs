@@ -16,13 +16,10 @@ use std::time::{Duration, Instant};
 use crate::capture::Capture;
 use crate::entry::FUNCTION_VAR;
 use crate::error::{Error, Result};
-use crate::lab::{LabInner, Lease};
+use crate::lab::{LabInner, Lease, SETUP_TIMEOUT};
 use crate::rtnl::Peer;
 use crate::sys::{self, ChildPlan, IfConfig, Stage};
 use crate::{names, spawner};
-
-/// How long a container may take from `clone` to `execve`.
-const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What to connect a container's standard input, output or error to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -348,8 +345,14 @@ pub(crate) fn spawn(lab: &Arc<LabInner>, spec: &Spec, attach: Attach) -> Result<
         pidfd: cloned.pidfd,
         status: None,
     };
+    let mut go = File::from(go_write);
     let prepared = connect(lab, &process, lease.as_ref(), spec.capture).and_then(|attached| {
-        File::from(go_write).write_all(&[1]).map_err(os("start"))?;
+        go.write_all(&[1]).map_err(os("start"))?;
+        if let (_, Some(port), _) = &attached {
+            process.await_configured(&report_read)?;
+            port.await_forwarding()?;
+            go.write_all(&[1]).map_err(os("start"))?;
+        }
         Ok(attached)
     });
     let (netns, port, capture) = match prepared {
@@ -434,6 +437,24 @@ struct Port {
     name: String,
 }
 
+impl Port {
+    /// Waits until the bridge forwards on the port, and the bridge itself
+    /// is up (it has carrier once a port forwards): only then is the
+    /// container reachable (a frame sent earlier is dropped, and ARP
+    /// retries only after a second).
+    fn await_forwarding(&self) -> Result<()> {
+        crate::lab::wait_for(
+            &self.name,
+            "forward on the bridge (no carrier, or the bridge's port state machine is stuck)",
+            || {
+                let mut rtnl = self.lab.rtnl();
+                Ok(rtnl.link_state(&self.name)?.forwarding
+                    && rtnl.link_state(self.lab.bridge())?.up)
+            },
+        )
+    }
+}
+
 impl Drop for Port {
     fn drop(&mut self) {
         // Detaching is synchronous and cheap. The device itself goes with
@@ -463,24 +484,61 @@ impl Process {
         move |e| Error::os(what, e)
     }
 
-    /// The failure the child reported, if it has reported one.
-    fn reported_failure(&self, report: &OwnedFd) -> Option<Error> {
-        if !sys::poll_readable(report.as_fd(), Some(Duration::ZERO)).unwrap_or(false) {
-            return None;
+    /// Reads one report of the child, waiting at most `timeout`: `None`
+    /// if none came or the pipe closed (the child executed its program or
+    /// died), else the stage it names (or [`sys::CONFIGURED`]) and errno.
+    fn read_report(&self, report: &OwnedFd, timeout: Duration) -> Result<Option<(u32, i32)>> {
+        if !sys::poll_readable(report.as_fd(), Some(timeout)).map_err(self.error("wait for"))? {
+            return Ok(None);
         }
         let mut bytes = [0u8; 8];
-        let n = File::from(report.try_clone().ok()?)
+        let pipe = report
+            .try_clone()
+            .map_err(self.error("read the report of"))?;
+        let n = File::from(pipe)
             .read(&mut bytes)
-            .unwrap_or(0);
-        (n == bytes.len()).then(|| {
+            .map_err(self.error("read the report of"))?;
+        Ok((n == bytes.len()).then(|| {
             let stage = u32::from_ne_bytes(bytes[..4].try_into().unwrap_or_default());
             let errno = i32::from_ne_bytes(bytes[4..].try_into().unwrap_or_default());
-            Error::ContainerSetup {
-                name: self.name.clone(),
-                stage: Stage::from_u32(stage).map_or("starting", Stage::describe),
-                source: io::Error::from_raw_os_error(errno),
+            (stage, errno)
+        }))
+    }
+
+    fn setup_error(&self, stage: u32, errno: i32) -> Error {
+        Error::ContainerSetup {
+            name: self.name.clone(),
+            stage: Stage::from_u32(stage).map_or("starting", Stage::describe),
+            source: io::Error::from_raw_os_error(errno),
+        }
+    }
+
+    /// The failure the child reported, if it has reported one already.
+    fn reported_failure(&self, report: &OwnedFd) -> Option<Error> {
+        match self.read_report(report, Duration::ZERO) {
+            Ok(Some((stage, errno))) => Some(self.setup_error(stage, errno)),
+            _ => None,
+        }
+    }
+
+    /// Waits until the child says its network is configured.
+    fn await_configured(&self, report: &OwnedFd) -> Result<()> {
+        match self.read_report(report, SETUP_TIMEOUT)? {
+            Some((sys::CONFIGURED, _)) => Ok(()),
+            Some((stage, errno)) => Err(self.setup_error(stage, errno)),
+            None if sys::poll_readable(report.as_fd(), Some(Duration::ZERO)).unwrap_or(false) => {
+                Err(Error::ContainerSetup {
+                    name: self.name.clone(),
+                    stage: "configuring its network",
+                    source: io::Error::other("it exited without a report"),
+                })
             }
-        })
+            None => Err(Error::Timeout {
+                name: self.name.clone(),
+                what: "configure its network",
+                timeout: SETUP_TIMEOUT,
+            }),
+        }
     }
 
     /// Waits until the child executed its program (its report pipe closes)

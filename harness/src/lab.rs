@@ -12,6 +12,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::container::{self, Container, Spec};
 use crate::error::{Error, Result};
@@ -134,6 +135,12 @@ impl LabBuilder {
         outside.set_up(outside_eth0)?;
         outside.add_address(outside_eth0, OUTSIDE_ADDR, UPLINK_PREFIX)?;
         nftables::install_masquerade(&mut nft, subnet, UPLINK)?;
+        // Both ends of the uplink carry traffic only once the kernel has
+        // processed their carrier.
+        wait_for(UPLINK, "come up", || Ok(rtnl.link_state(UPLINK)?.up))?;
+        wait_for("eth0 of the outside host", "come up", || {
+            Ok(outside.link_state("eth0")?.up)
+        })?;
         Ok(Lab {
             inner: Arc::new(LabInner {
                 subnet,
@@ -155,6 +162,33 @@ const LOOPBACK_INDEX: u32 = 1;
 
 /// IPv6 for links created afterwards in the calling thread's namespace.
 const IPV6_DEFAULT_DISABLE: &str = "/proc/sys/net/ipv6/conf/default/disable_ipv6";
+
+/// Polls `ready` until it holds, pausing 50 µs, then twice as long each
+/// time up to 5 ms, for at most [`SETUP_TIMEOUT`]; then fails with an
+/// [`Error::Timeout`] saying that `name` did not `what`.
+pub(crate) fn wait_for(
+    name: &str,
+    what: &'static str,
+    mut ready: impl FnMut() -> Result<bool>,
+) -> Result<()> {
+    let deadline = Instant::now() + SETUP_TIMEOUT;
+    let mut pause = Duration::from_micros(50);
+    while !ready()? {
+        if Instant::now() >= deadline {
+            return Err(Error::Timeout {
+                name: name.to_owned(),
+                what,
+                timeout: SETUP_TIMEOUT,
+            });
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// How long a lab's or a container's setup may take.
+pub(crate) const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn validate_subnet(text: &str) -> Result<Ipv4Subnet> {
     let subnet: Ipv4Subnet = text.parse()?;

@@ -35,6 +35,7 @@
 
 pub mod capture;
 mod container;
+pub mod doctor;
 mod entry;
 mod error;
 mod failure;

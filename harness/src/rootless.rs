@@ -49,7 +49,7 @@ pub fn is_rootless() -> bool {
     matches!(privilege(), Privilege::Rootless)
 }
 
-fn privilege() -> &'static Privilege {
+pub(crate) fn privilege() -> &'static Privilege {
     init();
     PRIVILEGE.get_or_init(|| Privilege::Root)
 }
@@ -67,7 +67,7 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
-    fn read() -> Self {
+    pub(crate) fn read() -> Self {
         let read = |path: &str| {
             std::fs::read_to_string(path)
                 .ok()

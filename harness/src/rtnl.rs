@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use crate::error::{Error, Result};
-use crate::netlink::{F_ACK, F_CREATE, F_EXCL, F_REQUEST, Message, Refusal, Socket};
+use crate::netlink::{F_ACK, F_CREATE, F_EXCL, F_REQUEST, Message, Refusal, Socket, attributes};
 
 const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
@@ -18,6 +18,11 @@ const IFLA_NET_NS_FD: u16 = 28;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 const VETH_INFO_PEER: u16 = 1;
+const IFLA_INFO_SLAVE_DATA: u16 = 5;
+const IFLA_BRPORT_STATE: u16 = 1;
+const BR_STATE_FORWARDING: u8 = 3;
+const IFLA_OPERSTATE: u16 = 16;
+const IF_OPER_UP: u8 = 6;
 const IFLA_BR_FORWARD_DELAY: u16 = 1;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
@@ -33,6 +38,15 @@ fn ifinfomsg(index: u32, flags: u32) -> [u8; 16] {
     h[8..12].copy_from_slice(&flags.to_ne_bytes());
     h[12..16].copy_from_slice(&flags.to_ne_bytes()); // change mask
     h
+}
+
+/// What [`Rtnl::link_state`] finds.
+pub(crate) struct LinkState {
+    /// Operationally up: the kernel has processed its carrier (and given it
+    /// a queue); until then, what it sends is dropped.
+    pub up: bool,
+    /// A bridge port in the forwarding state.
+    pub forwarding: bool,
 }
 
 /// The far end of a veth pair: its name, namespace and hardware address.
@@ -178,6 +192,32 @@ impl Rtnl {
                 source: std::io::Error::from(std::io::ErrorKind::InvalidData),
                 kernel_message: Some("no link message in the reply".into()),
             })
+    }
+
+    /// The operational state of link `name`, and its state as a bridge
+    /// port if it is one (`ip -d link show <name>`).
+    pub(crate) fn link_state(&mut self, name: &str) -> Result<LinkState> {
+        let msg = Message::new(RTM_GETLINK, F_REQUEST | F_ACK, &ifinfomsg(0, 0))
+            .attr_str(IFLA_IFNAME, name);
+        let replies = self.request(|| format!("look up link {name}"), msg)?;
+        let attrs = replies
+            .first()
+            .and_then(|r| r.get(16..))
+            .unwrap_or_default();
+        let up = attributes(attrs)
+            .find(|(kind, _)| *kind == IFLA_OPERSTATE)
+            .is_some_and(|(_, state)| state.first() == Some(&IF_OPER_UP));
+        let port = attributes(attrs)
+            .filter(|(kind, _)| *kind == IFLA_LINKINFO)
+            .flat_map(|(_, info)| attributes(info))
+            .filter(|(kind, _)| *kind == IFLA_INFO_SLAVE_DATA)
+            .flat_map(|(_, data)| attributes(data))
+            .find(|(kind, _)| *kind == IFLA_BRPORT_STATE)
+            .and_then(|(_, state)| state.first().copied());
+        Ok(LinkState {
+            up,
+            forwarding: port == Some(BR_STATE_FORWARDING),
+        })
     }
 
     /// `ip addr add <addr>/<prefix> brd + dev <index>`

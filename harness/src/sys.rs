@@ -57,6 +57,19 @@ pub(crate) unsafe fn adopt_fd(fd: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
+/// The index of interface `name` in the calling thread's network namespace.
+///
+/// # References
+/// `if_nametoindex(3)`
+pub(crate) fn if_index(name: &str) -> io::Result<u32> {
+    let name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `name` is a valid NUL-terminated string.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => Err(io::Error::last_os_error()),
+        index => Ok(index),
+    }
+}
+
 /// Sets the close-on-exec flag of `fd`.
 pub(crate) fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: F_SETFD only changes the descriptor's flags.
@@ -264,6 +277,8 @@ pub(crate) enum Stage {
     Route,
     /// Connecting standard input and output, and inherited descriptors.
     Stdio,
+    /// Waiting for `eth0` to be operationally up.
+    Carrier,
     /// Executing the program.
     Exec,
 }
@@ -271,7 +286,7 @@ pub(crate) enum Stage {
 impl Stage {
     /// Decodes a stage number written by a child.
     pub(crate) fn from_u32(n: u32) -> Option<Self> {
-        const ALL: [Stage; 11] = [
+        const ALL: [Stage; 12] = [
             Stage::Sync,
             Stage::JoinNetns,
             Stage::MountPrivate,
@@ -283,6 +298,7 @@ impl Stage {
             Stage::Route,
             Stage::Stdio,
             Stage::Exec,
+            Stage::Carrier,
         ];
         ALL.into_iter().find(|s| *s as u32 == n)
     }
@@ -301,6 +317,7 @@ impl Stage {
             Stage::Route => "adding the default route",
             Stage::Stdio => "connecting standard streams and inherited descriptors",
             Stage::Exec => "executing the program",
+            Stage::Carrier => "waiting for carrier on eth0 (30 s)",
         }
     }
 }
@@ -446,6 +463,29 @@ unsafe fn fail(plan: &ChildPlan, stage: Stage) -> ! {
     }
 }
 
+/// What a bridged child reports, in place of a stage, once its network is
+/// configured; it then waits for a second "go".
+pub(crate) const CONFIGURED: u32 = 0;
+
+/// Waits for a "go" byte from the parent; exits if the parent is gone.
+///
+/// # Safety
+/// Async-signal-safe; for use in a cloned child only.
+unsafe fn await_go(plan: &ChildPlan) {
+    let mut go = 0u8;
+    // SAFETY: read, _exit and errno on a descriptor and a local.
+    unsafe {
+        loop {
+            match libc::read(plan.go_read, (&raw mut go).cast(), 1) {
+                1 => return,
+                0 => libc::_exit(1),
+                _ if *libc::__errno_location() == libc::EINTR => continue,
+                _ => fail(plan, Stage::Sync),
+            }
+        }
+    }
+}
+
 /// The body of a cloned child.
 ///
 /// # Safety
@@ -502,17 +542,19 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
         if libc::sethostname(plan.hostname.as_ptr().cast(), plan.hostname.len()) < 0 {
             fail(plan, Stage::Hostname);
         }
-        let mut go = 0u8;
-        loop {
-            match libc::read(plan.go_read, (&raw mut go).cast(), 1) {
-                1 => break,
-                0 => libc::_exit(1),
-                _ if *libc::__errno_location() == libc::EINTR => continue,
-                _ => fail(plan, Stage::Sync),
-            }
-        }
+        await_go(plan);
         if let Some(net) = &plan.net {
             configure_network(plan, net);
+            // Tell the parent, which waits for the bridge port to forward,
+            // and wait for it.
+            let mut configured = [0u8; 8];
+            configured[..4].copy_from_slice(&CONFIGURED.to_ne_bytes());
+            libc::write(
+                plan.report_write,
+                configured.as_ptr().cast(),
+                configured.len(),
+            );
+            await_go(plan);
         }
         for (target, fd) in plan.stdio.iter().enumerate() {
             let Some(fd) = *fd else { continue };
@@ -631,6 +673,7 @@ unsafe fn configure_network(plan: &ChildPlan, net: &IfConfig) {
                 fail(plan, Stage::Address);
             }
         }
+        await_running(plan, sock);
         let mut route: RtEntry = zeroed();
         route.rt_dst = sockaddr(Ipv4Addr::UNSPECIFIED);
         route.rt_genmask = sockaddr(Ipv4Addr::UNSPECIFIED);
@@ -640,6 +683,42 @@ unsafe fn configure_network(plan: &ChildPlan, net: &IfConfig) {
             fail(plan, Stage::Route);
         }
         libc::close(sock);
+    }
+}
+
+/// Waits until `eth0` is operationally up (`IFF_RUNNING`): the kernel
+/// processes carrier changes asynchronously, and until then drops what the
+/// link sends. Polls with growing pauses for at most 30 s.
+///
+/// # Safety
+/// Async-signal-safe; for use in a cloned child only.
+unsafe fn await_running(plan: &ChildPlan, sock: c_int) {
+    // SAFETY: ioctl, clock_gettime and nanosleep on locals.
+    unsafe {
+        let mut start: libc::timespec = zeroed();
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut start);
+        let mut pause_ns: libc::c_long = 20_000;
+        loop {
+            let mut eth = ifreq(b"eth0");
+            if libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut eth) < 0 {
+                fail(plan, Stage::Carrier);
+            }
+            if eth.ifr_ifru.ifru_flags & libc::IFF_RUNNING as libc::c_short != 0 {
+                return;
+            }
+            let mut now: libc::timespec = zeroed();
+            libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now);
+            if now.tv_sec - start.tv_sec > 30 {
+                *libc::__errno_location() = libc::ETIMEDOUT;
+                fail(plan, Stage::Carrier);
+            }
+            let pause = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: pause_ns,
+            };
+            libc::nanosleep(&pause, std::ptr::null_mut());
+            pause_ns = (pause_ns * 2).min(5_000_000);
+        }
     }
 }
 
