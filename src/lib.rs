@@ -69,6 +69,38 @@ pub fn in_netns(netns: BorrowedFd<'_>, program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// How many ports `lab`'s bridge has, as `ip link show master` lists them.
+pub fn bridge_ports(lab: &netns_harness::Lab) -> usize {
+    in_netns(
+        lab.lab_netns(),
+        "ip",
+        &["-o", "link", "show", "master", lab.bridge()],
+    )
+    .lines()
+    .count()
+}
+
+/// Runs the ignored test `name` of this test binary in a child that is not
+/// root and may not use rootless mode: `unshare` makes it uid 65534 in a
+/// user namespace, without capabilities after `execve`, whether this
+/// process is root or rootless. Asserts that the child's test passed.
+pub fn run_unprivileged(name: &str) {
+    let out = Command::new("unshare")
+        .args(["--user", "--map-user=65534", "--map-group=65534"])
+        .arg(std::env::current_exe().expect("the test binary"))
+        .args(["--exact", name, "--ignored", "--nocapture"])
+        .env(netns_harness::ROOTLESS_VAR, "0")
+        .output()
+        .expect("run unshare");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("1 passed"), "{name} did not run: {stdout}");
+}
+
 /// The names of the links in `netns`, as `ip -o link` lists them.
 pub fn links(netns: BorrowedFd<'_>) -> Vec<String> {
     in_netns(netns, "ip", &["-o", "link"])

@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use netns_harness::{Container, Lab, Spec, Stdio};
-use netns_harness_suite::{in_netns, links, read_line};
+use netns_harness_suite::{bridge_ports, in_netns, links, read_line};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 const PORT: u16 = 7000;
@@ -241,15 +241,6 @@ fn a_container_sees_only_its_own_links_addresses_routes_and_processes() {
 #[test]
 fn each_container_has_its_own_address_and_port_on_the_bridge() {
     let lab = Lab::builder().subnet("10.78.0.0/24").build().unwrap();
-    let ports = || {
-        in_netns(
-            lab.lab_netns(),
-            "ip",
-            &["-o", "link", "show", "master", lab.bridge()],
-        )
-        .lines()
-        .count()
-    };
     let a = sleeper(&lab, "a");
     let b = sleeper(&lab, "b");
     assert_ne!(a.addr(), b.addr());
@@ -268,9 +259,9 @@ fn each_container_has_its_own_address_and_port_on_the_bridge() {
         addrs.contains(&format!("{}/{}", lab.gateway(), lab.subnet().prefix())),
         "{addrs}"
     );
-    assert_eq!(ports(), 2);
+    assert_eq!(bridge_ports(&lab), 2);
     let c = sleeper(&lab, "c");
-    assert_eq!(ports(), 3);
+    assert_eq!(bridge_ports(&lab), 3);
     // Its MAC is derived from its address, as `ip neigh` in a peer shows.
     let neighbours = run(
         &lab,
@@ -289,7 +280,11 @@ fn each_container_has_its_own_address_and_port_on_the_bridge() {
         "{neighbours}"
     );
     drop(c);
-    assert_eq!(ports(), 2, "the port of a dropped container remains");
+    assert_eq!(
+        bridge_ports(&lab),
+        2,
+        "the port of a dropped container remains"
+    );
     assert!(links(lab.lab_netns()).contains(&netns_harness::UPLINK.to_owned()));
 }
 
@@ -344,4 +339,44 @@ fn ipv6_link_local_addresses_are_usable_at_once() {
         Spec::command("ping").args(["-6", "-c1", "-W2", &format!("{link_local}%eth0")]),
     );
     assert!(out.contains("1 received"), "{out}");
+}
+
+#[test]
+fn the_gateway_keeps_its_mac_as_containers_come_and_go() {
+    // A bridge without an address of its own would take its lowest port's,
+    // and containers' cached gateway entries would go stale.
+    let lab = Lab::builder().subnet("10.79.0.0/24").build().unwrap();
+    let mac = || {
+        let shown = in_netns(lab.lab_netns(), "ip", &["-o", "link", "show", lab.bridge()]);
+        shown
+            .split("link/ether ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let gateway = format!(
+        "02:00:{}",
+        lab.gateway().octets().map(|o| format!("{o:02x}")).join(":")
+    );
+    assert_eq!(mac(), gateway);
+    let first = sleeper(&lab, "first");
+    let others: Vec<Container> = (0..8).map(|i| sleeper(&lab, &format!("o{i}"))).collect();
+    drop(others);
+    assert_eq!(mac(), gateway);
+    let neighbours = run(
+        &lab,
+        Spec::command("sh").args([
+            "-c",
+            "ping -c1 -W2 \"$0\" >/dev/null && ip neigh",
+            &lab.gateway().to_string(),
+        ]),
+    );
+    assert!(
+        neighbours.contains(&format!("{} dev eth0 lladdr {gateway}", lab.gateway())),
+        "{neighbours}"
+    );
+    drop(first);
 }

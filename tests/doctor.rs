@@ -1,6 +1,7 @@
 //! The doctor says whether tests can run here, and what to fix when not.
 
 use netns_harness::doctor::{self, Mode};
+use netns_harness_suite::run_unprivileged;
 
 #[test]
 fn on_this_machine_every_check_passes() {
@@ -32,27 +33,9 @@ fn on_this_machine_every_check_passes() {
 
 #[test]
 fn without_privileges_it_fails_and_names_the_fix() {
-    // Not root, rootless mode off: the same situation as on a machine
-    // without unprivileged user namespaces.
-    let out = std::process::Command::new("unshare")
-        .args(["--user", "--map-user=65534", "--map-group=65534"])
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "doctor_without_privileges",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env(netns_harness::ROOTLESS_VAR, "0")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("1 passed"), "{stdout}");
+    // The same situation as on a machine without unprivileged user
+    // namespaces.
+    run_unprivileged("doctor_without_privileges");
 }
 
 #[test]

@@ -5,18 +5,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use netns_harness::{Error, Lab, Spec};
-use netns_harness_suite::{HostState, in_netns};
+use netns_harness_suite::{HostState, bridge_ports, run_unprivileged};
 use rstest::rstest;
-
-fn ports(lab: &Lab) -> usize {
-    in_netns(
-        lab.lab_netns(),
-        "ip",
-        &["-o", "link", "show", "master", lab.bridge()],
-    )
-    .lines()
-    .count()
-}
 
 /// Spawning `spec` fails with an error whose message contains `message`,
 /// and the lab is left as it was: no port, and its one address still free.
@@ -24,7 +14,7 @@ fn assert_spawn_fails(spec: Spec, message: &str) -> Error {
     let lab = Lab::builder().subnet("10.94.0.0/30").build().unwrap();
     let err = lab.spawn(&spec).expect_err("the spawn should fail");
     assert!(err.to_string().contains(message), "{err}");
-    assert_eq!(ports(&lab), 0, "a port was left behind by: {err}");
+    assert_eq!(bridge_ports(&lab), 0, "a port was left behind by: {err}");
     // The lab's only address is free again, and usable at once.
     let mut ok = lab
         .spawn(
@@ -105,7 +95,7 @@ fn a_full_subnet_says_so_and_recovers_when_a_container_goes() {
     );
     assert!(err.to_string().contains("10.95.0.0/29"), "{err}");
     assert!(err.to_string().contains("larger subnet"), "{err}");
-    assert_eq!(ports(&lab), 5);
+    assert_eq!(bridge_ports(&lab), 5);
     held.pop();
     let freed = lab.spawn(&Spec::command("sleep").arg("600")).unwrap();
     assert!(lab.subnet().contains(freed.addr()));
@@ -142,23 +132,7 @@ fn a_container_that_fails_before_it_is_ready_reports_the_stage() {
 
 #[test]
 fn no_privileges_and_no_rootless_mode_names_the_fix() {
-    // A child that is not root: `unshare` puts it in a user namespace as
-    // uid 65534, without capabilities after execve, whether this process
-    // is root or rootless. Rootless mode is switched off for it.
-    let out = std::process::Command::new("unshare")
-        .args(["--user", "--map-user=65534", "--map-group=65534"])
-        .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "unsupported_child", "--ignored", "--nocapture"])
-        .env(netns_harness::ROOTLESS_VAR, "0")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("1 passed"), "{stdout}");
+    run_unprivileged("unsupported_child");
 }
 
 #[test]

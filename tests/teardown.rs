@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use netns_harness::{Container, Error, Lab, Spec};
 use netns_harness_suite::{
-    HostState, eventually, in_netns, links, namespace_holders, process_alive,
+    HostState, bridge_ports, eventually, links, namespace_holders, process_alive,
 };
 
 const GONE_WITHIN: Duration = Duration::from_secs(10);
@@ -20,16 +20,6 @@ const VICTIM_VAR: &str = "NETNS_HARNESS_SUITE_VICTIM";
 fn sleeper(lab: &Lab) -> Container {
     lab.spawn(&Spec::command("sleep").arg("600"))
         .expect("spawn a sleeper")
-}
-
-fn ports(lab: &Lab) -> usize {
-    in_netns(
-        lab.lab_netns(),
-        "ip",
-        &["-o", "link", "show", "master", lab.bridge()],
-    )
-    .lines()
-    .count()
 }
 
 fn fd_inode(fd: BorrowedFd<'_>) -> u64 {
@@ -57,7 +47,7 @@ fn a_panic_releases_the_container_its_port_and_its_address() {
     let result = catch_unwind(AssertUnwindSafe(|| {
         let container = sleeper(&lab);
         pid = container.pid();
-        assert_eq!(ports(&lab), 1);
+        assert_eq!(bridge_ports(&lab), 1);
         panic!("the test body fails");
     }));
     assert!(result.is_err());
@@ -65,7 +55,7 @@ fn a_panic_releases_the_container_its_port_and_its_address() {
         !process_alive(pid),
         "container process {pid} survived the panic"
     );
-    assert_eq!(ports(&lab), 0, "its bridge port survived the panic");
+    assert_eq!(bridge_ports(&lab), 0, "its bridge port survived the panic");
     drop(sleeper(&lab)); // its address is free again
 }
 
@@ -82,7 +72,7 @@ fn an_error_return_releases_the_container_its_port_and_its_address() {
     let err = body().unwrap_err();
     assert!(matches!(err, Error::CommandNotFound { .. }), "{err}");
     assert!(!process_alive(pid));
-    assert_eq!(ports(&lab), 0);
+    assert_eq!(bridge_ports(&lab), 0);
     drop(sleeper(&lab));
 }
 
@@ -117,7 +107,7 @@ fn the_devices_of_dropped_containers_leave_the_lab_namespace() {
     for _ in 0..20 {
         drop(sleeper(&lab));
     }
-    assert_eq!(ports(&lab), 0);
+    assert_eq!(bridge_ports(&lab), 0);
     assert!(
         eventually(GONE_WITHIN, || links(lab.lab_netns()) == before),
         "left in the lab namespace: {:?}",

@@ -424,8 +424,9 @@ fn connect(
 }
 
 /// A locally administered MAC derived from the address, so that a reused
-/// address never meets a stale neighbour entry with another MAC.
-fn mac_for(addr: Ipv4Addr) -> [u8; 6] {
+/// address never meets a stale neighbour entry with another MAC (the
+/// gateway's too: it never changes).
+pub(crate) fn mac_for(addr: Ipv4Addr) -> [u8; 6] {
     let [a, b, c, d] = addr.octets();
     [0x02, 0x00, a, b, c, d]
 }

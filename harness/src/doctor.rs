@@ -187,7 +187,7 @@ fn kernel_objects() -> Vec<Check> {
         }
     };
     let mut checks = vec![Check::ok("network namespace", "created")];
-    checks.push(match rtnl.add_bridge("doctor-br") {
+    checks.push(match rtnl.add_bridge("doctor-br", [0x02, 0, 0, 0, 0, 1]) {
         Ok(()) => Check::ok("bridge", "created"),
         Err(e) => Check::failed(
             "bridge",

@@ -117,7 +117,7 @@ impl LabBuilder {
             Ok((Rtnl::open("lab")?, nft))
         })?;
         rtnl.set_up(LOOPBACK_INDEX)?;
-        rtnl.add_bridge(&self.bridge)?;
+        rtnl.add_bridge(&self.bridge, crate::container::mac_for(subnet.nth(1)))?;
         let bridge_index = rtnl.link_index(&self.bridge)?;
         rtnl.add_address(bridge_index, subnet.nth(1), subnet.prefix())?;
         rtnl.add_veth(

@@ -12,8 +12,8 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use pnet::packet::Packet;
@@ -300,13 +300,22 @@ fn validate_port(port: u16) -> Result<()> {
     Ok(())
 }
 
-/// Distinguishes this process's probes: ICMP identifiers, TCP source ports.
-static NEXT_ID: AtomicU16 = AtomicU16::new(0);
-
+/// Distinguishes probes: ICMP identifiers, TCP source ports. Consecutive
+/// within a process, from a random start: test containers are all PID 1,
+/// and identical identifiers from several containers at once can meet in
+/// the NAT, which then drops one of them.
 fn next_id() -> u16 {
+    static NEXT_ID: OnceLock<AtomicU16> = OnceLock::new();
     NEXT_ID
+        .get_or_init(|| {
+            use std::hash::{BuildHasher, Hasher};
+            // RandomState's keys come from the operating system's randomness.
+            let random = std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish();
+            AtomicU16::new(random as u16)
+        })
         .fetch_add(1, Ordering::Relaxed)
-        .wrapping_add((std::process::id() as u16).wrapping_mul(7919))
 }
 
 /// TCP source ports of SYN probes: above Linux's ephemeral range

@@ -97,14 +97,18 @@ impl Rtnl {
             .map(drop)
     }
 
-    /// `ip link add <name> up type bridge forward_delay 0`
-    pub(crate) fn add_bridge(&mut self, name: &str) -> Result<()> {
+    /// `ip link add <name> address <mac> up type bridge forward_delay 0`.
+    /// A bridge without an address of its own takes the lowest of its
+    /// ports', so it would change as containers come and go, and every
+    /// container's cached gateway address with it.
+    pub(crate) fn add_bridge(&mut self, name: &str, mac: [u8; 6]) -> Result<()> {
         let msg = Message::new(
             RTM_NEWLINK,
             F_REQUEST | F_ACK | F_CREATE | F_EXCL,
             &ifinfomsg(0, IFF_UP),
         )
         .attr_str(IFLA_IFNAME, name)
+        .attr(IFLA_ADDRESS, &mac)
         .begin(IFLA_LINKINFO)
         .attr_str(IFLA_INFO_KIND, "bridge")
         .begin(IFLA_INFO_DATA)
