@@ -60,6 +60,19 @@ fn an_invalid_bridge_name_is_refused(#[case] bridge: &str, #[case] message: &str
     HostState::capture().assert_unchanged(&before);
 }
 
+#[test]
+fn a_netlink_refusal_names_the_request_the_namespace_and_the_kernel_error() {
+    // `lo` exists in every namespace: the kernel refuses a bridge of that name.
+    let before = HostState::capture();
+    let err = Lab::builder().bridge("lo").build().unwrap_err();
+    assert!(matches!(err, Error::Netlink { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "failed to add bridge lo in lab namespace: File exists (os error 17)"
+    );
+    HostState::capture().assert_unchanged(&before);
+}
+
 #[rstest]
 #[case("10.200.0.0", "expected CIDR notation such as 10.200.0.0/16")]
 #[case("10.200.0.300/16", "not an IPv4 address")]
