@@ -1,7 +1,13 @@
 //! netns-harness: integration tests for code that touches the network, each
 //! in a freshly cloned Linux container.
 //!
-//! A [`Lab`] is a bridge with a gateway, NAT (masquerade) and an "outside"
+//! Most users only write [`netns_test`]: the body of such a test runs in a
+//! container of its own, with a [`Net`] to reach its gateway, the NAT, the
+//! outside host and peers it starts. [`probe`] checks reachability (ICMP,
+//! TCP, UDP), [`capture`] what crossed a link, [`matrix`] who reaches whom;
+//! [`doctor`] says whether a machine can run all this.
+//!
+//! Underneath, a [`Lab`] is a bridge with a gateway, NAT (masquerade) and an "outside"
 //! network standing in for the internet, all inside network namespaces that
 //! belong to the test process: nothing is created on the host, and
 //! everything vanishes with the process, even when it is killed with SIGKILL.
