@@ -5,7 +5,8 @@
 //! source address it saw.
 //!
 //! Run it with `cargo run --example walkthrough` (as root, or as a user
-//! where unprivileged user namespaces are allowed).
+//! where unprivileged user namespaces are allowed). It needs nothing but
+//! Rust: the containers ping with the harness's prober.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -32,6 +33,21 @@ fn client() {
     TcpStream::connect((target.as_str(), PORT)).expect("connect to the outside server");
 }
 
+/// Runs in a container: waits for its peer's address on standard input,
+/// as the walkthrough's containers wait on a pipe, then pings it three
+/// times (ICMP echo, from the container's own namespace).
+fn ping_peer() {
+    let mut peer = String::new();
+    std::io::stdin()
+        .read_line(&mut peer)
+        .expect("read the peer's address");
+    let peer = peer.trim().parse().expect("an IPv4 address");
+    let options = ProbeOptions::default().count(3);
+    let outcome = Prober::here().icmp(peer, options).expect("probe");
+    println!("ping {peer}: {outcome}");
+    assert!(outcome.is_reachable(), "{peer} is unreachable");
+}
+
 /// Reads one line from a piped stream.
 fn read_line(stream: Option<std::fs::File>) -> Result<String, Box<dyn std::error::Error>> {
     let mut line = String::new();
@@ -50,10 +66,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         lab.outside_addr()
     );
 
-    // Two containers that wait for their peer's address on stdin, then ping it.
+    // Two containers that wait for their peer's address, then ping it.
     let pinger = |name: &str| {
-        Spec::command("sh")
-            .args(["-c", "read peer && exec ping -c 3 -W 2 \"$peer\""])
+        Spec::function(ping_peer)
             .name(name)
             .stdin(Stdio::Piped)
             .stdout(Stdio::Piped)
@@ -68,7 +83,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for container in [&mut netns1, &mut netns2] {
         let out = container.output(TIMEOUT)?;
         print!(
-            "--- {} ---\n{}",
+            "{}: {}",
             container.name(),
             String::from_utf8_lossy(&out.stdout)
         );
