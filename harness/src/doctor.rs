@@ -208,10 +208,10 @@ fn kernel_objects() -> Vec<Check> {
             "the kernel needs CONFIG_VETH (modprobe veth)",
         ),
     });
-    let subnet = "10.200.0.0/16"
+    let masquerade = crate::DEFAULT_SUBNET
         .parse()
-        .unwrap_or_else(|_| unreachable!("a valid subnet"));
-    checks.push(match nftables::install_masquerade(&mut nft, subnet, crate::UPLINK) {
+        .and_then(|subnet| nftables::install_masquerade(&mut nft, subnet, crate::UPLINK));
+    checks.push(match masquerade {
         Ok(()) => Check::ok("nf_tables", "masquerade rule installed"),
         Err(e) => Check::failed(
             "nf_tables",
@@ -230,6 +230,7 @@ fn kernel_objects() -> Vec<Check> {
     checks
 }
 
+/// What the doctor's container runs: nothing, it only has to start and exit.
 fn doctor_container() {}
 
 fn container() -> Check {
