@@ -419,6 +419,7 @@ impl Prober {
         let mut best: Option<Duration> = None;
         let mut received = 0u16;
         let mut error: Option<Reason> = None;
+        let mut errors = 0u16;
         let mut next_send = Instant::now();
         let mut deadline = next_send;
         loop {
@@ -438,14 +439,13 @@ impl Prober {
                 deadline = now + options.timeout;
             }
             let all_sent = sent_at.len() == usize::from(options.count);
-            if all_sent && (received == options.count || Instant::now() >= deadline) {
+            // Every echo answered, by a reply or an ICMP error, or time is up.
+            let answered = received.saturating_add(errors) >= options.count;
+            if all_sent && (answered || Instant::now() >= deadline) {
                 break;
             }
-            let wait_until = if all_sent {
-                deadline
-            } else {
-                next_send.min(deadline.max(next_send))
-            };
+            // Until the next echo is due, or after the last one its timeout.
+            let wait_until = if all_sent { deadline } else { next_send };
             let left = wait_until.saturating_duration_since(Instant::now());
             if sys::poll_any(&[rx_fd], left)
                 .map_err(io_error("wait for ICMP"))?
@@ -462,7 +462,10 @@ impl Prober {
                         received += 1;
                     }
                 }
-                Some(IcmpAnswer::Error(reason)) => error = Some(reason),
+                Some(IcmpAnswer::Error(reason)) => {
+                    error = Some(reason);
+                    errors += 1;
+                }
                 None => {}
             }
         }
