@@ -106,6 +106,17 @@ pub(crate) fn real_ids() -> (u32, u32) {
     unsafe { (libc::getuid(), libc::getgid()) }
 }
 
+/// A pidfd of the calling process.
+///
+/// # References
+/// `pidfd_open(2)`
+pub(crate) fn pidfd_self() -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes no pointers.
+    let fd = check_long(unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) })?;
+    // SAFETY: pidfd_open succeeded, so `fd` is open and ours alone.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 /// Sends `signal` to the process `pidfd` refers to.
 ///
 /// # References
@@ -350,6 +361,8 @@ pub(crate) struct ChildPlan {
     pub go_write: RawFd,
     /// Where the child reports a failed stage; close-on-exec.
     pub report_write: RawFd,
+    /// A pidfd of the test process, readable once it has exited.
+    pub parent: RawFd,
     /// A network namespace to join instead of a new one.
     pub join_netns: Option<RawFd>,
     /// The network configuration of a new namespace's `eth0`.
@@ -384,6 +397,7 @@ impl ChildPlan {
             go_read: -1,
             go_write: -1,
             report_write: -1,
+            parent: -1,
             join_netns: None,
             net: None,
             keep: Vec::new(),
@@ -397,53 +411,113 @@ pub(crate) struct Cloned {
     pub pidfd: OwnedFd,
 }
 
+/// Memory for a cloned child's stack, unmapped when dropped.
+pub(crate) struct Stack {
+    base: *mut c_void,
+    len: usize,
+}
+
+impl Stack {
+    /// Maps `len` bytes, the lowest page a guard.
+    pub(crate) fn new(len: usize) -> io::Result<Stack> {
+        // SAFETY: an anonymous private mapping; no pointer is passed in.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let stack = Stack { base, len };
+        // SAFETY: the first page lies in the mapping just made.
+        check(unsafe { libc::mprotect(base, 4096, libc::PROT_NONE) })?;
+        Ok(stack)
+    }
+
+    fn top(&self) -> *mut c_void {
+        // Stacks grow down; 16-byte aligned as the mapping is page-aligned.
+        self.base.wrapping_byte_add(self.len)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `new` made.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
 /// Clones a child into new mount, PID, UTS and IPC namespaces (and a new
 /// network namespace unless the plan joins one). The child runs
-/// [`child_main`], which waits for the parent's "go" on `plan.go_read`.
+/// [`child_main`] on `stack`, which waits for the parent's "go" on
+/// `plan.go_read`.
 ///
-/// The caller's thread becomes the child's parent: the child is killed when
-/// that thread exits (`PR_SET_PDEATHSIG`).
+/// The child shares the caller's memory (`CLONE_VM`, as `posix_spawn`
+/// does): nothing is copied, and its `execve` has nothing to tear down. So
+/// the caller's thread must keep `plan` and `stack` alive, and make no
+/// system call whose `errno` it reads (the child shares that thread's
+/// thread-local block), until the child has executed its program or exited.
+/// The caller's thread also becomes the child's parent: the child is killed
+/// when that thread exits (`PR_SET_PDEATHSIG`).
+///
+/// # Safety
+/// The caller must honour the above.
 ///
 /// # References
-/// `clone3(2)`, `namespaces(7)`
-#[doc(alias = "clone3")]
-pub(crate) fn clone_container(plan: &ChildPlan) -> io::Result<Cloned> {
-    let mut flags = (libc::CLONE_NEWNS
+/// `clone(2)`, `namespaces(7)`
+pub(crate) unsafe fn clone_container(plan: &ChildPlan, stack: &Stack) -> io::Result<Cloned> {
+    let mut flags = libc::CLONE_VM
+        | libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWIPC
-        | libc::CLONE_PIDFD) as u64;
+        | libc::CLONE_PIDFD
+        | libc::SIGCHLD;
     if plan.join_netns.is_none() {
-        flags |= libc::CLONE_NEWNET as u64;
+        flags |= libc::CLONE_NEWNET;
+    }
+    extern "C" fn entry(plan: *mut c_void) -> c_int {
+        // SAFETY: `plan` is the plan `clone_container` was given, which the
+        // caller keeps alive until the child executes its program.
+        unsafe { child_main(&*plan.cast::<ChildPlan>()) }
     }
     let mut pidfd: c_int = -1;
-    // SAFETY: an all-zero clone_args is valid (no stack: the child runs on a
-    // copy of ours, like fork).
-    let mut args: libc::clone_args = unsafe { zeroed() };
-    args.flags = flags;
-    args.pidfd = (&raw mut pidfd) as u64;
-    args.exit_signal = libc::SIGCHLD as u64;
-    // SAFETY: `args` is a valid clone_args of the given size. Without
-    // CLONE_VM the child gets a copy of our memory; it runs `child_main`,
-    // which only reads the plan and makes system calls until execve or
-    // _exit, so no lock held by another thread is ever touched.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &raw mut args,
-            size_of::<libc::clone_args>(),
+    // SAFETY: `stack` is a live mapping for the child's stack and `plan`
+    // outlives the child's use of it (the caller's contract). The child only
+    // reads the plan and makes system calls until execve or _exit, so no
+    // lock held by another thread is ever touched, and it writes nothing of
+    // ours but errno.
+    let pid = unsafe {
+        libc::clone(
+            entry,
+            stack.top(),
+            flags,
+            std::ptr::from_ref(plan).cast_mut().cast(),
+            &raw mut pidfd,
         )
     };
-    match check_long(ret)? {
-        // SAFETY: see above; child_main never returns.
-        0 => unsafe { child_main(plan) },
-        pid => Ok(Cloned {
-            pid: pid as u32,
-            // SAFETY: clone3 succeeded with CLONE_PIDFD, so `pidfd` is open
-            // and ours alone.
-            pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
-        }),
-    }
+    let pid = check(pid)?;
+    Ok(Cloned {
+        pid: pid as u32,
+        // SAFETY: clone succeeded with CLONE_PIDFD, so `pidfd` is open and
+        // ours alone.
+        pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
+    })
+}
+
+/// Blocks until the write ends of the pipe `fd` reads from are all closed
+/// (the child executed its program or exited), retrying whatever happens:
+/// no `errno` is read while a `CLONE_VM` child may write it.
+pub(crate) fn await_close(fd: BorrowedFd<'_>) {
+    let mut byte = 0u8;
+    // SAFETY: reads into a local byte from a valid descriptor.
+    while unsafe { libc::read(fd.as_raw_fd(), (&raw mut byte).cast(), 1) } != 0 {}
 }
 
 /// Reports `stage` and the current `errno` to the parent and exits.
@@ -496,9 +570,18 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
     // SAFETY: every call below is a plain system call on descriptors and
     // buffers the plan owns or on locals; none allocates or locks.
     unsafe {
-        // Die with the thread that cloned us. If it is already gone, the
-        // read of "go" below sees end-of-file and we exit.
+        // Die with the thread that cloned us. If the whole test process
+        // died before this took effect (the child may first run after the
+        // parent wrote "go" and was killed), its pidfd says so.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+        let mut parent = libc::pollfd {
+            fd: plan.parent,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        if libc::poll(&mut parent, 1, 0) != 0 {
+            libc::_exit(1);
+        }
         libc::close(plan.go_write);
         // Everything that does not need eth0 happens while the parent
         // creates it.
