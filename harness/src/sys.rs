@@ -1,6 +1,6 @@
 //! The one place that holds the crate's `unsafe` code: thin, safe wrappers
 //! around Linux system calls, and the code a cloned container runs between
-//! `clone3(2)` and `execve(2)`.
+//! `clone(2)` and `execve(2)`.
 //!
 //! Each wrapper takes `BorrowedFd`s rather than raw integers and maps the C
 //! error convention to [`std::io::Result`].
@@ -563,7 +563,7 @@ unsafe fn await_go(plan: &ChildPlan) {
 /// The body of a cloned child.
 ///
 /// # Safety
-/// Runs in the child of a `clone3` of a multithreaded process: it may only
+/// Runs in the child of a `clone` of a multithreaded process: it may only
 /// make async-signal-safe calls on memory prepared before the clone (the
 /// plan). It never returns.
 unsafe fn child_main(plan: &ChildPlan) -> ! {
