@@ -13,6 +13,7 @@ use netns_harness::prelude::*;
 use netns_harness::probe::{
     IcmpOutcome, ProbeOptions, Prober, Reason, TcpMode, TcpOutcome, UdpOutcome,
 };
+use netns_harness_suite::{in_netns, read_line};
 
 fn options() -> ProbeOptions {
     ProbeOptions::default().timeout(Duration::from_secs(1))
@@ -210,10 +211,7 @@ fn udp_open_closed_and_silent(net: Net) {
     let mut peer = net
         .spawn(&Spec::function(echo).stdout(Stdio::Piped))
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(peer.take_stdout().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    assert_eq!(read_line(peer.take_stdout().unwrap()), "listening");
     // nft counts, here, the replies and the ICMP errors that come back.
     for rule in [
         "add table ip answers".to_owned(),
@@ -307,25 +305,11 @@ fn the_far_side_sees_the_nat_address_for_icmp_and_tcp(net: Net) {
     let mut server = net
         .spawn_outside(&Spec::function(outside_listener).stdout(Stdio::Piped))
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.take_stdout().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    assert_eq!(read_line(server.take_stdout().unwrap()), "listening");
     // nft in the outside namespace counts what arrives, by source.
-    let fd = net.lab().outside_netns().as_raw_fd();
     let nft = |rule: &str| {
-        let out = Command::new("nsenter")
-            .arg(format!("--net=/proc/{}/fd/{fd}", std::process::id()))
-            .arg("nft")
-            .args(rule.split(' '))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "nft {rule}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let args: Vec<&str> = rule.split(' ').collect();
+        in_netns(net.lab().outside_netns(), "nft", &args)
     };
     nft("add table ip count");
     nft("add chain ip count in { type filter hook input priority 0 ; }");
