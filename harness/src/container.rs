@@ -18,7 +18,8 @@ use crate::entry::FUNCTION_VAR;
 use crate::error::{Error, Result};
 use crate::lab::{LabInner, Lease, SETUP_TIMEOUT};
 use crate::rtnl::Peer;
-use crate::sys::{self, ChildPlan, IfConfig, Stage};
+use crate::prexec::{ChildPlan, IfConfig, Report, Stage};
+use crate::sys;
 use crate::{names, spawner};
 
 /// What to connect a container's standard input, output or error to.
@@ -336,20 +337,37 @@ pub(crate) fn spawn(lab: &Arc<LabInner>, spec: &Spec, attach: Attach) -> Result<
     plan.keep.clone_from(&spec.inherit);
     plan.go_read = go_read.as_raw_fd();
     plan.go_write = go_write.as_raw_fd();
-    plan.report_write = report_write.as_raw_fd();
-    let cloned = spawner::clone(plan).map_err(os("clone"))?;
-    drop((go_read, report_write));
-    let process = Process {
-        name,
-        pid: cloned.pid,
-        pidfd: cloned.pidfd,
+    let cloning = spawner::clone(plan, report_write).map_err(os("clone"))?;
+    let mut reports = Reports {
+        pipe: File::from(report_read),
+        name: &name,
+    };
+    let pidfd = match reports.next("start")? {
+        Report::Started => cloning.take_pidfd(),
+        other => return Err(reports.unexpected(other, "start")),
+    };
+    let pidfd = pidfd.ok_or_else(|| {
+        Error::os(
+            format!("take the pidfd of container {label}"),
+            io::Error::from(io::ErrorKind::NotFound),
+        )
+    })?;
+    // The child has its copies (and closed its copy of the write end).
+    drop(go_read);
+    let mut process = Process {
+        name: name.clone(),
+        pid: 0,
+        pidfd,
         status: None,
     };
     let mut go = File::from(go_write);
     let prepared = connect(lab, &process, lease.as_ref(), spec.capture).and_then(|attached| {
         go.write_all(&[1]).map_err(os("start"))?;
         if let (_, Some(port), _) = &attached {
-            process.await_configured(&report_read)?;
+            match reports.next("configure its network")? {
+                Report::Configured => {}
+                other => return Err(reports.unexpected(other, "configure its network")),
+            }
             port.await_forwarding()?;
             go.write_all(&[1]).map_err(os("start"))?;
         }
@@ -358,10 +376,14 @@ pub(crate) fn spawn(lab: &Arc<LabInner>, spec: &Spec, attach: Attach) -> Result<
     let (netns, port, capture) = match prepared {
         Ok(attached) => attached,
         // If the child failed first, its own report says more.
-        Err(e) => return Err(process.reported_failure(&report_read).unwrap_or(e)),
+        Err(e) => return Err(reports.failure_now().unwrap_or(e)),
+    };
+    process.pid = match reports.next("execute its program")? {
+        Report::Released { pid } => pid,
+        other => return Err(reports.unexpected(other, "execute its program")),
     };
     let [stdin, stdout, stderr] = streams.map(|s| s.parent);
-    let container = Container {
+    Ok(Container {
         process,
         netns,
         addr,
@@ -371,9 +393,73 @@ pub(crate) fn spawn(lab: &Arc<LabInner>, spec: &Spec, attach: Attach) -> Result<
         capture,
         _port: port,
         _lease: lease,
-    };
-    container.process.await_exec(report_read)?;
-    Ok(container)
+    })
+}
+
+/// The parent's end of a container's report pipe.
+struct Reports<'a> {
+    pipe: File,
+    name: &'a str,
+}
+
+impl Reports<'_> {
+    /// The next report, waiting at most [`SETUP_TIMEOUT`] for the child
+    /// to `what`.
+    fn next(&mut self, what: &'static str) -> Result<Report> {
+        let ready = sys::poll_readable(self.pipe.as_fd(), Some(SETUP_TIMEOUT)).map_err(|e| {
+            Error::os(format!("wait for container {:?} to {what}", self.name), e)
+        })?;
+        if !ready {
+            return Err(Error::Timeout {
+                name: self.name.to_owned(),
+                what,
+                timeout: SETUP_TIMEOUT,
+            });
+        }
+        self.read()
+    }
+
+    fn read(&mut self) -> Result<Report> {
+        let mut bytes = [0u8; Report::LEN];
+        let garbled = |source: io::Error| Error::ContainerSetup {
+            name: self.name.to_owned(),
+            stage: "reporting its setup",
+            source,
+        };
+        self.pipe.read_exact(&mut bytes).map_err(garbled)?;
+        Report::decode(bytes).ok_or_else(|| garbled(io::Error::other("an unknown report")))
+    }
+
+    /// The failure the child reported, if a report is waiting already.
+    fn failure_now(&mut self) -> Option<Error> {
+        if !sys::poll_readable(self.pipe.as_fd(), Some(Duration::ZERO)).unwrap_or(false) {
+            return None;
+        }
+        match self.read() {
+            Ok(Report::Failed { stage, errno }) => Some(self.setup_error(stage, errno)),
+            _ => None,
+        }
+    }
+
+    fn setup_error(&self, stage: Stage, errno: i32) -> Error {
+        Error::ContainerSetup {
+            name: self.name.to_owned(),
+            stage: stage.describe(),
+            source: io::Error::from_raw_os_error(errno),
+        }
+    }
+
+    /// The error for `report` where the child should have come to `what`.
+    fn unexpected(&self, report: Report, what: &'static str) -> Error {
+        match report {
+            Report::Failed { stage, errno } => self.setup_error(stage, errno),
+            _ => Error::ContainerSetup {
+                name: self.name.to_owned(),
+                stage: what,
+                source: io::Error::other("it exited without a report"),
+            },
+        }
+    }
 }
 
 /// The parent's part of a start: the child's network namespace, and for a
@@ -393,14 +479,24 @@ fn connect(
             .map_err(|e| Error::os("duplicate the outside namespace's descriptor", e))?;
         return Ok((netns, None, None));
     };
-    let netns = File::open(format!("/proc/{}/ns/net", process.pid))
-        .map(OwnedFd::from)
-        .map_err(|e| {
-            Error::os(
-                format!("open the network namespace of container {:?}", process.name),
-                e,
-            )
-        })?;
+    let open_failed = |e| {
+        Error::os(
+            format!("open the network namespace of container {:?}", process.name),
+            e,
+        )
+    };
+    let netns = match sys::pidfd_netns(process.pidfd.as_fd()) {
+        Ok(netns) => netns,
+        // Before Linux 6.11: enter it through the pidfd on a thread of its own.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) => {
+            crate::netns::run_in(process.pidfd.as_fd(), || {
+                File::open("/proc/thread-self/ns/net")
+                    .map(OwnedFd::from)
+                    .map_err(open_failed)
+            })?
+        }
+        Err(e) => return Err(open_failed(e)),
+    };
     let name = lab.port_name();
     lab.rtnl().add_veth(
         &name,
@@ -483,78 +579,6 @@ impl Process {
     fn error(&self, what: &str) -> impl FnOnce(io::Error) -> Error {
         let what = format!("{what} container {:?}", self.name);
         move |e| Error::os(what, e)
-    }
-
-    /// Reads one report of the child, waiting at most `timeout`: `None`
-    /// if none came or the pipe closed (the child executed its program or
-    /// died), else the stage it names (or [`sys::CONFIGURED`]) and errno.
-    fn read_report(&self, report: &OwnedFd, timeout: Duration) -> Result<Option<(u32, i32)>> {
-        if !sys::poll_readable(report.as_fd(), Some(timeout)).map_err(self.error("wait for"))? {
-            return Ok(None);
-        }
-        let mut bytes = [0u8; 8];
-        let pipe = report
-            .try_clone()
-            .map_err(self.error("read the report of"))?;
-        let n = File::from(pipe)
-            .read(&mut bytes)
-            .map_err(self.error("read the report of"))?;
-        Ok((n == bytes.len()).then(|| {
-            let stage = u32::from_ne_bytes(bytes[..4].try_into().unwrap_or_default());
-            let errno = i32::from_ne_bytes(bytes[4..].try_into().unwrap_or_default());
-            (stage, errno)
-        }))
-    }
-
-    fn setup_error(&self, stage: u32, errno: i32) -> Error {
-        Error::ContainerSetup {
-            name: self.name.clone(),
-            stage: Stage::from_u32(stage).map_or("starting", Stage::describe),
-            source: io::Error::from_raw_os_error(errno),
-        }
-    }
-
-    /// The failure the child reported, if it has reported one already.
-    fn reported_failure(&self, report: &OwnedFd) -> Option<Error> {
-        match self.read_report(report, Duration::ZERO) {
-            Ok(Some((stage, errno))) => Some(self.setup_error(stage, errno)),
-            _ => None,
-        }
-    }
-
-    /// Waits until the child says its network is configured.
-    fn await_configured(&self, report: &OwnedFd) -> Result<()> {
-        match self.read_report(report, SETUP_TIMEOUT)? {
-            Some((sys::CONFIGURED, _)) => Ok(()),
-            Some((stage, errno)) => Err(self.setup_error(stage, errno)),
-            None if sys::poll_readable(report.as_fd(), Some(Duration::ZERO)).unwrap_or(false) => {
-                Err(Error::ContainerSetup {
-                    name: self.name.clone(),
-                    stage: "configuring its network",
-                    source: io::Error::other("it exited without a report"),
-                })
-            }
-            None => Err(Error::Timeout {
-                name: self.name.clone(),
-                what: "configure its network",
-                timeout: SETUP_TIMEOUT,
-            }),
-        }
-    }
-
-    /// Waits until the child executed its program (its report pipe closes)
-    /// or reports the stage that failed.
-    fn await_exec(&self, report: OwnedFd) -> Result<()> {
-        let ready = sys::poll_readable(report.as_fd(), Some(SETUP_TIMEOUT))
-            .map_err(self.error("wait for the start of"))?;
-        if !ready {
-            return Err(Error::Timeout {
-                name: self.name.clone(),
-                what: "start",
-                timeout: SETUP_TIMEOUT,
-            });
-        }
-        self.reported_failure(&report).map_or(Ok(()), Err)
     }
 
     fn try_wait(&mut self) -> Result<Option<ExitStatus>> {

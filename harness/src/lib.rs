@@ -58,6 +58,7 @@ mod rootless;
 mod rtnl;
 mod runner;
 mod spawner;
+mod prexec;
 mod subnet;
 mod sys;
 

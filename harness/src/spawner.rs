@@ -4,14 +4,25 @@
 //! (`PR_SET_PDEATHSIG` follows threads, not processes). libtest runs each
 //! test on a thread of its own that ends with the test, so containers are
 //! cloned by a thread that lives as long as the process: they die exactly
-//! when the process does, SIGKILL included.
+//! when the process does, SIGKILL included. That thread blocks every
+//! signal, so none is ever handled on the child's borrowed memory between
+//! its clone and its `execve`.
+//!
+//! Each clone is a `CLONE_VFORK`: the spawner thread is suspended until the
+//! child executed its program or exited, and then reports
+//! [`Report::Released`] on the container's report pipe. No step depends on
+//! a pipe's end being closed, so another thread that forks while a
+//! container starts (and so holds copies of its pipes) stalls nothing.
 
-use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::OnceLock;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, OnceLock};
 
-use crate::sys::{self, ChildPlan, Cloned};
+use crate::prexec::{ChildPlan, Report, Stage};
+use crate::sys;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -24,6 +35,10 @@ fn jobs() -> io::Result<&'static Sender<Job>> {
     std::thread::Builder::new()
         .name("netns-harness-spawner".into())
         .spawn(move || {
+            if let Err(e) = sys::block_signals() {
+                eprintln!("netns-harness: cannot block signals on the spawner thread: {e}");
+                return;
+            }
             for job in rx {
                 job();
             }
@@ -36,15 +51,42 @@ fn jobs() -> io::Result<&'static Sender<Job>> {
 /// A cloned child's stack: its setup needs a few KiB.
 const STACK_BYTES: usize = 256 * 1024;
 
-/// Clones a container from `plan` on the spawner thread, and returns as
-/// soon as the child runs. The plan's descriptors must stay open until this
-/// returns (the child gets copies at the clone).
-///
-/// The child shares the spawner's memory until it executes its program, so
-/// the spawner keeps the plan and the child's stack, and makes no other
-/// system call, until then: containers are cloned one at a time, each
-/// until its `execve` (or exit).
-pub(crate) fn clone(mut plan: ChildPlan) -> io::Result<Cloned> {
+/// Where the kernel stores a child's pidfd, until someone takes it.
+struct PidfdSlot(AtomicI32);
+
+impl Drop for PidfdSlot {
+    fn drop(&mut self) {
+        let fd = self.0.load(Ordering::SeqCst);
+        if fd >= 0 {
+            // SAFETY: nobody took the pidfd the kernel stored here.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+}
+
+/// A container being cloned.
+pub(crate) struct Cloning {
+    pidfd: Arc<PidfdSlot>,
+}
+
+impl Cloning {
+    /// Takes the child's pidfd: there once the child reported
+    /// [`Report::Started`].
+    pub(crate) fn take_pidfd(&self) -> Option<OwnedFd> {
+        let fd = self.pidfd.0.swap(-1, Ordering::SeqCst);
+        // SAFETY: the kernel stored a pidfd of ours here, and the swap made
+        // this the only taker.
+        (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+}
+
+/// Clones a container from `plan` on the spawner thread. The child reports
+/// its progress on `report` (whose raw descriptor the plan holds), and the
+/// spawner adds [`Report::Released`] once the child executed its program or
+/// exited, or [`Report::Failed`] at [`Stage::Clone`] when it could not be
+/// cloned. The plan's other descriptors must stay open until the child
+/// reported [`Report::Started`].
+pub(crate) fn clone(mut plan: ChildPlan, report: OwnedFd) -> io::Result<Cloning> {
     static PARENT: OnceLock<OwnedFd> = OnceLock::new();
     let parent = match PARENT.get() {
         Some(fd) => fd,
@@ -54,31 +96,26 @@ pub(crate) fn clone(mut plan: ChildPlan) -> io::Result<Cloned> {
         }
     };
     plan.parent = parent.as_raw_fd();
-    let (tx, rx) = mpsc::sync_channel(1);
+    plan.report_write = report.as_raw_fd();
+    let slot = Arc::new(PidfdSlot(AtomicI32::new(-1)));
+    let pidfd = Arc::clone(&slot);
     jobs()?
         .send(Box::new(move || {
-            let parts = sys::Stack::new(STACK_BYTES).and_then(|stack| Ok((stack, sys::pipe()?)));
-            let (stack, (exec_read, exec_write)) = match parts {
-                Ok(parts) => parts,
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                    return;
-                }
+            let failed = |e: io::Error| Report::Failed {
+                stage: Stage::Clone,
+                errno: e.raw_os_error().unwrap_or(libc::EIO),
             };
-            // SAFETY: `plan` and `stack` live until the child closed its copy
-            // of `exec_write` (close-on-exec: at its execve or exit), and
-            // until then this thread only hands the result over (no errno
-            // read) and waits for that.
-            let cloned = unsafe { sys::clone_container(&plan, &stack) };
-            drop(exec_write);
-            let started = cloned.is_ok();
-            let _ = tx.send(cloned);
-            if started {
-                sys::await_close(exec_read.as_fd());
-            }
-            drop((stack, plan));
+            let outcome = match sys::Stack::new(STACK_BYTES) {
+                // SAFETY: `plan` and `stack` live until the vfork returns.
+                Ok(stack) => match unsafe { sys::clone_container(&plan, &stack, &pidfd.0) } {
+                    Ok(pid) => Report::Released { pid },
+                    Err(e) => failed(e),
+                },
+                Err(e) => failed(e),
+            };
+            // A caller that gave up has closed its end: nothing to tell.
+            let _ = File::from(report).write_all(&outcome.encode());
         }))
         .map_err(|_| io::Error::other("the spawner thread has stopped"))?;
-    rx.recv()
-        .map_err(|_| io::Error::other("the spawner thread has stopped"))?
+    Ok(Cloning { pidfd: slot })
 }

@@ -1,18 +1,20 @@
-//! The one place that holds the crate's `unsafe` code: thin, safe wrappers
-//! around Linux system calls, and the code a cloned container runs between
-//! `clone(2)` and `execve(2)`.
+//! Thin, safe wrappers around Linux system calls for the test process's
+//! side (the code a cloned container runs before `execve(2)` is in
+//! [`crate::prexec`]).
 //!
 //! Each wrapper takes `BorrowedFd`s rather than raw integers and maps the C
 //! error convention to [`std::io::Result`].
 
-use std::ffi::{CString, c_char, c_int, c_void};
+use std::ffi::{CString, c_int, c_void};
 use std::io;
 use std::mem::{size_of, zeroed};
-use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
+use std::sync::atomic::AtomicI32;
 use std::time::Duration;
+
+use crate::prexec::{ChildPlan, child_main};
 
 fn check(ret: c_int) -> io::Result<c_int> {
     if ret < 0 {
@@ -263,154 +265,6 @@ pub(crate) fn netlink_socket(protocol: c_int) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Where a container's setup stopped, reported to the parent over a pipe
-/// when a step between `clone` and `execve` fails.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub(crate) enum Stage {
-    /// Waiting for the parent to say the network is ready.
-    Sync = 1,
-    /// Joining an existing network namespace.
-    JoinNetns,
-    /// Making mount propagation private.
-    MountPrivate,
-    /// Mounting a fresh `/proc`.
-    MountProc,
-    /// Mounting a fresh `/sys`.
-    MountSys,
-    /// Setting the hostname.
-    Hostname,
-    /// Bringing `lo` up.
-    Loopback,
-    /// Giving `eth0` its address.
-    Address,
-    /// Adding the default route.
-    Route,
-    /// Connecting standard input and output, and inherited descriptors.
-    Stdio,
-    /// Waiting for `eth0` to be operationally up.
-    Carrier,
-    /// Executing the program.
-    Exec,
-}
-
-impl Stage {
-    /// Decodes a stage number written by a child.
-    pub(crate) fn from_u32(n: u32) -> Option<Self> {
-        const ALL: [Stage; 12] = [
-            Stage::Sync,
-            Stage::JoinNetns,
-            Stage::MountPrivate,
-            Stage::MountProc,
-            Stage::MountSys,
-            Stage::Hostname,
-            Stage::Loopback,
-            Stage::Address,
-            Stage::Route,
-            Stage::Stdio,
-            Stage::Exec,
-            Stage::Carrier,
-        ];
-        ALL.into_iter().find(|s| *s as u32 == n)
-    }
-
-    /// What the child was doing, for error messages.
-    pub(crate) fn describe(self) -> &'static str {
-        match self {
-            Stage::Sync => "waiting for its network",
-            Stage::JoinNetns => "joining the network namespace",
-            Stage::MountPrivate => "making mount propagation private",
-            Stage::MountProc => "mounting /proc",
-            Stage::MountSys => "mounting /sys",
-            Stage::Hostname => "setting the hostname",
-            Stage::Loopback => "bringing lo up",
-            Stage::Address => "configuring eth0",
-            Stage::Route => "adding the default route",
-            Stage::Stdio => "connecting standard streams and inherited descriptors",
-            Stage::Exec => "executing the program",
-            Stage::Carrier => "waiting for carrier on eth0 (30 s)",
-        }
-    }
-}
-
-/// The address a container's `eth0` gets, and its default route.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct IfConfig {
-    pub addr: Ipv4Addr,
-    pub netmask: Ipv4Addr,
-    pub broadcast: Ipv4Addr,
-    pub gateway: Ipv4Addr,
-}
-
-/// Everything a cloned child needs, prepared before the clone so that the
-/// child only reads memory and makes system calls.
-pub(crate) struct ChildPlan {
-    pub program: CString,
-    /// Owns the strings `argv_ptrs` points into.
-    _argv: Vec<CString>,
-    argv_ptrs: Vec<*const c_char>,
-    /// Owns the strings `envp_ptrs` points into.
-    _envp: Vec<CString>,
-    envp_ptrs: Vec<*const c_char>,
-    pub hostname: Vec<u8>,
-    /// Descriptors to install as 0, 1 and 2; `None` keeps the parent's.
-    pub stdio: [Option<RawFd>; 3],
-    /// The read end of the pipe the parent writes "go" on.
-    pub go_read: RawFd,
-    /// The parent's end of that pipe, closed in the child at once.
-    pub go_write: RawFd,
-    /// Where the child reports a failed stage; close-on-exec.
-    pub report_write: RawFd,
-    /// A pidfd of the test process, readable once it has exited.
-    pub parent: RawFd,
-    /// A network namespace to join instead of a new one.
-    pub join_netns: Option<RawFd>,
-    /// The network configuration of a new namespace's `eth0`.
-    pub net: Option<IfConfig>,
-    /// Descriptors the program inherits (their close-on-exec flag is
-    /// cleared in the child).
-    pub keep: Vec<RawFd>,
-}
-
-// SAFETY: the raw pointers point into the heap buffers of the `CString`s the
-// plan owns, which do not move when the plan does.
-unsafe impl Send for ChildPlan {}
-
-impl ChildPlan {
-    /// A plan to execute `program` with `argv` and `envp`; descriptors and
-    /// network are filled in by the caller.
-    pub(crate) fn new(program: CString, argv: Vec<CString>, envp: Vec<CString>) -> Self {
-        let ptrs = |v: &[CString]| {
-            v.iter()
-                .map(|s| s.as_ptr())
-                .chain(std::iter::once(std::ptr::null()))
-                .collect()
-        };
-        Self {
-            program,
-            argv_ptrs: ptrs(&argv),
-            envp_ptrs: ptrs(&envp),
-            _argv: argv,
-            _envp: envp,
-            hostname: Vec::new(),
-            stdio: [None; 3],
-            go_read: -1,
-            go_write: -1,
-            report_write: -1,
-            parent: -1,
-            join_netns: None,
-            net: None,
-            keep: Vec::new(),
-        }
-    }
-}
-
-/// A process cloned into new namespaces: its pid and a pidfd for it.
-pub(crate) struct Cloned {
-    pub pid: u32,
-    pub pidfd: OwnedFd,
-}
-
 /// Memory for a cloned child's stack, unmapped when dropped.
 pub(crate) struct Stack {
     base: *mut c_void,
@@ -454,25 +308,30 @@ impl Drop for Stack {
 }
 
 /// Clones a child into new mount, PID, UTS and IPC namespaces (and a new
-/// network namespace unless the plan joins one). The child runs
-/// [`child_main`] on `stack`, which waits for the parent's "go" on
-/// `plan.go_read`.
+/// network namespace unless the plan joins one), which runs
+/// [`child_main`] on `stack`. With `CLONE_VFORK`, this returns (the child's
+/// pid) only once the child executed its program or exited; the kernel
+/// stores the child's pidfd in `pidfd` before the child first runs, so
+/// another thread may take it as soon as the child reports that it started.
 ///
 /// The child shares the caller's memory (`CLONE_VM`, as `posix_spawn`
-/// does): nothing is copied, and its `execve` has nothing to tear down. So
-/// the caller's thread must keep `plan` and `stack` alive, and make no
-/// system call whose `errno` it reads (the child shares that thread's
-/// thread-local block), until the child has executed its program or exited.
-/// The caller's thread also becomes the child's parent: the child is killed
-/// when that thread exits (`PR_SET_PDEATHSIG`).
+/// does): nothing is copied, and its `execve` has nothing to tear down.
+/// The calling thread becomes the child's parent: the child is killed when
+/// that thread exits (`PR_SET_PDEATHSIG`). It should block every signal
+/// (the child inherits the mask, and resets handlers before unblocking).
 ///
 /// # Safety
-/// The caller must honour the above.
+/// `plan` and `stack` must stay alive until this returns.
 ///
 /// # References
 /// `clone(2)`, `namespaces(7)`
-pub(crate) unsafe fn clone_container(plan: &ChildPlan, stack: &Stack) -> io::Result<Cloned> {
+pub(crate) unsafe fn clone_container(
+    plan: &ChildPlan,
+    stack: &Stack,
+    pidfd: &AtomicI32,
+) -> io::Result<u32> {
     let mut flags = libc::CLONE_VM
+        | libc::CLONE_VFORK
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWUTS
@@ -483,326 +342,56 @@ pub(crate) unsafe fn clone_container(plan: &ChildPlan, stack: &Stack) -> io::Res
         flags |= libc::CLONE_NEWNET;
     }
     extern "C" fn entry(plan: *mut c_void) -> c_int {
-        // SAFETY: `plan` is the plan `clone_container` was given, which the
-        // caller keeps alive until the child executes its program.
+        // SAFETY: `plan` is the plan `clone_container` was given, alive until
+        // the child executes its program or exits (the vfork returns).
         unsafe { child_main(&*plan.cast::<ChildPlan>()) }
     }
-    let mut pidfd: c_int = -1;
     // SAFETY: `stack` is a live mapping for the child's stack and `plan`
     // outlives the child's use of it (the caller's contract). The child only
-    // reads the plan and makes system calls until execve or _exit, so no
-    // lock held by another thread is ever touched, and it writes nothing of
-    // ours but errno.
+    // reads the plan and makes raw system calls until execve or exit, so it
+    // touches no lock, no errno and no other state of this thread; this
+    // thread is suspended meanwhile.
     let pid = unsafe {
         libc::clone(
             entry,
             stack.top(),
             flags,
             std::ptr::from_ref(plan).cast_mut().cast(),
-            &raw mut pidfd,
+            pidfd.as_ptr(),
         )
     };
-    let pid = check(pid)?;
-    Ok(Cloned {
-        pid: pid as u32,
-        // SAFETY: clone succeeded with CLONE_PIDFD, so `pidfd` is open and
-        // ours alone.
-        pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
-    })
+    check(pid).map(|pid| pid as u32)
 }
 
-/// Blocks until the write ends of the pipe `fd` reads from are all closed
-/// (the child executed its program or exited), retrying whatever happens:
-/// no `errno` is read while a `CLONE_VM` child may write it.
-pub(crate) fn await_close(fd: BorrowedFd<'_>) {
-    let mut byte = 0u8;
-    // SAFETY: reads into a local byte from a valid descriptor.
-    while unsafe { libc::read(fd.as_raw_fd(), (&raw mut byte).cast(), 1) } != 0 {}
-}
-
-/// Reports `stage` and the current `errno` to the parent and exits.
+/// Blocks every signal the C library lets a thread block, for the calling
+/// thread.
 ///
-/// # Safety
-/// Async-signal-safe; for use in a cloned child only.
-unsafe fn fail(plan: &ChildPlan, stage: Stage) -> ! {
-    // SAFETY: errno location is thread-local and valid.
-    let errno = unsafe { *libc::__errno_location() };
-    let mut report = [0u8; 8];
-    report[..4].copy_from_slice(&(stage as u32).to_ne_bytes());
-    report[4..].copy_from_slice(&errno.to_ne_bytes());
-    // SAFETY: write and _exit are async-signal-safe; `report` is valid.
-    unsafe {
-        libc::write(plan.report_write, report.as_ptr().cast(), report.len());
-        libc::_exit(127)
-    }
-}
-
-/// What a bridged child reports, in place of a stage, once its network is
-/// configured; it then waits for a second "go".
-pub(crate) const CONFIGURED: u32 = 0;
-
-/// Waits for a "go" byte from the parent; exits if the parent is gone.
-///
-/// # Safety
-/// Async-signal-safe; for use in a cloned child only.
-unsafe fn await_go(plan: &ChildPlan) {
-    let mut go = 0u8;
-    // SAFETY: read, _exit and errno on a descriptor and a local.
-    unsafe {
-        loop {
-            match libc::read(plan.go_read, (&raw mut go).cast(), 1) {
-                1 => return,
-                0 => libc::_exit(1),
-                _ if *libc::__errno_location() == libc::EINTR => continue,
-                _ => fail(plan, Stage::Sync),
-            }
-        }
-    }
-}
-
-/// The body of a cloned child.
-///
-/// # Safety
-/// Runs in the child of a `clone` of a multithreaded process: it may only
-/// make async-signal-safe calls on memory prepared before the clone (the
-/// plan). It never returns.
-unsafe fn child_main(plan: &ChildPlan) -> ! {
-    // SAFETY: every call below is a plain system call on descriptors and
-    // buffers the plan owns or on locals; none allocates or locks.
-    unsafe {
-        // Die with the thread that cloned us. If the whole test process
-        // died before this took effect (the child may first run after the
-        // parent wrote "go" and was killed), its pidfd says so.
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-        let mut parent = libc::pollfd {
-            fd: plan.parent,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        if libc::poll(&mut parent, 1, 0) != 0 {
-            libc::_exit(1);
-        }
-        libc::close(plan.go_write);
-        // Everything that does not need eth0 happens while the parent
-        // creates it.
-        if let Some(fd) = plan.join_netns
-            && libc::setns(fd, libc::CLONE_NEWNET) < 0
-        {
-            fail(plan, Stage::JoinNetns);
-        }
-        let none = std::ptr::null::<c_char>();
-        if libc::mount(
-            none,
-            c"/".as_ptr(),
-            none,
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        ) < 0
-        {
-            fail(plan, Stage::MountPrivate);
-        }
-        let fresh = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-        if libc::mount(
-            c"proc".as_ptr(),
-            c"/proc".as_ptr(),
-            c"proc".as_ptr(),
-            fresh,
-            std::ptr::null(),
-        ) < 0
-        {
-            fail(plan, Stage::MountProc);
-        }
-        if libc::mount(
-            c"sysfs".as_ptr(),
-            c"/sys".as_ptr(),
-            c"sysfs".as_ptr(),
-            fresh | libc::MS_RDONLY,
-            std::ptr::null(),
-        ) < 0
-        {
-            fail(plan, Stage::MountSys);
-        }
-        if libc::sethostname(plan.hostname.as_ptr().cast(), plan.hostname.len()) < 0 {
-            fail(plan, Stage::Hostname);
-        }
-        await_go(plan);
-        if let Some(net) = &plan.net {
-            configure_network(plan, net);
-            // Tell the parent, which waits for the bridge port to forward,
-            // and wait for it.
-            let mut configured = [0u8; 8];
-            configured[..4].copy_from_slice(&CONFIGURED.to_ne_bytes());
-            libc::write(
-                plan.report_write,
-                configured.as_ptr().cast(),
-                configured.len(),
-            );
-            await_go(plan);
-        }
-        for (target, fd) in plan.stdio.iter().enumerate() {
-            let Some(fd) = *fd else { continue };
-            let target = target as c_int;
-            let ok = if fd == target {
-                libc::fcntl(fd, libc::F_SETFD, 0) >= 0
-            } else {
-                libc::dup2(fd, target) >= 0
-            };
-            if !ok {
-                fail(plan, Stage::Stdio);
-            }
-        }
-        for &fd in &plan.keep {
-            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                fail(plan, Stage::Stdio);
-            }
-        }
-        // Undo what the test process set up for itself: blocked signals and
-        // the ignored SIGPIPE that Rust programs start with.
-        let mut set: libc::sigset_t = zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        libc::execve(
-            plan.program.as_ptr(),
-            plan.argv_ptrs.as_ptr(),
-            plan.envp_ptrs.as_ptr(),
-        );
-        fail(plan, Stage::Exec)
-    }
-}
-
-/// The `struct rtentry` of `SIOCADDRT` (x86_64 and other LP64 layouts).
-#[repr(C)]
-struct RtEntry {
-    rt_pad1: libc::c_ulong,
-    rt_dst: libc::sockaddr,
-    rt_gateway: libc::sockaddr,
-    rt_genmask: libc::sockaddr,
-    rt_flags: libc::c_ushort,
-    rt_pad2: libc::c_short,
-    rt_pad3: libc::c_ulong,
-    rt_pad4: *mut c_void,
-    rt_metric: libc::c_short,
-    rt_dev: *mut c_char,
-    rt_mtu: libc::c_ulong,
-    rt_window: libc::c_ulong,
-    rt_irtt: libc::c_ushort,
-}
-
-fn sockaddr(addr: Ipv4Addr) -> libc::sockaddr {
-    let sin = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(addr.octets()),
-        },
-        sin_zero: [0; 8],
+/// # References
+/// `pthread_sigmask(3)`
+pub(crate) fn block_signals() -> io::Result<()> {
+    // SAFETY: sigfillset initializes the set; pthread_sigmask reads it.
+    let ret = unsafe {
+        let mut all: libc::sigset_t = zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, std::ptr::null_mut())
     };
-    // SAFETY: sockaddr_in and sockaddr have the same size and sockaddr has no
-    // invalid bit patterns.
-    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
-}
-
-fn ifreq(name: &[u8]) -> libc::ifreq {
-    // SAFETY: an all-zero ifreq is valid.
-    let mut req: libc::ifreq = unsafe { zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(name) {
-        *dst = *src as c_char;
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(ret))
     }
-    req
 }
 
-/// Brings `lo` and `eth0` up (without IPv6 duplicate address detection)
-/// and gives `eth0` its address and default route, with the
-/// classic interface ioctls (no parsing, no allocation).
+/// The network namespace of the process `pidfd` refers to, from its pidfd
+/// (`PIDFD_GET_NET_NAMESPACE`, Linux 6.11), never through its pid.
 ///
-/// # Safety
-/// Async-signal-safe; for use in a cloned child only.
-unsafe fn configure_network(plan: &ChildPlan, net: &IfConfig) {
-    // SAFETY: plain system calls on locals.
-    unsafe {
-        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if sock < 0 {
-            fail(plan, Stage::Loopback);
-        }
-        // IPv6 link-local addresses usable at once, without duplicate
-        // address detection (best effort: IPv6 may be off).
-        let dad = libc::open(
-            c"/proc/sys/net/ipv6/conf/eth0/accept_dad".as_ptr(),
-            libc::O_WRONLY | libc::O_CLOEXEC,
-        );
-        if dad >= 0 {
-            libc::write(dad, b"0".as_ptr().cast(), 1);
-            libc::close(dad);
-        }
-        for (name, stage) in [(&b"lo"[..], Stage::Loopback), (b"eth0", Stage::Address)] {
-            let mut link = ifreq(name);
-            if libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut link) < 0 {
-                fail(plan, stage);
-            }
-            link.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            if libc::ioctl(sock, libc::SIOCSIFFLAGS, &link) < 0 {
-                fail(plan, stage);
-            }
-        }
-        for (request, addr) in [
-            (libc::SIOCSIFADDR, net.addr),
-            (libc::SIOCSIFNETMASK, net.netmask),
-            (libc::SIOCSIFBRDADDR, net.broadcast),
-        ] {
-            let mut eth = ifreq(b"eth0");
-            eth.ifr_ifru.ifru_addr = sockaddr(addr);
-            if libc::ioctl(sock, request, &eth) < 0 {
-                fail(plan, Stage::Address);
-            }
-        }
-        await_running(plan, sock);
-        let mut route: RtEntry = zeroed();
-        route.rt_dst = sockaddr(Ipv4Addr::UNSPECIFIED);
-        route.rt_genmask = sockaddr(Ipv4Addr::UNSPECIFIED);
-        route.rt_gateway = sockaddr(net.gateway);
-        route.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
-        if libc::ioctl(sock, libc::SIOCADDRT, &route) < 0 {
-            fail(plan, Stage::Route);
-        }
-        libc::close(sock);
-    }
-}
-
-/// Waits until `eth0` is operationally up (`IFF_RUNNING`): the kernel
-/// processes carrier changes asynchronously, and until then drops what the
-/// link sends. Polls with growing pauses for at most 30 s.
-///
-/// # Safety
-/// Async-signal-safe; for use in a cloned child only.
-unsafe fn await_running(plan: &ChildPlan, sock: c_int) {
-    // SAFETY: ioctl, clock_gettime and nanosleep on locals.
-    unsafe {
-        let mut start: libc::timespec = zeroed();
-        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut start);
-        let mut pause_ns: libc::c_long = 20_000;
-        loop {
-            let mut eth = ifreq(b"eth0");
-            if libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut eth) < 0 {
-                fail(plan, Stage::Carrier);
-            }
-            if eth.ifr_ifru.ifru_flags & libc::IFF_RUNNING as libc::c_short != 0 {
-                return;
-            }
-            let mut now: libc::timespec = zeroed();
-            libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now);
-            if now.tv_sec - start.tv_sec > 30 {
-                *libc::__errno_location() = libc::ETIMEDOUT;
-                fail(plan, Stage::Carrier);
-            }
-            let pause = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: pause_ns,
-            };
-            libc::nanosleep(&pause, std::ptr::null_mut());
-            pause_ns = (pause_ns * 2).min(5_000_000);
-        }
-    }
+/// # References
+/// `pidfd_open(2)`, `PIDFD_GET_NET_NAMESPACE` in `linux/pidfd.h`
+pub(crate) fn pidfd_netns(pidfd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: the ioctl takes no argument and returns a new descriptor.
+    let fd = check(unsafe { libc::ioctl(pidfd.as_raw_fd(), libc::PIDFD_GET_NET_NAMESPACE, 0) })?;
+    // SAFETY: the ioctl succeeded, so `fd` is open and ours alone.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Enters a new user namespace in which the caller's user and group are

@@ -1,0 +1,700 @@
+//! The program a cloned container runs between `clone(2)` and `execve(2)`,
+//! and the reports it sends its parent on the way.
+//!
+//! The child shares the test process's memory (`CLONE_VM`) and the spawner
+//! thread's thread pointer until it executes its program, so it only makes
+//! raw system calls through rustix's `linux_raw` backend (no `errno`, no
+//! glibc state such as cancellation fields, no allocation, no lock), on
+//! memory prepared before the clone: the [`ChildPlan`]. The calls rustix
+//! does not offer publicly (`close_range`, `rt_sigaction`,
+//! `rt_sigprocmask`, `execve` and `exit_group`) are issued with inline
+//! assembly in [`raw`].
+//!
+//! Each step is a small function that returns the [`Stage`] it failed at;
+//! [`child_main`] sends that to the parent as a [`Report`] and exits.
+
+use std::convert::Infallible;
+use std::ffi::{CString, c_char};
+use std::net::Ipv4Addr;
+use std::os::fd::{BorrowedFd, RawFd};
+
+use rustix::event::{PollFd, PollFlags, poll};
+use rustix::fs::{Mode, OFlags};
+use rustix::io::{Errno, FdFlags};
+use rustix::ioctl::{Opcode, Setter, Updater, ioctl};
+use rustix::mount::{MountFlags, MountPropagationFlags};
+use rustix::net::{AddressFamily, SocketType};
+use rustix::thread::LinkNameSpaceType;
+use rustix::time::{ClockId, Timespec};
+
+macro_rules! stages {
+    ($($(#[doc = $doc:literal])* $stage:ident => $describe:literal,)*) => {
+        /// Where a container's setup stopped, when a step between `clone`
+        /// and `execve` failed.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub(crate) enum Stage {
+            $($(#[doc = $doc])* $stage,)*
+        }
+
+        impl Stage {
+            /// Every stage, in declaration order (a stage's code is its index).
+            const ALL: &[Stage] = &[$(Stage::$stage,)*];
+
+            /// What the child was doing, for error messages.
+            pub(crate) fn describe(self) -> &'static str {
+                match self {
+                    $(Stage::$stage => $describe,)*
+                }
+            }
+        }
+    };
+}
+
+stages! {
+    /// Being cloned (reported by the spawner).
+    Clone => "being cloned",
+    /// Arming its parent-death signal.
+    ParentDeath => "arming its parent-death signal",
+    /// Waiting for the parent to say the network is ready.
+    Sync => "waiting for its network",
+    /// Joining an existing network namespace.
+    JoinNetns => "joining the network namespace",
+    /// Making mount propagation private.
+    MountPrivate => "making mount propagation private",
+    /// Mounting a fresh `/proc`.
+    MountProc => "mounting /proc",
+    /// Mounting a fresh `/sys`.
+    MountSys => "mounting /sys",
+    /// Setting the hostname.
+    Hostname => "setting the hostname",
+    /// Bringing `lo` up.
+    Loopback => "bringing lo up",
+    /// Giving `eth0` its address.
+    Address => "configuring eth0",
+    /// Waiting for `eth0` to be operationally up.
+    Carrier => "waiting for carrier on eth0 (30 s)",
+    /// Adding the default route.
+    Route => "adding the default route",
+    /// Connecting standard input and output, and inherited descriptors.
+    Stdio => "connecting standard streams and inherited descriptors",
+    /// Closing every other descriptor on exec.
+    CloseInherited => "marking inherited descriptors close-on-exec (close_range needs Linux 5.11)",
+    /// Resetting signal handlers and the signal mask.
+    Signals => "resetting signal handlers",
+    /// Executing the program.
+    Exec => "executing the program",
+}
+
+impl Stage {
+    fn code(self) -> u16 {
+        self as u16
+    }
+
+    fn from_code(code: u16) -> Option<Self> {
+        Self::ALL.get(usize::from(code)).copied()
+    }
+}
+
+/// One message on a container's report pipe, from the child (or, for
+/// [`Report::Released`] and a failed clone, from the spawner thread).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Report {
+    /// The child runs with its parent-death signal armed, and its parent
+    /// was alive after that.
+    Started,
+    /// Its `eth0` is configured; it waits for the second "go".
+    Configured,
+    /// A step failed with this `errno`; the child exits.
+    Failed {
+        /// The step.
+        stage: Stage,
+        /// The kernel's error.
+        errno: i32,
+    },
+    /// The child executed its program or exited: the spawner's
+    /// `CLONE_VFORK` clone returned (with its pid).
+    Released {
+        /// The child's pid in the test process's PID namespace.
+        pid: u32,
+    },
+}
+
+impl Report {
+    /// The size of every encoded report (below `PIPE_BUF`: written at once).
+    pub(crate) const LEN: usize = 8;
+
+    const STARTED: u16 = 1;
+    const CONFIGURED: u16 = 2;
+    const FAILED: u16 = 3;
+    const RELEASED: u16 = 4;
+
+    /// The report's bytes: a tag, a stage code and a 32-bit value.
+    pub(crate) fn encode(self) -> [u8; Self::LEN] {
+        let (tag, stage, value) = match self {
+            Report::Started => (Self::STARTED, 0, 0),
+            Report::Configured => (Self::CONFIGURED, 0, 0),
+            Report::Failed { stage, errno } => (Self::FAILED, stage.code(), errno.cast_unsigned()),
+            Report::Released { pid } => (Self::RELEASED, 0, pid),
+        };
+        let mut out = [0; Self::LEN];
+        out[..2].copy_from_slice(&tag.to_ne_bytes());
+        out[2..4].copy_from_slice(&stage.to_ne_bytes());
+        out[4..].copy_from_slice(&value.to_ne_bytes());
+        out
+    }
+
+    /// The report `bytes` encode, if they encode one.
+    pub(crate) fn decode(bytes: [u8; Self::LEN]) -> Option<Self> {
+        let tag = u16::from_ne_bytes([bytes[0], bytes[1]]);
+        let stage = u16::from_ne_bytes([bytes[2], bytes[3]]);
+        let value = u32::from_ne_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+        Some(match tag {
+            Self::STARTED => Report::Started,
+            Self::CONFIGURED => Report::Configured,
+            Self::FAILED => Report::Failed {
+                stage: Stage::from_code(stage)?,
+                errno: value.cast_signed(),
+            },
+            Self::RELEASED => Report::Released { pid: value },
+            _ => return None,
+        })
+    }
+}
+
+/// The address a container's `eth0` gets, and its default route.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IfConfig {
+    pub addr: Ipv4Addr,
+    pub netmask: Ipv4Addr,
+    pub broadcast: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+}
+
+/// Everything a cloned child needs, prepared before the clone so that the
+/// child only reads memory and makes system calls.
+pub(crate) struct ChildPlan {
+    pub program: CString,
+    /// Owns the strings `argv_ptrs` points into.
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const c_char>,
+    /// Owns the strings `envp_ptrs` points into.
+    _envp: Vec<CString>,
+    envp_ptrs: Vec<*const c_char>,
+    pub hostname: Vec<u8>,
+    /// Descriptors to install as 0, 1 and 2; `None` keeps the parent's.
+    pub stdio: [Option<RawFd>; 3],
+    /// The read end of the pipe the parent writes "go" on.
+    pub go_read: RawFd,
+    /// The parent's end of that pipe, closed in the child at once.
+    pub go_write: RawFd,
+    /// Where the child sends its [`Report`]s; close-on-exec.
+    pub report_write: RawFd,
+    /// A pidfd of the test process, readable once it has exited.
+    pub parent: RawFd,
+    /// A network namespace to join instead of a new one.
+    pub join_netns: Option<RawFd>,
+    /// The network configuration of a new namespace's `eth0`.
+    pub net: Option<IfConfig>,
+    /// Descriptors the program inherits besides its standard streams; all
+    /// others are closed at `execve`.
+    pub keep: Vec<RawFd>,
+}
+
+// SAFETY: the raw pointers point into the heap buffers of the `CString`s the
+// plan owns, which do not move when the plan does.
+unsafe impl Send for ChildPlan {}
+
+impl ChildPlan {
+    /// A plan to execute `program` with `argv` and `envp`; descriptors and
+    /// network are filled in by the caller.
+    pub(crate) fn new(program: CString, argv: Vec<CString>, envp: Vec<CString>) -> Self {
+        let ptrs = |v: &[CString]| {
+            v.iter()
+                .map(|s| s.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect()
+        };
+        Self {
+            program,
+            argv_ptrs: ptrs(&argv),
+            envp_ptrs: ptrs(&envp),
+            _argv: argv,
+            _envp: envp,
+            hostname: Vec::new(),
+            stdio: [None; 3],
+            go_read: -1,
+            go_write: -1,
+            report_write: -1,
+            parent: -1,
+            join_netns: None,
+            net: None,
+            keep: Vec::new(),
+        }
+    }
+}
+
+/// A failed step: where, and the kernel's error.
+struct Failure(Stage, Errno);
+
+trait At<T> {
+    /// Names the stage of an error.
+    fn at(self, stage: Stage) -> Result<T, Failure>;
+}
+
+impl<T> At<T> for rustix::io::Result<T> {
+    fn at(self, stage: Stage) -> Result<T, Failure> {
+        self.map_err(|e| Failure(stage, e))
+    }
+}
+
+/// A descriptor of the plan, valid in the child until it executes.
+fn fd(raw: RawFd) -> BorrowedFd<'static> {
+    // SAFETY: the plan's descriptors were open at the clone, and the child
+    // closes none of them before `execve` (it closes `go_write`, which it
+    // never uses afterwards).
+    unsafe { BorrowedFd::borrow_raw(raw) }
+}
+
+/// Sends `report` to the parent (best effort: a parent that stopped
+/// listening learns the rest from the pidfd).
+fn send(plan: &ChildPlan, report: Report) {
+    let _ = rustix::io::write(fd(plan.report_write), &report.encode());
+}
+
+/// The body of a cloned child: runs the plan's steps, then executes its
+/// program; on a failed step, reports it and exits with 127.
+///
+/// # Safety
+/// Runs in a `CLONE_VM` child of a multithreaded process, on the stack the
+/// spawner made for it: `plan` must stay alive and unchanged until the
+/// child executes its program or exits.
+pub(crate) unsafe fn child_main(plan: &ChildPlan) -> ! {
+    let Err(Failure(stage, errno)) = run(plan);
+    send(
+        plan,
+        Report::Failed {
+            stage,
+            errno: errno.raw_os_error(),
+        },
+    );
+    raw::exit_group(127)
+}
+
+fn run(plan: &ChildPlan) -> Result<Infallible, Failure> {
+    arm_parent_death(plan)?;
+    send(plan, Report::Started);
+    // SAFETY: the parent's copy of the "go" pipe's write end; the child
+    // never uses it, and nothing else of the child owns it.
+    unsafe { rustix::io::close(plan.go_write) };
+    // Everything that does not need eth0 happens while the parent creates it.
+    if let Some(netns) = plan.join_netns {
+        rustix::thread::move_into_link_name_space(fd(netns), Some(LinkNameSpaceType::Network))
+            .at(Stage::JoinNetns)?;
+    }
+    mount_fresh()?;
+    rustix::system::sethostname(&plan.hostname).at(Stage::Hostname)?;
+    await_go(plan)?;
+    if let Some(net) = &plan.net {
+        configure_network(net)?;
+        // The parent waits for the bridge port to forward, then says go.
+        send(plan, Report::Configured);
+        await_go(plan)?;
+    }
+    connect_stdio(plan)?;
+    close_inherited(plan)?;
+    reset_signals()?;
+    Err(exec(plan))
+}
+
+/// Dies with the spawner thread (`PR_SET_PDEATHSIG`), and exits at once if
+/// the whole test process already died before that took effect (the child
+/// may first run after its parent was killed).
+fn arm_parent_death(plan: &ChildPlan) -> Result<(), Failure> {
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .at(Stage::ParentDeath)?;
+    let mut parent = [PollFd::from_borrowed_fd(fd(plan.parent), PollFlags::IN)];
+    if poll(&mut parent, Some(&Timespec::default())).at(Stage::ParentDeath)? != 0 {
+        raw::exit_group(1);
+    }
+    Ok(())
+}
+
+/// Waits for a "go" byte from the parent; exits if the parent gave up.
+fn await_go(plan: &ChildPlan) -> Result<(), Failure> {
+    let mut go = [0u8; 1];
+    loop {
+        match rustix::io::read(fd(plan.go_read), &mut go) {
+            Ok(1) => return Ok(()),
+            Ok(_) => raw::exit_group(1),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(Failure(Stage::Sync, e)),
+        }
+    }
+}
+
+/// Makes mount propagation private, and mounts a `/proc` of the new PID
+/// namespace and a read-only `/sys` of the container's network namespace.
+fn mount_fresh() -> Result<(), Failure> {
+    rustix::mount::mount_change(
+        c"/",
+        MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+    )
+    .at(Stage::MountPrivate)?;
+    let fresh = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    rustix::mount::mount(c"proc", c"/proc", c"proc", fresh, None).at(Stage::MountProc)?;
+    rustix::mount::mount(
+        c"sysfs",
+        c"/sys",
+        c"sysfs",
+        fresh | MountFlags::RDONLY,
+        None,
+    )
+    .at(Stage::MountSys)
+}
+
+/// Installs the plan's standard streams (without close-on-exec).
+fn connect_stdio(plan: &ChildPlan) -> Result<(), Failure> {
+    let dups = [
+        rustix::stdio::dup2_stdin::<BorrowedFd<'_>>,
+        rustix::stdio::dup2_stdout,
+        rustix::stdio::dup2_stderr,
+    ];
+    for (target, (source, dup)) in plan.stdio.iter().zip(dups).enumerate() {
+        match *source {
+            None => {}
+            Some(raw) if raw as usize == target => {
+                rustix::io::fcntl_setfd(fd(raw), FdFlags::empty()).at(Stage::Stdio)?;
+            }
+            Some(raw) => dup(fd(raw)).at(Stage::Stdio)?,
+        }
+    }
+    Ok(())
+}
+
+/// Marks every descriptor above the standard streams close-on-exec, then
+/// clears the flag on those the plan keeps: the program inherits nothing
+/// else of the test process (packet sockets, pipes, namespaces of other
+/// tests), whoever opened it and however.
+fn close_inherited(plan: &ChildPlan) -> Result<(), Failure> {
+    const CLOSE_RANGE_CLOEXEC: usize = 1 << 2;
+    // SAFETY: close_range only changes descriptor flags of the child's own
+    // descriptor table (the child was cloned without CLONE_FILES).
+    let ret = unsafe {
+        raw::syscall4(
+            libc::SYS_close_range,
+            [3, u32::MAX as usize, CLOSE_RANGE_CLOEXEC, 0],
+        )
+    };
+    raw::check(ret).at(Stage::CloseInherited)?;
+    for &raw in &plan.keep {
+        rustix::io::fcntl_setfd(fd(raw), FdFlags::empty()).at(Stage::Stdio)?;
+    }
+    Ok(())
+}
+
+/// Resets every signal's disposition to the default and unblocks them all:
+/// the program starts as a fresh process would, whatever handlers the test
+/// process installed (they must never run in a child) and whatever it
+/// blocked (the spawner blocks all signals around the clone).
+fn reset_signals() -> Result<(), Failure> {
+    /// The kernel's `struct sigaction` (x86_64 and aarch64): all zero is
+    /// `SIG_DFL` with no flags and an empty mask.
+    const DEFAULT: [usize; 4] = [0; 4];
+    const SIGSET_BYTES: usize = 8;
+    for signal in 1..=64 {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction reads a valid kernel sigaction from DEFAULT;
+        // the default disposition runs no code of ours.
+        let ret = unsafe {
+            raw::syscall4(
+                libc::SYS_rt_sigaction,
+                [signal as usize, DEFAULT.as_ptr() as usize, 0, SIGSET_BYTES],
+            )
+        };
+        raw::check(ret).at(Stage::Signals)?;
+    }
+    let empty: u64 = 0;
+    // SAFETY: rt_sigprocmask reads an empty signal set; with default
+    // handlers nothing of ours runs when a signal arrives.
+    let ret = unsafe {
+        raw::syscall4(
+            libc::SYS_rt_sigprocmask,
+            [
+                libc::SIG_SETMASK as usize,
+                (&raw const empty) as usize,
+                0,
+                SIGSET_BYTES,
+            ],
+        )
+    };
+    raw::check(ret).at(Stage::Signals)
+}
+
+fn exec(plan: &ChildPlan) -> Failure {
+    // SAFETY: the program is a NUL-terminated string and the argument and
+    // environment arrays are NULL-terminated arrays of pointers into
+    // strings the plan owns.
+    let ret = unsafe {
+        raw::syscall4(
+            libc::SYS_execve,
+            [
+                plan.program.as_ptr() as usize,
+                plan.argv_ptrs.as_ptr() as usize,
+                plan.envp_ptrs.as_ptr() as usize,
+                0,
+            ],
+        )
+    };
+    match raw::check(ret) {
+        Err(errno) => Failure(Stage::Exec, errno),
+        Ok(()) => Failure(Stage::Exec, Errno::NOEXEC),
+    }
+}
+
+/// The `struct rtentry` of `SIOCADDRT` (x86_64 and other LP64 layouts).
+#[repr(C)]
+struct RtEntry {
+    rt_pad1: libc::c_ulong,
+    rt_dst: libc::sockaddr,
+    rt_gateway: libc::sockaddr,
+    rt_genmask: libc::sockaddr,
+    rt_flags: libc::c_ushort,
+    rt_pad2: libc::c_short,
+    rt_pad3: libc::c_ulong,
+    rt_pad4: *mut libc::c_void,
+    rt_metric: libc::c_short,
+    rt_dev: *mut c_char,
+    rt_mtu: libc::c_ulong,
+    rt_window: libc::c_ulong,
+    rt_irtt: libc::c_ushort,
+}
+
+fn sockaddr(addr: Ipv4Addr) -> libc::sockaddr {
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(addr.octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sockaddr_in and sockaddr have the same size and sockaddr has no
+    // invalid bit patterns.
+    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+}
+
+fn ifreq(name: &[u8]) -> libc::ifreq {
+    // SAFETY: an all-zero ifreq is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name) {
+        *dst = *src as c_char;
+    }
+    req
+}
+
+/// Reads an interface's settings into `req` (`SIOCGIF*`).
+fn get_if<const OP: Opcode>(sock: BorrowedFd<'_>, req: &mut libc::ifreq) -> rustix::io::Result<()> {
+    // SAFETY: `OP` is a `SIOCGIF*` request, which fills an ifreq.
+    unsafe { ioctl(sock, Updater::<OP, libc::ifreq>::new(req)) }
+}
+
+/// Changes an interface's settings from `req` (`SIOCSIF*`).
+fn set_if<const OP: Opcode>(sock: BorrowedFd<'_>, req: libc::ifreq) -> rustix::io::Result<()> {
+    // SAFETY: `OP` is a `SIOCSIF*` request, which reads an ifreq.
+    unsafe { ioctl(sock, Setter::<OP, libc::ifreq>::new(req)) }
+}
+
+const SIOCGIFFLAGS: Opcode = libc::SIOCGIFFLAGS as Opcode;
+const SIOCSIFFLAGS: Opcode = libc::SIOCSIFFLAGS as Opcode;
+const SIOCSIFADDR: Opcode = libc::SIOCSIFADDR as Opcode;
+const SIOCSIFNETMASK: Opcode = libc::SIOCSIFNETMASK as Opcode;
+const SIOCSIFBRDADDR: Opcode = libc::SIOCSIFBRDADDR as Opcode;
+const SIOCADDRT: Opcode = libc::SIOCADDRT as Opcode;
+
+/// Brings `lo` and `eth0` up (without IPv6 duplicate address detection)
+/// and gives `eth0` its address and default route, with the classic
+/// interface ioctls (no parsing, no allocation).
+fn configure_network(net: &IfConfig) -> Result<(), Failure> {
+    let sock = rustix::net::socket_with(
+        AddressFamily::INET,
+        SocketType::DGRAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .at(Stage::Loopback)?;
+    // Closed at exec (close-on-exec): dropping it would go through libc.
+    let sock = std::mem::ManuallyDrop::new(sock);
+    let sock = std::os::fd::AsFd::as_fd(&*sock);
+    // IPv6 link-local addresses usable at once, without duplicate address
+    // detection (best effort: IPv6 may be off).
+    if let Ok(dad) = rustix::fs::open(
+        c"/proc/sys/net/ipv6/conf/eth0/accept_dad",
+        OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        let dad = std::mem::ManuallyDrop::new(dad);
+        let _ = rustix::io::write(&*dad, b"0");
+    }
+    for (name, stage) in [(&b"lo"[..], Stage::Loopback), (b"eth0", Stage::Address)] {
+        let mut link = ifreq(name);
+        get_if::<SIOCGIFFLAGS>(sock, &mut link).at(stage)?;
+        // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+        unsafe { link.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+        set_if::<SIOCSIFFLAGS>(sock, link).at(stage)?;
+    }
+    let eth0 = |addr| {
+        let mut eth = ifreq(b"eth0");
+        eth.ifr_ifru.ifru_addr = sockaddr(addr);
+        eth
+    };
+    set_if::<SIOCSIFADDR>(sock, eth0(net.addr)).at(Stage::Address)?;
+    set_if::<SIOCSIFNETMASK>(sock, eth0(net.netmask)).at(Stage::Address)?;
+    set_if::<SIOCSIFBRDADDR>(sock, eth0(net.broadcast)).at(Stage::Address)?;
+    await_running(sock)?;
+    // SAFETY: an all-zero rtentry is valid.
+    let mut route: RtEntry = unsafe { std::mem::zeroed() };
+    route.rt_dst = sockaddr(Ipv4Addr::UNSPECIFIED);
+    route.rt_genmask = sockaddr(Ipv4Addr::UNSPECIFIED);
+    route.rt_gateway = sockaddr(net.gateway);
+    route.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
+    // SAFETY: SIOCADDRT reads a struct rtentry.
+    unsafe { ioctl(sock, Setter::<SIOCADDRT, RtEntry>::new(route)) }.at(Stage::Route)
+}
+
+/// Waits until `eth0` is operationally up (`IFF_RUNNING`): the kernel
+/// processes carrier changes asynchronously, and until then drops what the
+/// link sends. Polls with growing pauses for at most 30 s.
+fn await_running(sock: BorrowedFd<'_>) -> Result<(), Failure> {
+    let start = rustix::time::clock_gettime(ClockId::Monotonic);
+    let mut pause_ns = 20_000;
+    loop {
+        let mut eth = ifreq(b"eth0");
+        get_if::<SIOCGIFFLAGS>(sock, &mut eth).at(Stage::Carrier)?;
+        // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+        if unsafe { eth.ifr_ifru.ifru_flags } & libc::IFF_RUNNING as libc::c_short != 0 {
+            return Ok(());
+        }
+        let now = rustix::time::clock_gettime(ClockId::Monotonic);
+        if now.tv_sec - start.tv_sec > 30 {
+            return Err(Failure(Stage::Carrier, Errno::TIMEDOUT));
+        }
+        let _ = rustix::thread::nanosleep(&Timespec {
+            tv_sec: 0,
+            tv_nsec: pause_ns,
+        });
+        pause_ns = (pause_ns * 2).min(5_000_000);
+    }
+}
+
+/// System calls rustix does not offer publicly, without touching `errno`.
+mod raw {
+    use rustix::io::Errno;
+
+    /// Issues system call `nr` with up to four arguments; returns the
+    /// kernel's result (a negated errno on failure).
+    ///
+    /// # Safety
+    /// The call and its arguments must be valid.
+    #[cfg(target_arch = "x86_64")]
+    pub(super) unsafe fn syscall4(nr: libc::c_long, args: [usize; 4]) -> isize {
+        let ret: isize;
+        // SAFETY: the x86_64 system call convention (the fourth argument in
+        // r10; rcx and r11 clobbered). The caller vouches for the call.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                inlateout("rax") nr as isize => ret,
+                in("rdi") args[0],
+                in("rsi") args[1],
+                in("rdx") args[2],
+                in("r10") args[3],
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+        ret
+    }
+
+    /// Issues system call `nr` with up to four arguments; returns the
+    /// kernel's result (a negated errno on failure).
+    ///
+    /// # Safety
+    /// The call and its arguments must be valid.
+    #[cfg(target_arch = "aarch64")]
+    pub(super) unsafe fn syscall4(nr: libc::c_long, args: [usize; 4]) -> isize {
+        let ret: isize;
+        // SAFETY: the aarch64 system call convention. The caller vouches
+        // for the call.
+        unsafe {
+            std::arch::asm!(
+                "svc 0",
+                in("x8") nr,
+                inlateout("x0") args[0] as isize => ret,
+                in("x1") args[1],
+                in("x2") args[2],
+                in("x3") args[3],
+                options(nostack),
+            );
+        }
+        ret
+    }
+
+    /// The error of a system call's result, if it failed.
+    pub(super) fn check(ret: isize) -> Result<(), Errno> {
+        if ret < 0 {
+            Err(Errno::from_raw_os_error(
+                i32::try_from(-ret).unwrap_or(libc::EINVAL),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Ends the child with `code` (`exit_group(2)`).
+    pub(super) fn exit_group(code: i32) -> ! {
+        loop {
+            // SAFETY: exit_group takes no pointer and does not return.
+            unsafe { syscall4(libc::SYS_exit_group, [code as usize, 0, 0, 0]) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stage_has_its_code() {
+        for &stage in Stage::ALL {
+            assert_eq!(Stage::from_code(stage.code()), Some(stage));
+        }
+        assert_eq!(Stage::from_code(Stage::ALL.len() as u16), None);
+    }
+
+    #[test]
+    fn reports_survive_the_pipe() {
+        let reports = Stage::ALL
+            .iter()
+            .map(|&stage| Report::Failed {
+                stage,
+                errno: libc::EPERM,
+            })
+            .chain([
+                Report::Started,
+                Report::Configured,
+                Report::Released { pid: 4_000_000 },
+                Report::Failed {
+                    stage: Stage::Exec,
+                    errno: -1,
+                },
+            ]);
+        for report in reports {
+            assert_eq!(Report::decode(report.encode()), Some(report));
+        }
+        assert_eq!(Report::decode([0; Report::LEN]), None);
+        assert_eq!(Report::decode([3, 0, 0xff, 0xff, 0, 0, 0, 0]), None);
+    }
+}
