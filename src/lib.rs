@@ -175,3 +175,113 @@ pub fn namespace_holders(inode: u64) -> Vec<u32> {
     }
     holders
 }
+
+/// How a test of this binary ended when run in a child process by
+/// [`run_test_in_child`].
+#[derive(Debug)]
+pub struct ChildRun {
+    /// Its exit status.
+    pub status: std::process::ExitStatus,
+    /// From its start to its end.
+    pub elapsed: Duration,
+    /// Its peak resident memory, in KiB: its `VmHWM`, read every 10 ms
+    /// while it ran (`ru_maxrss` would count the memory of the test process
+    /// it was forked from).
+    pub peak_rss_kib: u64,
+    /// Its standard output and error.
+    pub output: String,
+}
+
+/// Runs the test `name` of this test binary (`--exact`, ignored or not) in
+/// a child process, measured from outside it. The child dies with the
+/// thread that started it (`PR_SET_PDEATHSIG`); `None` if it did not end
+/// within `limit` (it is then killed).
+pub fn run_test_in_child(name: &str, limit: Duration) -> Option<ChildRun> {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(std::env::current_exe().expect("the test binary"));
+    command
+        .args(["--exact", name, "--include-ignored"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+            Ok(())
+        });
+    }
+    let started = Instant::now();
+    let mut child = command.spawn().expect("run the test binary");
+    let readers = [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    ]
+    .map(|stream| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut stream) = stream {
+                let _ = stream.read_to_string(&mut text);
+            }
+            text
+        })
+    });
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_rss_kib = 0;
+    let status = loop {
+        if let Some(hwm) = std::fs::read_to_string(&status_file)
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
+            })
+        {
+            peak_rss_kib = peak_rss_kib.max(hwm);
+        }
+        if let Some(status) = child.try_wait().expect("wait for the test binary") {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let elapsed = started.elapsed();
+    let output = readers
+        .into_iter()
+        .map(|r| r.join().unwrap_or_default())
+        .collect();
+    Some(ChildRun {
+        status,
+        elapsed,
+        peak_rss_kib,
+        output,
+    })
+}
+
+/// The descriptors of the calling process, each with what it refers to
+/// (`readlink` of `/proc/self/fd/N`), but the one used to list them.
+pub fn open_descriptors() -> Vec<(i32, String)> {
+    let mut fds: Vec<(i32, String)> = std::fs::read_dir("/proc/self/fd")
+        .expect("list /proc/self/fd")
+        .flatten()
+        .filter_map(|entry| {
+            let fd = entry.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(entry.path()).ok()?;
+            Some((fd, target.to_string_lossy().into_owned()))
+        })
+        .filter(|(_, target)| !target.starts_with("/proc/") || !target.ends_with("/fd"))
+        .collect();
+    fds.sort();
+    fds
+}

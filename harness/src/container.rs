@@ -17,10 +17,13 @@ use crate::capture::Capture;
 use crate::entry::FUNCTION_VAR;
 use crate::error::{Error, Result};
 use crate::lab::{LabInner, Lease, SETUP_TIMEOUT};
-use crate::rtnl::Peer;
 use crate::prexec::{ChildPlan, IfConfig, Report, Stage};
+use crate::rtnl::Peer;
 use crate::sys;
 use crate::{names, spawner};
+
+/// How much of each stream [`Container::output`] keeps: 4 MiB.
+pub const OUTPUT_LIMIT: usize = 4 << 20;
 
 /// What to connect a container's standard input, output or error to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -406,9 +409,8 @@ impl Reports<'_> {
     /// The next report, waiting at most [`SETUP_TIMEOUT`] for the child
     /// to `what`.
     fn next(&mut self, what: &'static str) -> Result<Report> {
-        let ready = sys::poll_readable(self.pipe.as_fd(), Some(SETUP_TIMEOUT)).map_err(|e| {
-            Error::os(format!("wait for container {:?} to {what}", self.name), e)
-        })?;
+        let ready = sys::poll_readable(self.pipe.as_fd(), Some(SETUP_TIMEOUT))
+            .map_err(|e| Error::os(format!("wait for container {:?} to {what}", self.name), e))?;
         if !ready {
             return Err(Error::Timeout {
                 name: self.name.to_owned(),
@@ -744,13 +746,20 @@ impl Container {
 
     /// Collects its piped output and error until it exits, for at most
     /// `timeout`; on expiry it is killed and [`Error::Timeout`] returned.
-    /// Streams that were not piped come back empty.
+    /// Streams that were not piped come back empty. Of each stream, the
+    /// first [`OUTPUT_LIMIT`] bytes are kept and the rest is read and
+    /// discarded, so a container that writes without end costs the test
+    /// process bounded memory; read [`Container::take_stdout`] yourself to
+    /// see everything.
     pub fn output(&mut self, timeout: Duration) -> Result<Output> {
         let readers = [self.stdout.take(), self.stderr.take()].map(|stream| {
-            stream.map(|mut file| {
+            stream.map(|file| {
                 std::thread::spawn(move || {
                     let mut buf = Vec::new();
-                    let _ = file.read_to_end(&mut buf);
+                    let mut file = file;
+                    let limit = OUTPUT_LIMIT as u64;
+                    let _ = (&mut file).take(limit).read_to_end(&mut buf);
+                    let _ = io::copy(&mut file, &mut io::sink());
                     buf
                 })
             })

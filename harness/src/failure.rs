@@ -5,7 +5,8 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::os::fd::{AsFd, AsRawFd};
-use std::path::PathBuf;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::capture::Capture;
@@ -35,21 +36,109 @@ pub(crate) fn capture_enabled() -> bool {
     !env_is(CAPTURE_VAR, "0")
 }
 
-/// Where a test's failure artifacts go: `target/netns-harness/<test>/`
-/// when the test binary is in a Cargo target directory, else under the
-/// temporary directory.
-fn artifacts_dir(test: &str) -> PathBuf {
+/// Where a failed test's artifacts go: under the Cargo target directory
+/// (`CARGO_TARGET_DIR`, or the one the test binary was built in),
+/// `netns-harness/<package>/<binary>/<test>/`, and below that
+/// `nextest-<run id>-<attempt>/` under nextest, so that two tests of the same
+/// name in two test binaries, and the retries of one, never meet. `None`
+/// when the binary lies outside any target directory: nothing is written
+/// then (never to a shared temporary directory).
+fn artifacts_dir(test: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .or_else(|| {
-            let exe = std::env::current_exe().ok()?;
             let deps = exe.parent()?;
             (deps.file_name()? == "deps").then(|| deps.parent()?.parent().map(PathBuf::from))?
-        });
-    let base = target
-        .unwrap_or_else(std::env::temp_dir)
-        .join("netns-harness");
-    base.join(test.replace("::", "-"))
+        })?;
+    Some(target.join("netns-harness").join(artifacts_key(
+        std::env::var("CARGO_PKG_NAME").ok().as_deref(),
+        &exe.file_name()?.to_string_lossy(),
+        test,
+        std::env::var("NEXTEST_RUN_ID").ok().as_deref(),
+        std::env::var("NEXTEST_ATTEMPT").ok().as_deref(),
+    )))
+}
+
+/// The relative path of a test's artifacts (see [`artifacts_dir`]); every
+/// component is made safe for a file name.
+fn artifacts_key(
+    package: Option<&str>,
+    exe: &str,
+    test: &str,
+    run: Option<&str>,
+    attempt: Option<&str>,
+) -> PathBuf {
+    let safe = |s: &str| -> String {
+        let s: String = s
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if s.is_empty() || s.starts_with('.') {
+            format!("_{s}")
+        } else {
+            s
+        }
+    };
+    // Cargo names test binaries `<target>-<16 hex digits>`.
+    let binary = match exe.rsplit_once('-') {
+        Some((name, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            name
+        }
+        _ => exe,
+    };
+    let mut key = PathBuf::from(safe(package.unwrap_or("unknown-package")));
+    key.push(safe(binary));
+    key.push(safe(&test.replace("::", "-")));
+    if let Some(run) = run {
+        key.push(format!(
+            "nextest-{}-{}",
+            safe(run),
+            safe(attempt.unwrap_or("1"))
+        ));
+    }
+    key
+}
+
+/// Makes `dir` and its missing parents, refusing a symbolic link anywhere
+/// below `base`, so that nothing is written through a link planted there.
+fn make_dir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(meta) if meta.is_dir() => return Ok(()),
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a directory", dir.display()),
+            ));
+        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        Err(_) => {}
+    }
+    if let Some(parent) = dir.parent() {
+        make_dir(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Creates (or truncates) `path` for writing, without following a
+/// symbolic link there.
+pub(crate) fn create_file(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .mode(0o644)
+        .open(path)
 }
 
 /// The report printed at the end of a failed test's output, also written
@@ -83,7 +172,7 @@ pub(crate) fn report(
         lab.public_addr()
     );
     let own_port = container.port_name().unwrap_or_default();
-    match report::lab_state(&lab.inner, &[own_port, view_prefix]) {
+    match report::lab_state(&lab.inner, own_port, view_prefix) {
         Ok(state) => out.push_str(&state),
         Err(e) => {
             let _ = writeln!(out, "  (unreadable: {e})");
@@ -95,29 +184,46 @@ pub(crate) fn report(
     } else {
         out.push_str(peers);
     }
-    let dir = artifacts_dir(test);
-    let written = std::fs::create_dir_all(&dir).map_err(|e| e.to_string()).and_then(|()| {
-        if let Some(capture) = capture {
-            let seen = capture.stop();
-            let path = dir.join("capture.pcap");
-            seen.write_pcap(&path).map_err(|e| e.to_string())?;
+    match artifacts_dir(test) {
+        Some(dir) => {
+            if let Err(e) = write_artifacts(&dir, &mut out, own_port, capture) {
+                let _ = writeln!(out, "(could not write to {}: {e})", dir.display());
+            }
+        }
+        None => {
             let _ = writeln!(
                 out,
-                "capture of {own_port}: {} frames (the last {} KiB at most) in {} (tcpdump -nr it)",
-                seen.frames(),
-                crate::capture::RING_BYTES / 1024,
-                path.display()
+                "(no artifacts written: the test binary is not in a Cargo target directory; set CARGO_TARGET_DIR)"
             );
-        } else {
-            let _ = writeln!(out, "capture: off ({CAPTURE_VAR}=0)");
         }
-        std::fs::write(dir.join("report.txt"), &out).map_err(|e| e.to_string())
-    });
-    if let Err(e) = written {
-        let _ = writeln!(out, "(could not write to {}: {e})", dir.display());
     }
     out.push_str("---\n");
     out
+}
+
+/// Writes the capture, and the report so far, to `dir`.
+fn write_artifacts(
+    dir: &Path,
+    out: &mut String,
+    own_port: &str,
+    capture: Option<Capture>,
+) -> std::io::Result<()> {
+    make_dir(dir)?;
+    if let Some(capture) = capture {
+        let seen = capture.stop();
+        let path = dir.join("capture.pcap");
+        seen.write_pcap(&path).map_err(std::io::Error::other)?;
+        let _ = writeln!(
+            out,
+            "capture of {own_port}: {} frames (the last {} KiB at most) in {} (tcpdump -nr it)",
+            seen.frames(),
+            crate::capture::RING_BYTES / 1024,
+            path.display()
+        );
+    } else {
+        let _ = writeln!(out, "capture: off ({CAPTURE_VAR}=0)");
+    }
+    create_file(&dir.join("report.txt"))?.write_all(out.as_bytes())
 }
 
 /// Keeps the failed test's network alive and says how to enter it, until
@@ -155,5 +261,32 @@ pub(crate) fn keep(test: &str, lab: &Lab, container: &Container) {
         if stdin.read_line(&mut line).unwrap_or(0) == 0 {
             std::thread::sleep(limit);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::artifacts_key;
+    use std::path::Path;
+
+    #[test]
+    fn artifacts_of_two_binaries_and_of_retries_never_meet() {
+        let key = |exe, run, attempt| artifacts_key(Some("suite"), exe, "a::smoke", run, attempt);
+        assert_eq!(
+            key("probe-3e4fc7e2faeaaa09", None, None),
+            Path::new("suite/probe/a-smoke")
+        );
+        assert_ne!(
+            key("probe-3e4fc7e2faeaaa09", None, None),
+            key("teardown-9690d0d28e8f000a", None, None)
+        );
+        assert_eq!(
+            key("probe-3e4fc7e2faeaaa09", Some("5d1c"), Some("2")),
+            Path::new("suite/probe/a-smoke/nextest-5d1c-2")
+        );
+        assert_eq!(
+            artifacts_key(None, "../x", "../../etc", Some("a/b"), None),
+            Path::new("unknown-package/_.._x/_.._.._etc/nextest-a_b-1")
+        );
     }
 }

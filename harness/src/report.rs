@@ -81,7 +81,7 @@ fn hex_addr(field: Option<&&str>) -> Option<Ipv4Addr> {
 /// The lab's bridge ports whose names start with one of `prefixes` (with
 /// their state and packet counts), how many others there are, and the NAT
 /// rule's counters.
-pub(crate) fn lab_state(lab: &LabInner, prefixes: &[&str]) -> Result<String> {
+pub(crate) fn lab_state(lab: &LabInner, own_port: &str, peer_prefix: &str) -> Result<String> {
     let mut out = String::new();
     let links = {
         let mut rtnl = lab.rtnl();
@@ -117,7 +117,7 @@ pub(crate) fn lab_state(lab: &LabInner, prefixes: &[&str]) -> Result<String> {
         if link.master != Some(lab.bridge_index()) {
             continue;
         }
-        if prefixes.iter().any(|p| link.name.starts_with(p)) {
+        if is_test_port(&link.name, own_port, peer_prefix) {
             let state = if link.up { "up" } else { "down" };
             let _ = writeln!(
                 out,
@@ -148,6 +148,13 @@ pub(crate) fn lab_state(lab: &LabInner, prefixes: &[&str]) -> Result<String> {
     Ok(out)
 }
 
+/// Whether bridge port `name` is the test's: its own port, named exactly,
+/// or one of its peers', named `<peer_prefix><n>` (a prefix that ends in a
+/// letter no port number contains, so `t1p` never matches `t10p…`).
+fn is_test_port(name: &str, own_port: &str, peer_prefix: &str) -> bool {
+    name == own_port || (!peer_prefix.is_empty() && name.starts_with(peer_prefix))
+}
+
 #[derive(Default)]
 struct Link {
     name: String,
@@ -160,4 +167,20 @@ struct Link {
 /// The `RTM_GETLINK` dump request.
 pub(crate) fn link_dump() -> Message {
     Message::new(RTM_GETLINK, F_REQUEST | F_DUMP, &[0u8; 16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_test_port;
+
+    #[test]
+    fn a_test_sees_only_its_own_ports() {
+        assert!(is_test_port("v1", "v1", "t3p"));
+        assert!(!is_test_port("v10", "v1", "t3p"));
+        assert!(!is_test_port("v1ff", "v1", "t3p"));
+        assert!(is_test_port("t3p0", "v1", "t3p"));
+        assert!(is_test_port("t3pa", "v1", "t3p"));
+        assert!(!is_test_port("t30p0", "v1", "t3p"));
+        assert!(!is_test_port("t1p0", "v1", ""));
+    }
 }

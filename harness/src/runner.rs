@@ -11,7 +11,7 @@
 
 use std::fmt::Debug;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::{Mutex, OnceLock, PoisonError};
@@ -188,10 +188,9 @@ impl Inside {
         if let Some(line) = lock(&self.peers)
             .iter_mut()
             .find(|l| l.starts_with(&prefix))
+            && let Some((head, _)) = line.rsplit_once(": ")
         {
-            if let Some((head, _)) = line.rsplit_once(": ") {
-                *line = format!("{head}: {how}");
-            }
+            *line = format!("{head}: {how}");
         }
     }
 
@@ -416,22 +415,28 @@ fn run(lab: &Lab, test: &Test) -> Result<Verdict> {
     let capture = container.take_capture();
     let deadline = Instant::now() + test.timeout;
     let keep = crate::failure::keep_requested();
-    let watched = watch(
+    let watched = crate::output::watch(
         container.take_stdout(),
         File::from(result_read),
         deadline,
-        keep,
+        |result| keep && result.starts_with(PANIC),
     )
     .map_err(|e| Error::os(format!("read the output of {}", test.display_name()), e))?;
     let (verdict, peer_lines) = match watched {
-        None => (
-            Verdict::Failed(format!(
-                "test {} timed out after {:?}; its container and every process in it were killed",
-                test.display_name(),
-                test.timeout
-            )),
-            "  (killed with the container at the timeout)\n".to_owned(),
-        ),
+        None => {
+            // Kill first, whatever the body does (floods its link, forks,
+            // ignores signals): the report comes after.
+            container.kill()?;
+            container.wait_timeout(EXIT_GRACE)?;
+            (
+                Verdict::Failed(format!(
+                    "test {} timed out after {:?}; its container and every process in it were killed",
+                    test.display_name(),
+                    test.timeout
+                )),
+                "  (killed with the container at the timeout)\n".to_owned(),
+            )
+        }
         Some(result) => {
             let (outcome, peer_lines) = result.split_once(PEERS).unwrap_or((result.as_str(), ""));
             let kept_alive = keep && outcome.starts_with(PANIC);
@@ -486,86 +491,6 @@ fn judge(test: &Test, outcome: &str, status: Option<std::process::ExitStatus>) -
             test.display_name()
         ))
     }
-}
-
-/// Copies the container's output to `print!` as it arrives (whole lines,
-/// so libtest's capture and the terminal get readable text) and reads its
-/// result, until both ended or `deadline` passes. Returns the result, or
-/// `None` at the deadline. With `keep`, a failure result ends the wait at
-/// once: the container stays alive, its output open.
-fn watch(
-    out: Option<File>,
-    mut result: File,
-    deadline: Instant,
-    keep: bool,
-) -> std::io::Result<Option<String>> {
-    let mut out = out;
-    let mut report: Option<String> = None;
-    let mut pending: Vec<u8> = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let flush = |pending: &mut Vec<u8>, all: bool| {
-        let end = if all {
-            pending.len()
-        } else {
-            pending
-                .iter()
-                .rposition(|b| *b == b'\n')
-                .map_or(0, |i| i + 1)
-        };
-        if end > 0 {
-            print!("{}", String::from_utf8_lossy(&pending[..end]));
-            pending.drain(..end);
-        }
-    };
-    loop {
-        let done = match &report {
-            Some(r) => out.is_none() || (keep && r.starts_with(PANIC)),
-            None => false,
-        };
-        if done {
-            break;
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            flush(&mut pending, true);
-            return Ok(None);
-        }
-        let mut fds = Vec::new();
-        if let Some(out) = &out {
-            fds.push(out.as_raw_fd());
-        }
-        if report.is_none() {
-            fds.push(result.as_raw_fd());
-        }
-        let Some(ready) = sys::poll_any(&fds, left)? else {
-            continue;
-        };
-        if ready == 0 && out.is_some() {
-            let n = out.as_mut().map_or(Ok(0), |o| o.read(&mut chunk))?;
-            if n == 0 {
-                out = None;
-            } else {
-                pending.extend_from_slice(&chunk[..n]);
-                flush(&mut pending, false);
-            }
-        } else {
-            let mut text = String::new();
-            result.read_to_string(&mut text)?;
-            report = Some(text);
-        }
-    }
-    // What the container wrote before it reported.
-    if let Some(out) = &mut out {
-        while sys::poll_any(&[out.as_raw_fd()], Duration::from_millis(1))?.is_some() {
-            let n = out.read(&mut chunk)?;
-            if n == 0 {
-                break;
-            }
-            pending.extend_from_slice(&chunk[..n]);
-        }
-    }
-    flush(&mut pending, true);
-    Ok(report)
 }
 
 #[cfg(test)]
