@@ -323,20 +323,19 @@ fn the_far_side_sees_the_nat_address_for_icmp_and_tcp(net: Net) {
     ));
 
     let capture = net.lab().capture_outside().unwrap();
-    assert!(
-        Prober::here()
-            .icmp(net.outside_addr(), options())
-            .unwrap()
-            .is_reachable()
-    );
-    assert!(
-        Prober::here()
-            .tcp(net.outside_addr(), 7300, options())
-            .unwrap()
-            .is_open()
-    );
+    let echo = Prober::here()
+        .icmp_flow(net.outside_addr(), options())
+        .unwrap();
+    assert!(echo.outcome.is_reachable(), "{}", echo.outcome);
+    let syn = Prober::here()
+        .tcp_flow(net.outside_addr(), 7300, options())
+        .unwrap();
+    assert!(syn.outcome.is_open(), "{}", syn.outcome);
     let seen = capture.stop();
-    seen.assert_source_rewritten(net.addr(), net.public_addr(), net.outside_addr());
+    for flow in [echo.flow, syn.flow] {
+        let translation = seen.assert_translated(&flow, net.public_addr());
+        assert!(translation.replies >= 1, "{flow}: {translation}");
+    }
     let from_public: Vec<_> = seen
         .packets()
         .iter()

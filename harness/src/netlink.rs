@@ -107,6 +107,13 @@ impl Message {
         self
     }
 
+    /// The message's bytes after its netlink header, as a reply's payload
+    /// reaches a parser.
+    #[cfg(test)]
+    pub(crate) fn into_payload(self) -> Vec<u8> {
+        self.finish(0).split_off(NLMSG_HDRLEN)
+    }
+
     fn flags(&self) -> u16 {
         u16::from_ne_bytes([self.buf[6], self.buf[7]])
     }
