@@ -639,3 +639,50 @@ impl Observations {
         seen
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_truncated_frame_keeps_its_true_length_in_the_pcap() {
+        let mut ring = Ring::default();
+        let buf = vec![7u8; 64];
+        ring.push(&buf, 70_000); // truncated: 64 bytes kept of 70000
+        ring.push(&buf[..60], 60); // whole
+        let seen = Observations {
+            interface: "eth0".to_owned(),
+            frames: ring.frames.into(),
+            packets: Vec::new(),
+        };
+        assert_eq!(
+            seen.frame_lengths().collect::<Vec<_>>(),
+            [(64, 70_000), (60, 60)]
+        );
+        let dir = std::env::temp_dir().join(format!("capture-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("truncated.pcap");
+        seen.write_pcap(&path).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let mut reader = pcap_file::pcap::PcapReader::new(file).unwrap();
+        assert_eq!(reader.header().snaplen, SNAPLEN as u32);
+        let mut lengths = Vec::new();
+        while let Some(packet) = reader.next_packet() {
+            let packet = packet.unwrap();
+            lengths.push((packet.data.len(), packet.orig_len));
+        }
+        assert_eq!(lengths, [(64, 70_000), (60, 60)]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_ring_keeps_the_last_mebibyte() {
+        let mut ring = Ring::default();
+        let frame = vec![0u8; 1000];
+        for _ in 0..2000 {
+            ring.push(&frame, frame.len());
+        }
+        assert!(ring.bytes <= RING_BYTES);
+        assert_eq!(ring.frames.len(), RING_BYTES / 1000);
+    }
+}
