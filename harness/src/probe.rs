@@ -13,9 +13,9 @@
 //! [`Prober::udp_flow`]) also return the [`Flow`] they sent: its addresses
 //! and what marks its packets wherever they go (a random token in the
 //! payload, a random TCP initial sequence number), so that a capture on the
-//! far side of the NAT ([`Observations::find`](crate::capture::Observations::find))
-//! or the NAT's connection-tracking table ([`crate::conntrack::Table`]) can
-//! find that very flow among a busy lab's traffic.
+//! far side of the NAT (`capture::Observations::find`) or the NAT's
+//! connection-tracking table (`conntrack::Table::find`) can find that very
+//! flow among a busy lab's traffic.
 //!
 //! Every socket a probe opens is close-on-exec from its creation, so no
 //! container started meanwhile by another thread inherits it.
