@@ -12,6 +12,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
+use netns_harness::conntrack;
 use netns_harness::matrix::{Check, Endpoint, Matrix};
 use netns_harness::probe::{ProbeOptions, Prober};
 use netns_harness::{Lab, Spec, Stdio};
@@ -126,14 +127,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // watched from the outside host's end of the uplink.
     let netns1_probe = Prober::in_netns(netns1.netns())?;
     let capture = lab.capture_outside()?;
-    let icmp = netns1_probe.icmp(lab.outside_addr(), ProbeOptions::default())?;
-    let tcp = netns1_probe.tcp(lab.outside_addr(), PORT, ProbeOptions::default())?;
+    let icmp = netns1_probe.icmp_flow(lab.outside_addr(), ProbeOptions::default())?;
+    let tcp = netns1_probe.tcp_flow(lab.outside_addr(), PORT, ProbeOptions::default())?;
     let seen = capture.stop();
-    println!("prober: netns1 -> outside icmp: {icmp}; tcp/{PORT}: {tcp} (the server has exited)");
+    println!(
+        "prober: netns1 -> outside icmp: {}; tcp/{PORT}: {} (the server has exited)",
+        icmp.outcome, tcp.outcome
+    );
     for packet in seen.packets() {
         println!("  the outside saw: {packet}");
     }
-    seen.assert_source_rewritten(netns1.addr(), lab.public_addr(), lab.outside_addr());
+    // Each flow found by its token or sequence number, not by addresses,
+    // on the far side and in the NAT's conntrack table (where a reset
+    // answering a SYN has already removed the TCP flow's entry).
+    let table = conntrack::Table::read(lab.lab_netns())?;
+    for flow in [icmp.flow, tcp.flow] {
+        let translation = seen.assert_translated(&flow, lab.public_addr());
+        println!("  {flow}: the outside {translation}");
+        match table.find(&flow) {
+            Some(entry) => println!("    conntrack: {entry}"),
+            None => println!("    conntrack: no entry (closed)"),
+        }
+    }
+    table.assert_translated(&icmp.flow, lab.public_addr());
 
     // Who reaches whom.
     let endpoints = [

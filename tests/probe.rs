@@ -323,20 +323,19 @@ fn the_far_side_sees_the_nat_address_for_icmp_and_tcp(net: Net) {
     ));
 
     let capture = net.lab().capture_outside().unwrap();
-    assert!(
-        Prober::here()
-            .icmp(net.outside_addr(), options())
-            .unwrap()
-            .is_reachable()
-    );
-    assert!(
-        Prober::here()
-            .tcp(net.outside_addr(), 7300, options())
-            .unwrap()
-            .is_open()
-    );
+    let echo = Prober::here()
+        .icmp_flow(net.outside_addr(), options())
+        .unwrap();
+    assert!(echo.outcome.is_reachable(), "{}", echo.outcome);
+    let syn = Prober::here()
+        .tcp_flow(net.outside_addr(), 7300, options())
+        .unwrap();
+    assert!(syn.outcome.is_open(), "{}", syn.outcome);
     let seen = capture.stop();
-    seen.assert_source_rewritten(net.addr(), net.public_addr(), net.outside_addr());
+    for flow in [echo.flow, syn.flow] {
+        let translation = seen.assert_translated(&flow, net.public_addr());
+        assert!(translation.replies >= 1, "{flow}: {translation}");
+    }
     let from_public: Vec<_> = seen
         .packets()
         .iter()
@@ -508,4 +507,205 @@ fn a_reachability_matrix_shows_who_reaches_whom(net: Net) {
     );
     // And ping agrees with a few cells.
     assert!(ping(server.addr()).0 && ping(net.outside_addr()).0);
+}
+
+/// In a peer: sends UDP datagrams to the address given as argument (the
+/// gateway's discard port) in a tight loop until killed; prints "flooding"
+/// once it has sent a thousand.
+fn udp_flood() {
+    let target: Ipv4Addr = std::env::args().nth(1).unwrap().parse().unwrap();
+    let socket = std::net::UdpSocket::bind(("0.0.0.0", 0)).unwrap();
+    socket.connect((target, 9)).unwrap();
+    let payload = [0x55u8; 1400];
+    for sent in 0u64.. {
+        // Port unreachable errors come back as ECONNREFUSED: keep going.
+        let _ = socket.send(&payload);
+        if sent == 1000 {
+            println!("flooding");
+        }
+    }
+}
+
+/// On the outside host: accepts connections on the port given as
+/// argument and reads them to the end.
+fn tcp_sink() {
+    let port: u16 = std::env::args().nth(1).unwrap().parse().unwrap();
+    let listener = TcpListener::bind(("0.0.0.0", port)).unwrap();
+    println!("listening");
+    for stream in listener.incoming() {
+        std::io::copy(&mut stream.unwrap(), &mut std::io::sink()).unwrap();
+    }
+}
+
+#[netns_test(timeout = "30s")]
+fn a_capture_of_a_flooded_port_stops_promptly(net: Net) {
+    let mut flooder = net
+        .spawn(
+            &Spec::function(udp_flood)
+                .arg(net.gateway().to_string())
+                .stdout(Stdio::Piped),
+        )
+        .unwrap();
+    let capture = netns_harness::capture::Capture::start(flooder.netns(), "eth0").unwrap();
+    assert_eq!(read_line(flooder.take_stdout().unwrap()), "flooding");
+    // The flood goes on: the capture's socket is never idle, so a capture
+    // that looked at its stop flag only when idle would never stop. Wait
+    // until frames queue up on it faster than it reads them (the Rmem
+    // column of the namespace's packet sockets).
+    let queued = || {
+        std::fs::read_to_string(format!("/proc/{}/net/packet", flooder.pid()))
+            .unwrap()
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().nth(6)?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    let saturated = netns_harness_suite::eventually(Duration::from_secs(10), || queued() > 100_000);
+    assert!(
+        saturated,
+        "the capture's queue never filled: {} bytes",
+        queued()
+    );
+    let started = std::time::Instant::now();
+    let seen = capture.stop();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "stopping the capture of a flooded port took {took:?}"
+    );
+    // It kept what it read of the flood.
+    assert!(seen.frames() > 50, "only {} frames", seen.frames());
+    println!("stopped in {took:?} with {} frames", seen.frames());
+}
+
+#[netns_test(timeout = "30s")]
+fn a_capture_keeps_offloaded_frames_whole_with_their_true_length(net: Net) {
+    use std::io::Write;
+    let port = 7900;
+    let mut sink = net
+        .spawn_outside(
+            &Spec::function(tcp_sink)
+                .arg(port.to_string())
+                .stdout(Stdio::Piped),
+        )
+        .unwrap();
+    assert_eq!(read_line(sink.take_stdout().unwrap()), "listening");
+    let own = std::fs::File::open("/proc/thread-self/ns/net").unwrap();
+    let capture =
+        netns_harness::capture::Capture::start(std::os::fd::AsFd::as_fd(&own), "eth0").unwrap();
+    let mut stream = std::net::TcpStream::connect((net.outside_addr(), port)).unwrap();
+    stream.write_all(&vec![0x42; 4 << 20]).unwrap();
+    stream.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(stream);
+    let seen = capture.stop();
+    let (kept, len) = seen
+        .frame_lengths()
+        .max_by_key(|&(_, len)| len)
+        .expect("frames were captured");
+    // Segmentation offload: the socket saw frames far larger than the MTU,
+    // and kept them whole (pnet's default buffer would have cut them to 4 KiB).
+    assert!(len > 16_384, "the largest frame has {len} bytes");
+    assert_eq!(kept, len, "a {len}-byte frame was truncated to {kept}");
+    assert!(seen.frame_lengths().all(|(kept, len)| kept <= len));
+
+    // The pcap records each frame's kept and true lengths...
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("offload.pcap");
+    seen.write_pcap(&path).unwrap();
+    let pcap = std::fs::read(&path).unwrap();
+    let word = |at: usize| u32::from_ne_bytes(pcap[at..at + 4].try_into().unwrap()) as usize;
+    assert_eq!(word(16), 262_144, "snapshot length");
+    let mut records = Vec::new();
+    let mut at = 24;
+    while at < pcap.len() {
+        let (kept, len) = (word(at + 8), word(at + 12));
+        records.push((kept, len));
+        at += 16 + kept;
+    }
+    assert_eq!(records, seen.frame_lengths().collect::<Vec<_>>());
+    // ... and tcpdump reads them back. (It cannot run in a user namespace:
+    // it insists on dropping root to its own user, which is not mapped.)
+    let uid_map = std::fs::read_to_string("/proc/self/uid_map").unwrap();
+    if !uid_map.contains("4294967295") {
+        println!("tcpdump not run: in a user namespace ({})", uid_map.trim());
+        return;
+    }
+    let out = Command::new("tcpdump")
+        .args(["-e", "-n", "-r"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // "… ethertype IPv4 (0x0800), length 65226: …" per frame.
+    let largest = text
+        .lines()
+        .filter_map(|l| {
+            l.split(", length ")
+                .nth(1)?
+                .split(':')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .max();
+    assert_eq!(largest, Some(len), "tcpdump disagrees:\n{text}");
+}
+
+/// The socket descriptors of this process, with whether each is
+/// close-on-exec (`O_CLOEXEC` in the flags of `/proc/self/fdinfo`).
+fn sockets() -> std::collections::HashMap<String, bool> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+        })
+        .filter_map(|fd| {
+            let name = fd.file_name().to_string_lossy().into_owned();
+            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{name}")).ok()?;
+            let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?.trim();
+            let flags = u32::from_str_radix(flags, 8).ok()?;
+            Some((name, flags & libc::O_CLOEXEC as u32 != 0))
+        })
+        .collect()
+}
+
+#[netns_test]
+fn the_capture_and_probe_sockets_are_close_on_exec(net: Net) {
+    let before = sockets();
+    let opened = |now: &std::collections::HashMap<String, bool>| {
+        now.iter()
+            .filter(|(fd, _)| !before.contains_key(*fd))
+            .map(|(fd, cloexec)| (fd.clone(), *cloexec))
+            .collect::<Vec<_>>()
+    };
+    let capture = net.lab().capture_outside().unwrap();
+    let captured = opened(&sockets());
+    assert!(!captured.is_empty(), "no packet socket appeared");
+    assert!(captured.iter().all(|(_, c)| *c), "{captured:?}");
+    drop(capture);
+    // While a SYN probe waits for an answer that never comes (nobody has
+    // that address), its raw sockets are open.
+    let nobody = Ipv4Addr::from_bits(net.subnet().broadcast().to_bits() - 1);
+    std::thread::scope(|s| {
+        let probe = s.spawn(|| {
+            Prober::here()
+                .tcp_flow(nobody, 80, options().timeout(Duration::from_secs(3)))
+                .unwrap()
+        });
+        let mut seen = Vec::new();
+        let found = netns_harness_suite::eventually(Duration::from_secs(2), || {
+            seen = opened(&sockets());
+            seen.len() >= 2
+        });
+        assert!(found, "the probe's raw sockets did not appear: {seen:?}");
+        assert!(seen.iter().all(|(_, c)| *c), "{seen:?}");
+        let _ = probe.join();
+    });
 }

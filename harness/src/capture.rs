@@ -1,30 +1,50 @@
-//! Packet capture on an interface of a lab namespace, with pnet's datalink
-//! channel: what the far side of the NAT saw.
+//! Packet capture on an interface of a lab namespace: what the far side of
+//! the NAT saw, and which of the flows a probe sent ([`Observations::find`]).
+//!
+//! The packet socket is opened close-on-exec and set up (bound to the
+//! interface, promiscuous, non-blocking) by pnet's datalink channel; frames
+//! are read with `recv(MSG_TRUNC)`, so each keeps its true length on the
+//! wire even when longer than [`SNAPLEN`] (a veth with offloads carries
+//! frames up to 64 KiB), and the recording thread looks at its stop flag
+//! after every frame, so that [`Capture::stop`] returns promptly even on a
+//! flooded port.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::Ipv4Addr;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use pnet::datalink::{self, Channel, DataLinkReceiver};
-use pnet::packet::Packet;
+use pnet::datalink::{self, Channel, DataLinkReceiver, DataLinkSender};
 use pnet::packet::ethernet::{EtherTypes, EthernetPacket};
 use pnet::packet::icmp::IcmpPacket;
 use pnet::packet::ip::IpNextHeaderProtocols;
 use pnet::packet::ipv4::Ipv4Packet;
-use pnet::packet::tcp::TcpPacket;
+use pnet::packet::tcp::{TcpFlags, TcpPacket};
 use pnet::packet::udp::UdpPacket;
 
 use crate::error::{Error, Result};
+use crate::probe::{Flow, Mark};
 use crate::{netns, sys};
 
 /// How often the capture thread looks at its stop flag when idle.
 const POLL: Duration = Duration::from_millis(20);
+
+/// After a stop, how long the capture thread goes on reading what is
+/// already queued on its socket, at most.
+pub const DRAIN_TIME: Duration = Duration::from_millis(100);
+
+/// After a stop, how many queued frames the capture thread reads, at most.
+const DRAIN_FRAMES: usize = 4096;
+
+/// The most bytes kept of one frame (libpcap's largest snapshot length):
+/// more than the 64 KiB a veth with segmentation offloads carries. A longer
+/// frame is kept truncated, with its true length.
+pub const SNAPLEN: usize = 262_144;
 
 /// The most frame bytes a capture keeps: past it, the oldest frames go.
 pub const RING_BYTES: usize = 1 << 20;
@@ -33,7 +53,10 @@ pub const RING_BYTES: usize = 1 << 20;
 #[derive(Clone, Debug)]
 struct Frame {
     at: SystemTime,
+    /// Its first [`SNAPLEN`] bytes at most.
     data: Vec<u8>,
+    /// Its length on the wire.
+    len: usize,
 }
 
 /// The transport protocol of a captured packet.
@@ -85,40 +108,169 @@ impl fmt::Display for Observed {
     }
 }
 
-fn observe(frame: &[u8]) -> Option<Observed> {
+/// The fields of an IPv4 packet that tell flows apart.
+struct Parsed<'f> {
+    observed: Observed,
+    /// ICMP echo (request or reply): its identifier.
+    echo_id: Option<u16>,
+    /// TCP: sequence number, acknowledgement number, flags.
+    tcp: Option<(u32, u32, u8)>,
+    /// The transport payload (ICMP: after the 8-byte header).
+    payload: &'f [u8],
+}
+
+fn parse(frame: &[u8]) -> Option<Parsed<'_>> {
     let ethernet = EthernetPacket::new(frame)?;
     if ethernet.get_ethertype() != EtherTypes::Ipv4 {
         return None;
     }
-    let ip = Ipv4Packet::new(ethernet.payload())?;
-    let (protocol, ports) = match ip.get_next_level_protocol() {
+    // Borrow the IP packet from `frame` itself, so the payload outlives
+    // the parsers.
+    let ip = Ipv4Packet::new(frame.get(EthernetPacket::minimum_packet_size()..)?)?;
+    let header = usize::from(ip.get_header_length()) * 4;
+    let total = usize::from(ip.get_total_length());
+    let start = EthernetPacket::minimum_packet_size() + header;
+    // A truncated frame has fewer bytes than the IP header says; a
+    // segmentation-offload frame may say 0.
+    let end = match total {
+        0 => frame.len(),
+        total => frame.len().min(start + total.saturating_sub(header)),
+    };
+    let transport = frame.get(start..end)?;
+    let mut parsed = Parsed {
+        observed: Observed {
+            protocol: Protocol::Other(ip.get_next_level_protocol().0),
+            src: ip.get_source(),
+            src_port: None,
+            dst: ip.get_destination(),
+            dst_port: None,
+        },
+        echo_id: None,
+        tcp: None,
+        payload: &[],
+    };
+    match ip.get_next_level_protocol() {
         IpNextHeaderProtocols::Tcp => {
-            let tcp = TcpPacket::new(ip.payload())?;
-            (
-                Protocol::Tcp,
-                Some((tcp.get_source(), tcp.get_destination())),
-            )
+            let tcp = TcpPacket::new(transport)?;
+            parsed.observed.protocol = Protocol::Tcp;
+            parsed.observed.src_port = Some(tcp.get_source());
+            parsed.observed.dst_port = Some(tcp.get_destination());
+            parsed.tcp = Some((
+                tcp.get_sequence(),
+                tcp.get_acknowledgement(),
+                tcp.get_flags(),
+            ));
+            let offset = usize::from(tcp.get_data_offset()) * 4;
+            parsed.payload = transport.get(offset..).unwrap_or_default();
         }
         IpNextHeaderProtocols::Udp => {
-            let udp = UdpPacket::new(ip.payload())?;
-            (
-                Protocol::Udp,
-                Some((udp.get_source(), udp.get_destination())),
-            )
+            let udp = UdpPacket::new(transport)?;
+            parsed.observed.protocol = Protocol::Udp;
+            parsed.observed.src_port = Some(udp.get_source());
+            parsed.observed.dst_port = Some(udp.get_destination());
+            parsed.payload = transport.get(UdpPacket::minimum_packet_size()..)?;
         }
-        IpNextHeaderProtocols::Icmp => (
-            Protocol::Icmp(IcmpPacket::new(ip.payload())?.get_icmp_type().0),
-            None,
-        ),
-        other => (Protocol::Other(other.0), None),
-    };
-    Some(Observed {
-        protocol,
-        src: ip.get_source(),
-        src_port: ports.map(|p| p.0),
-        dst: ip.get_destination(),
-        dst_port: ports.map(|p| p.1),
-    })
+        IpNextHeaderProtocols::Icmp => {
+            let kind = IcmpPacket::new(transport)?.get_icmp_type().0;
+            parsed.observed.protocol = Protocol::Icmp(kind);
+            // Echo reply (0) and request (8): identifier, sequence, data.
+            if kind == 0 || kind == 8 {
+                parsed.echo_id = Some(u16::from_be_bytes([*transport.get(4)?, *transport.get(5)?]));
+            }
+            parsed.payload = transport.get(8..).unwrap_or_default();
+        }
+        _ => {}
+    }
+    Some(parsed)
+}
+
+/// A packet socket bound to one interface. The descriptor is owned by
+/// pnet's channel halves (which close it when dropped); the capture reads
+/// it directly, to learn each frame's true length.
+struct PacketSocket {
+    fd: RawFd,
+    _channel: (Box<dyn DataLinkSender>, Box<dyn DataLinkReceiver>),
+}
+
+impl PacketSocket {
+    /// Opens a packet socket for every protocol (`ETH_P_ALL`) on the
+    /// interface `index` of the calling thread's namespace.
+    ///
+    /// # References
+    /// `packet(7)`
+    fn open(name: &str, index: u32) -> std::io::Result<PacketSocket> {
+        let all = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: socket takes no pointers.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::c_int::from(all),
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: socket succeeded, so `fd` is open and ours alone.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let iface = datalink::NetworkInterface {
+            name: name.to_owned(),
+            description: String::new(),
+            index,
+            mac: None,
+            ips: Vec::new(),
+            flags: 0,
+        };
+        // From here pnet owns the socket: it closes it on failure, and its
+        // channel halves close it when dropped.
+        let fd = fd.into_raw_fd();
+        let config = datalink::Config {
+            socket_fd: Some(fd),
+            ..datalink::Config::default()
+        };
+        match datalink::channel(&iface, config)? {
+            Channel::Ethernet(tx, rx) => Ok(PacketSocket {
+                fd,
+                _channel: (tx, rx),
+            }),
+            _ => Err(std::io::ErrorKind::Unsupported.into()),
+        }
+    }
+
+    /// Reads one queued frame into `buf` without waiting: its true length
+    /// (more than `buf.len()` when it was truncated), or `None` when
+    /// nothing is queued.
+    ///
+    /// # References
+    /// `recv(2)` (`MSG_TRUNC` on packet sockets)
+    fn recv(&self, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
+        loop {
+            // SAFETY: `buf` is valid for writes of its length.
+            let n = unsafe {
+                libc::recv(
+                    self.fd,
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+                )
+            };
+            if let Ok(n) = usize::try_from(n) {
+                return Ok(Some(n));
+            }
+            let err = std::io::Error::last_os_error();
+            match err.kind() {
+                std::io::ErrorKind::Interrupted => continue,
+                std::io::ErrorKind::WouldBlock => return Ok(None),
+                _ => return Err(err),
+            }
+        }
+    }
+}
+
+impl AsRawFd for PacketSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd
+    }
 }
 
 /// A running capture of the frames crossing one interface, both ways; it
@@ -136,37 +288,19 @@ impl Capture {
     /// moment this returns.
     pub fn start(netns: BorrowedFd<'_>, interface: &str) -> Result<Capture> {
         let name = interface.to_owned();
-        let mut rx = netns::run_in(netns, || {
+        let socket = netns::run_in(netns, || {
             // By index: listing every interface costs as much as the lab
             // has ports.
             let index = sys::if_index(&name)
                 .map_err(|e| Error::os(format!("find interface {name} to capture on"), e))?;
-            let iface = datalink::NetworkInterface {
-                name: name.clone(),
-                description: String::new(),
-                index,
-                mac: None,
-                ips: Vec::new(),
-                flags: 0,
-            };
-            let config = datalink::Config {
-                read_timeout: Some(POLL),
-                ..datalink::Config::default()
-            };
-            match datalink::channel(&iface, config) {
-                Ok(Channel::Ethernet(_, rx)) => Ok(rx),
-                Ok(_) => Err(Error::os(
-                    format!("capture on {name}"),
-                    std::io::ErrorKind::Unsupported.into(),
-                )),
-                Err(e) => Err(Error::os(format!("open a packet socket on {name}"), e)),
-            }
+            PacketSocket::open(&name, index)
+                .map_err(|e| Error::os(format!("open a packet socket on {name}"), e))
         })?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name(format!("capture-{interface}"))
-            .spawn(move || record(rx.as_mut(), &flag))
+            .spawn(move || record(&socket, &flag))
             .map_err(|e| Error::os("start a capture thread", e))?;
         Ok(Capture {
             interface: interface.to_owned(),
@@ -175,13 +309,17 @@ impl Capture {
         })
     }
 
-    /// Stops, after reading every frame that reached the interface before
-    /// the call, and returns what was seen.
+    /// Stops and returns what was seen: every frame read until the call,
+    /// then what was already queued, for at most [`DRAIN_TIME`] (on a
+    /// flooded port the queue never empties; the stop still returns).
     pub fn stop(mut self) -> Observations {
         let frames: Vec<Frame> = self.finish().into();
         Observations {
             interface: self.interface.clone(),
-            packets: frames.iter().filter_map(|f| observe(&f.data)).collect(),
+            packets: frames
+                .iter()
+                .filter_map(|f| parse(&f.data).map(|p| p.observed))
+                .collect(),
             frames,
         }
     }
@@ -196,35 +334,147 @@ impl Capture {
 }
 
 impl Drop for Capture {
-    /// Stops without waiting: the thread ends at its next idle poll.
+    /// Stops without waiting: the thread ends after its current frame, or
+    /// its next idle poll, and its drain.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
     }
 }
 
-/// Reads frames until stopped, then until the socket's queue is empty,
-/// keeping the last [`RING_BYTES`].
-fn record(rx: &mut dyn DataLinkReceiver, stop: &AtomicBool) -> VecDeque<Frame> {
-    let mut seen = VecDeque::new();
-    let mut bytes = 0;
-    loop {
-        match rx.next() {
-            Ok(frame) => {
-                bytes += frame.len();
-                seen.push_back(Frame {
-                    at: SystemTime::now(),
-                    data: frame.to_vec(),
-                });
-                while bytes > RING_BYTES {
-                    bytes -= seen.pop_front().map_or(0, |f| f.data.len());
+/// Reads frames until stopped, looking at the flag after every frame and
+/// every idle [`POLL`]; then drains the queue, boundedly (see
+/// [`Capture::stop`]). Keeps the last [`RING_BYTES`].
+fn record(socket: &PacketSocket, stop: &AtomicBool) -> VecDeque<Frame> {
+    let mut ring = Ring::default();
+    let mut buf = vec![0u8; SNAPLEN];
+    while !stop.load(Ordering::SeqCst) {
+        match socket.recv(&mut buf) {
+            Ok(Some(len)) => ring.push(&buf, len),
+            Ok(None) => {
+                // Nothing queued: wait for a frame or the next look at the flag.
+                let fd = socket.as_raw_fd();
+                if sys::poll_any(&[fd], POLL).is_err() {
+                    return ring.frames;
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                if stop.load(Ordering::SeqCst) {
-                    return seen;
-                }
-            }
-            Err(_) => return seen,
+            Err(_) => return ring.frames,
+        }
+    }
+    let deadline = Instant::now() + DRAIN_TIME;
+    for _ in 0..DRAIN_FRAMES {
+        match socket.recv(&mut buf) {
+            Ok(Some(len)) => ring.push(&buf, len),
+            Ok(None) | Err(_) => break,
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    ring.frames
+}
+
+/// The last [`RING_BYTES`] of frames.
+#[derive(Default)]
+struct Ring {
+    frames: VecDeque<Frame>,
+    bytes: usize,
+}
+
+impl Ring {
+    /// Keeps a frame of true length `len` whose first bytes are in `buf`.
+    fn push(&mut self, buf: &[u8], len: usize) {
+        let data = buf[..len.min(buf.len())].to_vec();
+        self.bytes += data.len();
+        self.frames.push_back(Frame {
+            at: SystemTime::now(),
+            data,
+            len,
+        });
+        while self.bytes > RING_BYTES {
+            self.bytes -= self.frames.pop_front().map_or(0, |f| f.data.len());
+        }
+    }
+}
+
+/// What the far side of a NAT saw of one [`Flow`] (see
+/// [`Observations::find`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    /// The flow's source address as seen there: the NAT's public address
+    /// when it was translated, the private one when it leaked.
+    pub src: Ipv4Addr,
+    /// Its source port as seen there; for ICMP, the echo identifier.
+    pub src_port: u16,
+    /// How many of the flow's packets were seen going out.
+    pub packets: usize,
+    /// How many answers to it were seen coming back to `src:src_port`.
+    pub replies: usize,
+}
+
+impl fmt::Display for Translation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "seen from {}:{} ({} packets out, {} replies)",
+            self.src, self.src_port, self.packets, self.replies
+        )
+    }
+}
+
+/// Whether `packet` is one the flow sent (with its source as seen here).
+fn outgoing(flow: &Flow, packet: &Parsed<'_>) -> Option<(Ipv4Addr, u16)> {
+    let seen = &packet.observed;
+    if seen.dst != flow.dst {
+        return None;
+    }
+    let ours = match flow.mark {
+        Mark::Icmp { token } => {
+            seen.protocol == Protocol::Icmp(8) && packet.payload.starts_with(token.as_bytes())
+        }
+        Mark::Udp { token } => {
+            seen.protocol == Protocol::Udp
+                && seen.dst_port == Some(flow.dst_port)
+                && packet.payload.ends_with(token.as_bytes())
+        }
+        Mark::Tcp { isn } => {
+            // The SYN, and the reset the prober sends after a SYN-ACK.
+            seen.dst_port == Some(flow.dst_port)
+                && packet.tcp.is_some_and(|(seq, _, flags)| {
+                    (flags & TcpFlags::SYN != 0 && flags & TcpFlags::ACK == 0 && seq == isn)
+                        || (flags & TcpFlags::RST != 0 && seq == isn.wrapping_add(1))
+                })
+        }
+    };
+    let port = match flow.mark {
+        Mark::Icmp { .. } => packet.echo_id?,
+        _ => seen.src_port?,
+    };
+    ours.then_some((seen.src, port))
+}
+
+/// Whether `packet` answers the flow, whose source was seen as `src:port`.
+fn answers(flow: &Flow, (src, port): (Ipv4Addr, u16), packet: &Parsed<'_>) -> bool {
+    let seen = &packet.observed;
+    if seen.src != flow.dst || seen.dst != src {
+        return false;
+    }
+    match flow.mark {
+        Mark::Icmp { token } => {
+            seen.protocol == Protocol::Icmp(0)
+                && packet.echo_id == Some(port)
+                && packet.payload.starts_with(token.as_bytes())
+        }
+        Mark::Udp { .. } => {
+            seen.protocol == Protocol::Udp
+                && seen.src_port == Some(flow.dst_port)
+                && seen.dst_port == Some(port)
+        }
+        Mark::Tcp { isn } => {
+            seen.src_port == Some(flow.dst_port)
+                && seen.dst_port == Some(port)
+                && packet.tcp.is_some_and(|(_, ack, flags)| {
+                    flags & TcpFlags::ACK != 0 && ack == isn.wrapping_add(1)
+                })
         }
     }
 }
@@ -237,13 +487,23 @@ pub struct Observations {
     packets: Vec<Observed>,
 }
 
+/// How many packets a failed assertion lists, the last ones.
+const LISTED: usize = 40;
+
 impl Observations {
     /// How many frames were kept.
     pub fn frames(&self) -> usize {
         self.frames.len()
     }
 
-    /// Writes the frames to `path` as a pcap file (Ethernet), readable by
+    /// Each kept frame's length: `(bytes kept, bytes on the wire)`; the
+    /// first is smaller when the frame was longer than [`SNAPLEN`].
+    pub fn frame_lengths(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.frames.iter().map(|f| (f.data.len(), f.len))
+    }
+
+    /// Writes the frames to `path` as a pcap file (Ethernet, snapshot
+    /// length [`SNAPLEN`], each frame with its true length), readable by
     /// `tcpdump -r` and Wireshark.
     pub fn write_pcap(&self, path: &Path) -> Result<()> {
         let failed = |e: pcap_file::PcapError| {
@@ -254,14 +514,20 @@ impl Observations {
         };
         let file = std::fs::File::create(path)
             .map_err(|e| Error::os(format!("create the capture {}", path.display()), e))?;
+        let header = pcap_file::pcap::PcapHeader {
+            snaplen: SNAPLEN as u32,
+            endianness: pcap_file::Endianness::native(),
+            ..pcap_file::pcap::PcapHeader::default()
+        };
         let mut writer =
-            pcap_file::pcap::PcapWriter::new(std::io::BufWriter::new(file)).map_err(failed)?;
+            pcap_file::pcap::PcapWriter::with_header(std::io::BufWriter::new(file), header)
+                .map_err(failed)?;
         for frame in &self.frames {
             let at = frame
                 .at
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap_or_default();
-            let len = u32::try_from(frame.data.len()).unwrap_or(u32::MAX);
+            let len = u32::try_from(frame.len).unwrap_or(u32::MAX);
             writer
                 .write_packet(&pcap_file::pcap::PcapPacket::new(at, len, &frame.data))
                 .map_err(failed)?;
@@ -274,46 +540,149 @@ impl Observations {
         &self.packets
     }
 
+    /// The last [`LISTED`] packets seen, one a line, for failure messages.
     fn listing(&self) -> String {
-        let lines: Vec<String> = self.packets.iter().map(|p| format!("  {p}")).collect();
-        if lines.is_empty() {
-            format!("nothing was seen on {}", self.interface)
-        } else {
-            format!("seen on {}:\n{}", self.interface, lines.join("\n"))
+        if self.packets.is_empty() {
+            return format!("nothing was seen on {}", self.interface);
         }
+        let skipped = self.packets.len().saturating_sub(LISTED);
+        let lines: Vec<String> = self.packets[skipped..]
+            .iter()
+            .map(|p| format!("  {p}"))
+            .collect();
+        let head = if skipped > 0 {
+            format!(
+                "seen on {} ({} packets, the last {LISTED}):",
+                self.interface,
+                self.packets.len()
+            )
+        } else {
+            format!("seen on {}:", self.interface)
+        };
+        format!("{head}\n{}", lines.join("\n"))
     }
 
-    /// Asserts that traffic from `container` towards `destination` crossed
-    /// the interface with its source rewritten to `public`, and that
-    /// `container`'s address never appeared there.
+    /// Finds `flow` among the packets seen, by what marks it (its token,
+    /// or its TCP initial sequence number), not by its addresses: how its
+    /// source looked here, and how many of its packets and answers were
+    /// seen. `None` when none of its packets crossed the interface.
+    pub fn find(&self, flow: &Flow) -> Option<Translation> {
+        let parsed: Vec<Parsed<'_>> = self.frames.iter().filter_map(|f| parse(&f.data)).collect();
+        let mut out = parsed.iter().filter_map(|p| outgoing(flow, p));
+        let source = out.next()?;
+        let packets = 1 + out.count();
+        let replies = parsed.iter().filter(|p| answers(flow, source, p)).count();
+        Some(Translation {
+            src: source.0,
+            src_port: source.1,
+            packets,
+            replies,
+        })
+    }
+
+    /// Asserts that `flow` crossed the interface with its source rewritten
+    /// to `public`, and that its private source address never appeared
+    /// there; returns how it was seen.
+    ///
+    /// ```no_run
+    /// use netns_harness::prelude::*;
+    /// use netns_harness::probe::{ProbeOptions, Prober};
+    ///
+    /// #[netns_test]
+    /// fn the_nat_rewrites_my_echo(net: Net) {
+    ///     let capture = net.lab().capture_outside().unwrap();
+    ///     let sent = Prober::here()
+    ///         .icmp_flow(net.outside_addr(), ProbeOptions::default())
+    ///         .unwrap();
+    ///     capture.stop().assert_translated(&sent.flow, net.public_addr());
+    /// }
+    /// ```
     ///
     /// # Panics
-    /// With the packets seen, when either does not hold.
+    /// Naming the flow and listing the packets seen, when the flow was not
+    /// seen, was seen untranslated or translated to another address, or
+    /// when the private address appeared on the interface.
     #[track_caller]
-    pub fn assert_source_rewritten(
-        &self,
-        container: Ipv4Addr,
-        public: Ipv4Addr,
-        destination: Ipv4Addr,
-    ) {
-        let leaked: Vec<&Observed> = self
+    pub fn assert_translated(&self, flow: &Flow, public: Ipv4Addr) -> Translation {
+        let Some(seen) = self.find(flow) else {
+            panic!(
+                "the flow {flow} was not seen on {}; {}",
+                self.interface,
+                self.listing()
+            );
+        };
+        assert!(
+            seen.src != flow.src,
+            "the flow {flow} crossed {} untranslated, from its private address {}; {}",
+            self.interface,
+            flow.src,
+            self.listing()
+        );
+        assert!(
+            seen.src == public,
+            "the flow {flow} was translated to {}, not to the NAT's address {public}; {}",
+            seen.src,
+            self.listing()
+        );
+        let leaked = self
             .packets
             .iter()
-            .filter(|p| p.src == container || p.dst == container)
-            .collect();
+            .filter(|p| p.src == flow.src || p.dst == flow.src)
+            .count();
         assert!(
-            leaked.is_empty(),
-            "the container's own address {container} appeared on {} ({} packets); {}",
+            leaked == 0,
+            "the private address {} of the flow {flow} appeared on {} ({leaked} packets); {}",
+            flow.src,
             self.interface,
-            leaked.len(),
             self.listing()
         );
-        assert!(
-            self.packets
-                .iter()
-                .any(|p| p.src == public && p.dst == destination),
-            "no packet from the NAT's address {public} to {destination}; {}",
-            self.listing()
+        seen
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_truncated_frame_keeps_its_true_length_in_the_pcap() {
+        let mut ring = Ring::default();
+        let buf = vec![7u8; 64];
+        ring.push(&buf, 70_000); // truncated: 64 bytes kept of 70000
+        ring.push(&buf[..60], 60); // whole
+        let seen = Observations {
+            interface: "eth0".to_owned(),
+            frames: ring.frames.into(),
+            packets: Vec::new(),
+        };
+        assert_eq!(
+            seen.frame_lengths().collect::<Vec<_>>(),
+            [(64, 70_000), (60, 60)]
         );
+        let dir = std::env::temp_dir().join(format!("capture-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("truncated.pcap");
+        seen.write_pcap(&path).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let mut reader = pcap_file::pcap::PcapReader::new(file).unwrap();
+        assert_eq!(reader.header().snaplen, SNAPLEN as u32);
+        let mut lengths = Vec::new();
+        while let Some(packet) = reader.next_packet() {
+            let packet = packet.unwrap();
+            lengths.push((packet.data.len(), packet.orig_len));
+        }
+        assert_eq!(lengths, [(64, 70_000), (60, 60)]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_ring_keeps_the_last_mebibyte() {
+        let mut ring = Ring::default();
+        let frame = vec![0u8; 1000];
+        for _ in 0..2000 {
+            ring.push(&frame, frame.len());
+        }
+        assert!(ring.bytes <= RING_BYTES);
+        assert_eq!(ring.frames.len(), RING_BYTES / 1000);
     }
 }

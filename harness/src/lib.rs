@@ -40,6 +40,7 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod capture;
+pub mod conntrack;
 mod container;
 pub mod doctor;
 mod entry;

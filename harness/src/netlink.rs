@@ -1,13 +1,20 @@
 //! A small synchronous netlink client: messages are built attribute by
 //! attribute and each request is one `write` and a read of its
-//! acknowledgement. Used for rtnetlink (links, addresses) and nf_tables.
+//! acknowledgement. Used for rtnetlink (links, addresses), nf_tables and
+//! conntrack.
+//!
+//! No read waits forever: a request's replies must all arrive within
+//! [`REPLY_TIMEOUT`] (a signal does not restart the wait), and a reply
+//! longer than the receive buffer is an error at once, never a wait for
+//! the rest of a message that was cut.
 //!
 //! A socket belongs to the network namespace of the thread that opened it,
 //! whichever thread uses it later; see [`crate::netns`].
 
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 use crate::sys;
 
@@ -19,6 +26,14 @@ const NLMSG_DONE: u16 = 3;
 const NLM_F_DUMP_INTR: u16 = 0x10;
 const NLM_F_ACK_TLVS: u16 = 0x200;
 const NLMSGERR_ATTR_MSG: u16 = 1;
+
+/// How long a request's replies may take, all of them: the kernel answers
+/// in microseconds, so this only ends a wait that would never end.
+pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The receive buffer: larger than any datagram the kernel sends to a
+/// socket that did not ask for more (`NLMSG_GOODSIZE`, 32 KiB at most).
+const RECV_BUFFER: usize = 64 * 1024;
 
 /// `NLM_F_REQUEST`
 pub(crate) const F_REQUEST: u16 = 1;
@@ -107,6 +122,13 @@ impl Message {
         self
     }
 
+    /// The message's bytes after its netlink header, as a reply's payload
+    /// reaches a parser.
+    #[cfg(test)]
+    pub(crate) fn into_payload(self) -> Vec<u8> {
+        self.finish(0).split_off(NLMSG_HDRLEN)
+    }
+
     fn flags(&self) -> u16 {
         u16::from_ne_bytes([self.buf[6], self.buf[7]])
     }
@@ -142,6 +164,7 @@ pub(crate) struct Socket {
     file: File,
     seq: u32,
     buf: Vec<u8>,
+    timeout: Duration,
 }
 
 impl Socket {
@@ -154,7 +177,81 @@ impl Socket {
         Self {
             file: File::from(fd),
             seq: 0,
-            buf: vec![0; 64 * 1024],
+            buf: vec![0; RECV_BUFFER],
+            timeout: REPLY_TIMEOUT,
+        }
+    }
+
+    /// Waits at most `timeout` for a request's replies (tests).
+    #[cfg(test)]
+    fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Receives one datagram into the buffer before `deadline`: its length.
+    /// A signal does not restart the wait; a datagram longer than the
+    /// buffer is an error (`MSG_TRUNC` tells its real length).
+    ///
+    /// # References
+    /// `poll(2)`, `recv(2)`
+    fn receive(&mut self, deadline: Instant) -> io::Result<usize> {
+        let fd = self.file.as_raw_fd();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no reply from the kernel within {:?}", self.timeout),
+                ));
+            }
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // Round up, so that a wait is never 0 ms (a busy loop) before
+            // the deadline.
+            let ms =
+                libc::c_int::try_from(left.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX);
+            // SAFETY: `pfd` is one valid pollfd.
+            let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if ready < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue; // with what is left of the time
+                }
+                return Err(err);
+            }
+            if ready == 0 {
+                continue;
+            }
+            // SAFETY: `buf` is valid for writes of its length.
+            let n = unsafe {
+                libc::recv(
+                    fd,
+                    self.buf.as_mut_ptr().cast(),
+                    self.buf.len(),
+                    libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+                )
+            };
+            let Ok(n) = usize::try_from(n) else {
+                let err = io::Error::last_os_error();
+                match err.kind() {
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock => continue,
+                    _ => return Err(err),
+                }
+            };
+            if n > self.buf.len() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "a reply of {n} bytes was cut to the {}-byte receive buffer",
+                        self.buf.len()
+                    ),
+                ));
+            }
+            return Ok(n);
         }
     }
 
@@ -191,12 +288,13 @@ impl Socket {
             out.extend(message.finish(self.seq));
         }
         self.file.write_all(&out)?;
+        let deadline = Instant::now() + self.timeout;
         let newest = self.seq;
         let in_request = |seq: u32| seq.wrapping_sub(first) <= newest.wrapping_sub(first);
         let mut replies = Vec::new();
         let mut interrupted = false;
         loop {
-            let n = self.file.read(&mut self.buf)?;
+            let n = self.receive(deadline)?;
             let mut at = 0;
             while at + NLMSG_HDRLEN <= n {
                 let field = |o: usize| {
@@ -327,5 +425,113 @@ mod tests {
             Some("bad")
         );
         assert_eq!(ext_ack_message(&body, 0), None);
+    }
+
+    /// `NLMSG_NOOP`: a request the kernel accepts and, without `F_ACK`,
+    /// never answers.
+    const NLMSG_NOOP: u16 = 1;
+
+    fn elapsed_of<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+        let start = Instant::now();
+        (f(), start.elapsed())
+    }
+
+    #[test]
+    fn a_request_the_kernel_never_answers_times_out() {
+        let mut socket = Socket::open(libc::NETLINK_ROUTE)
+            .unwrap()
+            .with_timeout(Duration::from_millis(200));
+        let (result, took) =
+            elapsed_of(|| socket.transact(vec![Message::new(NLMSG_NOOP, F_REQUEST, &[])]));
+        let refusal = result.expect_err("a reply came to a request without F_ACK");
+        assert_eq!(refusal.error.kind(), io::ErrorKind::TimedOut, "{refusal:?}");
+        assert!(
+            refusal
+                .error
+                .to_string()
+                .contains("no reply from the kernel within 200ms")
+        );
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+    }
+
+    /// A socket whose "kernel" is the other end of a datagram socketpair.
+    fn seam(timeout: Duration) -> (Socket, std::os::unix::net::UnixDatagram) {
+        let (ours, kernel) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        (
+            Socket::from_fd(OwnedFd::from(ours)).with_timeout(timeout),
+            kernel,
+        )
+    }
+
+    #[test]
+    fn an_answer_through_the_seam_is_read() {
+        let (mut socket, kernel) = seam(Duration::from_secs(5));
+        let answer = std::thread::spawn(move || {
+            let mut request = [0u8; 256];
+            let n = kernel.recv(&mut request).unwrap();
+            assert!(n >= NLMSG_HDRLEN);
+            // An ack: errno 0, then the request's header.
+            let mut ack = Message::new(NLMSG_ERROR, 0, &0i32.to_ne_bytes())
+                .raw(&request[..NLMSG_HDRLEN])
+                .finish(u32::from_ne_bytes(request[8..12].try_into().unwrap()));
+            ack.truncate(NLMSG_HDRLEN + 4 + NLMSG_HDRLEN);
+            kernel.send(&ack).unwrap();
+        });
+        let replies = socket
+            .transact(vec![Message::new(16, F_REQUEST | F_ACK, &[])])
+            .unwrap();
+        assert!(replies.is_empty());
+        answer.join().unwrap();
+    }
+
+    #[test]
+    fn a_truncated_reply_is_an_error_at_once() {
+        let (mut socket, kernel) = seam(Duration::from_secs(5));
+        kernel.send(&vec![0u8; RECV_BUFFER + 4096]).unwrap();
+        let (result, took) =
+            elapsed_of(|| socket.transact(vec![Message::new(16, F_REQUEST | F_ACK, &[])]));
+        let refusal = result.expect_err("a truncated reply was accepted");
+        assert_eq!(refusal.error.kind(), io::ErrorKind::InvalidData);
+        let expected = format!("a reply of {} bytes was cut", RECV_BUFFER + 4096);
+        assert!(refusal.error.to_string().contains(&expected), "{refusal:?}");
+        assert!(took < Duration::from_secs(1), "it waited {took:?}");
+    }
+
+    extern "C" fn ignore(_: libc::c_int) {}
+
+    #[test]
+    fn signals_do_not_restart_the_wait() {
+        use std::os::unix::thread::JoinHandleExt;
+        // A handler (not SIG_IGN), so that each signal interrupts poll.
+        // SAFETY: a zeroed sigaction with a valid handler and no flags.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = ignore as *const () as libc::sighandler_t;
+            assert_eq!(
+                libc::sigaction(libc::SIGURG, &action, std::ptr::null_mut()),
+                0
+            );
+        }
+        let (mut socket, _kernel) = seam(Duration::from_millis(300));
+        let waiter = std::thread::spawn(move || {
+            elapsed_of(|| socket.transact(vec![Message::new(16, F_REQUEST | F_ACK, &[])]))
+        });
+        let thread = waiter.as_pthread_t();
+        // A signal every 10 ms for 3 s: a wait that restarted its 300 ms
+        // after each would last the whole 3 s.
+        let until = Instant::now() + Duration::from_secs(3);
+        while !waiter.is_finished() && Instant::now() < until {
+            // SAFETY: the thread is joinable (not yet joined), so its
+            // pthread_t is valid.
+            unsafe { libc::pthread_kill(thread, libc::SIGURG) };
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let (result, took) = waiter.join().unwrap();
+        let refusal = result.expect_err("no reply was sent");
+        assert_eq!(refusal.error.kind(), io::ErrorKind::TimedOut, "{refusal:?}");
+        assert!(took < Duration::from_secs(1), "the wait lasted {took:?}");
     }
 }

@@ -8,11 +8,24 @@
 //! leaves its own namespace. Each probe has sockets of its own and matches
 //! answers by ICMP identifier and sequence, or by TCP ports and sequence, so
 //! concurrent probes never take each other's answers.
+//!
+//! The `*_flow` probes ([`Prober::icmp_flow`], [`Prober::tcp_flow`],
+//! [`Prober::udp_flow`]) also return the [`Flow`] they sent: its addresses
+//! and what marks its packets wherever they go (a random token in the
+//! payload, a random TCP initial sequence number), so that a capture on the
+//! far side of the NAT (`capture::Observations::find`) or the NAT's
+//! connection-tracking table (`conntrack::Table::find`) can find that very
+//! flow among a busy lab's traffic.
+//!
+//! Every socket a probe opens is close-on-exec from its creation, so no
+//! container started meanwhile by another thread inherits it.
 
 use std::fmt;
+use std::fs::File;
+use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -20,13 +33,9 @@ use pnet::packet::Packet;
 use pnet::packet::icmp::echo_reply::EchoReplyPacket;
 use pnet::packet::icmp::echo_request::MutableEchoRequestPacket;
 use pnet::packet::icmp::{IcmpPacket, IcmpTypes};
-use pnet::packet::ip::IpNextHeaderProtocols;
+use pnet::packet::ip::{IpNextHeaderProtocol, IpNextHeaderProtocols};
 use pnet::packet::ipv4::Ipv4Packet;
-use pnet::packet::tcp::{MutableTcpPacket, TcpFlags};
-use pnet::transport::{
-    TransportChannelType, TransportProtocol, TransportReceiver, TransportSender, icmp_packet_iter,
-    tcp_packet_iter, transport_channel,
-};
+use pnet::packet::tcp::{MutableTcpPacket, TcpFlags, TcpPacket};
 
 use crate::error::{Error, Result};
 use crate::{netns, sys};
@@ -307,14 +316,7 @@ fn validate_port(port: u16) -> Result<()> {
 fn next_id() -> u16 {
     static NEXT_ID: OnceLock<AtomicU16> = OnceLock::new();
     NEXT_ID
-        .get_or_init(|| {
-            use std::hash::{BuildHasher, Hasher};
-            // RandomState's keys come from the operating system's randomness.
-            let random = std::collections::hash_map::RandomState::new()
-                .build_hasher()
-                .finish();
-            AtomicU16::new(random as u16)
-        })
+        .get_or_init(|| AtomicU16::new(random_u64() as u16))
         .fetch_add(1, Ordering::Relaxed)
 }
 
@@ -326,6 +328,206 @@ fn syn_source_port() -> u16 {
 
 fn io_error(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |e| Error::os(what, e)
+}
+
+/// 64 random bits: SipHash, keyed from the operating system's randomness
+/// (a fresh `RandomState` per call), of a per-process counter.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.finish()
+}
+
+/// 16 random bytes a probe puts in its packets' payload, so that they can
+/// be told apart from every other packet of the lab, whatever the NAT did
+/// to their addresses, ports and identifiers.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Token([u8; 16]);
+
+impl Token {
+    /// The token's length in bytes.
+    pub const LEN: usize = 16;
+
+    /// A fresh random token.
+    pub fn random() -> Token {
+        let mut bytes = [0u8; Self::LEN];
+        bytes[..8].copy_from_slice(&random_u64().to_be_bytes());
+        bytes[8..].copy_from_slice(&random_u64().to_be_bytes());
+        Token(bytes)
+    }
+
+    /// Its bytes, as they appear in a packet.
+    pub fn as_bytes(&self) -> &[u8; Self::LEN] {
+        &self.0
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Token({self})")
+    }
+}
+
+/// What marks the packets of a [`Flow`], unchanged by NAT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mark {
+    /// ICMP echo requests whose payload is `token` (their replies carry it
+    /// back).
+    Icmp {
+        /// The payload of every echo of the flow.
+        token: Token,
+    },
+    /// A UDP datagram whose payload ends with `token`.
+    Udp {
+        /// The last bytes of the datagram.
+        token: Token,
+    },
+    /// A TCP SYN with this random initial sequence number (the SYN-ACK
+    /// acknowledges `isn + 1`).
+    Tcp {
+        /// The initial sequence number.
+        isn: u32,
+    },
+}
+
+/// A flow a probe sent, as it left the prober's namespace: enough to find
+/// it again on the far side of a NAT or in the NAT's connection-tracking
+/// table, among any number of other flows with the same addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Flow {
+    /// The source address (unspecified when the namespace had no route).
+    pub src: Ipv4Addr,
+    /// The source port; for ICMP, the echo identifier.
+    pub src_port: u16,
+    /// The destination address.
+    pub dst: Ipv4Addr,
+    /// The destination port; 0 for ICMP.
+    pub dst_port: u16,
+    /// What marks its packets.
+    pub mark: Mark,
+}
+
+impl Flow {
+    /// Its IP protocol number (1 ICMP, 6 TCP, 17 UDP).
+    pub fn protocol(&self) -> u8 {
+        match self.mark {
+            Mark::Icmp { .. } => IpNextHeaderProtocols::Icmp.0,
+            Mark::Tcp { .. } => IpNextHeaderProtocols::Tcp.0,
+            Mark::Udp { .. } => IpNextHeaderProtocols::Udp.0,
+        }
+    }
+}
+
+impl fmt::Display for Flow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (src, dst) = (self.src, self.dst);
+        let (sport, dport) = (self.src_port, self.dst_port);
+        match self.mark {
+            Mark::Icmp { token } => write!(f, "icmp echo {src} > {dst} id {sport} token {token}"),
+            Mark::Udp { token } => write!(f, "udp {src}:{sport} > {dst}:{dport} token {token}"),
+            Mark::Tcp { isn } => write!(f, "tcp {src}:{sport} > {dst}:{dport} isn {isn}"),
+        }
+    }
+}
+
+/// A probe's outcome and the flow it sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sent<O> {
+    /// What the destination answered.
+    pub outcome: O,
+    /// What was sent, to find it elsewhere.
+    pub flow: Flow,
+}
+
+/// A raw IPv4 socket of one protocol, opened close-on-exec.
+///
+/// pnet's `transport_channel` opens its socket without `SOCK_CLOEXEC` and
+/// cannot be given one, and setting `FD_CLOEXEC` afterwards leaves a window
+/// in which a container cloned by another thread inherits the socket; so
+/// the prober opens its raw sockets itself (pnet still builds and parses
+/// the packets). Reads return whole IPv4 datagrams, header included.
+struct RawSocket {
+    file: File,
+}
+
+impl RawSocket {
+    /// Opens a raw socket of `protocol` in the calling thread's namespace.
+    ///
+    /// # References
+    /// `raw(7)`
+    fn open(protocol: IpNextHeaderProtocol) -> std::io::Result<RawSocket> {
+        // SAFETY: socket takes no pointers.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_INET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::c_int::from(protocol.0),
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: socket succeeded, so `fd` is open and ours alone.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(RawSocket {
+            file: File::from(fd),
+        })
+    }
+
+    /// Sends `packet` (a transport header and payload; the kernel adds the
+    /// IP header) to `dst`.
+    ///
+    /// # References
+    /// `sendto(2)`
+    fn send_to(&self, packet: &[u8], dst: Ipv4Addr) -> std::io::Result<()> {
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(dst).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        loop {
+            // SAFETY: `packet` and `addr` are valid for the lengths given.
+            let sent = unsafe {
+                libc::sendto(
+                    self.file.as_raw_fd(),
+                    packet.as_ptr().cast(),
+                    packet.len(),
+                    0,
+                    (&raw const addr).cast(),
+                    size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            };
+            if sent >= 0 {
+                return Ok(());
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+
+    /// Receives one datagram (call it once [`sys::poll_any`] said the
+    /// socket is readable): its IPv4 packet.
+    fn recv<'b>(&self, buf: &'b mut [u8]) -> std::io::Result<Option<Ipv4Packet<'b>>> {
+        let n = (&self.file).read(buf)?;
+        Ok(Ipv4Packet::new(&buf[..n]))
+    }
+
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.file.as_raw_fd()
+    }
 }
 
 /// Probes from one network namespace.
@@ -364,16 +566,9 @@ impl Prober {
         }
     }
 
-    fn channel(
-        &self,
-        protocol: pnet::packet::ip::IpNextHeaderProtocol,
-    ) -> Result<(TransportSender, TransportReceiver)> {
+    fn raw_socket(&self, protocol: IpNextHeaderProtocol) -> Result<RawSocket> {
         self.inside(|| {
-            transport_channel(
-                4096,
-                TransportChannelType::Layer4(TransportProtocol::Ipv4(protocol)),
-            )
-            .map_err(io_error(
+            RawSocket::open(protocol).map_err(io_error(
                 "open a raw socket (it needs CAP_NET_RAW; use TcpMode::Connect without it)",
             ))
         })
@@ -409,12 +604,42 @@ impl Prober {
     /// # Ok::<(), netns_harness::Error>(())
     /// ```
     pub fn icmp(&self, dst: Ipv4Addr, options: ProbeOptions) -> Result<IcmpOutcome> {
+        self.icmp_flow(dst, options).map(|sent| sent.outcome)
+    }
+
+    /// As [`Prober::icmp`], and returns the flow sent: echoes with a random
+    /// identifier, each carrying the flow's random [`Token`] as payload.
+    ///
+    /// ```no_run
+    /// use netns_harness::probe::{ProbeOptions, Prober};
+    /// let sent = Prober::here().icmp_flow("198.18.0.2".parse().unwrap(), ProbeOptions::default())?;
+    /// println!("{}: {}", sent.flow, sent.outcome);
+    /// # Ok::<(), netns_harness::Error>(())
+    /// ```
+    pub fn icmp_flow(&self, dst: Ipv4Addr, options: ProbeOptions) -> Result<Sent<IcmpOutcome>> {
         options.validate()?;
         validate_destination(dst)?;
-        let (mut tx, mut rx) = self.channel(IpNextHeaderProtocols::Icmp)?;
-        let rx_fd = rx.socket.fd;
-        let mut replies = icmp_packet_iter(&mut rx);
         let id = next_id();
+        let token = Token::random();
+        let mut flow = Flow {
+            src: Ipv4Addr::UNSPECIFIED,
+            src_port: id,
+            dst,
+            dst_port: 0,
+            mark: Mark::Icmp { token },
+        };
+        let unreachable = |reason, flow| {
+            Ok(Sent {
+                outcome: IcmpOutcome::Unreachable { reason },
+                flow,
+            })
+        };
+        flow.src = match self.source_for(dst)? {
+            Ok(src) => src,
+            Err(reason) => return unreachable(reason, flow),
+        };
+        let socket = self.raw_socket(IpNextHeaderProtocols::Icmp)?;
+        let mut buf = vec![0u8; 2048];
         let mut sent_at: Vec<Instant> = Vec::new();
         let mut best: Option<Duration> = None;
         let mut received = 0u16;
@@ -426,12 +651,12 @@ impl Prober {
             let now = Instant::now();
             if sent_at.len() < usize::from(options.count) && now >= next_send {
                 let seq = sent_at.len() as u16;
-                let mut buf = [0u8; 16];
-                let packet = echo_request(&mut buf, id, seq);
+                let mut echo = [0u8; ECHO_LEN];
+                let packet = echo_request(&mut echo, id, seq, &token);
                 sent_at.push(Instant::now());
-                if let Err(e) = tx.send_to(packet, IpAddr::V4(dst)) {
+                if let Err(e) = socket.send_to(packet.packet(), dst) {
                     return match Reason::from_send_error(&e) {
-                        Some(reason) => Ok(IcmpOutcome::Unreachable { reason }),
+                        Some(reason) => unreachable(reason, flow),
                         None => Err(Error::os(format!("send an ICMP echo to {dst}"), e)),
                     };
                 }
@@ -447,14 +672,19 @@ impl Prober {
             // Until the next echo is due, or after the last one its timeout.
             let wait_until = if all_sent { deadline } else { next_send };
             let left = wait_until.saturating_duration_since(Instant::now());
-            if sys::poll_any(&[rx_fd], left)
+            if sys::poll_any(&[socket.raw_fd()], left)
                 .map_err(io_error("wait for ICMP"))?
                 .is_none()
             {
                 continue;
             }
-            let (packet, from) = replies.next().map_err(io_error("receive ICMP"))?;
-            match classify_icmp(&packet, from, dst, id) {
+            let Some(ip) = socket.recv(&mut buf).map_err(io_error("receive ICMP"))? else {
+                continue;
+            };
+            let Some(packet) = IcmpPacket::new(ip.payload()) else {
+                continue;
+            };
+            match classify_icmp(&packet, IpAddr::V4(ip.get_source()), dst, id) {
                 Some(IcmpAnswer::Reply(seq)) => {
                     if let Some(at) = sent_at.get(usize::from(seq)) {
                         let rtt = at.elapsed();
@@ -469,7 +699,7 @@ impl Prober {
                 None => {}
             }
         }
-        Ok(match best {
+        let outcome = match best {
             Some(rtt) => IcmpOutcome::Reachable {
                 rtt,
                 received,
@@ -478,7 +708,8 @@ impl Prober {
             None => IcmpOutcome::Unreachable {
                 reason: error.unwrap_or(Reason::Timeout),
             },
-        })
+        };
+        Ok(Sent { outcome, flow })
     }
 
     /// Probes TCP port `port` of `dst`.
@@ -487,9 +718,32 @@ impl Prober {
         validate_destination(dst)?;
         validate_port(port)?;
         match options.tcp_mode {
-            TcpMode::Syn => self.tcp_syn(dst, port, options.timeout),
+            TcpMode::Syn => self.tcp_syn(dst, port, options.timeout).map(|s| s.outcome),
             TcpMode::Connect => self.tcp_connect(dst, port, options.timeout),
         }
+    }
+
+    /// As [`Prober::tcp`] with [`TcpMode::Syn`], and returns the flow sent:
+    /// a SYN from a port of its own with a random initial sequence number.
+    /// With [`TcpMode::Connect`] the kernel chooses the sequence number, so
+    /// the flow could not be told apart: that is an [`Error::InvalidProbe`].
+    pub fn tcp_flow(
+        &self,
+        dst: Ipv4Addr,
+        port: u16,
+        options: ProbeOptions,
+    ) -> Result<Sent<TcpOutcome>> {
+        options.validate()?;
+        validate_destination(dst)?;
+        validate_port(port)?;
+        if options.tcp_mode == TcpMode::Connect {
+            return Err(Error::InvalidProbe {
+                reason: "a TCP flow is marked by its initial sequence number, which only \
+                         TcpMode::Syn chooses; use TcpMode::Syn"
+                    .to_owned(),
+            });
+        }
+        self.tcp_syn(dst, port, options.timeout)
     }
 
     fn tcp_connect(&self, dst: Ipv4Addr, port: u16, timeout: Duration) -> Result<TcpOutcome> {
@@ -517,24 +771,39 @@ impl Prober {
         })
     }
 
-    fn tcp_syn(&self, dst: Ipv4Addr, port: u16, timeout: Duration) -> Result<TcpOutcome> {
+    fn tcp_syn(&self, dst: Ipv4Addr, port: u16, timeout: Duration) -> Result<Sent<TcpOutcome>> {
+        let sport = syn_source_port();
+        let seq = random_u64() as u32;
+        let mut flow = Flow {
+            src: Ipv4Addr::UNSPECIFIED,
+            src_port: sport,
+            dst,
+            dst_port: port,
+            mark: Mark::Tcp { isn: seq },
+        };
+        let done = |outcome, flow| Ok(Sent { outcome, flow });
         let src = match self.source_for(dst)? {
             Ok(src) => src,
-            Err(reason) => return Ok(TcpOutcome::Filtered { reason }),
+            Err(reason) => return done(TcpOutcome::Filtered { reason }, flow),
         };
-        let (mut tcp_tx, mut tcp_rx) = self.channel(IpNextHeaderProtocols::Tcp)?;
-        let (_, mut icmp_rx) = self.channel(IpNextHeaderProtocols::Icmp)?;
-        let fds = [tcp_rx.socket.fd, icmp_rx.socket.fd];
-        let mut segments = tcp_packet_iter(&mut tcp_rx);
-        let mut errors = icmp_packet_iter(&mut icmp_rx);
-        let sport = syn_source_port();
-        let seq = u32::from(next_id()) << 16 | u32::from(sport);
-        let mut buf = [0u8; 20];
-        let syn = tcp_segment(&mut buf, (src, sport), (dst, port), seq, 0, TcpFlags::SYN);
+        flow.src = src;
+        let tcp = self.raw_socket(IpNextHeaderProtocols::Tcp)?;
+        let icmp = self.raw_socket(IpNextHeaderProtocols::Icmp)?;
+        let fds = [tcp.raw_fd(), icmp.raw_fd()];
+        let mut buf = vec![0u8; 2048];
+        let mut header = [0u8; 20];
+        let syn = tcp_segment(
+            &mut header,
+            (src, sport),
+            (dst, port),
+            seq,
+            0,
+            TcpFlags::SYN,
+        );
         let start = Instant::now();
-        if let Err(e) = tcp_tx.send_to(syn, IpAddr::V4(dst)) {
+        if let Err(e) = tcp.send_to(syn.packet(), dst) {
             return match Reason::from_send_error(&e) {
-                Some(reason) => Ok(TcpOutcome::Filtered { reason }),
+                Some(reason) => done(TcpOutcome::Filtered { reason }, flow),
                 None => Err(Error::os(format!("send a TCP SYN to {dst}:{port}"), e)),
             };
         }
@@ -542,16 +811,20 @@ impl Prober {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Ok(TcpOutcome::Filtered {
-                    reason: Reason::Timeout,
-                });
+                let reason = Reason::Timeout;
+                return done(TcpOutcome::Filtered { reason }, flow);
             }
             let Some(ready) = sys::poll_any(&fds, left).map_err(io_error("wait for TCP"))? else {
                 continue;
             };
             if ready == 0 {
-                let (segment, from) = segments.next().map_err(io_error("receive TCP"))?;
-                let answers = from == IpAddr::V4(dst)
+                let Some(ip) = tcp.recv(&mut buf).map_err(io_error("receive TCP"))? else {
+                    continue;
+                };
+                let Some(segment) = TcpPacket::new(ip.payload()) else {
+                    continue;
+                };
+                let answers = ip.get_source() == dst
                     && segment.get_source() == port
                     && segment.get_destination() == sport
                     && segment.get_acknowledgement() == seq.wrapping_add(1);
@@ -561,32 +834,38 @@ impl Prober {
                 let flags = segment.get_flags();
                 let rtt = start.elapsed();
                 if flags & TcpFlags::RST != 0 {
-                    return Ok(TcpOutcome::Closed { rtt });
+                    return done(TcpOutcome::Closed { rtt }, flow);
                 }
                 if flags & (TcpFlags::SYN | TcpFlags::ACK) == TcpFlags::SYN | TcpFlags::ACK {
                     // Reset the half-open connection (the kernel would too,
                     // finding no socket for it) so the server never sees it.
-                    let mut buf = [0u8; 20];
+                    let mut header = [0u8; 20];
                     let rst = tcp_segment(
-                        &mut buf,
+                        &mut header,
                         (src, sport),
                         (dst, port),
                         seq.wrapping_add(1),
                         0,
                         TcpFlags::RST,
                     );
-                    let _ = tcp_tx.send_to(rst, IpAddr::V4(dst));
-                    return Ok(TcpOutcome::Open { rtt });
+                    let _ = tcp.send_to(rst.packet(), dst);
+                    return done(TcpOutcome::Open { rtt }, flow);
                 }
             } else {
-                let (packet, _) = errors.next().map_err(io_error("receive ICMP"))?;
+                let Some(ip) = icmp.recv(&mut buf).map_err(io_error("receive ICMP"))? else {
+                    continue;
+                };
+                let Some(packet) = IcmpPacket::new(ip.payload()) else {
+                    continue;
+                };
                 if let Some(code) = icmp_error_about_tcp(&packet, dst, port, sport) {
-                    return Ok(match Reason::from_icmp_code(code) {
+                    let outcome = match Reason::from_icmp_code(code) {
                         Reason::PortUnreachable => TcpOutcome::Closed {
                             rtt: start.elapsed(),
                         },
                         reason => TcpOutcome::Filtered { reason },
-                    });
+                    };
+                    return done(outcome, flow);
                 }
             }
         }
@@ -601,33 +880,74 @@ impl Prober {
         payload: &[u8],
         options: ProbeOptions,
     ) -> Result<UdpOutcome> {
+        self.udp_datagram(dst, port, payload, options)
+            .map(|(outcome, _)| outcome)
+    }
+
+    /// As [`Prober::udp`], with the flow's random [`Token`] appended to
+    /// `payload` (so the datagram is `payload` followed by
+    /// [`Token::LEN`] bytes), and returns the flow sent.
+    pub fn udp_flow(
+        &self,
+        dst: Ipv4Addr,
+        port: u16,
+        payload: &[u8],
+        options: ProbeOptions,
+    ) -> Result<Sent<UdpOutcome>> {
+        let token = Token::random();
+        let mut datagram = payload.to_vec();
+        datagram.extend_from_slice(token.as_bytes());
+        let (outcome, src) = self.udp_datagram(dst, port, &datagram, options)?;
+        let flow = Flow {
+            src: *src.ip(),
+            src_port: src.port(),
+            dst,
+            dst_port: port,
+            mark: Mark::Udp { token },
+        };
+        Ok(Sent { outcome, flow })
+    }
+
+    /// Sends `datagram`; returns the outcome and the socket's own address.
+    fn udp_datagram(
+        &self,
+        dst: Ipv4Addr,
+        port: u16,
+        datagram: &[u8],
+        options: ProbeOptions,
+    ) -> Result<(UdpOutcome, std::net::SocketAddrV4)> {
         options.validate()?;
         validate_destination(dst)?;
         validate_port(port)?;
         let socket = self.inside(|| {
             UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(io_error("open a UDP socket"))
         })?;
+        let local = |socket: &UdpSocket| match socket.local_addr() {
+            Ok(SocketAddr::V4(addr)) => addr,
+            _ => std::net::SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+        };
         if let Err(e) = socket.connect((dst, port)) {
             return match Reason::from_send_error(&e) {
-                Some(reason) => Ok(UdpOutcome::Unreachable { reason }),
+                Some(reason) => Ok((UdpOutcome::Unreachable { reason }, local(&socket))),
                 None => Err(Error::os(
                     format!("connect a UDP socket to {dst}:{port}"),
                     e,
                 )),
             };
         }
+        let src = local(&socket);
         socket
             .set_read_timeout(Some(options.timeout))
             .map_err(io_error("set a socket timeout"))?;
         let start = Instant::now();
-        if let Err(e) = socket.send(payload) {
+        if let Err(e) = socket.send(datagram) {
             return match Reason::from_send_error(&e) {
-                Some(reason) => Ok(UdpOutcome::Unreachable { reason }),
+                Some(reason) => Ok((UdpOutcome::Unreachable { reason }, src)),
                 None => Err(Error::os(format!("send to {dst}:{port}"), e)),
             };
         }
         let mut buf = [0u8; 2048];
-        Ok(match socket.recv(&mut buf) {
+        let outcome = match socket.recv(&mut buf) {
             Ok(_) => UdpOutcome::Open {
                 rtt: start.elapsed(),
             },
@@ -644,17 +964,26 @@ impl Prober {
                 Some(reason) => UdpOutcome::Unreachable { reason },
                 None => return Err(Error::os(format!("receive from {dst}:{port}"), e)),
             },
-        })
+        };
+        Ok((outcome, src))
     }
 }
 
-/// Builds an echo request with `id` and `seq` in `buf`.
-fn echo_request(buf: &mut [u8; 16], id: u16, seq: u16) -> MutableEchoRequestPacket<'_> {
-    let mut packet = MutableEchoRequestPacket::new(buf).expect("16 bytes hold an echo request");
+/// An echo request's length: its header, then a [`Token`].
+const ECHO_LEN: usize = 8 + Token::LEN;
+
+/// Builds an echo request with `id`, `seq` and `token` as payload in `buf`.
+fn echo_request<'b>(
+    buf: &'b mut [u8; ECHO_LEN],
+    id: u16,
+    seq: u16,
+    token: &Token,
+) -> MutableEchoRequestPacket<'b> {
+    let mut packet = MutableEchoRequestPacket::new(buf).expect("ECHO_LEN bytes hold an echo");
     packet.set_icmp_type(IcmpTypes::EchoRequest);
     packet.set_identifier(id);
     packet.set_sequence_number(seq);
-    packet.set_payload(b"netns-ha");
+    packet.set_payload(token.as_bytes());
     let checksum = pnet::util::checksum(packet.packet(), 1);
     packet.set_checksum(checksum);
     packet

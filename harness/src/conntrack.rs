@@ -1,0 +1,420 @@
+//! The NAT's connection-tracking table, read over netlink (ctnetlink,
+//! `NETLINK_NETFILTER`) in the lab namespace: what `conntrack -L` lists.
+//!
+//! An entry's original tuple is the flow as the container sent it; its
+//! reply tuple is what the far side answers to, so its destination is the
+//! translated source. [`Table::find`] finds the entry of a probe's
+//! [`Flow`] by its original tuple, which is unique in the table: a second,
+//! independent witness of the NAT next to a capture
+//! ([`Observations::find`](crate::capture::Observations::find)).
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::os::fd::BorrowedFd;
+
+use crate::error::{Error, Result};
+use crate::netlink::{F_DUMP, F_REQUEST, Message, Refusal, Socket, attributes};
+use crate::netns;
+use crate::probe::{Flow, Mark};
+
+/// `NFNL_SUBSYS_CTNETLINK`
+const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+/// `IPCTNL_MSG_CT_GET`
+const IPCTNL_MSG_CT_GET: u16 = 1;
+/// `NFNETLINK_V0`
+const NFNETLINK_V0: u8 = 0;
+
+/// `enum ctattr_type`
+const CTA_TUPLE_ORIG: u16 = 1;
+const CTA_TUPLE_REPLY: u16 = 2;
+const CTA_STATUS: u16 = 3;
+/// `enum ctattr_tuple`
+const CTA_TUPLE_IP: u16 = 1;
+const CTA_TUPLE_PROTO: u16 = 2;
+/// `enum ctattr_ip`
+const CTA_IP_V4_SRC: u16 = 1;
+const CTA_IP_V4_DST: u16 = 2;
+/// `enum ctattr_l4proto`
+const CTA_PROTO_NUM: u16 = 1;
+const CTA_PROTO_SRC_PORT: u16 = 2;
+const CTA_PROTO_DST_PORT: u16 = 3;
+const CTA_PROTO_ICMP_ID: u16 = 4;
+const CTA_PROTO_ICMP_TYPE: u16 = 5;
+const CTA_PROTO_ICMP_CODE: u16 = 6;
+
+/// `IPS_SRC_NAT` of `enum ip_conntrack_status`: the entry's source is
+/// translated.
+const IPS_SRC_NAT: u32 = 1 << 4;
+
+const IPPROTO_ICMP: u8 = 1;
+
+/// The ports of a [`Tuple`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Ports {
+    /// TCP, UDP and other protocols with ports.
+    Ports {
+        /// The source port.
+        src: u16,
+        /// The destination port.
+        dst: u16,
+    },
+    /// ICMP: the echo identifier, type and code.
+    Icmp {
+        /// The identifier.
+        id: u16,
+        /// The type (8 for an echo request in the original direction).
+        kind: u8,
+        /// The code.
+        code: u8,
+    },
+    /// A protocol that conntrack tracks by addresses only.
+    None,
+}
+
+/// One direction of a tracked connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Tuple {
+    /// The IP protocol number.
+    pub protocol: u8,
+    /// The source address.
+    pub src: Ipv4Addr,
+    /// The destination address.
+    pub dst: Ipv4Addr,
+    /// Ports, or ICMP identifier.
+    pub ports: Ports,
+}
+
+impl fmt::Display for Tuple {
+    /// As `conntrack -L` prints a tuple.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "src={} dst={}", self.src, self.dst)?;
+        match self.ports {
+            Ports::Ports { src, dst } => write!(f, " sport={src} dport={dst}"),
+            Ports::Icmp { id, kind, code } => write!(f, " type={kind} code={code} id={id}"),
+            Ports::None => Ok(()),
+        }
+    }
+}
+
+/// One entry of the connection-tracking table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Entry {
+    /// The connection as its initiator sent it.
+    pub original: Tuple,
+    /// The connection as its answers travel: its destination is the
+    /// original source after NAT.
+    pub reply: Tuple,
+    /// The `IPS_*` status bits.
+    pub status: u32,
+}
+
+impl Entry {
+    /// The original source as translated by the NAT (the reply tuple's
+    /// destination): address and port, or ICMP identifier.
+    pub fn translated_source(&self) -> (Ipv4Addr, u16) {
+        let port = match self.reply.ports {
+            Ports::Ports { dst, .. } => dst,
+            Ports::Icmp { id, .. } => id,
+            Ports::None => 0,
+        };
+        (self.reply.dst, port)
+    }
+
+    /// Whether the NAT rewrites the entry's source (`IPS_SRC_NAT`).
+    pub fn is_source_nat(&self) -> bool {
+        self.status & IPS_SRC_NAT != 0
+    }
+
+    /// Whether the entry is the one `flow` made: its original tuple is the
+    /// flow's protocol, addresses and ports (ICMP: identifier).
+    pub fn is_of(&self, flow: &Flow) -> bool {
+        let o = &self.original;
+        let ports = match (o.ports, flow.mark) {
+            (Ports::Icmp { id, .. }, Mark::Icmp { .. }) => id == flow.src_port,
+            (Ports::Ports { src, dst }, Mark::Tcp { .. } | Mark::Udp { .. }) => {
+                (src, dst) == (flow.src_port, flow.dst_port)
+            }
+            _ => false,
+        };
+        o.protocol == flow.protocol() && o.src == flow.src && o.dst == flow.dst && ports
+    }
+}
+
+impl fmt::Display for Entry {
+    /// As `conntrack -L` prints an entry (protocol, both tuples).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self.original.protocol {
+            1 => "icmp".to_owned(),
+            6 => "tcp".to_owned(),
+            17 => "udp".to_owned(),
+            n => format!("proto {n}"),
+        };
+        write!(f, "{name} {} {}", self.original, self.reply)
+    }
+}
+
+/// The IPv4 entries of a namespace's connection-tracking table, as read
+/// at one moment (`conntrack -L -f ipv4`).
+#[derive(Clone, Debug)]
+pub struct Table {
+    entries: Vec<Entry>,
+}
+
+impl Table {
+    /// Reads the table of the network namespace `netns`, normally the lab
+    /// namespace where the NAT is ([`Lab::lab_netns`](crate::Lab::lab_netns));
+    /// the caller stays in its own namespace.
+    ///
+    /// ```no_run
+    /// use netns_harness::conntrack::Table;
+    /// use netns_harness::probe::{ProbeOptions, Prober};
+    /// use netns_harness::prelude::*;
+    ///
+    /// #[netns_test]
+    /// fn the_nat_tracks_my_echo(net: Net) {
+    ///     let sent = Prober::here()
+    ///         .icmp_flow(net.outside_addr(), ProbeOptions::default())
+    ///         .unwrap();
+    ///     let table = Table::read(net.lab().lab_netns()).unwrap();
+    ///     table.assert_translated(&sent.flow, net.public_addr());
+    /// }
+    /// ```
+    pub fn read(netns: BorrowedFd<'_>) -> Result<Table> {
+        let operation = "list the connection-tracking table (conntrack -L -f ipv4)";
+        let mut socket = netns::run_in(netns, || {
+            Socket::open(libc::NETLINK_NETFILTER).map_err(|e| {
+                Error::os(
+                    "open a netfilter netlink socket in the lab namespace".to_owned(),
+                    e,
+                )
+            })
+        })?;
+        let replies = socket
+            .dump(|| {
+                Message::new(
+                    (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET,
+                    F_REQUEST | F_DUMP,
+                    &nfgenmsg(libc::AF_INET as u8),
+                )
+            })
+            .map_err(|Refusal { error, message }| Error::Netlink {
+                operation: operation.to_owned(),
+                namespace: "lab",
+                source: error,
+                kernel_message: message,
+            })?;
+        Ok(Table {
+            entries: replies.iter().filter_map(|r| entry(r)).collect(),
+        })
+    }
+
+    /// Every entry.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// The entry `flow` made, if the table has it.
+    pub fn find(&self, flow: &Flow) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.is_of(flow))
+    }
+
+    /// Asserts that the table tracks `flow` with its source translated to
+    /// `public`; returns its entry.
+    ///
+    /// # Panics
+    /// Naming the flow and listing the table, when the flow has no entry,
+    /// or an entry without source NAT or translated to another address.
+    #[track_caller]
+    pub fn assert_translated(&self, flow: &Flow, public: Ipv4Addr) -> &Entry {
+        let Some(entry) = self.find(flow) else {
+            panic!("the flow {flow} has no conntrack entry; {self}");
+        };
+        let (src, _) = entry.translated_source();
+        assert!(
+            entry.is_source_nat() && src == public,
+            "the flow {flow} is tracked as {entry}, not translated to {public}; {self}"
+        );
+        entry
+    }
+}
+
+impl fmt::Display for Table {
+    /// The entries, one a line (at most the last 40).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const LISTED: usize = 40;
+        if self.entries.is_empty() {
+            return f.write_str("the conntrack table is empty");
+        }
+        let skipped = self.entries.len().saturating_sub(LISTED);
+        write!(f, "conntrack table ({} entries", self.entries.len())?;
+        if skipped > 0 {
+            write!(f, ", the last {LISTED}")?;
+        }
+        f.write_str("):")?;
+        self.entries[skipped..]
+            .iter()
+            .try_for_each(|e| write!(f, "\n  {e}"))
+    }
+}
+
+/// `struct nfgenmsg` for `family`.
+fn nfgenmsg(family: u8) -> [u8; 4] {
+    [family, NFNETLINK_V0, 0, 0]
+}
+
+/// An entry from the payload of an `IPCTNL_MSG_CT_NEW` reply (`nfgenmsg`,
+/// then attributes); `None` for anything but IPv4.
+fn entry(payload: &[u8]) -> Option<Entry> {
+    let (mut original, mut reply, mut status) = (None, None, 0);
+    for (kind, value) in attributes(payload.get(4..)?) {
+        match kind {
+            CTA_TUPLE_ORIG => original = tuple(value),
+            CTA_TUPLE_REPLY => reply = tuple(value),
+            CTA_STATUS => status = be32(value).unwrap_or(0),
+            _ => {}
+        }
+    }
+    Some(Entry {
+        original: original?,
+        reply: reply?,
+        status,
+    })
+}
+
+fn be32(value: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(value.try_into().ok()?))
+}
+
+fn be16(value: &[u8]) -> Option<u16> {
+    Some(u16::from_be_bytes(value.try_into().ok()?))
+}
+
+/// A tuple from the attributes of a `CTA_TUPLE_*` nest.
+fn tuple(nest: &[u8]) -> Option<Tuple> {
+    let (mut src, mut dst, mut protocol) = (None, None, None);
+    let (mut sport, mut dport) = (None, None);
+    let (mut id, mut kind, mut code) = (None, None, None);
+    for (attr, value) in attributes(nest) {
+        match attr {
+            CTA_TUPLE_IP => {
+                for (attr, value) in attributes(value) {
+                    let addr = be32(value).map(Ipv4Addr::from);
+                    match attr {
+                        CTA_IP_V4_SRC => src = addr,
+                        CTA_IP_V4_DST => dst = addr,
+                        _ => {}
+                    }
+                }
+            }
+            CTA_TUPLE_PROTO => {
+                for (attr, value) in attributes(value) {
+                    match attr {
+                        CTA_PROTO_NUM => protocol = value.first().copied(),
+                        CTA_PROTO_SRC_PORT => sport = be16(value),
+                        CTA_PROTO_DST_PORT => dport = be16(value),
+                        CTA_PROTO_ICMP_ID => id = be16(value),
+                        CTA_PROTO_ICMP_TYPE => kind = value.first().copied(),
+                        CTA_PROTO_ICMP_CODE => code = value.first().copied(),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let protocol = protocol?;
+    let ports = match (protocol, sport, dport, id) {
+        (IPPROTO_ICMP, _, _, Some(id)) => Ports::Icmp {
+            id,
+            kind: kind.unwrap_or(0),
+            code: code.unwrap_or(0),
+        },
+        (_, Some(src), Some(dst), _) => Ports::Ports { src, dst },
+        _ => Ports::None,
+    };
+    Some(Tuple {
+        protocol,
+        src: src?,
+        dst: dst?,
+        ports,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tuple nest as the kernel writes it (`ctnetlink_dump_tuples`).
+    fn tuple_nest(m: Message, kind: u16, t: &Tuple) -> Message {
+        let m = m
+            .begin(kind)
+            .begin(CTA_TUPLE_IP)
+            .attr(CTA_IP_V4_SRC, &t.src.octets())
+            .attr(CTA_IP_V4_DST, &t.dst.octets())
+            .end()
+            .begin(CTA_TUPLE_PROTO)
+            .attr(CTA_PROTO_NUM, &[t.protocol]);
+        let m = match t.ports {
+            Ports::Ports { src, dst } => m
+                .attr(CTA_PROTO_SRC_PORT, &src.to_be_bytes())
+                .attr(CTA_PROTO_DST_PORT, &dst.to_be_bytes()),
+            Ports::Icmp { id, kind, code } => m
+                .attr(CTA_PROTO_ICMP_ID, &id.to_be_bytes())
+                .attr(CTA_PROTO_ICMP_TYPE, &[kind])
+                .attr(CTA_PROTO_ICMP_CODE, &[code]),
+            Ports::None => m,
+        };
+        m.end().end()
+    }
+
+    #[test]
+    fn an_entry_is_read_back_with_both_tuples_and_its_translation() {
+        let original = Tuple {
+            protocol: 17,
+            src: Ipv4Addr::new(10, 200, 0, 2),
+            dst: Ipv4Addr::new(198, 18, 0, 2),
+            ports: Ports::Ports {
+                src: 40000,
+                dst: 53,
+            },
+        };
+        let reply = Tuple {
+            protocol: 17,
+            src: original.dst,
+            dst: Ipv4Addr::new(198, 18, 0, 1),
+            ports: Ports::Ports {
+                src: 53,
+                dst: 40001,
+            },
+        };
+        let m = Message::new(0, 0, &nfgenmsg(2));
+        let m = tuple_nest(m, CTA_TUPLE_ORIG, &original);
+        let m = tuple_nest(m, CTA_TUPLE_REPLY, &reply).attr(CTA_STATUS, &0x1beu32.to_be_bytes());
+        let bytes = m.into_payload();
+        let entry = entry(&bytes).expect("an entry");
+        assert_eq!((entry.original, entry.reply), (original, reply));
+        assert!(entry.is_source_nat());
+        assert_eq!(
+            entry.translated_source(),
+            (Ipv4Addr::new(198, 18, 0, 1), 40001)
+        );
+        let token = crate::probe::Token::random();
+        let flow = Flow {
+            src: original.src,
+            src_port: 40000,
+            dst: original.dst,
+            dst_port: 53,
+            mark: Mark::Udp { token },
+        };
+        assert!(entry.is_of(&flow));
+        assert!(!entry.is_of(&Flow {
+            src_port: 40001,
+            ..flow
+        }));
+        assert_eq!(
+            entry.to_string(),
+            "udp src=10.200.0.2 dst=198.18.0.2 sport=40000 dport=53 \
+             src=198.18.0.2 dst=198.18.0.1 sport=53 dport=40001"
+        );
+    }
+}
