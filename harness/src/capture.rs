@@ -512,7 +512,7 @@ impl Observations {
                 std::io::Error::other(e),
             )
         };
-        let file = std::fs::File::create(path)
+        let file = crate::sys::create_file(path)
             .map_err(|e| Error::os(format!("create the capture {}", path.display()), e))?;
         let header = pcap_file::pcap::PcapHeader {
             snaplen: SNAPLEN as u32,

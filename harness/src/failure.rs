@@ -5,7 +5,6 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -129,18 +128,6 @@ fn make_dir(dir: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Creates (or truncates) `path` for writing, without following a
-/// symbolic link there.
-pub(crate) fn create_file(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .mode(0o644)
-        .open(path)
-}
-
 /// The report printed at the end of a failed test's output, also written
 /// with the capture to the test's artifacts directory.
 pub(crate) fn report(
@@ -223,7 +210,7 @@ fn write_artifacts(
     } else {
         let _ = writeln!(out, "capture: off ({CAPTURE_VAR}=0)");
     }
-    create_file(&dir.join("report.txt"))?.write_all(out.as_bytes())
+    sys::create_file(&dir.join("report.txt"))?.write_all(out.as_bytes())
 }
 
 /// Keeps the failed test's network alive and says how to enter it, until

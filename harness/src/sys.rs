@@ -394,6 +394,22 @@ pub(crate) fn pidfd_netns(pidfd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Creates (or truncates) `path` for writing, close-on-exec and without
+/// following a symbolic link there (`O_NOFOLLOW`).
+///
+/// # References
+/// `open(2)`
+pub(crate) fn create_file(path: &std::path::Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .mode(0o644)
+        .open(path)
+}
+
 /// Enters a new user namespace in which the caller's user and group are
 /// root. Only works while the process has a single thread.
 ///
