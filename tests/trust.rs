@@ -352,3 +352,72 @@ fn a_container_writes_a_gigabyte_for_output() {
     assert!(out.status.success(), "{:?}", out.status);
     assert_eq!(out.stdout.len(), netns_harness::OUTPUT_LIMIT);
 }
+
+fn visible_processes() -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .count()
+}
+
+/// A body is root only in its test's user namespace: its `/proc` can be
+/// neither unmounted (to see the host's processes, and through their
+/// `/proc/<pid>/ns/*` the host's namespaces) nor replaced, and the host's
+/// state is unchanged, whether the test process is root or rootless.
+#[netns_test]
+fn a_body_cannot_unmount_its_proc_nor_mount_another() {
+    let before = visible_processes();
+    // SAFETY: umount2 and mount take valid NUL-terminated strings.
+    let (unmounted, mounted) = unsafe {
+        (
+            libc::umount2(c"/proc".as_ptr(), libc::MNT_DETACH),
+            libc::mount(
+                c"proc".as_ptr(),
+                c"/proc".as_ptr(),
+                c"proc".as_ptr(),
+                0,
+                std::ptr::null(),
+            ),
+        )
+    };
+    let after = visible_processes();
+    assert_eq!(
+        after, before,
+        "after umount ({unmounted}) and mount ({mounted}) of /proc the body sees {after} processes, not its {before}"
+    );
+    assert!(before < 10, "the body sees {before} processes");
+    assert_eq!(unmounted, -1, "the body unmounted its /proc");
+    assert_eq!(mounted, -1, "the body mounted a /proc");
+}
+
+#[test]
+fn containers_run_in_a_user_namespace_of_the_lab_not_the_test_process() {
+    let before = netns_harness_suite::HostState::capture();
+    let own = std::fs::read_link("/proc/self/ns/user").unwrap();
+    let lab = Lab::shared().unwrap();
+    let out = lab
+        .spawn(
+            &Spec::command("readlink")
+                .arg("/proc/self/ns/user")
+                .stdout(Stdio::Piped),
+        )
+        .unwrap()
+        .output(Duration::from_secs(10))
+        .unwrap();
+    let theirs = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(theirs.starts_with("user:["), "{theirs:?}");
+    assert_ne!(
+        theirs,
+        own.to_string_lossy(),
+        "the container shares the test process's user namespace"
+    );
+    let result = run_test_in_child(
+        "a_body_cannot_unmount_its_proc_nor_mount_another",
+        Duration::from_secs(60),
+    )
+    .expect("it ended");
+    assert!(result.status.success(), "{}", result.output);
+    assert!(result.output.contains("1 passed"), "{}", result.output);
+    before.assert_unchanged(&netns_harness_suite::HostState::capture());
+}

@@ -16,9 +16,11 @@ use std::time::{Duration, Instant};
 use crate::capture::Capture;
 use crate::entry::FUNCTION_VAR;
 use crate::error::{Error, Result};
-use crate::lab::{LabInner, Lease, SETUP_TIMEOUT};
-use crate::prexec::{ChildPlan, IfConfig, Report, Stage};
+use crate::lab::{LabInner, Lease};
+use crate::netns::SETUP_TIMEOUT;
+use crate::prexec::{ChildPlan, IfConfig, Report};
 use crate::rtnl::Peer;
+use crate::spawner::Reports;
 use crate::sys;
 use crate::{names, spawner};
 
@@ -338,13 +340,11 @@ pub(crate) fn spawn(lab: &Arc<LabInner>, spec: &Spec, attach: Attach) -> Result<
         plan.stdio[2] = Some(plan.stdio[1].unwrap_or(libc::STDOUT_FILENO));
     }
     plan.keep.clone_from(&spec.inherit);
+    plan.userns = crate::userns::lab_userns().map(|fd| fd.as_raw_fd());
     plan.go_read = go_read.as_raw_fd();
     plan.go_write = go_write.as_raw_fd();
     let cloning = spawner::clone(plan, report_write).map_err(os("clone"))?;
-    let mut reports = Reports {
-        pipe: File::from(report_read),
-        name: &name,
-    };
+    let mut reports = Reports::new(report_read, &name);
     let pidfd = match reports.next("start")? {
         Report::Started => cloning.take_pidfd(),
         other => return Err(reports.unexpected(other, "start")),
@@ -399,71 +399,6 @@ pub(crate) fn spawn(lab: &Arc<LabInner>, spec: &Spec, attach: Attach) -> Result<
     })
 }
 
-/// The parent's end of a container's report pipe.
-struct Reports<'a> {
-    pipe: File,
-    name: &'a str,
-}
-
-impl Reports<'_> {
-    /// The next report, waiting at most [`SETUP_TIMEOUT`] for the child
-    /// to `what`.
-    fn next(&mut self, what: &'static str) -> Result<Report> {
-        let ready = sys::poll_readable(self.pipe.as_fd(), Some(SETUP_TIMEOUT))
-            .map_err(|e| Error::os(format!("wait for container {:?} to {what}", self.name), e))?;
-        if !ready {
-            return Err(Error::Timeout {
-                name: self.name.to_owned(),
-                what,
-                timeout: SETUP_TIMEOUT,
-            });
-        }
-        self.read()
-    }
-
-    fn read(&mut self) -> Result<Report> {
-        let mut bytes = [0u8; Report::LEN];
-        let garbled = |source: io::Error| Error::ContainerSetup {
-            name: self.name.to_owned(),
-            stage: "reporting its setup",
-            source,
-        };
-        self.pipe.read_exact(&mut bytes).map_err(garbled)?;
-        Report::decode(bytes).ok_or_else(|| garbled(io::Error::other("an unknown report")))
-    }
-
-    /// The failure the child reported, if a report is waiting already.
-    fn failure_now(&mut self) -> Option<Error> {
-        if !sys::poll_readable(self.pipe.as_fd(), Some(Duration::ZERO)).unwrap_or(false) {
-            return None;
-        }
-        match self.read() {
-            Ok(Report::Failed { stage, errno }) => Some(self.setup_error(stage, errno)),
-            _ => None,
-        }
-    }
-
-    fn setup_error(&self, stage: Stage, errno: i32) -> Error {
-        Error::ContainerSetup {
-            name: self.name.to_owned(),
-            stage: stage.describe(),
-            source: io::Error::from_raw_os_error(errno),
-        }
-    }
-
-    /// The error for `report` where the child should have come to `what`.
-    fn unexpected(&self, report: Report, what: &'static str) -> Error {
-        match report {
-            Report::Failed { stage, errno } => self.setup_error(stage, errno),
-            _ => Error::ContainerSetup {
-                name: self.name.to_owned(),
-                stage: what,
-                source: io::Error::other("it exited without a report"),
-            },
-        }
-    }
-}
-
 /// The parent's part of a start: the child's network namespace, and for a
 /// bridged container its veth, created with one end on the bridge and
 /// `eth0` inside the child, and when asked a capture of that port.
@@ -481,24 +416,10 @@ fn connect(
             .map_err(|e| Error::os("duplicate the outside namespace's descriptor", e))?;
         return Ok((netns, None, None));
     };
-    let open_failed = |e| {
-        Error::os(
-            format!("open the network namespace of container {:?}", process.name),
-            e,
-        )
-    };
-    let netns = match sys::pidfd_netns(process.pidfd.as_fd()) {
-        Ok(netns) => netns,
-        // Before Linux 6.11: enter it through the pidfd on a thread of its own.
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) => {
-            crate::netns::run_in(process.pidfd.as_fd(), || {
-                File::open("/proc/thread-self/ns/net")
-                    .map(OwnedFd::from)
-                    .map_err(open_failed)
-            })?
-        }
-        Err(e) => return Err(open_failed(e)),
-    };
+    let netns = crate::netns::of_process(
+        process.pidfd.as_fd(),
+        &format!("container {:?}", process.name),
+    )?;
     let name = lab.port_name();
     lab.rtnl().add_veth(
         &name,

@@ -10,7 +10,7 @@ use crate::lab::Lab;
 use crate::netlink::Socket;
 use crate::rootless::{self, Privilege, Settings};
 use crate::rtnl::{Peer, Rtnl};
-use crate::{Spec, netns, nftables};
+use crate::{Spec, nftables};
 
 /// One check: what was tried, and what came of it.
 #[derive(Debug)]
@@ -160,7 +160,7 @@ fn user_namespaces() -> Check {
 /// Namespace, bridge, veth, nf_tables and raw socket, each made in a
 /// throwaway namespace.
 fn kernel_objects() -> Vec<Check> {
-    let created = netns::create(|| {
+    let created = crate::userns::create_netns(|| {
         let rtnl = Rtnl::open("doctor")?;
         let nft = Socket::open(libc::NETLINK_NETFILTER)
             .map_err(|e| Error::os("open an nf_tables socket", e))?;

@@ -24,6 +24,7 @@ fn before_main() {
     rootless::init();
     runner::take_context();
     if let Ok(offset) = std::env::var(FUNCTION_VAR) {
+        crate::userns::mark_contained();
         // SAFETY: before main there is one thread, so nothing else reads the
         // environment. The variable must not reach the function's children.
         unsafe { sys::remove_env(FUNCTION_VAR) };

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crate::container::{self, Container, Spec};
 use crate::error::{Error, Result};
 use crate::netlink::Socket;
+use crate::netns::SETUP_TIMEOUT;
 use crate::nftables;
 use crate::rtnl::{Peer, Rtnl};
 use crate::subnet::{AddressPool, Ipv4Subnet};
@@ -97,12 +98,12 @@ impl LabBuilder {
                 ),
             });
         }
-        let (outside_ns, mut outside) = netns::create(|| {
+        let (outside_ns, mut outside) = crate::userns::create_netns(|| {
             let mut rtnl = Rtnl::open("outside")?;
             rtnl.set_up(LOOPBACK_INDEX)?;
             Ok(rtnl)
         })?;
-        let (lab_ns, (mut rtnl, mut nft)) = netns::create(|| {
+        let (lab_ns, (mut rtnl, mut nft)) = crate::userns::create_netns(|| {
             std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
                 .map_err(|e| Error::os("enable IPv4 forwarding in the lab namespace", e))?;
             // Bridge ports need no IPv6 address of their own: without one,
@@ -186,9 +187,6 @@ pub(crate) fn wait_for(
     }
     Ok(())
 }
-
-/// How long a lab's or a container's setup may take.
-pub(crate) const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn validate_subnet(text: &str) -> Result<Ipv4Subnet> {
     let subnet: Ipv4Subnet = text.parse()?;

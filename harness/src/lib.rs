@@ -63,6 +63,7 @@ mod runner;
 mod spawner;
 mod subnet;
 mod sys;
+mod userns;
 
 pub use container::{Container, OUTPUT_LIMIT, Spec, Stdio};
 pub use error::{Error, Result};

@@ -6,6 +6,9 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 
 use crate::sys;
 
+/// How long a lab's or a container's setup may take.
+pub(crate) const SETUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Creates a network namespace and runs `setup` inside it, on a thread of its
 /// own that ends right after: no thread of the process is ever left in the
 /// wrong namespace, even if `setup` panics. Sockets opened by `setup` stay in
@@ -53,4 +56,22 @@ pub(crate) fn run_in<T: Send>(
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
+}
+
+/// The network namespace of the process `pidfd` refers to: from the pidfd
+/// itself (Linux 6.11), or else by entering it through the pidfd on a
+/// thread of its own; never through the process's pid.
+pub(crate) fn of_process(pidfd: BorrowedFd<'_>, name: &str) -> crate::Result<OwnedFd> {
+    let failed = |e| crate::Error::os(format!("open the network namespace of {name}"), e);
+    match sys::pidfd_netns(pidfd) {
+        Ok(netns) => Ok(netns),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) => {
+            run_in(pidfd, || {
+                File::open("/proc/thread-self/ns/net")
+                    .map(OwnedFd::from)
+                    .map_err(failed)
+            })
+        }
+        Err(e) => Err(failed(e)),
+    }
 }

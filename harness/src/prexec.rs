@@ -24,7 +24,7 @@ use rustix::io::{Errno, FdFlags};
 use rustix::ioctl::{Opcode, Setter, Updater, ioctl};
 use rustix::mount::{MountFlags, MountPropagationFlags};
 use rustix::net::{AddressFamily, SocketType};
-use rustix::thread::LinkNameSpaceType;
+use rustix::thread::{LinkNameSpaceType, UnshareFlags};
 use rustix::time::{ClockId, Timespec};
 
 macro_rules! stages {
@@ -57,6 +57,10 @@ stages! {
     ParentDeath => "arming its parent-death signal",
     /// Waiting for the parent to say the network is ready.
     Sync => "waiting for its network",
+    /// Joining the lab's user namespace.
+    JoinUserns => "joining the lab's user namespace",
+    /// Creating its namespaces inside the lab's user namespace.
+    Unshare => "creating its namespaces",
     /// Joining an existing network namespace.
     JoinNetns => "joining the network namespace",
     /// Making mount propagation private.
@@ -198,6 +202,25 @@ pub(crate) struct ChildPlan {
     /// Descriptors the program inherits besides its standard streams; all
     /// others are closed at `execve`.
     pub keep: Vec<RawFd>,
+    /// A user namespace to join once `/proc` is mounted; the child's other
+    /// namespaces are then created in it, and so owned by it.
+    pub userns: Option<RawFd>,
+    /// What the child is for.
+    pub role: Role,
+}
+
+/// What a cloned child is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// A container: its namespaces, mounts and network, then its program.
+    Container,
+    /// A process that holds a new namespace until its parent took it: a new
+    /// user namespace (`new_user`), or else a network namespace made in
+    /// the plan's user namespace.
+    Holder {
+        /// Whether it is cloned into a new user namespace.
+        new_user: bool,
+    },
 }
 
 // SAFETY: the raw pointers point into the heap buffers of the `CString`s the
@@ -229,6 +252,40 @@ impl ChildPlan {
             join_netns: None,
             net: None,
             keep: Vec::new(),
+            userns: None,
+            role: Role::Container,
+        }
+    }
+
+    /// A plan for a [`Role::Holder`], which executes nothing.
+    pub(crate) fn holder(new_user: bool) -> Self {
+        Self {
+            role: Role::Holder { new_user },
+            ..Self::new(CString::default(), Vec::new(), Vec::new())
+        }
+    }
+
+    /// The namespaces `clone(2)` creates for this child. A container that
+    /// joins a user namespace gets only its PID and mount namespaces at
+    /// the clone (so that it can mount `/proc` with the cloner's
+    /// privileges), and creates the others once it joined.
+    pub(crate) fn clone_namespaces(&self) -> libc::c_int {
+        match (self.role, self.userns) {
+            (Role::Holder { new_user: true }, _) => libc::CLONE_NEWUSER,
+            (Role::Holder { new_user: false }, _) => 0,
+            (Role::Container, Some(_)) => libc::CLONE_NEWPID | libc::CLONE_NEWNS,
+            (Role::Container, None) => {
+                let net = if self.join_netns.is_some() {
+                    0
+                } else {
+                    libc::CLONE_NEWNET
+                };
+                libc::CLONE_NEWNS
+                    | libc::CLONE_NEWPID
+                    | libc::CLONE_NEWUTS
+                    | libc::CLONE_NEWIPC
+                    | net
+            }
         }
     }
 }
@@ -282,6 +339,23 @@ pub(crate) unsafe fn child_main(plan: &ChildPlan) -> ! {
 
 fn run(plan: &ChildPlan) -> Result<Infallible, Failure> {
     arm_parent_death(plan)?;
+    if let Role::Holder { new_user } = plan.role {
+        return hold(plan, new_user);
+    }
+    if let Some(userns) = plan.userns {
+        // /proc first, with the cloner's privileges over the new PID
+        // namespace; the mount namespace made after joining copies it
+        // locked to the host's /proc below it, so it cannot be unmounted.
+        mount_private()?;
+        mount_proc()?;
+        join_user_namespace(userns)?;
+        let net = if plan.join_netns.is_some() {
+            UnshareFlags::empty()
+        } else {
+            UnshareFlags::NEWNET
+        };
+        unshare(UnshareFlags::NEWNS | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC | net)?;
+    }
     send(plan, Report::Started);
     // SAFETY: the parent's copy of the "go" pipe's write end; the child
     // never uses it, and nothing else of the child owns it.
@@ -291,7 +365,11 @@ fn run(plan: &ChildPlan) -> Result<Infallible, Failure> {
         rustix::thread::move_into_link_name_space(fd(netns), Some(LinkNameSpaceType::Network))
             .at(Stage::JoinNetns)?;
     }
-    mount_fresh()?;
+    if plan.userns.is_none() {
+        mount_private()?;
+        mount_proc()?;
+    }
+    mount_sys()?;
     rustix::system::sethostname(&plan.hostname).at(Stage::Hostname)?;
     await_go(plan)?;
     if let Some(net) = &plan.net {
@@ -304,6 +382,33 @@ fn run(plan: &ChildPlan) -> Result<Infallible, Failure> {
     close_inherited(plan)?;
     reset_signals()?;
     Err(exec(plan))
+}
+
+/// A holder's life: make its network namespace in the plan's user
+/// namespace (unless it was cloned into a new user namespace), say so, and
+/// exit once the parent took what it needed.
+fn hold(plan: &ChildPlan, new_user: bool) -> Result<Infallible, Failure> {
+    if !new_user && let Some(userns) = plan.userns {
+        join_user_namespace(userns)?;
+        unshare(UnshareFlags::NEWNET)?;
+    }
+    send(plan, Report::Started);
+    // SAFETY: as in `run`.
+    unsafe { rustix::io::close(plan.go_write) };
+    await_go(plan)?;
+    raw::exit_group(0)
+}
+
+/// Moves the child into new namespaces.
+fn unshare(flags: UnshareFlags) -> Result<(), Failure> {
+    // SAFETY: only namespace flags: the child shares no file table or
+    // filesystem information with anyone (no CLONE_FILES, no CLONE_FS).
+    unsafe { rustix::thread::unshare_unsafe(flags) }.at(Stage::Unshare)
+}
+
+fn join_user_namespace(userns: RawFd) -> Result<(), Failure> {
+    rustix::thread::move_into_link_name_space(fd(userns), Some(LinkNameSpaceType::User))
+        .at(Stage::JoinUserns)
 }
 
 /// Dies with the spawner thread (`PR_SET_PDEATHSIG`), and exits at once if
@@ -332,21 +437,32 @@ fn await_go(plan: &ChildPlan) -> Result<(), Failure> {
     }
 }
 
-/// Makes mount propagation private, and mounts a `/proc` of the new PID
-/// namespace and a read-only `/sys` of the container's network namespace.
-fn mount_fresh() -> Result<(), Failure> {
+/// Makes mount propagation private: nothing the child mounts reaches the
+/// host.
+fn mount_private() -> Result<(), Failure> {
     rustix::mount::mount_change(
         c"/",
         MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
     )
-    .at(Stage::MountPrivate)?;
-    let fresh = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
-    rustix::mount::mount(c"proc", c"/proc", c"proc", fresh, None).at(Stage::MountProc)?;
+    .at(Stage::MountPrivate)
+}
+
+const FRESH: MountFlags = MountFlags::NOSUID
+    .union(MountFlags::NODEV)
+    .union(MountFlags::NOEXEC);
+
+/// Mounts a `/proc` of the child's PID namespace.
+fn mount_proc() -> Result<(), Failure> {
+    rustix::mount::mount(c"proc", c"/proc", c"proc", FRESH, None).at(Stage::MountProc)
+}
+
+/// Mounts a read-only `/sys` of the child's network namespace.
+fn mount_sys() -> Result<(), Failure> {
     rustix::mount::mount(
         c"sysfs",
         c"/sys",
         c"sysfs",
-        fresh | MountFlags::RDONLY,
+        FRESH | MountFlags::RDONLY,
         None,
     )
     .at(Stage::MountSys)

@@ -15,12 +15,16 @@
 //! container starts (and so holds copies of its pipes) stalls nothing.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
+use crate::error::{Error, Result};
+use crate::netns::SETUP_TIMEOUT;
 use crate::prexec::{ChildPlan, Report, Stage};
 use crate::sys;
 
@@ -118,4 +122,77 @@ pub(crate) fn clone(mut plan: ChildPlan, report: OwnedFd) -> io::Result<Cloning>
         }))
         .map_err(|_| io::Error::other("the spawner thread has stopped"))?;
     Ok(Cloning { pidfd: slot })
+}
+
+/// The parent's end of a container's report pipe.
+pub(crate) struct Reports<'a> {
+    pipe: File,
+    name: &'a str,
+}
+
+impl<'a> Reports<'a> {
+    /// Reads the reports of container (or holder) `name` from `pipe`.
+    pub(crate) fn new(pipe: OwnedFd, name: &'a str) -> Self {
+        Self {
+            pipe: File::from(pipe),
+            name,
+        }
+    }
+
+    /// The next report, waiting at most [`SETUP_TIMEOUT`] for the child
+    /// to `what`.
+    pub(crate) fn next(&mut self, what: &'static str) -> Result<Report> {
+        let ready = sys::poll_readable(self.pipe.as_fd(), Some(SETUP_TIMEOUT))
+            .map_err(|e| Error::os(format!("wait for container {:?} to {what}", self.name), e))?;
+        if !ready {
+            return Err(Error::Timeout {
+                name: self.name.to_owned(),
+                what,
+                timeout: SETUP_TIMEOUT,
+            });
+        }
+        self.read()
+    }
+
+    fn read(&mut self) -> Result<Report> {
+        let mut bytes = [0u8; Report::LEN];
+        let garbled = |source: io::Error| Error::ContainerSetup {
+            name: self.name.to_owned(),
+            stage: "reporting its setup",
+            source,
+        };
+        self.pipe.read_exact(&mut bytes).map_err(garbled)?;
+        Report::decode(bytes).ok_or_else(|| garbled(io::Error::other("an unknown report")))
+    }
+
+    /// The failure the child reported, if a report is waiting already.
+    pub(crate) fn failure_now(&mut self) -> Option<Error> {
+        if !sys::poll_readable(self.pipe.as_fd(), Some(Duration::ZERO)).unwrap_or(false) {
+            return None;
+        }
+        match self.read() {
+            Ok(Report::Failed { stage, errno }) => Some(self.setup_error(stage, errno)),
+            _ => None,
+        }
+    }
+
+    fn setup_error(&self, stage: Stage, errno: i32) -> Error {
+        Error::ContainerSetup {
+            name: self.name.to_owned(),
+            stage: stage.describe(),
+            source: io::Error::from_raw_os_error(errno),
+        }
+    }
+
+    /// The error for `report` where the child should have come to `what`.
+    pub(crate) fn unexpected(&self, report: Report, what: &'static str) -> Error {
+        match report {
+            Report::Failed { stage, errno } => self.setup_error(stage, errno),
+            _ => Error::ContainerSetup {
+                name: self.name.to_owned(),
+                stage: what,
+                source: io::Error::other("it exited without a report"),
+            },
+        }
+    }
 }

@@ -307,9 +307,9 @@ impl Drop for Stack {
     }
 }
 
-/// Clones a child into new mount, PID, UTS and IPC namespaces (and a new
-/// network namespace unless the plan joins one), which runs
-/// [`child_main`] on `stack`. With `CLONE_VFORK`, this returns (the child's
+/// Clones a child into the namespaces its plan asks for
+/// ([`ChildPlan::clone_namespaces`]), which runs [`child_main`] on
+/// `stack`. With `CLONE_VFORK`, this returns (the child's
 /// pid) only once the child executed its program or exited; the kernel
 /// stores the child's pidfd in `pidfd` before the child first runs, so
 /// another thread may take it as soon as the child reports that it started.
@@ -330,17 +330,11 @@ pub(crate) unsafe fn clone_container(
     stack: &Stack,
     pidfd: &AtomicI32,
 ) -> io::Result<u32> {
-    let mut flags = libc::CLONE_VM
+    let flags = libc::CLONE_VM
         | libc::CLONE_VFORK
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWUTS
-        | libc::CLONE_NEWIPC
         | libc::CLONE_PIDFD
-        | libc::SIGCHLD;
-    if plan.join_netns.is_none() {
-        flags |= libc::CLONE_NEWNET;
-    }
+        | libc::SIGCHLD
+        | plan.clone_namespaces();
     extern "C" fn entry(plan: *mut c_void) -> c_int {
         // SAFETY: `plan` is the plan `clone_container` was given, alive until
         // the child executes its program or exits (the vfork returns).
@@ -392,6 +386,38 @@ pub(crate) fn pidfd_netns(pidfd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     let fd = check(unsafe { libc::ioctl(pidfd.as_raw_fd(), libc::PIDFD_GET_NET_NAMESPACE, 0) })?;
     // SAFETY: the ioctl succeeded, so `fd` is open and ours alone.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The pid (in this process's PID namespace) of the process `pidfd`
+/// refers to, from `/proc/self/fdinfo`.
+///
+/// # References
+/// `pidfd_open(2)`, `proc_pid_fdinfo(5)`
+pub(crate) fn pidfd_pid(pidfd: BorrowedFd<'_>) -> io::Result<u32> {
+    std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd()))?
+        .lines()
+        .find_map(|line| line.strip_prefix("Pid:"))
+        .and_then(|pid| pid.trim().parse().ok())
+        .ok_or_else(|| io::Error::other("no pid in the pidfd's fdinfo"))
+}
+
+/// The user namespace of the process `pidfd` refers to (whose pid is
+/// `pid`): from the pidfd (`PIDFD_GET_USER_NAMESPACE`, Linux 6.11), else
+/// from `/proc/<pid>/ns/user` (the caller must hold the process unreaped,
+/// so that the pid names it).
+///
+/// # References
+/// `PIDFD_GET_USER_NAMESPACE` in `linux/pidfd.h`
+pub(crate) fn pidfd_userns(pidfd: BorrowedFd<'_>, pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: the ioctl takes no argument and returns a new descriptor.
+    match check(unsafe { libc::ioctl(pidfd.as_raw_fd(), libc::PIDFD_GET_USER_NAMESPACE, 0) }) {
+        // SAFETY: the ioctl succeeded, so `fd` is open and ours alone.
+        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) => {
+            std::fs::File::open(format!("/proc/{pid}/ns/user")).map(OwnedFd::from)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Creates (or truncates) `path` for writing, close-on-exec and without
