@@ -199,15 +199,13 @@ impl PacketSocket {
     /// # References
     /// `packet(7)`
     fn open(name: &str, index: u32) -> std::io::Result<PacketSocket> {
-        let all = (libc::ETH_P_ALL as u16).to_be();
+        // Protocol 0: the socket receives nothing until pnet binds it to
+        // the interface for every protocol (`ETH_P_ALL`). Opened for
+        // `ETH_P_ALL` at once, it would be hooked on every interface, and
+        // the bind would have to unhook it first, waiting for an RCU grace
+        // period (about 14 ms, on every test's start).
         // SAFETY: socket takes no pointers.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::c_int::from(all),
-            )
-        };
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
