@@ -104,7 +104,7 @@ impl fmt::Display for Report {
 /// the creation of a network namespace, a bridge, a veth pair, an
 /// nf_tables masquerade rule, a raw socket and finally a container.
 pub fn report() -> Report {
-    let mut checks = vec![privileges(), user_namespaces()];
+    let mut checks = vec![privileges(), user_namespaces(), isolation()];
     let kernel = kernel_objects();
     let objects_ok = kernel.iter().all(|c| c.detail.is_ok());
     checks.extend(kernel);
@@ -132,6 +132,28 @@ fn privileges() -> Check {
             let err = rootless::unsupported(&std::io::Error::from_raw_os_error(libc::EPERM));
             Check::failed(NAME, &err, "")
         }
+    }
+}
+
+/// Whether containers are root only in the lab's user namespace.
+fn isolation() -> Check {
+    const NAME: &str = "container isolation";
+    match rootless::privilege() {
+        Privilege::Root | Privilege::Rootless => match crate::userns::lab_userns() {
+            Some(_) => Check::ok(
+                NAME,
+                "containers are root only in a user namespace of the lab; their /proc is locked",
+            ),
+            None => Check::failed(
+                NAME,
+                &Error::os(
+                    "make the lab's user namespace",
+                    std::io::Error::other("refused (the warning above says why)"),
+                ),
+                "allow user namespaces (user.max_user_namespaces > 0); until then containers hold the test process's privileges over the host",
+            ),
+        },
+        _ => Check::ok(NAME, "no containers without privileges"),
     }
 }
 
