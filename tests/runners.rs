@@ -264,10 +264,11 @@ fn assert_fixture_semantics(run: &Run, one_process: bool) {
     assert_eq!(run.shared("probed_from_shared"), shared);
 }
 
-/// Where the fixture's failure artifacts go.
+/// Where the fixture's failure artifacts go under `cargo test`:
+/// `<target>/netns-harness/<package>/<binary>/<test>`.
 fn artifacts(test: &str) -> PathBuf {
     Path::new(ROOT)
-        .join("target/fixture/netns-harness")
+        .join("target/fixture/netns-harness/netns-harness-fixture/fixture")
         .join(test)
 }
 
