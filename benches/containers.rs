@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use netns_harness::probe::{ProbeOptions, Prober};
 use netns_harness::{Container, Lab, Spec, Stdio};
+use netns_harness_suite::{dies_with_test, tool, tree_dies_with_test};
 
 /// Percentile `p` (0 to 100) of `samples`, which it sorts.
 fn percentile(samples: &mut [f64], p: usize) -> f64 {
@@ -75,7 +76,7 @@ done
 
 impl ShellBaseline {
     fn start() -> ShellBaseline {
-        let mut child = Command::new("unshare")
+        let mut child = tool("unshare")
             .args([
                 "--mount",
                 "--net",
@@ -299,8 +300,9 @@ fn time_command(mut command: Command) -> Duration {
 fn per_test_overhead(n: usize, rounds: usize) -> (f64, f64) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let dir = overhead_crate(n);
+    // cargo, and the compilers and tests it starts, die with the bench.
     let cargo_in = |args: &[&str]| {
-        let mut c = Command::new(&cargo);
+        let mut c = tree_dies_with_test(&cargo);
         c.args(args)
             .current_dir(&dir)
             .env("CARGO_TARGET_DIR", dir.join("target"));
@@ -333,9 +335,14 @@ fn per_test_overhead(n: usize, rounds: usize) -> (f64, f64) {
     };
     let per_test = |netns: Duration, plain: Duration| ms(netns.saturating_sub(plain)) / n as f64;
     let (plain_bin, netns_bin) = (binary("plain"), binary("netns"));
+    let test_binary = |binary: &Path| {
+        let mut c = Command::new(binary);
+        dies_with_test(&mut c);
+        c
+    };
     let libtest = per_test(
-        best(&|| Command::new(&netns_bin)),
-        best(&|| Command::new(&plain_bin)),
+        best(&|| test_binary(&netns_bin)),
+        best(&|| test_binary(&plain_bin)),
     );
     let nextest = |test: &str| {
         let mut c = cargo_in(&["nextest", "run", "--test", test]);

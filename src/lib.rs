@@ -1,11 +1,168 @@
 //! Support for the end-to-end tests of netns-harness: snapshots of the
 //! host's network state, and independent tools (`ip`, `nft`) run inside a
 //! lab's namespaces as oracles.
+//!
+//! Every process a test of the suite starts dies with it, even when the
+//! test process is killed with SIGKILL: start programs with [`tool`] or
+//! [`dies_with_test`], and programs that start processes of their own
+//! (cargo) with [`tree_dies_with_test`].
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+/// The programs the suite runs as oracles or helpers, each with what to
+/// install when it is missing (Debian package names, as the README lists
+/// them).
+const TOOLS: &[(&str, &str)] = &[
+    (
+        "cargo",
+        "Rust's cargo (https://rustup.rs, or `apt-get install cargo`)",
+    ),
+    (
+        "cargo-nextest",
+        "cargo-nextest (`cargo install cargo-nextest`)",
+    ),
+    ("cat", "coreutils"),
+    ("ip", "iproute2"),
+    ("ls", "coreutils"),
+    ("nc", "netcat-openbsd"),
+    ("nft", "nftables"),
+    ("nsenter", "util-linux"),
+    ("ping", "iputils-ping"),
+    ("ps", "procps"),
+    ("setpriv", "util-linux"),
+    ("sh", "dash"),
+    ("sleep", "coreutils"),
+    ("ss", "iproute2"),
+    ("tcpdump", "tcpdump"),
+    ("unshare", "util-linux"),
+];
+
+/// What to install to get `program`, for messages of tests that need it.
+pub fn package_of(program: &str) -> &'static str {
+    TOOLS
+        .iter()
+        .find(|(name, _)| *name == program)
+        .map_or("the package that provides it", |(_, package)| package)
+}
+
+/// Where `program` is: itself if it contains a `/`, else the first
+/// executable of that name in `PATH`. Panics, naming the package to
+/// install, when there is none: a test that needs a missing tool fails, it
+/// never passes. (`.ci/run` and the README list the tools the suite needs.)
+pub fn require(program: impl AsRef<OsStr>) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let program = Path::new(program.as_ref());
+    let executable = |path: &Path| {
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let found = if program.as_os_str().as_encoded_bytes().contains(&b'/') {
+        executable(program).then(|| program.to_owned())
+    } else {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(program))
+                .find(|candidate| executable(candidate))
+        })
+    };
+    found.unwrap_or_else(|| {
+        let name = program.file_name().unwrap_or_default().to_string_lossy();
+        panic!(
+            "this test needs `{}`, which is not installed (not found {}); install {}",
+            program.display(),
+            if program.is_absolute() {
+                "there"
+            } else {
+                "in PATH"
+            },
+            package_of(&name)
+        )
+    })
+}
+
+/// Makes `command`'s process die with the thread that spawns it
+/// (`PR_SET_PDEATHSIG(SIGKILL)`): for a test, with the test, however it
+/// ends, SIGKILL of the whole test process included. If the test process
+/// is already gone when the child starts, the spawn fails instead.
+///
+/// It covers that process only: one that starts processes of its own
+/// needs [`tree_dies_with_test`]. The kernel clears the signal when the
+/// child executes a set-user-ID binary or one with file capabilities (such
+/// as `ping` on some systems): run those inside a container, or with
+/// [`tree_dies_with_test`].
+///
+/// ```no_run
+/// use std::process::Command;
+/// use netns_harness_suite::dies_with_test;
+///
+/// let mut sleeper = dies_with_test(Command::new("sleep").arg("600")).spawn()?;
+/// # sleeper.kill()?; sleeper.wait()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn dies_with_test(command: &mut Command) -> &mut Command {
+    // Read before the fork: the child compares it with its parent's pid.
+    let spawner = libc::pid_t::try_from(std::process::id()).expect("a pid fits in pid_t");
+    // SAFETY: the closure makes only async-signal-safe system calls
+    // (prctl, getppid) and allocates nothing: `from_raw_os_error` does not.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The test process died between the fork and the prctl: the
+            // signal will never come, so do not start at all.
+            if libc::getppid() != spawner {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A command for the system tool `program` (`ip`, `nft`, `tcpdump`, …)
+/// that dies with the test ([`dies_with_test`]). Panics, naming the
+/// package to install, if `program` is not installed ([`require`]).
+///
+/// ```no_run
+/// let routes = netns_harness_suite::tool("ip").arg("route").output()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn tool(program: &str) -> Command {
+    let mut command = Command::new(require(program));
+    dies_with_test(&mut command);
+    command
+}
+
+/// A command that runs `program` (with the arguments one adds) as PID 1 of
+/// a PID namespace of its own, with a fresh `/proc`, so that it and every
+/// process it starts (cargo, and the compilers and test binaries cargo
+/// starts) die with the test: `unshare --pid --fork --kill-child
+/// --mount-proc`, where `unshare` dies with the test ([`dies_with_test`]),
+/// its forked child, `program`, dies with `unshare` (`--kill-child`), and
+/// the kernel kills every process of a PID namespace whose PID 1 died.
+///
+/// Needs root, or the test's rootless user namespace; its exit status is
+/// `program`'s. Pids the processes inside print are of their namespace.
+///
+/// ```no_run
+/// let out = netns_harness_suite::tree_dies_with_test("cargo")
+///     .args(["build", "--quiet"])
+///     .output()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn tree_dies_with_test(program: impl AsRef<OsStr>) -> Command {
+    let program = require(program);
+    let mut command = tool("unshare");
+    command
+        .args(["--pid", "--fork", "--kill-child", "--mount-proc", "--"])
+        .arg(program);
+    command
+}
 
 /// What a run must leave unchanged on the host: links, addresses, routes,
 /// the nftables ruleset, IPv4 forwarding and `/run/netns`, each as the
@@ -17,7 +174,7 @@ impl HostState {
     /// Reads the host's state with `ip`, `nft`, `sysctl` and `ls`.
     pub fn capture() -> Self {
         let run = |cmd: &str, args: &[&str]| {
-            let out = Command::new(cmd)
+            let out = tool(cmd)
                 .args(args)
                 .output()
                 .unwrap_or_else(|e| panic!("run {cmd}: {e} (is it installed?)"));
@@ -55,7 +212,7 @@ pub fn in_netns(netns: BorrowedFd<'_>, program: &str, args: &[&str]) -> String {
         std::process::id(),
         netns.as_raw_fd()
     );
-    let out = Command::new("nsenter")
+    let out = tool("nsenter")
         .arg(path)
         .arg(program)
         .args(args)
@@ -85,7 +242,7 @@ pub fn bridge_ports(lab: &netns_harness::Lab) -> usize {
 /// user namespace, without capabilities after `execve`, whether this
 /// process is root or rootless. Asserts that the child's test passed.
 pub fn run_unprivileged(name: &str) {
-    let out = Command::new("unshare")
+    let out = tool("unshare")
         .args(["--user", "--map-user=65534", "--map-group=65534"])
         .arg(std::env::current_exe().expect("the test binary"))
         .args(["--exact", name, "--ignored", "--nocapture"])
@@ -118,6 +275,25 @@ pub fn read_line(stream: impl Read) -> String {
         .expect("read a line");
     assert!(!line.is_empty(), "the stream ended before a line");
     line.trim_end().to_owned()
+}
+
+/// The first line of `stream` for which `wanted` is true, read on a thread
+/// of its own; `None` if the stream ends first or `timeout` passes (the
+/// thread then ends with the stream, e.g. when its writer is killed).
+pub fn find_line(
+    stream: impl Read + Send + 'static,
+    timeout: Duration,
+    wanted: impl Fn(&str) -> bool + Send + 'static,
+) -> Option<String> {
+    let (found, waiting) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let line = BufReader::new(stream)
+            .lines()
+            .map_while(Result::ok)
+            .find(|line| wanted(line));
+        let _ = found.send(line);
+    });
+    waiting.recv_timeout(timeout).ok().flatten()
 }
 
 /// Polls `done` until it returns true or `timeout` passes; returns whether

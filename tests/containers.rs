@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use netns_harness::{Container, Lab, Spec, Stdio};
-use netns_harness_suite::{bridge_ports, in_netns, links, read_line};
+use netns_harness_suite::{bridge_ports, in_netns, links, read_line, tool};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 const PORT: u16 = 7000;
@@ -312,7 +312,7 @@ fn ipv6_link_local_addresses_are_usable_at_once() {
     let lab = Lab::shared().unwrap();
     let target = sleeper(&lab, "v6target");
     let netns = format!("--net=/proc/{}/ns/net", target.pid());
-    let shown = std::process::Command::new("nsenter")
+    let shown = tool("nsenter")
         .args([
             netns.as_str(),
             "ip",

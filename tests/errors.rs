@@ -132,13 +132,14 @@ fn a_missing_command_is_refused_before_anything_is_made() {
 fn a_container_that_fails_before_it_is_ready_reports_the_stage() {
     // An executable file that is not a program: the container gets as far
     // as execve, which fails with ENOEXEC.
-    let dir = std::env::temp_dir().join(format!("netns-harness-errors-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let bogus = dir.join("not-a-program");
+    // A directory of its own, created with a random name: nobody else can
+    // have prepared, or swap, what the container executes.
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("not-a-program");
     std::fs::write(&bogus, [0u8, 1, 2, 3]).unwrap();
     std::fs::set_permissions(&bogus, std::fs::Permissions::from_mode(0o755)).unwrap();
     let err = assert_spawn_fails(Spec::command(&bogus), "failed while executing the program");
-    std::fs::remove_dir_all(&dir).unwrap();
+    dir.close().unwrap();
     assert!(matches!(err, Error::ContainerSetup { .. }), "{err}");
     assert!(err.to_string().contains("Exec format error"), "{err}");
 }

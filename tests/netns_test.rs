@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use netns_harness::prelude::*;
+use netns_harness_suite::tool;
 
 fn own_netns() -> String {
     std::fs::read_link("/proc/self/ns/net")
@@ -23,7 +24,7 @@ fn a_sync_body_runs_as_pid_1_of_its_container(net: Net) {
             .trim(),
         "a_sync_body_run"
     );
-    let addrs = std::process::Command::new("ip")
+    let addrs = tool("ip")
         .args(["-o", "-4", "addr", "show", "dev", "eth0"])
         .output()
         .unwrap();
@@ -118,7 +119,7 @@ fn the_outside_sees_the_nat_address(net: Net) {
 fn a_private_network_has_a_bridge_of_its_own(net: Net) {
     // Nothing but the gateway answers on a private bridge: ARP for the
     // addresses the shared lab hands out first finds nobody.
-    let neighbours = std::process::Command::new("sh")
+    let neighbours = tool("sh")
         .args([
             "-c",
             "ping -c1 -W1 \"$0\" >/dev/null; ip neigh",

@@ -3,8 +3,12 @@
 //! pass, fail, time out and coordinate on purpose. Checks the counts and
 //! the output users see.
 //!
-//! These tests need cargo (they build the fixture); a process that cannot
-//! run it (the unprivileged pass of .ci/run) says so and skips them.
+//! These tests need cargo (they build the fixture), cargo-nextest, root (or
+//! rootless mode) and `unshare`: cargo and everything it starts run in a
+//! PID namespace that dies with the test ([`tree_dies_with_test`]). Where
+//! cargo cannot run they fail, naming what to install; a runner that has no
+//! cargo must leave this binary out (as the unprivileged pass of `.ci/run`
+//! does), never count these tests as passed.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -13,7 +17,9 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use netns_harness_suite::{eventually, namespace_holders};
+use netns_harness_suite::{
+    dies_with_test, eventually, namespace_holders, package_of, require, tool, tree_dies_with_test,
+};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -43,35 +49,25 @@ const COORDINATED: [&str; 5] = [
     "probe_from_shared",
 ];
 
-/// The cargo that runs this test, if any.
-fn cargo() -> Option<PathBuf> {
-    let cargo = PathBuf::from(std::env::var_os("CARGO")?);
-    Command::new(&cargo)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-        .then_some(cargo)
+/// The cargo that runs this test (`CARGO`), or the one in `PATH`. Panics,
+/// naming what to install, when there is none or it does not run: the test
+/// fails, it never passes without having run.
+fn cargo() -> PathBuf {
+    let cargo = require(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let version = tool(&cargo.to_string_lossy()).arg("--version").output();
+    assert!(
+        version.as_ref().is_ok_and(|o| o.status.success()),
+        "this test needs cargo, and {} --version failed ({version:?}); install {}",
+        cargo.display(),
+        package_of("cargo")
+    );
+    cargo
 }
 
-/// Skips the calling test, visibly, when cargo cannot be run.
-macro_rules! require_cargo {
-    () => {
-        match cargo() {
-            Some(cargo) => cargo,
-            None => {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "skipped {}: cargo is not available to this process (CARGO unset or not runnable)",
-                    module_path!()
-                );
-                return;
-            }
-        }
-    };
-}
-
+/// `cargo` with `subcommand` on the fixture crate, in a PID namespace that
+/// dies with the test, with everything cargo starts.
 fn fixture_command(cargo: &Path, subcommand: &[&str]) -> Command {
-    let mut command = Command::new(cargo);
+    let mut command = tree_dies_with_test(cargo);
     command
         .args(subcommand)
         .arg("--manifest-path")
@@ -268,10 +264,11 @@ fn assert_fixture_semantics(run: &Run, one_process: bool) {
     assert_eq!(run.shared("probed_from_shared"), shared);
 }
 
-/// Where the fixture's failure artifacts go.
+/// Where the fixture's failure artifacts go under `cargo test`:
+/// `<target>/netns-harness/<package>/<binary>/<test>`.
 fn artifacts(test: &str) -> PathBuf {
     Path::new(ROOT)
-        .join("target/fixture/netns-harness")
+        .join("target/fixture/netns-harness/netns-harness-fixture/fixture")
         .join(test)
 }
 
@@ -296,11 +293,7 @@ fn assert_failure_report(text: &str) {
     );
     let pcap = artifacts("fails_loudly").join("capture.pcap");
     assert!(text.contains(&pcap.display().to_string()), "{text}");
-    let out = Command::new("tcpdump")
-        .arg("-nr")
-        .arg(&pcap)
-        .output()
-        .unwrap();
+    let out = tool("tcpdump").arg("-nr").arg(&pcap).output().unwrap();
     let dump = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -319,7 +312,7 @@ fn assert_failure_report(text: &str) {
 
 #[test]
 fn cargo_test_counts_outcomes_and_shows_output_only_for_failures() {
-    let cargo = require_cargo!();
+    let cargo = cargo();
     let _ = std::fs::remove_dir_all(Path::new(ROOT).join("target/fixture/netns-harness"));
     let run = run({
         let mut c = fixture_command(&cargo, &["test", "--test", "fixture"]);
@@ -364,11 +357,11 @@ fn cargo_test_counts_outcomes_and_shows_output_only_for_failures() {
 
 #[test]
 fn libtest_flags_work_as_with_plain_tests() {
-    let cargo = require_cargo!();
+    let cargo = cargo();
     let binary = fixture_binary(&cargo);
     let fixture = |args: &[&str]| {
         let mut c = Command::new(binary);
-        c.args(args).env("RUST_BACKTRACE", "0");
+        dies_with_test(&mut c).args(args).env("RUST_BACKTRACE", "0");
         run(c)
     };
 
@@ -431,12 +424,12 @@ fn libtest_flags_work_as_with_plain_tests() {
 
 #[test]
 fn unsupported_machines_fail_with_the_fix_or_skip_visibly_on_request() {
-    let cargo = require_cargo!();
+    let cargo = cargo();
     let binary = fixture_binary(&cargo);
     // Not root, and no rootless mode: `unshare` makes the fixture uid 65534
     // without capabilities.
     let unprivileged = |skip: bool| {
-        let mut c = Command::new("unshare");
+        let mut c = tool("unshare");
         c.args(["--user", "--map-user=65534", "--map-group=65534"])
             .arg(binary)
             .args(["passes_quietly", "--exact"])
@@ -493,7 +486,8 @@ fn nextest_ran(text: &str) -> Vec<String> {
 
 #[test]
 fn nextest_runs_every_test_in_its_own_process_and_partitions_cover_all() {
-    let cargo = require_cargo!();
+    let cargo = cargo();
+    require("cargo-nextest");
     let run = run({
         let mut c = fixture_command(
             &cargo,
@@ -553,20 +547,22 @@ fn run_text(command: Command) -> String {
 #[test]
 fn a_failed_test_is_kept_for_inspection_until_enter() {
     use std::io::{BufRead, BufReader};
-    let cargo = require_cargo!();
+    let cargo = cargo();
     let binary = fixture_binary(&cargo);
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(binary)
-        .args(["fails_loudly", "--exact"])
-        .env(netns_harness::KEEP_VAR, "1")
-        .env(netns_harness::KEEP_SECONDS_VAR, "120")
-        .env("FIXTURE_DIR", dir.path())
-        .env("RUST_BACKTRACE", "0")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = dies_with_test(
+        Command::new(binary)
+            .args(["fails_loudly", "--exact"])
+            .env(netns_harness::KEEP_VAR, "1")
+            .env(netns_harness::KEEP_SECONDS_VAR, "120")
+            .env("FIXTURE_DIR", dir.path())
+            .env("RUST_BACKTRACE", "0")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    )
+    .spawn()
+    .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut said = Vec::new();
     loop {
@@ -594,16 +590,16 @@ fn a_failed_test_is_kept_for_inspection_until_enter() {
             .map(str::to_owned)
             .collect()
     };
-    let enter = |what: &str, tool: &[&str]| {
+    let enter = |what: &str, program: &[&str]| {
         let cmd = command(what);
-        let out = Command::new(&cmd[0])
+        let out = tool(&cmd[0])
             .args(&cmd[1..])
-            .args(tool)
+            .args(program)
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "{cmd:?} {tool:?}: {}",
+            "{cmd:?} {program:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()

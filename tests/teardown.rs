@@ -2,7 +2,6 @@
 //! the whole process), no process, interface or namespace of it remains,
 //! and the host is as it was.
 
-use std::io::{BufRead, BufReader};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::fs::MetadataExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -11,10 +10,12 @@ use std::time::Duration;
 
 use netns_harness::{Container, Error, Lab, Spec};
 use netns_harness_suite::{
-    HostState, bridge_ports, eventually, links, namespace_holders, process_alive,
+    HostState, bridge_ports, dies_with_test, eventually, find_line, links, namespace_holders,
+    process_alive,
 };
 
 const GONE_WITHIN: Duration = Duration::from_secs(10);
+const REPORTS_WITHIN: Duration = Duration::from_secs(30);
 const VICTIM_VAR: &str = "NETNS_HARNESS_SUITE_VICTIM";
 
 fn sleeper(lab: &Lab) -> Container {
@@ -168,18 +169,22 @@ fn sigkill_victim() {
 #[test]
 fn sigkill_of_the_test_process_leaves_nothing() {
     let before = HostState::capture();
-    let mut victim = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "sigkill_victim", "--ignored", "--nocapture"])
-        .env(VICTIM_VAR, "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let report = BufReader::new(victim.stdout.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-        .find(|l| l.starts_with("report "))
-        .expect("the victim's report");
+    let mut victim = dies_with_test(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "sigkill_victim", "--ignored", "--nocapture"])
+            .env(VICTIM_VAR, "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+    )
+    .spawn()
+    .unwrap();
+    let Some(report) = find_line(victim.stdout.take().unwrap(), REPORTS_WITHIN, |l| {
+        l.starts_with("report ")
+    }) else {
+        victim.kill().unwrap();
+        victim.wait().unwrap();
+        panic!("the victim did not report within {REPORTS_WITHIN:?}");
+    };
     let fields: Vec<&str> = report.split(' ').skip(1).collect();
     assert_eq!(fields[0].parse::<u32>().unwrap(), victim.id());
     let mut namespaces: Vec<u64> = fields[1..3].iter().map(|f| f.parse().unwrap()).collect();
