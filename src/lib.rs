@@ -373,20 +373,13 @@ pub struct ChildRun {
 /// thread that started it (`PR_SET_PDEATHSIG`); `None` if it did not end
 /// within `limit` (it is then killed).
 pub fn run_test_in_child(name: &str, limit: Duration) -> Option<ChildRun> {
-    use std::os::unix::process::CommandExt;
     let mut command = Command::new(std::env::current_exe().expect("the test binary"));
     command
         .args(["--exact", name, "--include-ignored"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-            Ok(())
-        });
-    }
+    dies_with_test(&mut command);
     let started = Instant::now();
     let mut child = command.spawn().expect("run the test binary");
     let readers = [
@@ -460,4 +453,25 @@ pub fn open_descriptors() -> Vec<(i32, String)> {
         .collect();
     fds.sort();
     fds
+}
+
+/// Starts `server`, a function of the test binary that prints `listening`
+/// once it serves on the port given as its argument, on the outside host
+/// of `net`'s lab; returns once it listens.
+pub fn serve_outside(
+    net: &netns_harness::Net,
+    server: fn(),
+    port: u16,
+) -> netns_harness::Container {
+    use netns_harness::{Spec, Stdio};
+    let mut peer = net
+        .spawn_outside(
+            &Spec::function(server)
+                .arg(port.to_string())
+                .stdout(Stdio::Piped),
+        )
+        .expect("start a server on the outside host");
+    let stdout = peer.take_stdout().expect("the server's piped output");
+    assert_eq!(read_line(stdout), "listening");
+    peer
 }

@@ -20,6 +20,7 @@ fn on_this_machine_every_check_passes() {
         [
             "privileges",
             "user namespaces",
+            "container isolation",
             "network namespace",
             "bridge",
             "veth pair",

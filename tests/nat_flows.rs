@@ -11,7 +11,7 @@ use std::time::Duration;
 use netns_harness::conntrack::{Entry, Table};
 use netns_harness::prelude::*;
 use netns_harness::probe::{Flow, Mark, ProbeOptions, Prober, Token};
-use netns_harness_suite::{in_netns, read_line};
+use netns_harness_suite::{in_netns, serve_outside};
 use rstest::rstest;
 
 fn options() -> ProbeOptions {
@@ -36,19 +36,6 @@ fn tcp_listener() {
     let listener = TcpListener::bind(("0.0.0.0", port)).unwrap();
     println!("listening");
     for _ in listener.incoming() {}
-}
-
-/// Starts `server` on the outside host on `port`; returns once it listens.
-fn serve_outside(net: &Net, server: fn(), port: u16) -> Container {
-    let mut peer = net
-        .spawn_outside(
-            &Spec::function(server)
-                .arg(port.to_string())
-                .stdout(Stdio::Piped),
-        )
-        .unwrap();
-    assert_eq!(read_line(peer.take_stdout().unwrap()), "listening");
-    peer
 }
 
 /// What the `conntrack` tool lists in the lab namespace for `flow`: the

@@ -4,7 +4,6 @@
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, TcpListener};
 use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::time::Duration;
 
 use netns_harness::Error;
@@ -13,7 +12,7 @@ use netns_harness::prelude::*;
 use netns_harness::probe::{
     IcmpOutcome, ProbeOptions, Prober, Reason, TcpMode, TcpOutcome, UdpOutcome,
 };
-use netns_harness_suite::{in_netns, read_line};
+use netns_harness_suite::{in_netns, read_line, require, serve_outside, tool};
 
 fn options() -> ProbeOptions {
     ProbeOptions::default().timeout(Duration::from_secs(1))
@@ -70,7 +69,8 @@ fn sleeper(net: &Net) -> Container {
 /// Runs a system tool in `pid`'s network namespace (pid as this container
 /// sees it); returns (success, stdout + stderr).
 fn tool_in(pid: u32, program: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new("nsenter")
+    require(program);
+    let out = tool("nsenter")
         .arg(format!("--net=/proc/{pid}/ns/net"))
         .arg(program)
         .args(args)
@@ -82,16 +82,16 @@ fn tool_in(pid: u32, program: &str, args: &[&str]) -> (bool, String) {
 }
 
 /// Runs a system tool here.
-fn tool(program: &str, args: &[&str]) -> (bool, String) {
+fn run_here(program: &str, args: &[&str]) -> (bool, String) {
     tool_in(std::process::id(), program, args)
 }
 
 fn ping(addr: Ipv4Addr) -> (bool, String) {
-    tool("ping", &["-c", "1", "-W", "1", &addr.to_string()])
+    run_here("ping", &["-c", "1", "-W", "1", &addr.to_string()])
 }
 
 fn nc(addr: Ipv4Addr, port: u16) -> (bool, String) {
-    tool(
+    run_here(
         "nc",
         &["-v", "-z", "-w", "1", &addr.to_string(), &port.to_string()],
     )
@@ -220,11 +220,11 @@ fn udp_open_closed_and_silent(net: Net) {
         "add rule ip answers in icmp type destination-unreachable icmp code port-unreachable counter".to_owned(),
     ] {
         let args: Vec<&str> = rule.split(' ').collect();
-        let (ok, text) = tool("nft", &args);
+        let (ok, text) = run_here("nft", &args);
         assert!(ok, "nft {rule}: {text}");
     }
     let counters = || {
-        let (_, text) = tool("nft", &["list", "chain", "ip", "answers", "in"]);
+        let (_, text) = run_here("nft", &["list", "chain", "ip", "answers", "in"]);
         let packets: Vec<u64> = text
             .lines()
             .filter_map(|l| l.split("packets ").nth(1)?.split(' ').next()?.parse().ok())
@@ -266,7 +266,8 @@ fn no_route_is_reported_without_waiting(net: Net) {
         }
     );
     let fd = net.lab().outside_netns().as_raw_fd();
-    let out = Command::new("nsenter")
+    require("ping");
+    let out = tool("nsenter")
         .arg(format!("--net=/proc/{}/fd/{fd}", std::process::id()))
         .args(["ping", "-c", "1", "-W", "1", &net.addr().to_string()])
         .output()
@@ -583,14 +584,7 @@ fn a_capture_of_a_flooded_port_stops_promptly(net: Net) {
 fn a_capture_keeps_offloaded_frames_whole_with_their_true_length(net: Net) {
     use std::io::Write;
     let port = 7900;
-    let mut sink = net
-        .spawn_outside(
-            &Spec::function(tcp_sink)
-                .arg(port.to_string())
-                .stdout(Stdio::Piped),
-        )
-        .unwrap();
-    assert_eq!(read_line(sink.take_stdout().unwrap()), "listening");
+    let _sink = serve_outside(&net, tcp_sink, port);
     let own = std::fs::File::open("/proc/thread-self/ns/net").unwrap();
     let capture =
         netns_harness::capture::Capture::start(std::os::fd::AsFd::as_fd(&own), "eth0").unwrap();
@@ -624,15 +618,10 @@ fn a_capture_keeps_offloaded_frames_whole_with_their_true_length(net: Net) {
         at += 16 + kept;
     }
     assert_eq!(records, seen.frame_lengths().collect::<Vec<_>>());
-    // ... and tcpdump reads them back. (It cannot run in a user namespace:
-    // it insists on dropping root to its own user, which is not mapped.)
-    let uid_map = std::fs::read_to_string("/proc/self/uid_map").unwrap();
-    if !uid_map.contains("4294967295") {
-        println!("tcpdump not run: in a user namespace ({})", uid_map.trim());
-        return;
-    }
-    let out = Command::new("tcpdump")
-        .args(["-e", "-n", "-r"])
+    // ... and tcpdump reads them back (as root: its own user may not be
+    // mapped in a rootless test's user namespace).
+    let out = tool("tcpdump")
+        .args(["-Z", "root", "-e", "-n", "-r"])
         .arg(&path)
         .output()
         .unwrap();
