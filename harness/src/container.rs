@@ -9,8 +9,8 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Output};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::capture::Capture;
@@ -18,7 +18,8 @@ use crate::entry::FUNCTION_VAR;
 use crate::error::{Error, Result};
 use crate::lab::{LabInner, Lease};
 use crate::netns::SETUP_TIMEOUT;
-use crate::prexec::{ChildPlan, IfConfig, Report};
+use crate::prexec::{ChildPlan, IfConfig};
+use crate::protocol::{FunctionRef, Report};
 use crate::rtnl::Peer;
 use crate::spawner::Reports;
 use crate::sys;
@@ -261,6 +262,36 @@ fn stream(stdio: Stdio, input: bool) -> io::Result<StreamEnds> {
 
 static NEXT_NAME: AtomicU32 = AtomicU32::new(0);
 
+/// What happened to a container of this process, for a watcher.
+pub(crate) enum Event<'a> {
+    /// It started.
+    Started {
+        /// Its name.
+        name: &'a str,
+        /// Its address.
+        addr: Ipv4Addr,
+        /// Its pid.
+        pid: u32,
+    },
+    /// It ended, or was killed as it was dropped.
+    Ended {
+        /// Its pid.
+        pid: u32,
+        /// How.
+        how: String,
+    },
+}
+
+/// Who is told of every container's start and end: the test side, in a
+/// test container, records its body's peers for the failure report.
+static WATCHER: OnceLock<fn(&Event<'_>)> = OnceLock::new();
+
+/// Tells `watcher` of every container this process starts from now on,
+/// and of its end; the first watcher stays.
+pub(crate) fn watch(watcher: fn(&Event<'_>)) {
+    let _ = WATCHER.set(watcher);
+}
+
 /// Starts a container of `lab` running `spec`; see [`crate::Lab::spawn`].
 pub(crate) fn spawn(lab: &Arc<LabInner>, spec: &Spec, attach: Attach) -> Result<Container> {
     let name = match (&spec.name, &attach) {
@@ -275,7 +306,7 @@ pub(crate) fn spawn(lab: &Arc<LabInner>, spec: &Spec, attach: Attach) -> Result<
         Program::Function(function) => {
             env.push((
                 FUNCTION_VAR.into(),
-                sys::fn_offset(*function).to_string().into(),
+                FunctionRef(sys::fn_offset(*function)).encode().into(),
             ));
             current_exe()?
         }
@@ -385,6 +416,13 @@ pub(crate) fn spawn(lab: &Arc<LabInner>, spec: &Spec, attach: Attach) -> Result<
         Report::Released { pid } => pid,
         other => return Err(reports.unexpected(other, "execute its program")),
     };
+    if let Some(watcher) = WATCHER.get() {
+        watcher(&Event::Started {
+            name: &process.name,
+            addr,
+            pid: process.pid,
+        });
+    }
     let [stdin, stdout, stderr] = streams.map(|s| s.parent);
     Ok(Container {
         process,
@@ -547,12 +585,12 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        if let Some(inside) = crate::runner::inside() {
+        if let Some(watcher) = WATCHER.get() {
             let how = match self.try_wait() {
                 Ok(Some(status)) => format!("ended with {status}"),
                 _ => "killed when the test dropped it".to_owned(),
             };
-            inside.peer_ended(self.pid, &how);
+            watcher(&Event::Ended { pid: self.pid, how });
         }
         if self.status.is_none() {
             if let Err(e) = self.kill() {

@@ -10,6 +10,7 @@
 use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use crate::protocol::FunctionRef;
 use crate::sys;
 use crate::{rootless, runner};
 
@@ -37,7 +38,7 @@ sys::before_main!(before_main);
 /// Runs the function `offset` names and exits with its outcome: 0 when it
 /// returns, 101 when it panics (the panic message goes to stderr).
 fn run_function(offset: &str) -> ! {
-    let Ok(offset) = offset.parse::<usize>() else {
+    let Some(FunctionRef(offset)) = FunctionRef::decode(offset) else {
         eprintln!("netns-harness: malformed {FUNCTION_VAR}={offset:?}");
         std::process::exit(PANIC_EXIT);
     };

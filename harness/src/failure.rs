@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::capture::Capture;
 use crate::container::Container;
 use crate::lab::Lab;
+use crate::protocol::Peer;
 use crate::{report, sys};
 
 /// Set to `1` to keep a failed test's container and lab alive, and print
@@ -135,7 +136,7 @@ pub(crate) fn report(
     lab: &Lab,
     container: &Container,
     view_prefix: &str,
-    peers: &str,
+    peers: Option<&[Peer]>,
     capture: Option<Capture>,
 ) -> String {
     let mut out = format!("\n--- netns-harness report for {test} ---\n");
@@ -166,10 +167,19 @@ pub(crate) fn report(
         }
     }
     let _ = writeln!(out, "peers:");
-    if peers.trim().is_empty() {
-        let _ = writeln!(out, "  none");
-    } else {
-        out.push_str(peers);
+    match peers {
+        None => {
+            let _ = writeln!(out, "  (killed with the container at the timeout)");
+        }
+        Some([]) => {
+            let _ = writeln!(out, "  none");
+        }
+        Some(peers) => {
+            for peer in peers {
+                let how = peer.ended.as_deref().unwrap_or("running");
+                let _ = writeln!(out, "  {} {}: {how}", peer.name, peer.addr);
+            }
+        }
     }
     match artifacts_dir(test) {
         Some(dir) => {

@@ -292,11 +292,7 @@ impl LabInner {
     /// A handle on a lab made by another process, from descriptors of its
     /// namespaces that this process inherited: it creates ports named
     /// `port_prefix…` and hands out only `addrs`.
-    pub(crate) fn adopt(
-        view: crate::runner::LabView,
-        lab_ns: OwnedFd,
-        outside_ns: OwnedFd,
-    ) -> Result<Self> {
+    pub(crate) fn adopt(view: LabView, lab_ns: OwnedFd, outside_ns: OwnedFd) -> Result<Self> {
         let rtnl = netns::run_in(lab_ns.as_fd(), || Rtnl::open("lab"))?;
         Ok(Self {
             subnet: view.subnet,
@@ -311,6 +307,17 @@ impl LabInner {
             next_view: AtomicU32::new(0),
         })
     }
+}
+
+/// What a lab handle in a test container may do: the lab's settings, the
+/// addresses reserved for its peers and the prefix of its port names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LabView {
+    pub subnet: Ipv4Subnet,
+    pub bridge: String,
+    pub bridge_index: u32,
+    pub port_prefix: String,
+    pub addrs: Vec<Ipv4Addr>,
 }
 
 /// A container address taken from a lab's pool, returned when dropped.

@@ -56,6 +56,7 @@ mod nftables;
 mod output;
 mod prexec;
 pub mod probe;
+mod protocol;
 mod report;
 mod rootless;
 mod rtnl;

@@ -86,18 +86,11 @@ impl Net {
     /// Starts a peer container on the same bridge (see [`Lab::spawn`]). A
     /// test can have up to [`MAX_PEERS`](crate::MAX_PEERS) peers alive at once.
     pub fn spawn(&self, spec: &Spec) -> Result<Container> {
-        self.lab.spawn(spec).inspect(note_peer)
+        self.lab.spawn(spec)
     }
 
     /// Starts a process on the outside host (see [`Lab::spawn_outside`]).
     pub fn spawn_outside(&self, spec: &Spec) -> Result<Container> {
-        self.lab.spawn_outside(spec).inspect(note_peer)
-    }
-}
-
-/// Records a peer for the failure report of the running test.
-fn note_peer(peer: &Container) {
-    if let Some(inside) = crate::runner::inside() {
-        inside.peer_started(peer.name(), peer.addr(), peer.pid());
+        self.lab.spawn_outside(spec)
     }
 }

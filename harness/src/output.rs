@@ -108,11 +108,11 @@ pub(crate) fn watch(
     out: Option<File>,
     mut result: File,
     deadline: Instant,
-    keep_on: impl Fn(&str) -> bool,
-) -> std::io::Result<Option<String>> {
+    keep_on: impl Fn(&[u8]) -> bool,
+) -> std::io::Result<Option<Vec<u8>>> {
     let mut out = out;
     let mut forwarder = Forwarder::new(print);
-    let mut report: Option<String> = None;
+    let mut report: Option<Vec<u8>> = None;
     let mut chunk = vec![0u8; 64 << 10];
     // Once the result is in, output gets a short grace to end.
     let mut end = deadline;
@@ -146,9 +146,9 @@ pub(crate) fn watch(
                 forwarder.push(&chunk[..n]);
             }
         } else {
-            let mut text = String::new();
-            result.read_to_string(&mut text)?;
-            report = Some(text);
+            let mut bytes = Vec::new();
+            result.read_to_end(&mut bytes)?;
+            report = Some(bytes);
             end = end.min(Instant::now() + DRAIN);
         }
     }

@@ -12,15 +12,15 @@
 use std::fmt::Debug;
 use std::fs::File;
 use std::io::Write;
-use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::container::{self, Attach};
 use crate::error::{Error, Result};
+use crate::lab::LabView;
 use crate::lab::{Lab, Lease};
-use crate::subnet::Ipv4Subnet;
+use crate::protocol::{BodyEnd, Context, Outcome, Peer};
 use crate::{Spec, Stdio, names, sys};
 
 /// Set to `1` to turn "cannot create containers on this machine" into a
@@ -89,71 +89,6 @@ fn display_name(path: &'static str) -> &'static str {
     path.split_once("::").map_or(path, |(_, rest)| rest)
 }
 
-/// What a lab handle in a test container may do: the lab's settings, the
-/// addresses reserved for its peers and the prefix of its port names.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct LabView {
-    pub subnet: Ipv4Subnet,
-    pub bridge: String,
-    pub bridge_index: u32,
-    pub port_prefix: String,
-    pub addrs: Vec<Ipv4Addr>,
-}
-
-/// What a test container learns from its runner.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Context {
-    lab_fd: RawFd,
-    outside_fd: RawFd,
-    result_fd: RawFd,
-    addr: Ipv4Addr,
-    view: LabView,
-}
-
-impl Context {
-    fn encode(&self) -> String {
-        let addrs: Vec<String> = self.view.addrs.iter().map(ToString::to_string).collect();
-        format!(
-            "{} {} {} {} {} {} {} {} {}",
-            self.lab_fd,
-            self.outside_fd,
-            self.result_fd,
-            self.addr,
-            self.view.subnet,
-            self.view.bridge,
-            self.view.bridge_index,
-            self.view.port_prefix,
-            addrs.join(",")
-        )
-    }
-
-    fn decode(text: &str) -> Option<Self> {
-        let mut fields = text.split(' ');
-        let mut next = || fields.next();
-        let context = Self {
-            lab_fd: next()?.parse().ok()?,
-            outside_fd: next()?.parse().ok()?,
-            result_fd: next()?.parse().ok()?,
-            addr: next()?.parse().ok()?,
-            view: LabView {
-                subnet: next()?.parse().ok()?,
-                bridge: next()?.to_owned(),
-                bridge_index: next()?.parse().ok()?,
-                port_prefix: next()?.to_owned(),
-                addrs: match next()? {
-                    "" => Vec::new(),
-                    list => list
-                        .split(',')
-                        .map(str::parse)
-                        .collect::<Result<_, _>>()
-                        .ok()?,
-                },
-            },
-        };
-        next().is_none().then_some(context)
-    }
-}
-
 /// The context variable, taken out of the environment before `main` so that
 /// the body's own children do not see it.
 static CONTEXT_TEXT: OnceLock<Option<String>> = OnceLock::new();
@@ -173,41 +108,37 @@ pub(crate) fn take_context() {
 pub(crate) struct Inside {
     pub net: crate::Net,
     result: Mutex<Option<File>>,
-    peers: Mutex<Vec<String>>,
+    peers: Mutex<Vec<Peer>>,
 }
 
 impl Inside {
-    /// Notes a peer the body started, for the failure report.
-    pub(crate) fn peer_started(&self, name: &str, addr: Ipv4Addr, pid: u32) {
-        lock(&self.peers).push(format!("{pid} {name} {addr}: running"));
-    }
-
-    /// Notes how a peer ended.
-    pub(crate) fn peer_ended(&self, pid: u32, how: &str) {
-        let prefix = format!("{pid} ");
-        if let Some(line) = lock(&self.peers)
-            .iter_mut()
-            .find(|l| l.starts_with(&prefix))
-            && let Some((head, _)) = line.rsplit_once(": ")
-        {
-            *line = format!("{head}: {how}");
+    /// Notes what happened to a peer of the body, for the failure report.
+    fn record(&self, event: &container::Event<'_>) {
+        let mut peers = lock(&self.peers);
+        match *event {
+            container::Event::Started { name, addr, pid } => peers.push(Peer {
+                pid,
+                name: name.to_owned(),
+                addr,
+                ended: None,
+            }),
+            container::Event::Ended { pid, ref how } => {
+                if let Some(peer) = peers.iter_mut().find(|p| p.pid == pid) {
+                    peer.ended = Some(how.clone());
+                }
+            }
         }
     }
 
     /// Sends how the body ended, and its peers, to the runner, once, and
     /// closes the pipe.
-    fn send_result(&self, report: &str) {
-        let peers: String = lock(&self.peers)
-            .iter()
-            .map(|p| {
-                format!(
-                    "  {}\n",
-                    p.split_once(' ').map_or(p.as_str(), |(_, rest)| rest)
-                )
-            })
-            .collect();
+    fn send_result(&self, end: BodyEnd) {
+        let outcome = Outcome {
+            end,
+            peers: lock(&self.peers).clone(),
+        };
         if let Some(mut pipe) = lock(&self.result).take() {
-            let _ = pipe.write_all(format!("{report}{PEERS}{peers}").as_bytes());
+            let _ = pipe.write_all(&outcome.encode());
         }
     }
 }
@@ -245,6 +176,12 @@ pub(crate) fn inside() -> Option<&'static Inside> {
             }
             let inner = crate::lab::LabInner::adopt(ctx.view, lab_ns, outside_ns)
                 .unwrap_or_else(|e| panic!("netns-harness: cannot reach the test's lab: {e}"));
+            // Every container this process starts is a peer of the body.
+            container::watch(|event| {
+                if let Some(inside) = inside() {
+                    inside.record(event);
+                }
+            });
             Some(Inside {
                 net: crate::Net::new(Lab::from_inner(inner), ctx.addr),
                 result: Mutex::new(Some(File::from(result))),
@@ -286,12 +223,6 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
         .block_on(future)
 }
 
-const OK: &str = "ok";
-const PANIC: &str = "panic\n";
-const ERROR: &str = "error\n";
-/// Separates the outcome from the list of peers in a result.
-const PEERS: &str = "\n\u{1e}peers\n";
-
 /// The container side: runs the body of test `name` on a thread named
 /// after it (as libtest would), reports how it ended to the runner and
 /// exits (0 passed, 1 returned an error, 101 panicked). With
@@ -315,7 +246,7 @@ pub fn run_in_container<R: TestResult + 'static>(name: &'static str, body: fn() 
         if keep {
             // Before unwinding drops the body's peers.
             let _ = std::io::stdout().flush();
-            inside.send_result(&format!("{PANIC}{message}"));
+            inside.send_result(BodyEnd::Panicked(message));
             loop {
                 std::thread::park();
             }
@@ -329,16 +260,16 @@ pub fn run_in_container<R: TestResult + 'static>(name: &'static str, body: fn() 
         Ok(thread) => thread.join(),
         Err(e) => panic!("netns-harness: cannot start the test's thread: {e}"),
     };
-    let (report, code) = match outcome {
-        Ok(Ok(())) => (OK.to_owned(), 0),
+    let (end, code) = match outcome {
+        Ok(Ok(())) => (BodyEnd::Passed, 0),
         Ok(Err(e)) => {
             eprintln!("Error: {e}");
-            (format!("{ERROR}{e}"), 1)
+            (BodyEnd::Returned(e), 1)
         }
-        Err(_) => (format!("{PANIC}{}", lock(&MESSAGE)), 101),
+        Err(_) => (BodyEnd::Panicked(lock(&MESSAGE).clone()), 101),
     };
     let _ = std::io::stdout().flush();
-    inside.send_result(&report);
+    inside.send_result(end);
     std::process::exit(code)
 }
 
@@ -415,14 +346,17 @@ fn run(lab: &Lab, test: &Test) -> Result<Verdict> {
     let capture = container.take_capture();
     let deadline = Instant::now() + test.timeout;
     let keep = crate::failure::keep_requested();
+    let panicked = |bytes: &[u8]| {
+        Outcome::decode(bytes).is_some_and(|o| matches!(o.end, BodyEnd::Panicked(_)))
+    };
     let watched = crate::output::watch(
         container.take_stdout(),
         File::from(result_read),
         deadline,
-        |result| keep && result.starts_with(PANIC),
+        |result| keep && panicked(result),
     )
     .map_err(|e| Error::os(format!("read the output of {}", test.display_name()), e))?;
-    let (verdict, peer_lines) = match watched {
+    let (verdict, peers_seen) = match watched {
         None => {
             // Kill first, whatever the body does (floods its link, forks,
             // ignores signals): the report comes after.
@@ -434,12 +368,11 @@ fn run(lab: &Lab, test: &Test) -> Result<Verdict> {
                     test.display_name(),
                     test.timeout
                 )),
-                "  (killed with the container at the timeout)\n".to_owned(),
+                None,
             )
         }
         Some(result) => {
-            let (outcome, peer_lines) = result.split_once(PEERS).unwrap_or((result.as_str(), ""));
-            let kept_alive = keep && outcome.starts_with(PANIC);
+            let kept_alive = keep && panicked(&result);
             let status = if kept_alive {
                 None
             } else {
@@ -449,14 +382,23 @@ fn run(lab: &Lab, test: &Test) -> Result<Verdict> {
                         .max(EXIT_GRACE),
                 )?
             };
-            (judge(test, outcome, status), peer_lines.to_owned())
+            let outcome = Outcome::decode(&result);
+            let peers = outcome.as_ref().map(|o| o.peers.clone());
+            (judge(test, outcome.map(|o| o.end), status), peers)
         }
     };
     if let Verdict::Failed(_) = verdict {
         let name = test.display_name();
         print!(
             "{}",
-            crate::failure::report(name, lab, &container, &view_prefix, &peer_lines, capture)
+            crate::failure::report(
+                name,
+                lab,
+                &container,
+                &view_prefix,
+                peers_seen.as_deref(),
+                capture
+            )
         );
         if keep {
             crate::failure::keep(name, lab, &container);
@@ -471,58 +413,29 @@ fn run(lab: &Lab, test: &Test) -> Result<Verdict> {
 /// How long a container that reported may take to exit.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
 
-/// The verdict on what a body reported (`outcome`) and how its container
-/// exited (`None`: it was kept alive).
-fn judge(test: &Test, outcome: &str, status: Option<std::process::ExitStatus>) -> Verdict {
-    let passed = outcome == OK && status.is_some_and(|s| s.success());
-    if passed {
-        Verdict::Passed
-    } else if let Some(message) = outcome.strip_prefix(PANIC) {
-        Verdict::Failed(message.to_owned())
-    } else if let Some(error) = outcome.strip_prefix(ERROR) {
-        Verdict::Failed(format!(
+/// The verdict on how a body said it ended (`None`: it said nothing
+/// readable) and how its container exited (`None`: it was kept alive).
+fn judge(test: &Test, end: Option<BodyEnd>, status: Option<std::process::ExitStatus>) -> Verdict {
+    match end {
+        Some(BodyEnd::Passed) if status.is_some_and(|s| s.success()) => Verdict::Passed,
+        Some(BodyEnd::Panicked(message)) => Verdict::Failed(message),
+        Some(BodyEnd::Returned(error)) => Verdict::Failed(format!(
             "test {} returned an error: {error}",
             test.display_name()
-        ))
-    } else {
-        let how = status.map_or_else(|| "no exit".to_owned(), |s| s.to_string());
-        Verdict::Failed(format!(
-            "the container of test {} ended ({how}) before its body finished",
-            test.display_name()
-        ))
+        )),
+        Some(BodyEnd::Passed) | None => {
+            let how = status.map_or_else(|| "no exit".to_owned(), |s| s.to_string());
+            Verdict::Failed(format!(
+                "the container of test {} ended ({how}) before its body finished",
+                test.display_name()
+            ))
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn context_survives_the_environment() {
-        let context = Context {
-            lab_fd: 5,
-            outside_fd: 6,
-            result_fd: 9,
-            addr: Ipv4Addr::new(10, 200, 0, 2),
-            view: LabView {
-                subnet: "10.200.0.0/16".parse().unwrap(),
-                bridge: "br0".into(),
-                bridge_index: 3,
-                port_prefix: "t1fp".into(),
-                addrs: vec![Ipv4Addr::new(10, 200, 0, 3), Ipv4Addr::new(10, 200, 0, 4)],
-            },
-        };
-        assert_eq!(Context::decode(&context.encode()), Some(context.clone()));
-        let none = Context {
-            view: LabView {
-                addrs: Vec::new(),
-                ..context.view
-            },
-            ..context
-        };
-        assert_eq!(Context::decode(&none.encode()), Some(none));
-        assert_eq!(Context::decode("5 6"), None);
-    }
 
     #[test]
     fn hostnames_come_from_the_function_name() {

@@ -25,7 +25,8 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::netns::SETUP_TIMEOUT;
-use crate::prexec::{ChildPlan, Report, Stage};
+use crate::prexec::ChildPlan;
+use crate::protocol::{Report, Stage};
 use crate::sys;
 
 type Job = Box<dyn FnOnce() + Send>;

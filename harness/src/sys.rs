@@ -472,8 +472,8 @@ pub(crate) use before_main;
 /// # Safety
 /// `offset` must come from [`fn_offset`] in a process running the same
 /// executable file.
-pub(crate) unsafe fn fn_from_offset(offset: usize) -> fn() {
-    let addr = (fn_anchor as *const () as usize).wrapping_add(offset);
+pub(crate) unsafe fn fn_from_offset(offset: u64) -> fn() {
+    let addr = (fn_anchor as *const () as usize).wrapping_add(offset as usize);
     // SAFETY: per the contract, `addr` is the address of a `fn()` of this
     // executable, loaded at a different base.
     unsafe { std::mem::transmute::<usize, fn()>(addr) }
@@ -481,8 +481,8 @@ pub(crate) unsafe fn fn_from_offset(offset: usize) -> fn() {
 
 /// The distance of `f` from [`fn_anchor`], the same in every process that
 /// runs this executable whatever address it is loaded at.
-pub(crate) fn fn_offset(f: fn()) -> usize {
-    (f as *const () as usize).wrapping_sub(fn_anchor as *const () as usize)
+pub(crate) fn fn_offset(f: fn()) -> u64 {
+    (f as *const () as usize).wrapping_sub(fn_anchor as *const () as usize) as u64
 }
 
 /// A fixed point of the executable that function offsets are measured from.

@@ -24,7 +24,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Result};
-use crate::prexec::{ChildPlan, Report};
+use crate::prexec::ChildPlan;
+use crate::protocol::Report;
 use crate::rootless::{self, Privilege};
 use crate::spawner::{self, Reports};
 use crate::{netns, sys};
