@@ -291,8 +291,19 @@ fn assert_failure_report(text: &str) {
             "capture of v",
         ],
     );
-    let pcap = artifacts("fails_loudly").join("capture.pcap");
-    assert!(text.contains(&pcap.display().to_string()), "{text}");
+    // Where the report says the pcap is: in the test's directory, below
+    // `nextest-<run>-<attempt>/` when this suite itself runs under nextest.
+    let pcap = text
+        .lines()
+        .find_map(|l| l.split_once(" in ")?.1.strip_suffix(" (tcpdump -nr it)"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("no capture path in the report: {text}"));
+    assert!(
+        pcap.starts_with(artifacts("fails_loudly")),
+        "{}",
+        pcap.display()
+    );
+    assert!(pcap.ends_with("capture.pcap"), "{}", pcap.display());
     let out = tool("tcpdump").arg("-nr").arg(&pcap).output().unwrap();
     let dump = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -301,7 +312,7 @@ fn assert_failure_report(text: &str) {
         pcap.display()
     );
     assert!(dump.contains("> 10.200.0.1: ICMP echo request"), "{dump}");
-    let report = std::fs::read_to_string(artifacts("fails_loudly").join("report.txt")).unwrap();
+    let report = std::fs::read_to_string(pcap.with_file_name("report.txt")).unwrap();
     assert!(
         report.contains("route default via 10.200.0.1 dev eth0"),
         "{report}"

@@ -271,6 +271,14 @@ impl AsRawFd for PacketSocket {
     }
 }
 
+impl crate::Lab {
+    /// Starts capturing on the outside host's end of the uplink: what the
+    /// far side of the NAT sees. Stop it with [`Capture::stop`].
+    pub fn capture_outside(&self) -> Result<Capture> {
+        Capture::start(self.outside_netns(), "eth0")
+    }
+}
+
 /// A running capture of the frames crossing one interface, both ways; it
 /// keeps the last [`RING_BYTES`] of them.
 #[derive(Debug)]

@@ -14,12 +14,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::capture::Capture;
-use crate::entry::FUNCTION_VAR;
 use crate::error::{Error, Result};
 use crate::lab::{LabInner, Lease};
 use crate::netns::SETUP_TIMEOUT;
 use crate::prexec::{ChildPlan, IfConfig};
-use crate::protocol::{FunctionRef, Report};
+use crate::protocol::{FUNCTION_VAR, FunctionRef, Report};
 use crate::rtnl::Peer;
 use crate::spawner::Reports;
 use crate::sys;
@@ -168,6 +167,23 @@ impl Spec {
             }
         }
         env
+    }
+}
+
+impl crate::Lab {
+    /// Starts a container on the bridge: new network, mount, PID, UTS and
+    /// IPC namespaces; `lo` up; `eth0` with the next free address of the
+    /// subnet and a default route through the gateway. Returns once the
+    /// network is ready and the program has been executed.
+    pub fn spawn(&self, spec: &Spec) -> Result<Container> {
+        spawn(&self.inner, spec, Attach::Bridge(None))
+    }
+
+    /// Starts a process on the outside host: in new mount, PID, UTS and IPC
+    /// namespaces, but in the outside network namespace, where it can
+    /// listen on [`Lab::outside_addr`].
+    pub fn spawn_outside(&self, spec: &Spec) -> Result<Container> {
+        spawn(&self.inner, spec, Attach::Outside)
     }
 }
 
@@ -465,7 +481,7 @@ fn connect(
         &Peer {
             name: "eth0",
             netns: netns.as_fd(),
-            mac: Some(mac_for(lease.addr())),
+            mac: Some(crate::lab::mac_for(lease.addr())),
         },
     )?;
     let port = Port {
@@ -478,14 +494,6 @@ fn connect(
         None
     };
     Ok((netns, Some(port), capture))
-}
-
-/// A locally administered MAC derived from the address, so that a reused
-/// address never meets a stale neighbour entry with another MAC (the
-/// gateway's too: it never changes).
-pub(crate) fn mac_for(addr: Ipv4Addr) -> [u8; 6] {
-    let [a, b, c, d] = addr.octets();
-    [0x02, 0x00, a, b, c, d]
 }
 
 /// A container's port on the bridge (the lab's end of its veth), taken off

@@ -10,13 +10,9 @@
 use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use crate::protocol::FunctionRef;
+use crate::protocol::{FUNCTION_VAR, FunctionRef};
 use crate::sys;
 use crate::{rootless, runner};
-
-/// Names the function a re-executed container runs, as an offset from a
-/// fixed point of the executable.
-pub(crate) const FUNCTION_VAR: &str = "NETNS_HARNESS_FUNCTION";
 
 /// The exit code of a container function that panicked, as libtest uses.
 const PANIC_EXIT: i32 = 101;

@@ -14,11 +14,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::container::{self, Container, Spec};
 use crate::error::{Error, Result};
 use crate::netlink::Socket;
 use crate::netns::SETUP_TIMEOUT;
 use crate::nftables;
+use crate::protocol::LabView;
 use crate::rtnl::{Peer, Rtnl};
 use crate::subnet::{AddressPool, Ipv4Subnet};
 use crate::{names, netns};
@@ -118,7 +118,7 @@ impl LabBuilder {
             Ok((Rtnl::open("lab")?, nft))
         })?;
         rtnl.set_up(LOOPBACK_INDEX)?;
-        rtnl.add_bridge(&self.bridge, crate::container::mac_for(subnet.nth(1)))?;
+        rtnl.add_bridge(&self.bridge, mac_for(subnet.nth(1)))?;
         let bridge_index = rtnl.link_index(&self.bridge)?;
         rtnl.add_address(bridge_index, subnet.nth(1), subnet.prefix())?;
         rtnl.add_veth(
@@ -216,6 +216,14 @@ fn validate_subnet(text: &str) -> Result<Ipv4Subnet> {
     Ok(subnet)
 }
 
+/// A locally administered MAC derived from the address, so that a reused
+/// address never meets a stale neighbour entry with another MAC (the
+/// gateway's too: it never changes).
+pub(crate) fn mac_for(addr: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = addr.octets();
+    [0x02, 0x00, a, b, c, d]
+}
+
 /// The state shared by a lab and its containers.
 pub(crate) struct LabInner {
     subnet: Ipv4Subnet,
@@ -307,17 +315,6 @@ impl LabInner {
             next_view: AtomicU32::new(0),
         })
     }
-}
-
-/// What a lab handle in a test container may do: the lab's settings, the
-/// addresses reserved for its peers and the prefix of its port names.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct LabView {
-    pub subnet: Ipv4Subnet,
-    pub bridge: String,
-    pub bridge_index: u32,
-    pub port_prefix: String,
-    pub addrs: Vec<Ipv4Addr>,
 }
 
 /// A container address taken from a lab's pool, returned when dropped.
@@ -439,26 +436,5 @@ impl Lab {
     /// The outside network's namespace.
     pub fn outside_netns(&self) -> std::os::fd::BorrowedFd<'_> {
         self.inner.outside_ns.as_fd()
-    }
-
-    /// Starts capturing on the outside host's end of the uplink: what the
-    /// far side of the NAT sees. Stop it with [`Capture::stop`](crate::capture::Capture::stop).
-    pub fn capture_outside(&self) -> Result<crate::capture::Capture> {
-        crate::capture::Capture::start(self.outside_netns(), "eth0")
-    }
-
-    /// Starts a container on the bridge: new network, mount, PID, UTS and
-    /// IPC namespaces; `lo` up; `eth0` with the next free address of the
-    /// subnet and a default route through the gateway. Returns once the
-    /// network is ready and the program has been executed.
-    pub fn spawn(&self, spec: &Spec) -> Result<Container> {
-        container::spawn(&self.inner, spec, container::Attach::Bridge(None))
-    }
-
-    /// Starts a process on the outside host: in new mount, PID, UTS and IPC
-    /// namespaces, but in the outside network namespace, where it can
-    /// listen on [`Lab::outside_addr`].
-    pub fn spawn_outside(&self, spec: &Spec) -> Result<Container> {
-        container::spawn(&self.inner, spec, container::Attach::Outside)
     }
 }

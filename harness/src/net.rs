@@ -37,21 +37,6 @@ impl Net {
         Self { lab, addr }
     }
 
-    /// The network of the running test body.
-    ///
-    /// # Panics
-    /// Outside the body of a `#[netns_test]`.
-    pub fn current() -> Net {
-        Self::try_current().unwrap_or_else(|| {
-            panic!("Net::current() is only available in the body of a #[netns_test]")
-        })
-    }
-
-    /// The network of the running test body, or `None` outside one.
-    pub fn try_current() -> Option<Net> {
-        crate::runner::inside().map(|inside| inside.net.clone())
-    }
-
     /// This container's address (on its `eth0`).
     pub fn addr(&self) -> Ipv4Addr {
         self.addr

@@ -18,7 +18,6 @@
 use std::net::Ipv4Addr;
 use std::os::fd::RawFd;
 
-use crate::lab::LabView;
 use crate::subnet::Ipv4Subnet;
 
 macro_rules! stages {
@@ -262,6 +261,17 @@ impl Reader<'_> {
     }
 }
 
+/// What a lab handle in a test container may do: the lab's settings, the
+/// addresses reserved for its peers and the prefix of its port names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LabView {
+    pub subnet: Ipv4Subnet,
+    pub bridge: String,
+    pub bridge_index: u32,
+    pub port_prefix: String,
+    pub addrs: Vec<Ipv4Addr>,
+}
+
 /// What a test container learns from its runner.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Context {
@@ -408,6 +418,9 @@ impl Outcome {
         r.end(Outcome { end, peers })
     }
 }
+
+/// Names the function a re-executed container runs ([`FunctionRef`]).
+pub(crate) const FUNCTION_VAR: &str = "NETNS_HARNESS_FUNCTION";
 
 /// A function of the running executable, as a distance from a fixed point
 /// of it: the same in every process that runs the executable, wherever it

@@ -7,10 +7,9 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use crate::error::Result;
 use crate::lab::LabInner;
-use crate::netlink::{self, F_DUMP, F_REQUEST, Message, Socket};
+use crate::netlink::{self, Socket};
 use crate::{netns, nftables};
 
-const RTM_GETLINK: u16 = 18;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MASTER: u16 = 10;
 const IFLA_OPERSTATE: u16 = 16;
@@ -162,11 +161,6 @@ struct Link {
     up: bool,
     rx: u64,
     tx: u64,
-}
-
-/// The `RTM_GETLINK` dump request.
-pub(crate) fn link_dump() -> Message {
-    Message::new(RTM_GETLINK, F_REQUEST | F_DUMP, &[0u8; 16])
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use crate::error::{Error, Result};
-use crate::netlink::{F_ACK, F_CREATE, F_EXCL, F_REQUEST, Message, Refusal, Socket, attributes};
+use crate::netlink::{
+    F_ACK, F_CREATE, F_DUMP, F_EXCL, F_REQUEST, Message, Refusal, Socket, attributes,
+};
 
 const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
@@ -171,7 +173,7 @@ impl Rtnl {
     pub(crate) fn dump_links(&mut self) -> Result<Vec<Vec<u8>>> {
         let namespace = self.namespace;
         self.socket
-            .dump(crate::report::link_dump)
+            .dump(link_dump)
             .map_err(|Refusal { error, message }| Error::Netlink {
                 operation: "list links".to_owned(),
                 namespace,
@@ -242,4 +244,9 @@ impl Rtnl {
         )
         .map(drop)
     }
+}
+
+/// The `RTM_GETLINK` dump request.
+fn link_dump() -> Message {
+    Message::new(RTM_GETLINK, F_REQUEST | F_DUMP, &[0u8; 16])
 }

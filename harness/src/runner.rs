@@ -16,11 +16,11 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::Net;
 use crate::container::{self, Attach};
 use crate::error::{Error, Result};
-use crate::lab::LabView;
 use crate::lab::{Lab, Lease};
-use crate::protocol::{BodyEnd, Context, Outcome, Peer};
+use crate::protocol::{BodyEnd, Context, LabView, Outcome, Peer};
 use crate::{Spec, Stdio, names, sys};
 
 /// Set to `1` to turn "cannot create containers on this machine" into a
@@ -101,6 +101,23 @@ pub(crate) fn take_context() {
         unsafe { sys::remove_env(CONTEXT_VAR) };
         Some(text)
     });
+}
+
+impl crate::Net {
+    /// The network of the running test body.
+    ///
+    /// # Panics
+    /// Outside the body of a `#[netns_test]`.
+    pub fn current() -> Net {
+        Self::try_current().unwrap_or_else(|| {
+            panic!("Net::current() is only available in the body of a #[netns_test]")
+        })
+    }
+
+    /// The network of the running test body, or `None` outside one.
+    pub fn try_current() -> Option<Net> {
+        inside().map(|inside| inside.net.clone())
+    }
 }
 
 /// The container side of a test: its network, the pipe its result goes

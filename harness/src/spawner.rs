@@ -14,6 +14,7 @@
 //! a pipe's end being closed, so another thread that forks while a
 //! container starts (and so holds copies of its pipes) stalls nothing.
 
+use std::ffi::{c_int, c_void};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
@@ -25,9 +26,9 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::netns::SETUP_TIMEOUT;
-use crate::prexec::ChildPlan;
+use crate::prexec::{ChildPlan, child_main};
 use crate::protocol::{Report, Stage};
-use crate::sys;
+use crate::sys::{self, check};
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -51,6 +52,94 @@ fn jobs() -> io::Result<&'static Sender<Job>> {
     // If another thread won the race, its spawner serves us and ours exits
     // when `tx` is dropped here.
     Ok(JOBS.get_or_init(|| tx))
+}
+
+/// Memory for a cloned child's stack, unmapped when dropped.
+struct Stack {
+    base: *mut c_void,
+    len: usize,
+}
+
+impl Stack {
+    /// Maps `len` bytes, the lowest page a guard.
+    fn new(len: usize) -> io::Result<Stack> {
+        // SAFETY: an anonymous private mapping; no pointer is passed in.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let stack = Stack { base, len };
+        // SAFETY: the first page lies in the mapping just made.
+        check(unsafe { libc::mprotect(base, 4096, libc::PROT_NONE) })?;
+        Ok(stack)
+    }
+
+    fn top(&self) -> *mut c_void {
+        // Stacks grow down; 16-byte aligned as the mapping is page-aligned.
+        self.base.wrapping_byte_add(self.len)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `new` made.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+/// Clones a child into the namespaces its plan asks for
+/// ([`ChildPlan::clone_namespaces`]), which runs [`child_main`] on
+/// `stack`. With `CLONE_VFORK`, this returns (the child's
+/// pid) only once the child executed its program or exited; the kernel
+/// stores the child's pidfd in `pidfd` before the child first runs, so
+/// another thread may take it as soon as the child reports that it started.
+///
+/// The child shares the caller's memory (`CLONE_VM`, as `posix_spawn`
+/// does): nothing is copied, and its `execve` has nothing to tear down.
+/// The calling thread becomes the child's parent: the child is killed when
+/// that thread exits (`PR_SET_PDEATHSIG`). It should block every signal
+/// (the child inherits the mask, and resets handlers before unblocking).
+///
+/// # Safety
+/// `plan` and `stack` must stay alive until this returns.
+///
+/// # References
+/// `clone(2)`, `namespaces(7)`
+unsafe fn clone_container(plan: &ChildPlan, stack: &Stack, pidfd: &AtomicI32) -> io::Result<u32> {
+    let flags = libc::CLONE_VM
+        | libc::CLONE_VFORK
+        | libc::CLONE_PIDFD
+        | libc::SIGCHLD
+        | plan.clone_namespaces();
+    extern "C" fn entry(plan: *mut c_void) -> c_int {
+        // SAFETY: `plan` is the plan `clone_container` was given, alive until
+        // the child executes its program or exits (the vfork returns).
+        unsafe { child_main(&*plan.cast::<ChildPlan>()) }
+    }
+    // SAFETY: `stack` is a live mapping for the child's stack and `plan`
+    // outlives the child's use of it (the caller's contract). The child only
+    // reads the plan and makes raw system calls until execve or exit, so it
+    // touches no lock, no errno and no other state of this thread; this
+    // thread is suspended meanwhile.
+    let pid = unsafe {
+        libc::clone(
+            entry,
+            stack.top(),
+            flags,
+            std::ptr::from_ref(plan).cast_mut().cast(),
+            pidfd.as_ptr(),
+        )
+    };
+    check(pid).map(|pid| pid as u32)
 }
 
 /// A cloned child's stack: its setup needs a few KiB.
@@ -110,9 +199,9 @@ pub(crate) fn clone(mut plan: ChildPlan, report: OwnedFd) -> io::Result<Cloning>
                 stage: Stage::Clone,
                 errno: e.raw_os_error().unwrap_or(libc::EIO),
             };
-            let outcome = match sys::Stack::new(STACK_BYTES) {
+            let outcome = match Stack::new(STACK_BYTES) {
                 // SAFETY: `plan` and `stack` live until the vfork returns.
-                Ok(stack) => match unsafe { sys::clone_container(&plan, &stack, &pidfd.0) } {
+                Ok(stack) => match unsafe { clone_container(&plan, &stack, &pidfd.0) } {
                     Ok(pid) => Report::Released { pid },
                     Err(e) => failed(e),
                 },

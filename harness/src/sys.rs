@@ -11,12 +11,10 @@ use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
-use std::sync::atomic::AtomicI32;
 use std::time::Duration;
 
-use crate::prexec::{ChildPlan, child_main};
-
-fn check(ret: c_int) -> io::Result<c_int> {
+/// Maps the C convention (negative: see errno) to a result.
+pub(crate) fn check(ret: c_int) -> io::Result<c_int> {
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -263,98 +261,6 @@ pub(crate) fn netlink_socket(protocol: c_int) -> io::Result<OwnedFd> {
         };
     }
     Ok(fd)
-}
-
-/// Memory for a cloned child's stack, unmapped when dropped.
-pub(crate) struct Stack {
-    base: *mut c_void,
-    len: usize,
-}
-
-impl Stack {
-    /// Maps `len` bytes, the lowest page a guard.
-    pub(crate) fn new(len: usize) -> io::Result<Stack> {
-        // SAFETY: an anonymous private mapping; no pointer is passed in.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-                -1,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let stack = Stack { base, len };
-        // SAFETY: the first page lies in the mapping just made.
-        check(unsafe { libc::mprotect(base, 4096, libc::PROT_NONE) })?;
-        Ok(stack)
-    }
-
-    fn top(&self) -> *mut c_void {
-        // Stacks grow down; 16-byte aligned as the mapping is page-aligned.
-        self.base.wrapping_byte_add(self.len)
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping `new` made.
-        unsafe { libc::munmap(self.base, self.len) };
-    }
-}
-
-/// Clones a child into the namespaces its plan asks for
-/// ([`ChildPlan::clone_namespaces`]), which runs [`child_main`] on
-/// `stack`. With `CLONE_VFORK`, this returns (the child's
-/// pid) only once the child executed its program or exited; the kernel
-/// stores the child's pidfd in `pidfd` before the child first runs, so
-/// another thread may take it as soon as the child reports that it started.
-///
-/// The child shares the caller's memory (`CLONE_VM`, as `posix_spawn`
-/// does): nothing is copied, and its `execve` has nothing to tear down.
-/// The calling thread becomes the child's parent: the child is killed when
-/// that thread exits (`PR_SET_PDEATHSIG`). It should block every signal
-/// (the child inherits the mask, and resets handlers before unblocking).
-///
-/// # Safety
-/// `plan` and `stack` must stay alive until this returns.
-///
-/// # References
-/// `clone(2)`, `namespaces(7)`
-pub(crate) unsafe fn clone_container(
-    plan: &ChildPlan,
-    stack: &Stack,
-    pidfd: &AtomicI32,
-) -> io::Result<u32> {
-    let flags = libc::CLONE_VM
-        | libc::CLONE_VFORK
-        | libc::CLONE_PIDFD
-        | libc::SIGCHLD
-        | plan.clone_namespaces();
-    extern "C" fn entry(plan: *mut c_void) -> c_int {
-        // SAFETY: `plan` is the plan `clone_container` was given, alive until
-        // the child executes its program or exits (the vfork returns).
-        unsafe { child_main(&*plan.cast::<ChildPlan>()) }
-    }
-    // SAFETY: `stack` is a live mapping for the child's stack and `plan`
-    // outlives the child's use of it (the caller's contract). The child only
-    // reads the plan and makes raw system calls until execve or exit, so it
-    // touches no lock, no errno and no other state of this thread; this
-    // thread is suspended meanwhile.
-    let pid = unsafe {
-        libc::clone(
-            entry,
-            stack.top(),
-            flags,
-            std::ptr::from_ref(plan).cast_mut().cast(),
-            pidfd.as_ptr(),
-        )
-    };
-    check(pid).map(|pid| pid as u32)
 }
 
 /// Blocks every signal the C library lets a thread block, for the calling
