@@ -181,7 +181,7 @@ impl crate::Lab {
 
     /// Starts a process on the outside host: in new mount, PID, UTS and IPC
     /// namespaces, but in the outside network namespace, where it can
-    /// listen on [`Lab::outside_addr`].
+    /// listen on [`Lab::outside_addr`](crate::Lab::outside_addr).
     pub fn spawn_outside(&self, spec: &Spec) -> Result<Container> {
         spawn(&self.inner, spec, Attach::Outside)
     }

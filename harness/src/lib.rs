@@ -35,7 +35,25 @@
 //! namespace of its own before `main` (see [`ROOTLESS_VAR`]), where it may
 //! create namespaces if the kernel allows unprivileged user namespaces; when
 //! it does not, [`Lab::builder`]'s `build` returns [`Error::Unsupported`]
-//! with the reason and the fix.
+//! with the reason and the fix. Either way, containers run in a user
+//! namespace the test process makes for its labs, so a container's root
+//! holds no capability over the host.
+//!
+//! # Modules
+//!
+//! By layer, each using only those before it:
+//!
+//! - kernel access: `sys` (system call wrappers), `netlink`, `rtnl`,
+//!   `nftables`, [`conntrack`], `netns`;
+//! - network objects: `subnet`, `names`, `lab` ([`Lab`]);
+//! - processes: `protocol` (every message between processes, typed),
+//!   `prexec` (the child's code between clone and exec), `spawner`,
+//!   `userns` (the labs' user namespace), `container` ([`Container`],
+//!   [`Spec`]);
+//! - tests: `runner` (behind [`netns_test`]), `net` ([`Net`]), `output`,
+//!   `entry` (what runs before `main`), `rootless`;
+//! - tools: [`probe`], [`capture`], [`matrix`], [`doctor`], `failure` and
+//!   `report` (what a failed test leaves).
 
 #![warn(clippy::unwrap_used)]
 
