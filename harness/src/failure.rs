@@ -6,35 +6,13 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::capture::Capture;
 use crate::container::Container;
 use crate::lab::Lab;
 use crate::protocol::Peer;
+use crate::settings::{self, CAPTURE_VAR, KEEP_VAR};
 use crate::{report, sys};
-
-/// Set to `1` to keep a failed test's container and lab alive, and print
-/// how to enter them, until Enter is pressed or [`KEEP_SECONDS_VAR`] pass.
-pub const KEEP_VAR: &str = "NETNS_HARNESS_KEEP_ON_FAILURE";
-/// How long a kept network waits for Enter, in seconds (default 600).
-pub const KEEP_SECONDS_VAR: &str = "NETNS_HARNESS_KEEP_SECONDS";
-/// Set to `0` to not capture tests' traffic (no pcap on failure).
-pub const CAPTURE_VAR: &str = "NETNS_HARNESS_CAPTURE";
-
-fn env_is(var: &str, value: &str) -> bool {
-    std::env::var(var).is_ok_and(|v| v == value)
-}
-
-/// Whether failed tests are kept for inspection.
-pub(crate) fn keep_requested() -> bool {
-    env_is(KEEP_VAR, "1")
-}
-
-/// Whether tests' traffic is captured.
-pub(crate) fn capture_enabled() -> bool {
-    !env_is(CAPTURE_VAR, "0")
-}
 
 /// Where a failed test's artifacts go: under the Cargo target directory
 /// (`CARGO_TARGET_DIR`, or the one the test binary was built in),
@@ -227,10 +205,8 @@ fn write_artifacts(
 /// Enter is pressed or the time limit passes. Writes straight to the
 /// terminal: libtest would hide it until the end.
 pub(crate) fn keep(test: &str, lab: &Lab, container: &Container) {
-    let seconds = std::env::var(KEEP_SECONDS_VAR)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(600);
+    let limit = settings::get().keep_for;
+    let seconds = limit.as_secs();
     let me = std::process::id();
     let user = if crate::is_rootless() {
         " --user --preserve-credentials"
@@ -251,7 +227,6 @@ pub(crate) fn keep(test: &str, lab: &Lab, container: &Container) {
         lab.outside_netns().as_raw_fd(),
     );
     let stdin = std::io::stdin();
-    let limit = Duration::from_secs(seconds);
     if sys::poll_readable(stdin.as_fd(), Some(limit)).unwrap_or(false) {
         let mut line = String::new();
         // End-of-file (no terminal): fall back to the time limit.

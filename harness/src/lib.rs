@@ -43,6 +43,7 @@
 //!
 //! By layer, each using only those before it:
 //!
+//! - settings: `settings` (every `NETNS_HARNESS_*` variable, read once);
 //! - kernel access: `sys` (system call wrappers), `netlink`, `rtnl`,
 //!   `nftables`, [`conntrack`], `netns`;
 //! - network objects: `subnet`, `names`, `lab` ([`Lab`]);
@@ -79,6 +80,7 @@ mod report;
 mod rootless;
 mod rtnl;
 mod runner;
+mod settings;
 mod spawner;
 mod subnet;
 mod sys;
@@ -86,7 +88,6 @@ mod userns;
 
 pub use container::{Container, OUTPUT_LIMIT, Spec, Stdio};
 pub use error::{Error, Result};
-pub use failure::{CAPTURE_VAR, KEEP_SECONDS_VAR, KEEP_VAR};
 pub use lab::{DEFAULT_BRIDGE, DEFAULT_SUBNET, Lab, LabBuilder, UPLINK};
 pub use net::Net;
 /// Runs a test function's body in a freshly cloned container on the test
@@ -134,8 +135,9 @@ pub use net::Net;
 ///   `NETNS_HARNESS_SKIP_UNSUPPORTED=1` ([`SKIP_VAR`]), passes and prints one
 ///   line saying it was skipped and why.
 pub use netns_harness_macros::netns_test;
-pub use rootless::{ROOTLESS_VAR, is_rootless};
-pub use runner::{MAX_PEERS, SKIP_VAR};
+pub use rootless::is_rootless;
+pub use runner::MAX_PEERS;
+pub use settings::{CAPTURE_VAR, KEEP_SECONDS_VAR, KEEP_VAR, ROOTLESS_VAR, SKIP_VAR};
 pub use subnet::Ipv4Subnet;
 
 /// What a test file needs: `use netns_harness::prelude::*;`.

@@ -7,11 +7,8 @@ use std::io;
 use std::sync::OnceLock;
 
 use crate::error::Error;
+use crate::settings::ROOTLESS_VAR;
 use crate::sys;
-
-/// Set to `0` to keep a non-root process out of a user namespace (labs then
-/// fail with [`Error::Unsupported`]).
-pub const ROOTLESS_VAR: &str = "NETNS_HARNESS_ROOTLESS";
 
 /// How the process came to have (or not have) the privileges labs need.
 #[derive(Debug)]
@@ -33,7 +30,7 @@ pub(crate) fn init() {
     PRIVILEGE.get_or_init(|| {
         if sys::geteuid() == 0 {
             Privilege::Root
-        } else if std::env::var(ROOTLESS_VAR).is_ok_and(|v| v == "0") {
+        } else if crate::settings::get().rootless_off {
             Privilege::Disabled
         } else {
             match sys::enter_user_namespace() {

@@ -21,11 +21,8 @@ use crate::container::{self, Attach};
 use crate::error::{Error, Result};
 use crate::lab::{Lab, Lease};
 use crate::protocol::{BodyEnd, Context, LabView, Outcome, Peer};
+use crate::settings::SKIP_VAR;
 use crate::{Spec, Stdio, names, sys};
-
-/// Set to `1` to turn "cannot create containers on this machine" into a
-/// visible skip: the test passes and prints one line saying why.
-pub const SKIP_VAR: &str = "NETNS_HARNESS_SKIP_UNSUPPORTED";
 
 /// Carries a test container's [`Context`] into it.
 const CONTEXT_VAR: &str = "NETNS_HARNESS_TEST_CONTEXT";
@@ -250,7 +247,7 @@ pub fn run_in_container<R: TestResult + 'static>(name: &'static str, body: fn() 
         panic!("netns-harness: a test body ran outside its container; run it through its #[netns_test] function")
     });
     static MESSAGE: Mutex<String> = Mutex::new(String::new());
-    let keep = crate::failure::keep_requested();
+    let keep = crate::settings::get().keep_on_failure;
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let payload = info.payload();
@@ -308,7 +305,7 @@ pub fn run_test(test: &Test) {
     match verdict {
         Ok(Verdict::Passed) => {}
         Ok(Verdict::Failed(message)) => panic!("{message}"),
-        Err(err @ Error::Unsupported { .. }) if std::env::var(SKIP_VAR).is_ok_and(|v| v == "1") => {
+        Err(err @ Error::Unsupported { .. }) if crate::settings::get().skip_unsupported => {
             // Straight to the terminal: libtest hides what passing tests print.
             let _ = writeln!(
                 std::io::stderr(),
@@ -357,12 +354,12 @@ fn run(lab: &Lab, test: &Test) -> Result<Verdict> {
         .stdout(Stdio::Piped)
         .stderr_to_stdout();
     spec.inherit = vec![context.lab_fd, context.outside_fd, context.result_fd];
-    spec.capture = crate::failure::capture_enabled();
+    spec.capture = crate::settings::get().capture;
     let mut container = container::spawn(inner, &spec, Attach::Bridge(Some(own)))?;
     drop(result_write);
     let capture = container.take_capture();
     let deadline = Instant::now() + test.timeout;
-    let keep = crate::failure::keep_requested();
+    let keep = crate::settings::get().keep_on_failure;
     let panicked = |bytes: &[u8]| {
         Outcome::decode(bytes).is_some_and(|o| matches!(o.end, BodyEnd::Panicked(_)))
     };
