@@ -1,14 +1,84 @@
 //! Parsing and expansion of `#[netns_test]`.
+//!
+//! Every check runs whatever the others found, and all their errors are
+//! reported together, each on its own token (as rstest does), so a user
+//! fixes them in one round instead of one per build.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::{Expr, ExprLit, FnArg, ItemFn, Lit, LitStr, Meta, Path, ReturnType, Token};
+use syn::{Attribute, Expr, ExprLit, FnArg, ItemFn, Lit, LitStr, Meta, Path, ReturnType, Token};
 
 const VALID: &str =
     "valid arguments are `timeout = \"10s\"`, `network = \"private\"` and `crate = \"name\"`";
+
+/// The errors found so far in one `#[netns_test]`, combined into one
+/// [`syn::Error`] that expands to a `compile_error!` per error, each on its
+/// own token.
+#[derive(Default)]
+struct Errors(Option<syn::Error>);
+
+impl Errors {
+    /// Adds `err` after the errors found so far.
+    fn push(&mut self, err: syn::Error) {
+        match &mut self.0 {
+            Some(errors) => errors.combine(err),
+            None => self.0 = Some(err),
+        }
+    }
+
+    /// The value of `result`, or `None` after keeping its error.
+    fn check<T>(&mut self, result: syn::Result<T>) -> Option<T> {
+        result.map_err(|err| self.push(err)).ok()
+    }
+
+    /// A `compile_error!` per error found.
+    fn to_compile_error(&self) -> TokenStream {
+        self.0
+            .as_ref()
+            .map(syn::Error::to_compile_error)
+            .unwrap_or_default()
+    }
+
+    /// `value` if no error was found, else all of them.
+    fn finish<T>(self, value: T) -> syn::Result<T> {
+        match self.0 {
+            Some(errors) => Err(errors),
+            None => Ok(value),
+        }
+    }
+}
+
+/// One of the arguments `#[netns_test(...)]` takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Key {
+    Timeout,
+    Network,
+    Crate,
+}
+
+impl Key {
+    /// The argument spelled `name`, if there is one.
+    fn named(name: &str) -> Option<Self> {
+        match name {
+            "timeout" => Some(Self::Timeout),
+            "network" => Some(Self::Network),
+            "crate" => Some(Self::Crate),
+            _ => None,
+        }
+    }
+
+    /// How the argument is written, for messages.
+    fn example(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout = \"10s\"",
+            Self::Network => "network = \"private\"",
+            Self::Crate => "crate = \"name\"",
+        }
+    }
+}
 
 /// The arguments of one `#[netns_test(...)]`, each set at most once.
 #[derive(Default)]
@@ -19,54 +89,67 @@ struct Configuration {
 }
 
 impl Configuration {
+    /// Parses `timeout = "…", network = "…", crate = "…"`. Every argument is
+    /// checked, and the error holds one error per bad argument: unknown,
+    /// given twice, without a value, with a value that is not a string or
+    /// not a valid timeout, network or crate path.
     fn parse(args: TokenStream) -> syn::Result<Self> {
         let mut config = Self::default();
-        let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(args)?;
-        for meta in metas {
+        let mut given = Vec::new();
+        let mut errors = Errors::default();
+        for meta in Punctuated::<Meta, Token![,]>::parse_terminated.parse2(args)? {
             let name = meta.path().to_token_stream().to_string();
-            let Meta::NameValue(nv) = &meta else {
-                return Err(syn::Error::new(
-                    meta.span(),
-                    format!("`{name}` needs a value, e.g. `{name} = \"…\"`; {VALID}"),
+            let Some(key) = Key::named(&name) else {
+                errors.push(syn::Error::new_spanned(
+                    meta.path(),
+                    format!("unknown argument `{name}`; {VALID}"),
                 ));
+                continue;
             };
-            let value = string_value(&nv.value, &name)?;
-            match name.as_str() {
-                "timeout" => set(&mut config.timeout_ms, parse_timeout(&value)?, &meta)?,
-                "network" => set(&mut config.private, parse_network(&value)?, &meta)?,
-                "crate" => set(&mut config.krate, value.parse::<Path>()?, &meta)?,
-                _ => {
-                    return Err(syn::Error::new(
-                        meta.path().span(),
-                        format!("unknown argument `{name}`; {VALID}"),
-                    ));
-                }
+            if given.contains(&key) {
+                errors.push(syn::Error::new_spanned(
+                    &meta,
+                    format!("`{name}` is given more than once"),
+                ));
+                continue;
             }
+            given.push(key);
+            errors.check(config.set(key, &meta));
         }
-        Ok(config)
+        errors.finish(config)
+    }
+
+    /// Sets `key`, given for the first time as `meta`.
+    fn set(&mut self, key: Key, meta: &Meta) -> syn::Result<()> {
+        let Meta::NameValue(nv) = meta else {
+            return Err(syn::Error::new_spanned(
+                meta,
+                format!(
+                    "`{}` needs a value, e.g. `{}`",
+                    meta.path().to_token_stream(),
+                    key.example()
+                ),
+            ));
+        };
+        let value = string_value(&nv.value, key)?;
+        match key {
+            Key::Timeout => self.timeout_ms = Some(parse_timeout(&value)?),
+            Key::Network => self.private = Some(parse_network(&value)?),
+            Key::Crate => self.krate = Some(value.parse::<Path>()?),
+        }
+        Ok(())
     }
 }
 
-fn set<T>(slot: &mut Option<T>, value: T, meta: &Meta) -> syn::Result<()> {
-    if slot.is_some() {
-        let name = meta.path().to_token_stream().to_string();
-        return Err(syn::Error::new(
-            meta.span(),
-            format!("`{name}` is given more than once"),
-        ));
-    }
-    *slot = Some(value);
-    Ok(())
-}
-
-fn string_value(expr: &Expr, name: &str) -> syn::Result<LitStr> {
+/// The string literal `expr`, the value given for `key`.
+fn string_value(expr: &Expr, key: Key) -> syn::Result<LitStr> {
     match expr {
         Expr::Lit(ExprLit {
             lit: Lit::Str(s), ..
         }) => Ok(s.clone()),
-        _ => Err(syn::Error::new(
-            expr.span(),
-            format!("`{name}` takes a string, e.g. `{name} = \"…\"`"),
+        _ => Err(syn::Error::new_spanned(
+            expr,
+            format!("the value must be a string, e.g. `{}`", key.example()),
         )),
     }
 }
@@ -128,37 +211,92 @@ fn runtime_crate(explicit: Option<Path>) -> TokenStream {
 }
 
 /// Rejects what a container test cannot be: generic, a method, or taking
-/// more than one parameter.
+/// more than one parameter. Every rule is checked; the error holds one error
+/// per broken rule.
 fn check_signature(func: &ItemFn) -> syn::Result<()> {
     let sig = &func.sig;
+    let mut errors = Errors::default();
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        let span = sig
-            .generics
-            .params
-            .first()
-            .map_or_else(|| sig.generics.span(), Spanned::span);
-        return Err(syn::Error::new(
-            span,
-            "a #[netns_test] function cannot be generic: its body runs in another process, which calls it by name",
-        ));
+        let err = "a #[netns_test] function cannot be generic: its body runs in another process, which calls it by name";
+        errors.push(match sig.generics.params.first() {
+            Some(param) => syn::Error::new_spanned(param, err),
+            None => syn::Error::new_spanned(&sig.generics.where_clause, err),
+        });
     }
     if let Some(receiver) = sig.receiver() {
-        return Err(syn::Error::new(
-            receiver.span(),
+        errors.push(syn::Error::new_spanned(
+            receiver,
             "a #[netns_test] function cannot take `self`: write a free function",
         ));
     }
     if let Some(extra) = sig.inputs.iter().nth(1) {
-        return Err(syn::Error::new(
-            extra.span(),
+        errors.push(syn::Error::new_spanned(
+            extra,
             "a #[netns_test] function takes at most one parameter, its network: `fn name(net: Net)`",
         ));
     }
-    Ok(())
+    errors.finish(())
+}
+
+/// Whether `attr` makes a function a test: `#[test]`, `#[tokio::test]`,
+/// `#[async_std::test]`, any path whose last segment is `test` (as rstest
+/// recognizes them). `#[rstest]`, `#[case]` and `#[netns_test]` are not.
+fn is_test_attribute(attr: &Attribute) -> bool {
+    attr.path()
+        .segments
+        .last()
+        .is_some_and(|segment| segment.ident == "test")
+}
+
+/// Whether the user wrote `attr` in the source, as opposed to a macro that
+/// expanded before `#[netns_test]` generating it. The name of a written
+/// attribute is its own source text; a generated one has the span of the
+/// macro that made it (rstest's `#[test]` reads `#[rstest]`), or none.
+fn written_in_source(attr: &Attribute) -> bool {
+    attr.path().segments.last().is_some_and(|segment| {
+        segment.ident.span().source_text().as_deref() == Some(&*segment.ident.to_string())
+    })
+}
+
+/// Checks the test attributes already on the function and tells whether it
+/// has one. A test attribute the user wrote next to `#[netns_test]` is an
+/// error: it would make a second test, or drop ours. One that another macro
+/// generated is kept instead of our own `#[test]`, so that macros compose:
+/// `#[rstest] #[case(…)] #[netns_test]` renders each case with `#[test]`.
+fn existing_test_attribute(attrs: &[Attribute]) -> syn::Result<bool> {
+    let mut errors = Errors::default();
+    let mut generated = false;
+    for attr in attrs.iter().filter(|attr| is_test_attribute(attr)) {
+        if written_in_source(attr) {
+            let path = attr.path().to_token_stream().to_string().replace(' ', "");
+            // Any other than the standard one (`#[tokio::test]`,
+            // `#[async_std::test]`) is there to run an `async fn`.
+            let standard = attr.path().is_ident("test")
+                || attr
+                    .path()
+                    .segments
+                    .first()
+                    .is_some_and(|first| first.ident == "core" || first.ident == "std");
+            let runtime = if standard {
+                ""
+            } else {
+                ", and runs an `async fn` on a runtime of its own"
+            };
+            errors.push(syn::Error::new_spanned(
+                attr,
+                format!(
+                    "remove `#[{path}]`: #[netns_test] already makes the function a test{runtime}"
+                ),
+            ));
+        } else {
+            generated = true;
+        }
+    }
+    errors.finish(generated)
 }
 
 /// Expands `#[netns_test(args)]` on `item`. On error the item is emitted
-/// unchanged next to the error, so editors keep working.
+/// unchanged next to the errors, so editors keep working.
 pub(crate) fn netns_test(args: TokenStream, item: TokenStream) -> TokenStream {
     let func: ItemFn = match syn::parse2(item.clone()) {
         Ok(func) => func,
@@ -172,22 +310,33 @@ pub(crate) fn netns_test(args: TokenStream, item: TokenStream) -> TokenStream {
                 span,
                 "#[netns_test] goes on a function, e.g. `#[netns_test] fn reaches_the_gateway() { … }`",
             );
-            return with_item(err, item);
+            return with_item(err.to_compile_error(), item);
         }
     };
-    let config = match Configuration::parse(args).and_then(|c| check_signature(&func).map(|()| c)) {
-        Ok(config) => config,
-        Err(err) => return with_item(err, item),
-    };
-    expand(func, config)
+    match (
+        Configuration::parse(args),
+        check_signature(&func),
+        existing_test_attribute(&func.attrs),
+    ) {
+        (Ok(config), Ok(()), Ok(has_test_attr)) => expand(func, config, has_test_attr),
+        (config, signature, test_attr) => {
+            let mut errors = Errors::default();
+            errors.check(config);
+            errors.check(signature);
+            errors.check(test_attr);
+            with_item(errors.to_compile_error(), item)
+        }
+    }
 }
 
-fn with_item(err: syn::Error, item: TokenStream) -> TokenStream {
-    let err = err.to_compile_error();
-    quote!(#err #item)
+/// The `compile_error!`s of `errors`, then `item` unchanged.
+fn with_item(errors: TokenStream, item: TokenStream) -> TokenStream {
+    quote!(#errors #item)
 }
 
-fn expand(func: ItemFn, config: Configuration) -> TokenStream {
+/// The test function: our `#[test]` (unless `has_test_attr`: another macro
+/// gave it one), which runs the body in a container.
+fn expand(func: ItemFn, config: Configuration, has_test_attr: bool) -> TokenStream {
     let krate = runtime_crate(config.krate);
     let ItemFn {
         attrs,
@@ -196,9 +345,6 @@ fn expand(func: ItemFn, config: Configuration) -> TokenStream {
         block,
     } = func;
     let name = &sig.ident;
-    let has_test_attr = attrs
-        .iter()
-        .any(|a| a.path().segments.last().is_some_and(|s| s.ident == "test"));
     let test_attr = if has_test_attr {
         quote!()
     } else {
@@ -275,33 +421,174 @@ mod tests {
         }
     }
 
+    /// The message of every error in what `Configuration::parse` returns.
+    fn argument_errors(args: TokenStream) -> Vec<String> {
+        Configuration::parse(args)
+            .err()
+            .into_iter()
+            .flatten()
+            .map(|err| err.to_string())
+            .collect()
+    }
+
     #[test]
-    fn repeated_and_unknown_arguments_are_errors() {
-        let err = |args: TokenStream| Configuration::parse(args).err().map(|e| e.to_string());
+    fn each_bad_argument_is_one_error() {
+        let error = |args| match &argument_errors(args)[..] {
+            [one] => one.clone(),
+            many => panic!("expected one error, got {many:?}"),
+        };
         assert_eq!(
-            err(quote!(timeout = "1s", timeout = "2s")).unwrap(),
+            error(quote!(timeout = "1s", timeout = "2s")),
             "`timeout` is given more than once"
         );
+        assert!(error(quote!(speed = "fast")).starts_with("unknown argument `speed`; valid"));
+        assert!(error(quote!(private)).starts_with("unknown argument `private`"));
+        assert!(error(quote!(network = "public")).starts_with("invalid network \"public\""));
+        assert!(error(quote!(timeout = "10x")).starts_with("invalid timeout \"10x\""));
+        assert_eq!(
+            error(quote!(timeout)),
+            "`timeout` needs a value, e.g. `timeout = \"10s\"`"
+        );
+        assert_eq!(
+            error(quote!(timeout = 10)),
+            "the value must be a string, e.g. `timeout = \"10s\"`"
+        );
+        assert!(error(quote!(crate = "not a path")).starts_with("unexpected token"));
+    }
+
+    #[test]
+    fn every_argument_is_checked() {
+        let errors = argument_errors(quote!(
+            speed = "fast",
+            timeout = "1s",
+            timeout = "2s",
+            network = "public",
+            crate,
+            network = "private",
+            timeout = 10,
+        ));
+        assert_eq!(errors.len(), 6, "{errors:#?}");
+        assert!(errors[0].starts_with("unknown argument `speed`"));
+        assert!(errors[1].starts_with("`timeout` is given more than once"));
+        assert!(errors[2].starts_with("invalid network"));
+        assert!(errors[3].starts_with("`crate` needs a value"));
+        assert!(errors[4].starts_with("`network` is given more than once"));
+        assert!(errors[5].starts_with("`timeout` is given more than once"));
+    }
+
+    #[test]
+    fn good_arguments_are_set() {
+        let config =
+            Configuration::parse(quote!(timeout = "5s", network = "private", crate = "nh"))
+                .unwrap();
+        assert_eq!(config.timeout_ms, Some(5_000));
+        assert_eq!(config.private, Some(true));
+        assert_eq!(config.krate.unwrap().to_token_stream().to_string(), "nh");
+        let config = Configuration::parse(quote!()).unwrap();
+        assert!(config.timeout_ms.is_none() && config.private.is_none());
+    }
+
+    fn signature_errors(item: TokenStream) -> Vec<String> {
+        check_signature(&syn::parse2(item).unwrap())
+            .err()
+            .into_iter()
+            .flatten()
+            .map(|err| err.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn every_signature_rule_is_checked() {
         assert!(
-            err(quote!(speed = "fast"))
-                .unwrap()
-                .starts_with("unknown argument `speed`")
+            signature_errors(quote!(
+                fn a(net: Net) {}
+            ))
+            .is_empty()
         );
         assert!(
-            err(quote!(network = "public"))
-                .unwrap()
-                .starts_with("invalid network \"public\"")
+            signature_errors(quote!(
+                async fn a() -> Result<(), E> {}
+            ))
+            .is_empty()
+        );
+        let errors = signature_errors(quote!(
+            fn a<T>(&self, net: Net) {}
+        ));
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+        assert!(errors[0].contains("cannot be generic"));
+        assert!(errors[1].contains("cannot take `self`"));
+        assert!(errors[2].contains("at most one parameter"));
+        let errors = signature_errors(quote!(
+            fn a()
+            where
+                u8: Copy,
+            {
+            }
+        ));
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(errors[0].contains("cannot be generic"));
+    }
+
+    #[test]
+    fn test_attributes_are_paths_ending_in_test() {
+        let func: ItemFn = syn::parse2(quote! {
+            #[test]
+            #[tokio::test]
+            #[async_std::test(flavor = "x")]
+            #[::core::prelude::v1::test]
+            #[rstest]
+            #[case(1)]
+            #[netns_test]
+            #[testing]
+            #[should_panic]
+            fn a() {}
+        })
+        .unwrap();
+        let tests: Vec<bool> = func.attrs.iter().map(is_test_attribute).collect();
+        assert_eq!(
+            tests,
+            [true, true, true, true, false, false, false, false, false]
+        );
+    }
+
+    #[test]
+    fn a_generated_test_attribute_replaces_ours() {
+        // Tokens made by `quote!` have no source text, like those of a
+        // macro that expanded before ours (rstest's `#[test]`).
+        let attrs = |item| syn::parse2::<ItemFn>(item).unwrap().attrs;
+        assert!(
+            existing_test_attribute(&attrs(quote!(
+                #[test]
+                fn a() {}
+            )))
+            .unwrap()
         );
         assert!(
-            err(quote!(private))
-                .unwrap()
-                .starts_with("`private` needs a value")
+            !existing_test_attribute(&attrs(quote!(
+                #[ignore]
+                fn a() {}
+            )))
+            .unwrap()
         );
+    }
+
+    #[test]
+    fn all_errors_come_out_with_the_item() {
+        let out = netns_test(
+            quote!(speed = "fast", timeout = "10x"),
+            quote!(
+                fn a_test<T>(net: Net, other: Net) {}
+            ),
+        )
+        .to_string();
+        assert_eq!(out.matches("compile_error").count(), 4, "{out}");
         assert!(
-            err(quote!(timeout = 10))
-                .unwrap()
-                .starts_with("`timeout` takes a string")
+            out.ends_with(
+                &quote!(
+                    fn a_test<T>(net: Net, other: Net) {}
+                )
+                .to_string()
+            )
         );
-        assert!(err(quote!(timeout = "5s", network = "private", crate = "nh")).is_none());
     }
 }

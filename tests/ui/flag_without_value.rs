@@ -1,6 +1,6 @@
 use netns_harness::netns_test;
 
-#[netns_test(private)]
+#[netns_test(timeout)]
 fn a_test() {}
 
 fn main() {
