@@ -28,6 +28,11 @@ use crate::{names, spawner};
 pub const OUTPUT_LIMIT: usize = 4 << 20;
 
 /// What to connect a container's standard input, output or error to.
+///
+/// Named like [`std::process::Stdio`] because it plays the same part in a
+/// [`Spec`] as that does in a [`std::process::Command`]; it is a plain
+/// enum (cloneable, comparable) where std's is an opaque handle. Import one
+/// of them under another name where both are needed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Stdio {
     /// The test process's own (the default for output and error).
@@ -67,10 +72,6 @@ pub struct Spec {
     name: Option<String>,
     stdio: [Stdio; 3],
     stderr_to_stdout: bool,
-    /// Descriptors the program inherits, for the harness's own use.
-    pub(crate) inherit: Vec<RawFd>,
-    /// Whether to capture the container's bridge port from its start.
-    pub(crate) capture: bool,
 }
 
 impl Spec {
@@ -82,8 +83,6 @@ impl Spec {
             name: None,
             stdio: [Stdio::Null, Stdio::Inherit, Stdio::Inherit],
             stderr_to_stdout: false,
-            inherit: Vec::new(),
-            capture: false,
         }
     }
 
@@ -176,14 +175,14 @@ impl crate::Lab {
     /// subnet and a default route through the gateway. Returns once the
     /// network is ready and the program has been executed.
     pub fn spawn(&self, spec: &Spec) -> Result<Container> {
-        spawn(&self.inner, spec, Attach::Bridge(None))
+        spawn(&self.inner, spec, Attach::Bridge(None), &Extras::default())
     }
 
     /// Starts a process on the outside host: in new mount, PID, UTS and IPC
     /// namespaces, but in the outside network namespace, where it can
     /// listen on [`Lab::outside_addr`](crate::Lab::outside_addr).
     pub fn spawn_outside(&self, spec: &Spec) -> Result<Container> {
-        spawn(&self.inner, spec, Attach::Outside)
+        spawn(&self.inner, spec, Attach::Outside, &Extras::default())
     }
 }
 
@@ -309,7 +308,22 @@ pub(crate) fn watch(watcher: fn(&Event<'_>)) {
 }
 
 /// Starts a container of `lab` running `spec`; see [`crate::Lab::spawn`].
-pub(crate) fn spawn(lab: &Arc<LabInner>, spec: &Spec, attach: Attach) -> Result<Container> {
+/// What the harness adds to a [`Spec`] for a container of its own (a test
+/// body): none of it is the user's to set.
+#[derive(Debug, Default)]
+pub(crate) struct Extras {
+    /// Descriptors the program inherits besides its standard streams.
+    pub inherit: Vec<RawFd>,
+    /// Whether to capture the container's bridge port from its start.
+    pub capture: bool,
+}
+
+pub(crate) fn spawn(
+    lab: &Arc<LabInner>,
+    spec: &Spec,
+    attach: Attach,
+    extras: &Extras,
+) -> Result<Container> {
     let name = match (&spec.name, &attach) {
         (Some(name), _) => name.clone(),
         (None, Attach::Bridge(_)) => format!("c{}", NEXT_NAME.fetch_add(1, Ordering::Relaxed)),
@@ -386,7 +400,7 @@ pub(crate) fn spawn(lab: &Arc<LabInner>, spec: &Spec, attach: Attach) -> Result<
     if spec.stderr_to_stdout {
         plan.stdio[2] = Some(plan.stdio[1].unwrap_or(libc::STDOUT_FILENO));
     }
-    plan.keep.clone_from(&spec.inherit);
+    plan.keep.clone_from(&extras.inherit);
     plan.userns = crate::userns::lab_userns().map(|fd| fd.as_raw_fd());
     plan.go_read = go_read.as_raw_fd();
     plan.go_write = go_write.as_raw_fd();
@@ -411,7 +425,7 @@ pub(crate) fn spawn(lab: &Arc<LabInner>, spec: &Spec, attach: Attach) -> Result<
         status: None,
     };
     let mut go = File::from(go_write);
-    let prepared = connect(lab, &process, lease.as_ref(), spec.capture).and_then(|attached| {
+    let prepared = connect(lab, &process, lease.as_ref(), extras.capture).and_then(|attached| {
         go.write_all(&[1]).map_err(os("start"))?;
         if let (_, Some(port), _) = &attached {
             match reports.next("configure its network")? {
@@ -627,7 +641,7 @@ pub struct Container {
     stdin: Option<File>,
     stdout: Option<File>,
     stderr: Option<File>,
-    /// The capture of its port, when its spec asked for one.
+    /// The capture of its port, when its extras asked for one.
     capture: Option<Capture>,
     /// Held for its `Drop`: takes the port off the bridge.
     _port: Option<Port>,
@@ -678,7 +692,7 @@ impl Container {
         self.stderr.take()
     }
 
-    /// The capture of its bridge port, when its spec asked for one; once.
+    /// The capture of its bridge port, when its extras asked for one; once.
     pub(crate) fn take_capture(&mut self) -> Option<Capture> {
         self.capture.take()
     }

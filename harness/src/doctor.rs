@@ -14,7 +14,7 @@ use crate::{Spec, nftables};
 
 /// One check: what was tried, and what came of it.
 #[derive(Debug)]
-pub struct Check {
+pub struct Finding {
     /// What was checked.
     pub name: &'static str,
     /// What was found, when it works.
@@ -23,21 +23,21 @@ pub struct Check {
     pub fix: Option<String>,
 }
 
-impl Check {
-    fn ok(name: &'static str, detail: impl Into<String>) -> Check {
-        Check {
+impl Finding {
+    fn ok(name: &'static str, detail: impl Into<String>) -> Finding {
+        Finding {
             name,
             detail: Ok(detail.into()),
             fix: None,
         }
     }
 
-    fn failed(name: &'static str, err: &Error, fix: &str) -> Check {
+    fn failed(name: &'static str, err: &Error, fix: &str) -> Finding {
         let (detail, fix) = match err {
             Error::Unsupported { reason, fix } => (reason.clone(), fix.clone()),
             _ => (err.to_string(), fix.to_owned()),
         };
-        Check {
+        Finding {
             name,
             detail: Err(detail),
             fix: Some(fix),
@@ -60,7 +60,7 @@ pub enum Mode {
 #[derive(Debug)]
 pub struct Report {
     /// The checks, in order.
-    pub checks: Vec<Check>,
+    pub checks: Vec<Finding>,
     /// The mode tests will use.
     pub mode: Mode,
 }
@@ -120,31 +120,31 @@ pub fn report() -> Report {
     Report { checks, mode }
 }
 
-fn privileges() -> Check {
+fn privileges() -> Finding {
     const NAME: &str = "privileges";
     match rootless::privilege() {
-        Privilege::Root => Check::ok(NAME, "running as root"),
-        Privilege::Rootless => Check::ok(
+        Privilege::Root => Finding::ok(NAME, "running as root"),
+        Privilege::Rootless => Finding::ok(
             NAME,
             "not root; entered a user namespace of its own before main (rootless mode)",
         ),
         _ => {
             let err = rootless::unsupported(&std::io::Error::from_raw_os_error(libc::EPERM));
-            Check::failed(NAME, &err, "")
+            Finding::failed(NAME, &err, "")
         }
     }
 }
 
 /// Whether containers are root only in the lab's user namespace.
-fn isolation() -> Check {
+fn isolation() -> Finding {
     const NAME: &str = "container isolation";
     match rootless::privilege() {
         Privilege::Root | Privilege::Rootless => match crate::userns::lab_userns() {
-            Some(_) => Check::ok(
+            Some(_) => Finding::ok(
                 NAME,
                 "containers are root only in a user namespace of the lab; their /proc is locked",
             ),
-            None => Check::failed(
+            None => Finding::failed(
                 NAME,
                 &Error::os(
                     "make the lab's user namespace",
@@ -153,17 +153,17 @@ fn isolation() -> Check {
                 "allow user namespaces (user.max_user_namespaces > 0); until then containers hold the test process's privileges over the host",
             ),
         },
-        _ => Check::ok(NAME, "no containers without privileges"),
+        _ => Finding::ok(NAME, "no containers without privileges"),
     }
 }
 
-fn user_namespaces() -> Check {
+fn user_namespaces() -> Finding {
     let settings = Settings::read();
     let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "absent".to_owned());
     let restricted = settings.unprivileged_userns_clone.as_deref() == Some("0")
         || settings.max_user_namespaces.as_deref() == Some("0")
         || settings.apparmor_restrict.as_deref() == Some("1");
-    Check::ok(
+    Finding::ok(
         "user namespaces",
         format!(
             "{} (kernel.unprivileged_userns_clone={}, user.max_user_namespaces={}, kernel.apparmor_restrict_unprivileged_userns={})",
@@ -181,7 +181,7 @@ fn user_namespaces() -> Check {
 
 /// Namespace, bridge, veth, nf_tables and raw socket, each made in a
 /// throwaway namespace.
-fn kernel_objects() -> Vec<Check> {
+fn kernel_objects() -> Vec<Finding> {
     let created = crate::userns::create_netns(|| {
         let rtnl = Rtnl::open("doctor")?;
         let nft = Socket::open(libc::NETLINK_NETFILTER)
@@ -201,17 +201,17 @@ fn kernel_objects() -> Vec<Check> {
     let (netns, (mut rtnl, mut nft, raw)) = match created {
         Ok(made) => made,
         Err(err) => {
-            return vec![Check::failed(
+            return vec![Finding::failed(
                 "network namespace",
                 &err,
                 "the kernel needs CONFIG_NET_NS, and the process root or rootless mode",
             )];
         }
     };
-    let mut checks = vec![Check::ok("network namespace", "created")];
+    let mut checks = vec![Finding::ok("network namespace", "created")];
     checks.push(match rtnl.add_bridge("doctor-br", [0x02, 0, 0, 0, 0, 1]) {
-        Ok(()) => Check::ok("bridge", "created"),
-        Err(e) => Check::failed(
+        Ok(()) => Finding::ok("bridge", "created"),
+        Err(e) => Finding::failed(
             "bridge",
             &e,
             "the kernel needs CONFIG_BRIDGE (modprobe bridge)",
@@ -223,8 +223,8 @@ fn kernel_objects() -> Vec<Check> {
         mac: None,
     };
     checks.push(match rtnl.add_veth("doctor-v0", None, &peer) {
-        Ok(()) => Check::ok("veth pair", "created"),
-        Err(e) => Check::failed(
+        Ok(()) => Finding::ok("veth pair", "created"),
+        Err(e) => Finding::failed(
             "veth pair",
             &e,
             "the kernel needs CONFIG_VETH (modprobe veth)",
@@ -234,16 +234,16 @@ fn kernel_objects() -> Vec<Check> {
         .parse()
         .and_then(|subnet| nftables::install_masquerade(&mut nft, subnet, crate::UPLINK));
     checks.push(match masquerade {
-        Ok(()) => Check::ok("nf_tables", "masquerade rule installed"),
-        Err(e) => Check::failed(
+        Ok(()) => Finding::ok("nf_tables", "masquerade rule installed"),
+        Err(e) => Finding::failed(
             "nf_tables",
             &e,
             "the kernel needs CONFIG_NF_TABLES, CONFIG_NFT_NAT and CONFIG_NFT_MASQ (modprobe nft_masq)",
         ),
     });
     checks.push(match raw {
-        Ok(()) => Check::ok("raw sockets", "ICMP raw socket opened"),
-        Err(e) => Check::failed(
+        Ok(()) => Finding::ok("raw sockets", "ICMP raw socket opened"),
+        Err(e) => Finding::failed(
             "raw sockets",
             &e,
             "raw sockets need CAP_NET_RAW in the namespace; probes can use TcpMode::Connect",
@@ -255,7 +255,7 @@ fn kernel_objects() -> Vec<Check> {
 /// What the doctor's container runs: nothing, it only has to start and exit.
 fn doctor_container() {}
 
-fn container() -> Check {
+fn container() -> Finding {
     const NAME: &str = "container";
     let attempt = Lab::builder()
         .subnet("10.201.0.0/24")
@@ -266,17 +266,17 @@ fn container() -> Check {
             Ok((c.addr(), status))
         });
     match attempt {
-        Ok((addr, Some(status))) if status.success() => Check::ok(
+        Ok((addr, Some(status))) if status.success() => Finding::ok(
             NAME,
             format!(
                 "lab with bridge, NAT and outside made; container cloned at {addr}, ran and exited 0"
             ),
         ),
-        Ok((_, status)) => Check {
+        Ok((_, status)) => Finding {
             name: NAME,
             detail: Err(format!("the container did not exit cleanly ({status:?})")),
             fix: Some("run `cargo test` with --nocapture to see its output".to_owned()),
         },
-        Err(e) => Check::failed(NAME, &e, "see the failures above"),
+        Err(e) => Finding::failed(NAME, &e, "see the failures above"),
     }
 }

@@ -12,7 +12,7 @@ use crate::container::Container;
 use crate::lab::Lab;
 use crate::protocol::Peer;
 use crate::settings::{self, CAPTURE_VAR, KEEP_VAR};
-use crate::{report, sys};
+use crate::{snapshot, sys};
 
 /// Where a failed test's artifacts go: under the Cargo target directory
 /// (`CARGO_TARGET_DIR`, or the one the test binary was built in),
@@ -124,7 +124,7 @@ pub(crate) fn report(
         container.name(),
         container.addr()
     );
-    match report::namespace_state(container.netns()) {
+    match snapshot::namespace_state(container.netns()) {
         Ok(state) => out.push_str(&state),
         Err(e) => {
             let _ = writeln!(out, "  (unreadable: {e})");
@@ -138,7 +138,7 @@ pub(crate) fn report(
         lab.public_addr()
     );
     let own_port = container.port_name().unwrap_or_default();
-    match report::lab_state(&lab.inner, own_port, view_prefix) {
+    match snapshot::lab_state(&lab.inner, own_port, view_prefix) {
         Ok(state) => out.push_str(&state),
         Err(e) => {
             let _ = writeln!(out, "  (unreadable: {e})");

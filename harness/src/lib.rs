@@ -53,8 +53,9 @@
 //!   [`Spec`]);
 //! - tests: `runner` (behind [`netns_test`]), `net` ([`Net`]), `output`,
 //!   `entry` (what runs before `main`), `rootless`;
-//! - tools: [`probe`], [`capture`], [`matrix`], [`doctor`], `failure` and
-//!   `report` (what a failed test leaves).
+//! - tools: [`probe`], [`capture`], [`matrix`], [`doctor`], `snapshot`
+//!   (a network's state as text) and `failure` (what a failed test leaves:
+//!   its report, its pcap, its network kept on request).
 
 #![warn(clippy::unwrap_used)]
 
@@ -76,11 +77,11 @@ mod output;
 mod prexec;
 pub mod probe;
 mod protocol;
-mod report;
 mod rootless;
 mod rtnl;
 mod runner;
 mod settings;
+mod snapshot;
 mod spawner;
 mod subnet;
 mod sys;

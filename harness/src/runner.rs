@@ -240,7 +240,7 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
 /// The container side: runs the body of test `name` on a thread named
 /// after it (as libtest would), reports how it ended to the runner and
 /// exits (0 passed, 1 returned an error, 101 panicked). With
-/// [`KEEP_VAR`](crate::failure::KEEP_VAR) set, a panicking body reports and
+/// [`KEEP_VAR`](crate::KEEP_VAR) set, a panicking body reports and
 /// then stays where it is, peers and all, until the runner kills it.
 pub fn run_in_container<R: TestResult + 'static>(name: &'static str, body: fn() -> R) -> ! {
     let inside = inside().unwrap_or_else(|| {
@@ -348,14 +348,16 @@ fn run(lab: &Lab, test: &Test) -> Result<Verdict> {
             addrs: peers.iter().map(Lease::addr).collect(),
         },
     };
-    let mut spec = Spec::function(test.entry)
+    let spec = Spec::function(test.entry)
         .name(test.hostname())
         .env(CONTEXT_VAR, context.encode())
         .stdout(Stdio::Piped)
         .stderr_to_stdout();
-    spec.inherit = vec![context.lab_fd, context.outside_fd, context.result_fd];
-    spec.capture = crate::settings::get().capture;
-    let mut container = container::spawn(inner, &spec, Attach::Bridge(Some(own)))?;
+    let extras = container::Extras {
+        inherit: vec![context.lab_fd, context.outside_fd, context.result_fd],
+        capture: crate::settings::get().capture,
+    };
+    let mut container = container::spawn(inner, &spec, Attach::Bridge(Some(own)), &extras)?;
     drop(result_write);
     let capture = container.take_capture();
     let deadline = Instant::now() + test.timeout;

@@ -1,5 +1,6 @@
-//! The failure report of a `#[netns_test]`: what the network looked like
-//! when the test failed, read from the kernel, no external tool involved.
+//! Snapshots of a network, read from the kernel with no external tool: a
+//! namespace's links, addresses, routes and neighbours, and a lab's ports
+//! and NAT counter, as text. The failure report (`failure`) is made of them.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
