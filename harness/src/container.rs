@@ -598,10 +598,7 @@ impl Process {
         if self.status.is_some() {
             return Ok(());
         }
-        match sys::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL) {
-            Err(e) if e.raw_os_error() != Some(libc::ESRCH) => Err(self.error("kill")(e)),
-            _ => Ok(()),
-        }
+        sys::pidfd_kill(self.pidfd.as_fd()).map_err(self.error("kill"))
     }
 }
 

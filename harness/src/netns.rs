@@ -23,7 +23,7 @@ pub(crate) fn create<T: Send>(
         let thread = std::thread::Builder::new()
             .name("netns-harness-netns".into())
             .spawn_scoped(scope, || {
-                sys::unshare(libc::CLONE_NEWNET).map_err(|e| match e.raw_os_error() {
+                sys::unshare_netns().map_err(|e| match e.raw_os_error() {
                     Some(libc::EPERM) => crate::rootless::unsupported(&e),
                     _ => crate::Error::os("create a network namespace", e),
                 })?;
@@ -48,7 +48,7 @@ pub(crate) fn run_in<T: Send>(
         std::thread::Builder::new()
             .name("netns-harness-netns".into())
             .spawn_scoped(scope, || {
-                sys::setns(netns, libc::CLONE_NEWNET)
+                sys::enter_netns(netns)
                     .map_err(|e| crate::Error::os("enter the lab's network namespace", e))?;
                 f()
             })

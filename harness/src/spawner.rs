@@ -63,23 +63,20 @@ struct Stack {
 impl Stack {
     /// Maps `len` bytes, the lowest page a guard.
     fn new(len: usize) -> io::Result<Stack> {
-        // SAFETY: an anonymous private mapping; no pointer is passed in.
+        use rustix::mm::{MapFlags, MprotectFlags, ProtFlags};
+        // SAFETY: an anonymous private mapping at an address of the
+        // kernel's choosing; nothing of ours is overwritten.
         let base = unsafe {
-            libc::mmap(
+            rustix::mm::mmap_anonymous(
                 std::ptr::null_mut(),
                 len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-                -1,
-                0,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::PRIVATE | MapFlags::STACK,
             )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
+        }?;
         let stack = Stack { base, len };
         // SAFETY: the first page lies in the mapping just made.
-        check(unsafe { libc::mprotect(base, 4096, libc::PROT_NONE) })?;
+        unsafe { rustix::mm::mprotect(base, 4096, MprotectFlags::empty()) }?;
         Ok(stack)
     }
 
@@ -91,8 +88,9 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping `new` made.
-        unsafe { libc::munmap(self.base, self.len) };
+        // SAFETY: unmaps exactly the mapping `new` made, which nothing
+        // uses any more (the vfork returned).
+        let _ = unsafe { rustix::mm::munmap(self.base, self.len) };
     }
 }
 

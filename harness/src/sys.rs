@@ -2,16 +2,25 @@
 //! side (the code a cloned container runs before `execve(2)` is in
 //! [`crate::prexec`]).
 //!
-//! Each wrapper takes `BorrowedFd`s rather than raw integers and maps the C
-//! error convention to [`std::io::Result`].
+//! Every call goes through rustix (typed flags, `BorrowedFd`s, errors as
+//! values) except where it has no public equivalent: `pthread_sigmask`
+//! (rustix keeps its signal-mask calls private), `setsockopt` for the
+//! netlink options `NETLINK_EXT_ACK` and `NETLINK_CAP_ACK`, and `clone(2)`
+//! with a stack and a function (in [`crate::spawner`]); those use libc.
 
-use std::ffi::{CString, c_int, c_void};
+use std::ffi::c_int;
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::time::Duration;
+
+use rustix::event::{PollFd, PollFlags, poll};
+use rustix::io::{Errno, FdFlags};
+use rustix::ioctl::{Ioctl, IoctlOutput, Opcode, ioctl};
+use rustix::process::{PidfdFlags, Signal, WaitId, WaitIdOptions};
+use rustix::thread::{LinkNameSpaceType, UnshareFlags};
 
 /// Maps the C convention (negative: see errno) to a result.
 pub(crate) fn check(ret: c_int) -> io::Result<c_int> {
@@ -22,30 +31,24 @@ pub(crate) fn check(ret: c_int) -> io::Result<c_int> {
     }
 }
 
-fn check_long(ret: libc::c_long) -> io::Result<libc::c_long> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
-
-/// Moves the calling thread into new namespaces.
+/// Moves the calling thread into a new network namespace.
 ///
 /// # References
 /// `unshare(2)`
-pub(crate) fn unshare(flags: c_int) -> io::Result<()> {
-    // SAFETY: unshare takes no pointers.
-    check(unsafe { libc::unshare(flags) }).map(drop)
+pub(crate) fn unshare_netns() -> io::Result<()> {
+    // SAFETY: a new network namespace changes nothing this thread shares
+    // with others (no CLONE_FILES, CLONE_FS or CLONE_SYSVSEM).
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNET) }.map_err(Into::into)
 }
 
-/// Moves the calling thread into the namespace `fd` refers to.
+/// Moves the calling thread into the network namespace `fd` refers to (a
+/// namespace descriptor, or a pidfd: the process's).
 ///
 /// # References
 /// `setns(2)`
-pub(crate) fn setns(fd: BorrowedFd<'_>, nstype: c_int) -> io::Result<()> {
-    // SAFETY: the descriptor is valid for the duration of the borrow.
-    check(unsafe { libc::setns(fd.as_raw_fd(), nstype) }).map(drop)
+pub(crate) fn enter_netns(fd: BorrowedFd<'_>) -> io::Result<()> {
+    rustix::thread::move_into_link_name_space(fd, Some(LinkNameSpaceType::Network))
+        .map_err(Into::into)
 }
 
 /// Takes ownership of a descriptor this process inherited.
@@ -60,26 +63,27 @@ pub(crate) unsafe fn adopt_fd(fd: RawFd) -> OwnedFd {
 /// The index of interface `name` in the calling thread's network namespace.
 ///
 /// # References
-/// `if_nametoindex(3)`
+/// `netdevice(7)` (`SIOCGIFINDEX`)
 pub(crate) fn if_index(name: &str) -> io::Result<u32> {
-    let name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: `name` is a valid NUL-terminated string.
-    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
-        0 => Err(io::Error::last_os_error()),
-        index => Ok(index),
-    }
+    let socket = rustix::net::socket_with(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::DGRAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )?;
+    Ok(rustix::net::netdevice::name_to_index(&socket, name)?)
 }
 
 /// Sets the close-on-exec flag of `fd`.
 pub(crate) fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: F_SETFD only changes the descriptor's flags.
-    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) }).map(drop)
+    Ok(rustix::io::fcntl_setfd(fd, FdFlags::CLOEXEC)?)
 }
 
 /// Whether `fd` is an open descriptor.
 pub(crate) fn fd_is_open(fd: RawFd) -> bool {
-    // SAFETY: F_GETFD only inspects the descriptor table.
-    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+    // SAFETY: the borrow only lives for the F_GETFD call, which only
+    // inspects the descriptor table (EBADF if nothing is open there).
+    rustix::io::fcntl_getfd(unsafe { BorrowedFd::borrow_raw(fd) }).is_ok()
 }
 
 /// A pipe whose two ends are close-on-exec: `(read, write)`.
@@ -87,23 +91,20 @@ pub(crate) fn fd_is_open(fd: RawFd) -> bool {
 /// # References
 /// `pipe2(2)`
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as c_int; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: pipe2 succeeded, so both descriptors are open and ours alone.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }
 
 /// The effective user id of the process.
 pub(crate) fn geteuid() -> u32 {
-    // SAFETY: geteuid cannot fail and takes no arguments.
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
 /// The real user and group ids of the process.
 pub(crate) fn real_ids() -> (u32, u32) {
-    // SAFETY: getuid and getgid cannot fail and take no arguments.
-    unsafe { (libc::getuid(), libc::getgid()) }
+    (
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw(),
+    )
 }
 
 /// A pidfd of the calling process.
@@ -111,28 +112,22 @@ pub(crate) fn real_ids() -> (u32, u32) {
 /// # References
 /// `pidfd_open(2)`
 pub(crate) fn pidfd_self() -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes no pointers.
-    let fd = check_long(unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) })?;
-    // SAFETY: pidfd_open succeeded, so `fd` is open and ours alone.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    Ok(rustix::process::pidfd_open(
+        rustix::process::getpid(),
+        PidfdFlags::empty(),
+    )?)
 }
 
-/// Sends `signal` to the process `pidfd` refers to.
+/// Kills (SIGKILL) the process `pidfd` refers to; a process that already
+/// exited is no error.
 ///
 /// # References
 /// `pidfd_send_signal(2)`
-pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: c_int) -> io::Result<()> {
-    // SAFETY: a null siginfo is allowed and the descriptor is valid.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            signal,
-            std::ptr::null::<c_void>(),
-            0,
-        )
-    };
-    check_long(ret).map(drop)
+pub(crate) fn pidfd_kill(pidfd: BorrowedFd<'_>) -> io::Result<()> {
+    match rustix::process::pidfd_send_signal(pidfd, Signal::KILL) {
+        Ok(()) | Err(Errno::SRCH) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Reaps the child `pidfd` refers to. Returns `None` when `block` is false
@@ -141,38 +136,28 @@ pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: c_int) -> io::Res
 /// # References
 /// `waitid(2)` with `P_PIDFD`
 pub(crate) fn waitid_pidfd(pidfd: BorrowedFd<'_>, block: bool) -> io::Result<Option<ExitStatus>> {
-    let flags = libc::WEXITED | if block { 0 } else { libc::WNOHANG };
+    let options = if block {
+        WaitIdOptions::EXITED
+    } else {
+        WaitIdOptions::EXITED | WaitIdOptions::NOHANG
+    };
     loop {
-        // SAFETY: an all-zero siginfo_t is a valid value.
-        let mut info: libc::siginfo_t = unsafe { zeroed() };
-        // SAFETY: `info` is a valid siginfo_t for waitid to fill.
-        let ret = unsafe {
-            libc::waitid(
-                libc::P_PIDFD,
-                pidfd.as_raw_fd() as libc::id_t,
-                &mut info,
-                flags,
-            )
-        };
-        if ret < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
+        match rustix::process::waitid(WaitId::PidFd(pidfd), options) {
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+            Ok(None) => return Ok(None),
+            Ok(Some(status)) => {
+                let raw = if let Some(code) = status.exit_status() {
+                    (code & 0xff) << 8
+                } else if let Some(signal) = status.terminating_signal() {
+                    signal | if status.dumped() { 0x80 } else { 0 }
+                } else {
+                    // A stop or a continuation, which WEXITED does not report.
+                    continue;
+                };
+                return Ok(Some(ExitStatus::from_raw(raw)));
             }
-            return Err(err);
         }
-        // SAFETY: waitid filled `info`; si_pid is 0 only with WNOHANG and no
-        // state change, and si_status is valid for CLD_* codes.
-        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
-        if pid == 0 {
-            return Ok(None);
-        }
-        let raw = match info.si_code {
-            libc::CLD_EXITED => (status & 0xff) << 8,
-            libc::CLD_DUMPED => status | 0x80,
-            _ => status,
-        };
-        return Ok(Some(ExitStatus::from_raw(raw)));
     }
 }
 
@@ -182,23 +167,7 @@ pub(crate) fn waitid_pidfd(pidfd: BorrowedFd<'_>, block: bool) -> io::Result<Opt
 /// # References
 /// `poll(2)`
 pub(crate) fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
-    let ms = timeout.map_or(-1, |t| {
-        c_int::try_from(t.as_millis().max(u128::from(!t.is_zero()))).unwrap_or(c_int::MAX)
-    });
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    loop {
-        // SAFETY: `pfd` is one valid pollfd.
-        let ret = unsafe { libc::poll(&mut pfd, 1, ms) };
-        match check(ret) {
-            Ok(n) => return Ok(n > 0),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    Ok(poll_fds(&[fd], timeout)?.is_some())
 }
 
 /// Waits until one of `fds` is readable, for at most `timeout`. Returns
@@ -208,23 +177,31 @@ pub(crate) fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io
 /// # References
 /// `poll(2)`
 pub(crate) fn poll_any(fds: &[RawFd], timeout: Duration) -> io::Result<Option<usize>> {
-    let mut pfds: Vec<libc::pollfd> = fds
+    // SAFETY: the caller's descriptors are open for the duration of the call.
+    let fds: Vec<BorrowedFd<'_>> = fds
         .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
+        .map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) })
         .collect();
-    let ms = c_int::try_from(timeout.as_millis().max(1)).unwrap_or(c_int::MAX);
+    poll_fds(&fds, Some(timeout))
+}
+
+fn poll_fds(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<Option<usize>> {
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
     loop {
-        // SAFETY: `pfds` is a valid array of pollfd of the given length.
-        let ret = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
-        match check(ret) {
+        let mut pfds: Vec<PollFd<'_>> = fds
+            .iter()
+            .map(|fd| PollFd::from_borrowed_fd(*fd, PollFlags::IN))
+            .collect();
+        let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        let timespec = left.map(|left| rustix::time::Timespec {
+            tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(left.subsec_nanos()),
+        });
+        match poll(&mut pfds, timespec.as_ref()) {
             Ok(0) => return Ok(None),
-            Ok(_) => return Ok(pfds.iter().position(|p| p.revents != 0)),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Ok(_) => return Ok(pfds.iter().position(|p| !p.revents().is_empty())),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -282,16 +259,50 @@ pub(crate) fn block_signals() -> io::Result<()> {
     }
 }
 
+const PIDFD_GET_NET_NAMESPACE: Opcode = libc::PIDFD_GET_NET_NAMESPACE as Opcode;
+const PIDFD_GET_USER_NAMESPACE: Opcode = libc::PIDFD_GET_USER_NAMESPACE as Opcode;
+
+/// A `PIDFD_GET_*_NAMESPACE` request: no argument, a new descriptor back.
+struct GetNamespace<const OP: Opcode>;
+
+// SAFETY: the request reads and writes no memory of ours (its argument is
+// null), and its result, on success, is a descriptor it just opened.
+unsafe impl<const OP: Opcode> Ioctl for GetNamespace<OP> {
+    type Output = OwnedFd;
+    const IS_MUTATING: bool = false;
+
+    fn opcode(&self) -> Opcode {
+        OP
+    }
+
+    fn as_ptr(&mut self) -> *mut std::ffi::c_void {
+        std::ptr::null_mut()
+    }
+
+    unsafe fn output_from_ptr(
+        out: IoctlOutput,
+        _: *mut std::ffi::c_void,
+    ) -> rustix::io::Result<OwnedFd> {
+        // SAFETY: the ioctl succeeded, so `out` is a descriptor it opened
+        // for us alone.
+        Ok(unsafe { OwnedFd::from_raw_fd(out) })
+    }
+}
+
+/// A namespace of the process `pidfd` refers to, by the pidfd ioctl `OP`.
+fn pidfd_namespace<const OP: Opcode>(pidfd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: `OP` is one of the PIDFD_GET_*_NAMESPACE requests (see
+    // `GetNamespace`).
+    Ok(unsafe { ioctl(pidfd, GetNamespace::<OP>) }?)
+}
+
 /// The network namespace of the process `pidfd` refers to, from its pidfd
 /// (`PIDFD_GET_NET_NAMESPACE`, Linux 6.11), never through its pid.
 ///
 /// # References
 /// `pidfd_open(2)`, `PIDFD_GET_NET_NAMESPACE` in `linux/pidfd.h`
 pub(crate) fn pidfd_netns(pidfd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-    // SAFETY: the ioctl takes no argument and returns a new descriptor.
-    let fd = check(unsafe { libc::ioctl(pidfd.as_raw_fd(), libc::PIDFD_GET_NET_NAMESPACE, 0) })?;
-    // SAFETY: the ioctl succeeded, so `fd` is open and ours alone.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    pidfd_namespace::<PIDFD_GET_NET_NAMESPACE>(pidfd)
 }
 
 /// The pid (in this process's PID namespace) of the process `pidfd`
@@ -315,10 +326,8 @@ pub(crate) fn pidfd_pid(pidfd: BorrowedFd<'_>) -> io::Result<u32> {
 /// # References
 /// `PIDFD_GET_USER_NAMESPACE` in `linux/pidfd.h`
 pub(crate) fn pidfd_userns(pidfd: BorrowedFd<'_>, pid: u32) -> io::Result<OwnedFd> {
-    // SAFETY: the ioctl takes no argument and returns a new descriptor.
-    match check(unsafe { libc::ioctl(pidfd.as_raw_fd(), libc::PIDFD_GET_USER_NAMESPACE, 0) }) {
-        // SAFETY: the ioctl succeeded, so `fd` is open and ours alone.
-        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+    match pidfd_namespace::<PIDFD_GET_USER_NAMESPACE>(pidfd) {
+        Ok(fd) => Ok(fd),
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) => {
             std::fs::File::open(format!("/proc/{pid}/ns/user")).map(OwnedFd::from)
         }
@@ -349,7 +358,9 @@ pub(crate) fn create_file(path: &std::path::Path) -> io::Result<std::fs::File> {
 /// `user_namespaces(7)`
 pub(crate) fn enter_user_namespace() -> io::Result<()> {
     let (uid, gid) = real_ids();
-    unshare(libc::CLONE_NEWUSER)?;
+    // SAFETY: called while the process has one thread, before main: nothing
+    // shares this thread's files or filesystem information.
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWUSER) }?;
     std::fs::write("/proc/self/setgroups", "deny")?;
     std::fs::write("/proc/self/uid_map", format!("0 {uid} 1"))?;
     std::fs::write("/proc/self/gid_map", format!("0 {gid} 1"))?;
