@@ -618,10 +618,13 @@ fn a_capture_keeps_offloaded_frames_whole_with_their_true_length(net: Net) {
         at += 16 + kept;
     }
     assert_eq!(records, seen.frame_lengths().collect::<Vec<_>>());
-    // ... and tcpdump reads them back (as root: its own user may not be
-    // mapped in a rootless test's user namespace).
-    let out = tool("tcpdump")
-        .args(["-Z", "root", "-e", "-n", "-r"])
+    // ... and tcpdump reads them back, run as a user other than root: as
+    // root it insists on dropping its privileges, which the user namespace
+    // of a rootless test does not allow (no setgroups).
+    require("tcpdump");
+    let out = tool("unshare")
+        .args(["--user", "--map-user=65534", "--map-group=65534"])
+        .args(["tcpdump", "-e", "-n", "-r"])
         .arg(&path)
         .output()
         .unwrap();

@@ -1,25 +1,15 @@
 //! Packet capture on an interface of a lab namespace: what the far side of
 //! the NAT saw, and which of the flows a probe sent ([`Observations::find`]).
-//!
-//! The packet socket is opened close-on-exec and set up (bound to the
-//! interface, promiscuous, non-blocking) by pnet's datalink channel; frames
-//! are read with `recv(MSG_TRUNC)`, so each keeps its true length on the
-//! wire even when longer than [`SNAPLEN`] (a veth with offloads carries
-//! frames up to 64 KiB), and the recording thread looks at its stop flag
-//! after every frame, so that [`Capture::stop`] returns promptly even on a
-//! flooded port.
+//! The frames are recorded by `crate::packet` (every frame whole up to
+//! [`SNAPLEN`], with its true length; a bounded stop even on a flooded
+//! port).
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::BorrowedFd;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
-use pnet::datalink::{self, Channel, DataLinkReceiver, DataLinkSender};
 use pnet::packet::ethernet::{EtherTypes, EthernetPacket};
 use pnet::packet::icmp::IcmpPacket;
 use pnet::packet::ip::IpNextHeaderProtocols;
@@ -28,36 +18,9 @@ use pnet::packet::tcp::{TcpFlags, TcpPacket};
 use pnet::packet::udp::UdpPacket;
 
 use crate::error::{Error, Result};
+pub use crate::packet::{DRAIN_TIME, RING_BYTES, SNAPLEN};
+use crate::packet::{Frame, Recording};
 use crate::probe::{Flow, Mark};
-use crate::{netns, sys};
-
-/// How often the capture thread looks at its stop flag when idle.
-const POLL: Duration = Duration::from_millis(20);
-
-/// After a stop, how long the capture thread goes on reading what is
-/// already queued on its socket, at most.
-pub const DRAIN_TIME: Duration = Duration::from_millis(100);
-
-/// After a stop, how many queued frames the capture thread reads, at most.
-const DRAIN_FRAMES: usize = 4096;
-
-/// The most bytes kept of one frame (libpcap's largest snapshot length):
-/// more than the 64 KiB a veth with segmentation offloads carries. A longer
-/// frame is kept truncated, with its true length.
-pub const SNAPLEN: usize = 262_144;
-
-/// The most frame bytes a capture keeps: past it, the oldest frames go.
-pub const RING_BYTES: usize = 1 << 20;
-
-/// One frame as it crossed the interface.
-#[derive(Clone, Debug)]
-struct Frame {
-    at: SystemTime,
-    /// Its first [`SNAPLEN`] bytes at most.
-    data: Vec<u8>,
-    /// Its length on the wire.
-    len: usize,
-}
 
 /// The transport protocol of a captured packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,93 +147,6 @@ fn parse(frame: &[u8]) -> Option<Parsed<'_>> {
     Some(parsed)
 }
 
-/// A packet socket bound to one interface. The descriptor is owned by
-/// pnet's channel halves (which close it when dropped); the capture reads
-/// it directly, to learn each frame's true length.
-struct PacketSocket {
-    fd: RawFd,
-    _channel: (Box<dyn DataLinkSender>, Box<dyn DataLinkReceiver>),
-}
-
-impl PacketSocket {
-    /// Opens a packet socket for every protocol (`ETH_P_ALL`) on the
-    /// interface `index` of the calling thread's namespace.
-    ///
-    /// # References
-    /// `packet(7)`
-    fn open(name: &str, index: u32) -> std::io::Result<PacketSocket> {
-        // Protocol 0: the socket receives nothing until pnet binds it to
-        // the interface for every protocol (`ETH_P_ALL`). Opened for
-        // `ETH_P_ALL` at once, it would be hooked on every interface, and
-        // the bind would have to unhook it first, waiting for an RCU grace
-        // period (about 14 ms, on every test's start).
-        // SAFETY: socket takes no pointers.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: socket succeeded, so `fd` is open and ours alone.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let iface = datalink::NetworkInterface {
-            name: name.to_owned(),
-            description: String::new(),
-            index,
-            mac: None,
-            ips: Vec::new(),
-            flags: 0,
-        };
-        // From here pnet owns the socket: it closes it on failure, and its
-        // channel halves close it when dropped.
-        let fd = fd.into_raw_fd();
-        let config = datalink::Config {
-            socket_fd: Some(fd),
-            ..datalink::Config::default()
-        };
-        match datalink::channel(&iface, config)? {
-            Channel::Ethernet(tx, rx) => Ok(PacketSocket {
-                fd,
-                _channel: (tx, rx),
-            }),
-            _ => Err(std::io::ErrorKind::Unsupported.into()),
-        }
-    }
-
-    /// Reads one queued frame into `buf` without waiting: its true length
-    /// (more than `buf.len()` when it was truncated), or `None` when
-    /// nothing is queued.
-    ///
-    /// # References
-    /// `recv(2)` (`MSG_TRUNC` on packet sockets)
-    fn recv(&self, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
-        loop {
-            // SAFETY: `buf` is valid for writes of its length.
-            let n = unsafe {
-                libc::recv(
-                    self.fd,
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_TRUNC | libc::MSG_DONTWAIT,
-                )
-            };
-            if let Ok(n) = usize::try_from(n) {
-                return Ok(Some(n));
-            }
-            let err = std::io::Error::last_os_error();
-            match err.kind() {
-                std::io::ErrorKind::Interrupted => continue,
-                std::io::ErrorKind::WouldBlock => return Ok(None),
-                _ => return Err(err),
-            }
-        }
-    }
-}
-
-impl AsRawFd for PacketSocket {
-    fn as_raw_fd(&self) -> RawFd {
-        self.fd
-    }
-}
-
 impl crate::Lab {
     /// Starts capturing on the outside host's end of the uplink: what the
     /// far side of the NAT sees. Stop it with [`Capture::stop`].
@@ -284,8 +160,7 @@ impl crate::Lab {
 #[derive(Debug)]
 pub struct Capture {
     interface: String,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<VecDeque<Frame>>>,
+    recording: Recording,
 }
 
 impl Capture {
@@ -293,111 +168,29 @@ impl Capture {
     /// caller stays in its own namespace. Packets are recorded from the
     /// moment this returns.
     pub fn start(netns: BorrowedFd<'_>, interface: &str) -> Result<Capture> {
-        let name = interface.to_owned();
-        let socket = netns::run_in(netns, || {
-            // By index: listing every interface costs as much as the lab
-            // has ports.
-            let index = sys::if_index(&name)
-                .map_err(|e| Error::os(format!("find interface {name} to capture on"), e))?;
-            PacketSocket::open(&name, index)
-                .map_err(|e| Error::os(format!("open a packet socket on {name}"), e))
-        })?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name(format!("capture-{interface}"))
-            .spawn(move || record(&socket, &flag))
-            .map_err(|e| Error::os("start a capture thread", e))?;
-        Ok(Capture {
+        Ok(Self::of(Recording::start(netns, interface)?, interface))
+    }
+
+    /// The capture a recording of `interface` makes.
+    pub(crate) fn of(recording: Recording, interface: &str) -> Capture {
+        Capture {
             interface: interface.to_owned(),
-            stop,
-            thread: Some(thread),
-        })
+            recording,
+        }
     }
 
     /// Stops and returns what was seen: every frame read until the call,
     /// then what was already queued, for at most [`DRAIN_TIME`] (on a
     /// flooded port the queue never empties; the stop still returns).
-    pub fn stop(mut self) -> Observations {
-        let frames: Vec<Frame> = self.finish().into();
+    pub fn stop(self) -> Observations {
+        let frames = self.recording.finish();
         Observations {
-            interface: self.interface.clone(),
+            interface: self.interface,
             packets: frames
                 .iter()
                 .filter_map(|f| parse(&f.data).map(|p| p.observed))
                 .collect(),
             frames,
-        }
-    }
-
-    fn finish(&mut self) -> VecDeque<Frame> {
-        self.stop.store(true, Ordering::SeqCst);
-        self.thread
-            .take()
-            .map(|t| t.join().unwrap_or_default())
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Capture {
-    /// Stops without waiting: the thread ends after its current frame, or
-    /// its next idle poll, and its drain.
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-/// Reads frames until stopped, looking at the flag after every frame and
-/// every idle [`POLL`]; then drains the queue, boundedly (see
-/// [`Capture::stop`]). Keeps the last [`RING_BYTES`].
-fn record(socket: &PacketSocket, stop: &AtomicBool) -> VecDeque<Frame> {
-    let mut ring = Ring::default();
-    let mut buf = vec![0u8; SNAPLEN];
-    while !stop.load(Ordering::SeqCst) {
-        match socket.recv(&mut buf) {
-            Ok(Some(len)) => ring.push(&buf, len),
-            Ok(None) => {
-                // Nothing queued: wait for a frame or the next look at the flag.
-                let fd = socket.as_raw_fd();
-                if sys::poll_any(&[fd], POLL).is_err() {
-                    return ring.frames;
-                }
-            }
-            Err(_) => return ring.frames,
-        }
-    }
-    let deadline = Instant::now() + DRAIN_TIME;
-    for _ in 0..DRAIN_FRAMES {
-        match socket.recv(&mut buf) {
-            Ok(Some(len)) => ring.push(&buf, len),
-            Ok(None) | Err(_) => break,
-        }
-        if Instant::now() >= deadline {
-            break;
-        }
-    }
-    ring.frames
-}
-
-/// The last [`RING_BYTES`] of frames.
-#[derive(Default)]
-struct Ring {
-    frames: VecDeque<Frame>,
-    bytes: usize,
-}
-
-impl Ring {
-    /// Keeps a frame of true length `len` whose first bytes are in `buf`.
-    fn push(&mut self, buf: &[u8], len: usize) {
-        let data = buf[..len.min(buf.len())].to_vec();
-        self.bytes += data.len();
-        self.frames.push_back(Frame {
-            at: SystemTime::now(),
-            data,
-            len,
-        });
-        while self.bytes > RING_BYTES {
-            self.bytes -= self.frames.pop_front().map_or(0, |f| f.data.len());
         }
     }
 }
@@ -649,6 +442,7 @@ impl Observations {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::packet::Ring;
 
     #[test]
     fn a_truncated_frame_keeps_its_true_length_in_the_pcap() {
@@ -665,9 +459,8 @@ mod tests {
             seen.frame_lengths().collect::<Vec<_>>(),
             [(64, 70_000), (60, 60)]
         );
-        let dir = std::env::temp_dir().join(format!("capture-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("truncated.pcap");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("truncated.pcap");
         seen.write_pcap(&path).unwrap();
         let file = std::fs::File::open(&path).unwrap();
         let mut reader = pcap_file::pcap::PcapReader::new(file).unwrap();
@@ -678,17 +471,5 @@ mod tests {
             lengths.push((packet.data.len(), packet.orig_len));
         }
         assert_eq!(lengths, [(64, 70_000), (60, 60)]);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn the_ring_keeps_the_last_mebibyte() {
-        let mut ring = Ring::default();
-        let frame = vec![0u8; 1000];
-        for _ in 0..2000 {
-            ring.push(&frame, frame.len());
-        }
-        assert!(ring.bytes <= RING_BYTES);
-        assert_eq!(ring.frames.len(), RING_BYTES / 1000);
     }
 }

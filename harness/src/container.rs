@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::capture::Capture;
 use crate::error::{Error, Result};
 use crate::lab::{LabInner, Lease};
 use crate::netns::SETUP_TIMEOUT;
+use crate::packet::Recording;
 use crate::prexec::{ChildPlan, IfConfig};
 use crate::protocol::{FUNCTION_VAR, FunctionRef, Report};
 use crate::rtnl::Peer;
@@ -475,7 +475,7 @@ fn connect(
     process: &Process,
     lease: Option<&Lease>,
     capture: bool,
-) -> Result<(OwnedFd, Option<Port>, Option<Capture>)> {
+) -> Result<(OwnedFd, Option<Port>, Option<Recording>)> {
     let Some(lease) = lease else {
         // The child has not joined the outside namespace yet: take it from the lab.
         let netns = lab
@@ -503,7 +503,7 @@ fn connect(
         name,
     };
     let capture = if capture {
-        Some(Capture::start(lab.lab_ns().as_fd(), &port.name)?)
+        Some(Recording::start(lab.lab_ns().as_fd(), &port.name)?)
     } else {
         None
     };
@@ -639,7 +639,7 @@ pub struct Container {
     stdout: Option<File>,
     stderr: Option<File>,
     /// The capture of its port, when its extras asked for one.
-    capture: Option<Capture>,
+    capture: Option<Recording>,
     /// Held for its `Drop`: takes the port off the bridge.
     _port: Option<Port>,
     /// Held for its `Drop`: returns the address.
@@ -690,7 +690,7 @@ impl Container {
     }
 
     /// The capture of its bridge port, when its extras asked for one; once.
-    pub(crate) fn take_capture(&mut self) -> Option<Capture> {
+    pub(crate) fn take_capture(&mut self) -> Option<Recording> {
         self.capture.take()
     }
 

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::capture::Capture;
 use crate::container::Container;
 use crate::lab::Lab;
+use crate::packet::Recording;
 use crate::protocol::Peer;
 use crate::settings::{self, CAPTURE_VAR, KEEP_VAR};
 use crate::{snapshot, sys};
@@ -115,7 +116,7 @@ pub(crate) fn report(
     container: &Container,
     view_prefix: &str,
     peers: Option<&[Peer]>,
-    capture: Option<Capture>,
+    capture: Option<Recording>,
 ) -> String {
     let mut out = format!("\n--- netns-harness report for {test} ---\n");
     let _ = writeln!(
@@ -181,11 +182,11 @@ fn write_artifacts(
     dir: &Path,
     out: &mut String,
     own_port: &str,
-    capture: Option<Capture>,
+    capture: Option<Recording>,
 ) -> std::io::Result<()> {
     make_dir(dir)?;
     if let Some(capture) = capture {
-        let seen = capture.stop();
+        let seen = Capture::of(capture, own_port).stop();
         let path = dir.join("capture.pcap");
         seen.write_pcap(&path).map_err(std::io::Error::other)?;
         let _ = writeln!(

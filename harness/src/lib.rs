@@ -74,6 +74,7 @@ mod netlink;
 mod netns;
 mod nftables;
 mod output;
+mod packet;
 mod prexec;
 pub mod probe;
 mod protocol;

@@ -6,7 +6,7 @@
 //! values) except where it has no public equivalent: `pthread_sigmask`
 //! (rustix keeps its signal-mask calls private), `setsockopt` for the
 //! netlink options `NETLINK_EXT_ACK` and `NETLINK_CAP_ACK`, and `clone(2)`
-//! with a stack and a function (in [`crate::spawner`]); those use libc.
+//! with a stack and a function (in the spawner); those use libc.
 
 use std::ffi::c_int;
 use std::io;
