@@ -640,20 +640,16 @@ impl Prober {
         };
         let socket = self.raw_socket(IpNextHeaderProtocols::Icmp)?;
         let mut buf = vec![0u8; 2048];
-        let mut sent_at: Vec<Instant> = Vec::new();
-        let mut best: Option<Duration> = None;
-        let mut received = 0u16;
-        let mut error: Option<Reason> = None;
-        let mut errors = 0u16;
+        let mut tally = EchoTally::default();
         let mut next_send = Instant::now();
         let mut deadline = next_send;
         loop {
             let now = Instant::now();
-            if sent_at.len() < usize::from(options.count) && now >= next_send {
-                let seq = sent_at.len() as u16;
+            if tally.sent_at.len() < usize::from(options.count) && now >= next_send {
+                let seq = tally.sent_at.len() as u16;
                 let mut echo = [0u8; ECHO_LEN];
                 let packet = echo_request(&mut echo, id, seq, &token);
-                sent_at.push(Instant::now());
+                tally.sent_at.push(Instant::now());
                 if let Err(e) = socket.send_to(packet.packet(), dst) {
                     return match Reason::from_send_error(&e) {
                         Some(reason) => unreachable(reason, flow),
@@ -663,52 +659,19 @@ impl Prober {
                 next_send = now + options.interval;
                 deadline = now + options.timeout;
             }
-            let all_sent = sent_at.len() == usize::from(options.count);
+            let all_sent = tally.sent_at.len() == usize::from(options.count);
             // Every echo answered, by a reply or an ICMP error, or time is up.
-            let answered = received.saturating_add(errors) >= options.count;
-            if all_sent && (answered || Instant::now() >= deadline) {
+            if all_sent && (tally.answered() >= options.count || Instant::now() >= deadline) {
                 break;
             }
             // Until the next echo is due, or after the last one its timeout.
             let wait_until = if all_sent { deadline } else { next_send };
             let left = wait_until.saturating_duration_since(Instant::now());
-            if sys::poll_any(&[socket.raw_fd()], left)
-                .map_err(io_error("wait for ICMP"))?
-                .is_none()
-            {
-                continue;
-            }
-            let Some(ip) = socket.recv(&mut buf).map_err(io_error("receive ICMP"))? else {
-                continue;
-            };
-            let Some(packet) = IcmpPacket::new(ip.payload()) else {
-                continue;
-            };
-            match classify_icmp(&packet, IpAddr::V4(ip.get_source()), dst, id) {
-                Some(IcmpAnswer::Reply(seq)) => {
-                    if let Some(at) = sent_at.get(usize::from(seq)) {
-                        let rtt = at.elapsed();
-                        best = Some(best.map_or(rtt, |b| b.min(rtt)));
-                        received += 1;
-                    }
-                }
-                Some(IcmpAnswer::Error(reason)) => {
-                    error = Some(reason);
-                    errors += 1;
-                }
-                None => {}
+            if let Some(answer) = next_icmp_answer(&socket, &mut buf, dst, id, left)? {
+                tally.record(answer);
             }
         }
-        let outcome = match best {
-            Some(rtt) => IcmpOutcome::Reachable {
-                rtt,
-                received,
-                sent: options.count,
-            },
-            None => IcmpOutcome::Unreachable {
-                reason: error.unwrap_or(Reason::Timeout),
-            },
-        };
+        let outcome = tally.outcome(options.count);
         Ok(Sent { outcome, flow })
     }
 
@@ -782,93 +745,48 @@ impl Prober {
             mark: Mark::Tcp { isn: seq },
         };
         let done = |outcome, flow| Ok(Sent { outcome, flow });
-        let src = match self.source_for(dst)? {
+        flow.src = match self.source_for(dst)? {
             Ok(src) => src,
             Err(reason) => return done(TcpOutcome::Filtered { reason }, flow),
         };
-        flow.src = src;
-        let tcp = self.raw_socket(IpNextHeaderProtocols::Tcp)?;
-        let icmp = self.raw_socket(IpNextHeaderProtocols::Icmp)?;
-        let fds = [tcp.raw_fd(), icmp.raw_fd()];
-        let mut buf = vec![0u8; 2048];
-        let mut header = [0u8; 20];
-        let syn = tcp_segment(
-            &mut header,
-            (src, sport),
-            (dst, port),
-            seq,
-            0,
-            TcpFlags::SYN,
-        );
+        let sockets = SynSockets {
+            tcp: self.raw_socket(IpNextHeaderProtocols::Tcp)?,
+            icmp: self.raw_socket(IpNextHeaderProtocols::Icmp)?,
+        };
         let start = Instant::now();
-        if let Err(e) = tcp.send_to(syn.packet(), dst) {
+        if let Err(e) = sockets.send(&flow, seq, TcpFlags::SYN) {
             return match Reason::from_send_error(&e) {
                 Some(reason) => done(TcpOutcome::Filtered { reason }, flow),
                 None => Err(Error::os(format!("send a TCP SYN to {dst}:{port}"), e)),
             };
         }
         let deadline = start + timeout;
-        loop {
+        let mut buf = vec![0u8; 2048];
+        let outcome = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                let reason = Reason::Timeout;
-                return done(TcpOutcome::Filtered { reason }, flow);
+                break TcpOutcome::Filtered {
+                    reason: Reason::Timeout,
+                };
             }
-            let Some(ready) = sys::poll_any(&fds, left).map_err(io_error("wait for TCP"))? else {
-                continue;
-            };
-            if ready == 0 {
-                let Some(ip) = tcp.recv(&mut buf).map_err(io_error("receive TCP"))? else {
-                    continue;
-                };
-                let Some(segment) = TcpPacket::new(ip.payload()) else {
-                    continue;
-                };
-                let answers = ip.get_source() == dst
-                    && segment.get_source() == port
-                    && segment.get_destination() == sport
-                    && segment.get_acknowledgement() == seq.wrapping_add(1);
-                if !answers {
-                    continue;
-                }
-                let flags = segment.get_flags();
-                let rtt = start.elapsed();
-                if flags & TcpFlags::RST != 0 {
-                    return done(TcpOutcome::Closed { rtt }, flow);
-                }
-                if flags & (TcpFlags::SYN | TcpFlags::ACK) == TcpFlags::SYN | TcpFlags::ACK {
+            let answer = sockets.answer(&flow, seq, left, &mut buf)?;
+            let rtt = start.elapsed();
+            match answer {
+                None => {}
+                Some(SynAnswer::Reset) => break TcpOutcome::Closed { rtt },
+                Some(SynAnswer::Accepted) => {
                     // Reset the half-open connection (the kernel would too,
                     // finding no socket for it) so the server never sees it.
-                    let mut header = [0u8; 20];
-                    let rst = tcp_segment(
-                        &mut header,
-                        (src, sport),
-                        (dst, port),
-                        seq.wrapping_add(1),
-                        0,
-                        TcpFlags::RST,
-                    );
-                    let _ = tcp.send_to(rst.packet(), dst);
-                    return done(TcpOutcome::Open { rtt }, flow);
+                    let _ = sockets.send(&flow, seq.wrapping_add(1), TcpFlags::RST);
+                    break TcpOutcome::Open { rtt };
                 }
-            } else {
-                let Some(ip) = icmp.recv(&mut buf).map_err(io_error("receive ICMP"))? else {
-                    continue;
-                };
-                let Some(packet) = IcmpPacket::new(ip.payload()) else {
-                    continue;
-                };
-                if let Some(code) = icmp_error_about_tcp(&packet, dst, port, sport) {
-                    let outcome = match Reason::from_icmp_code(code) {
-                        Reason::PortUnreachable => TcpOutcome::Closed {
-                            rtt: start.elapsed(),
-                        },
-                        reason => TcpOutcome::Filtered { reason },
-                    };
-                    return done(outcome, flow);
-                }
+                Some(SynAnswer::Icmp(code)) => match Reason::from_icmp_code(code) {
+                    Reason::PortUnreachable => break TcpOutcome::Closed { rtt },
+                    reason => break TcpOutcome::Filtered { reason },
+                },
             }
-        }
+        };
+        done(outcome, flow)
     }
 
     /// Sends `payload` to UDP port `port` of `dst` and waits for a reply or
@@ -1011,6 +929,163 @@ fn tcp_segment(
     segment
 }
 
+/// What answered a SYN probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SynAnswer {
+    /// A SYN-ACK: the port is open.
+    Accepted,
+    /// A reset: the port is closed.
+    Reset,
+    /// An ICMP destination-unreachable error, with its code.
+    Icmp(u8),
+}
+
+/// A SYN probe's raw sockets: TCP to send and read answers, ICMP to read
+/// errors.
+struct SynSockets {
+    tcp: RawSocket,
+    icmp: RawSocket,
+}
+
+impl SynSockets {
+    /// Sends a segment of `flow` with sequence number `seq` and `flags`.
+    fn send(&self, flow: &Flow, seq: u32, flags: u8) -> std::io::Result<()> {
+        let mut header = [0u8; 20];
+        let segment = tcp_segment(
+            &mut header,
+            (flow.src, flow.src_port),
+            (flow.dst, flow.dst_port),
+            seq,
+            0,
+            flags,
+        );
+        self.tcp.send_to(segment.packet(), flow.dst)
+    }
+
+    /// Waits at most `left` for the next packet on either socket; what it
+    /// says about `flow` (whose SYN had sequence number `seq`), if anything.
+    fn answer(
+        &self,
+        flow: &Flow,
+        seq: u32,
+        left: Duration,
+        buf: &mut [u8],
+    ) -> Result<Option<SynAnswer>> {
+        let fds = [self.tcp.raw_fd(), self.icmp.raw_fd()];
+        let Some(ready) = sys::poll_any(&fds, left).map_err(io_error("wait for TCP"))? else {
+            return Ok(None);
+        };
+        if ready == 0 {
+            let Some(ip) = self.tcp.recv(buf).map_err(io_error("receive TCP"))? else {
+                return Ok(None);
+            };
+            let answer = TcpPacket::new(ip.payload())
+                .and_then(|segment| syn_answer(ip.get_source(), &segment, flow, seq));
+            Ok(answer)
+        } else {
+            let Some(ip) = self.icmp.recv(buf).map_err(io_error("receive ICMP"))? else {
+                return Ok(None);
+            };
+            let answer = IcmpPacket::new(ip.payload()).and_then(|packet| {
+                icmp_error_about_tcp(&packet, flow.dst, flow.dst_port, flow.src_port)
+            });
+            Ok(answer.map(SynAnswer::Icmp))
+        }
+    }
+}
+
+/// What a segment from `from` says about the SYN of `flow` with sequence
+/// number `seq`: nothing unless it comes from its destination port to its
+/// source port and acknowledges that SYN.
+fn syn_answer(from: Ipv4Addr, segment: &TcpPacket<'_>, flow: &Flow, seq: u32) -> Option<SynAnswer> {
+    let ours = from == flow.dst
+        && segment.get_source() == flow.dst_port
+        && segment.get_destination() == flow.src_port
+        && segment.get_acknowledgement() == seq.wrapping_add(1);
+    let flags = segment.get_flags();
+    if !ours {
+        None
+    } else if flags & TcpFlags::RST != 0 {
+        Some(SynAnswer::Reset)
+    } else if flags & (TcpFlags::SYN | TcpFlags::ACK) == TcpFlags::SYN | TcpFlags::ACK {
+        Some(SynAnswer::Accepted)
+    } else {
+        None
+    }
+}
+
+/// The echoes of an ICMP probe sent so far, and what answered them.
+#[derive(Default)]
+struct EchoTally {
+    /// When each echo (by sequence number) was sent.
+    sent_at: Vec<Instant>,
+    /// The fastest reply.
+    best: Option<Duration>,
+    received: u16,
+    /// The last ICMP error about them.
+    error: Option<Reason>,
+    errors: u16,
+}
+
+impl EchoTally {
+    /// How many echoes a reply or an error answered.
+    fn answered(&self) -> u16 {
+        self.received.saturating_add(self.errors)
+    }
+
+    fn record(&mut self, answer: IcmpAnswer) {
+        match answer {
+            IcmpAnswer::Reply(seq) => {
+                if let Some(at) = self.sent_at.get(usize::from(seq)) {
+                    let rtt = at.elapsed();
+                    self.best = Some(self.best.map_or(rtt, |b| b.min(rtt)));
+                    self.received += 1;
+                }
+            }
+            IcmpAnswer::Error(reason) => {
+                self.error = Some(reason);
+                self.errors += 1;
+            }
+        }
+    }
+
+    /// The outcome of `sent` echoes.
+    fn outcome(&self, sent: u16) -> IcmpOutcome {
+        match self.best {
+            Some(rtt) => IcmpOutcome::Reachable {
+                rtt,
+                received: self.received,
+                sent,
+            },
+            None => IcmpOutcome::Unreachable {
+                reason: self.error.unwrap_or(Reason::Timeout),
+            },
+        }
+    }
+}
+
+/// Waits at most `left` for the next ICMP packet on `socket`; what it says
+/// about the echoes `id` to `dst`, if anything.
+fn next_icmp_answer(
+    socket: &RawSocket,
+    buf: &mut [u8],
+    dst: Ipv4Addr,
+    id: u16,
+    left: Duration,
+) -> Result<Option<IcmpAnswer>> {
+    if sys::poll_any(&[socket.raw_fd()], left)
+        .map_err(io_error("wait for ICMP"))?
+        .is_none()
+    {
+        return Ok(None);
+    }
+    let Some(ip) = socket.recv(buf).map_err(io_error("receive ICMP"))? else {
+        return Ok(None);
+    };
+    let from = IpAddr::V4(ip.get_source());
+    Ok(IcmpPacket::new(ip.payload()).and_then(|packet| classify_icmp(&packet, from, dst, id)))
+}
+
 enum IcmpAnswer {
     Reply(u16),
     Error(Reason),
@@ -1139,6 +1214,42 @@ mod tests {
         let elsewhere = Ipv4Addr::new(198, 18, 0, 9);
         assert!(classify(&unreachable(1, elsewhere, icmp, &echo), ROUTER, 7).is_none());
         assert!(classify(&unreachable(1, DST, icmp, &echo[..4]), ROUTER, 7).is_none());
+    }
+
+    #[test]
+    fn a_segment_answers_a_syn_only_from_its_destination_acknowledging_it() {
+        let flow = Flow {
+            src: Ipv4Addr::new(10, 200, 0, 2),
+            src_port: 61_000,
+            dst: DST,
+            dst_port: 80,
+            mark: Mark::Tcp { isn: 41 },
+        };
+        let answer = |from, sport, dport, ack, flags| {
+            let mut buf = [0u8; 20];
+            let segment = tcp_segment(&mut buf, (from, sport), (flow.src, dport), 9, ack, flags);
+            syn_answer(from, &segment.to_immutable(), &flow, 41)
+        };
+        let syn_ack = TcpFlags::SYN | TcpFlags::ACK;
+        let reset = TcpFlags::RST | TcpFlags::ACK;
+        assert_eq!(
+            answer(DST, 80, 61_000, 42, syn_ack),
+            Some(SynAnswer::Accepted)
+        );
+        assert_eq!(answer(DST, 80, 61_000, 42, reset), Some(SynAnswer::Reset));
+        assert_eq!(answer(DST, 80, 61_000, 43, syn_ack), None, "another SYN's");
+        assert_eq!(answer(DST, 81, 61_000, 42, syn_ack), None, "another port");
+        assert_eq!(answer(DST, 80, 61_001, 42, syn_ack), None, "another probe");
+        assert_eq!(
+            answer(ROUTER, 80, 61_000, 42, syn_ack),
+            None,
+            "another host"
+        );
+        assert_eq!(
+            answer(DST, 80, 61_000, 42, TcpFlags::ACK),
+            None,
+            "a bare ACK"
+        );
     }
 
     #[test]

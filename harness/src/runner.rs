@@ -17,7 +17,7 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::Net;
-use crate::container::{self, Attach};
+use crate::container::{self, Attach, Container};
 use crate::error::{Error, Result};
 use crate::lab::{Lab, Lease};
 use crate::protocol::{BodyEnd, Context, LabView, Outcome, Peer};
@@ -326,6 +326,78 @@ pub fn run_test(test: &Test) {
 }
 
 fn run(lab: &Lab, test: &Test) -> Result<Verdict> {
+    let Started {
+        mut container,
+        result,
+        peers,
+        view_prefix,
+    } = start(lab, test)?;
+    let capture = container.take_capture();
+    let deadline = Instant::now() + test.timeout;
+    let keep = crate::settings::get().keep_on_failure;
+    let watched = crate::output::watch(container.take_stdout(), result, deadline, |result| {
+        keep && panicked(result)
+    })
+    .map_err(|e| Error::os(format!("read the output of {}", test.display_name()), e))?;
+    let (verdict, peers_seen) = match watched {
+        None => {
+            // Kill first, whatever the body does (floods its link, forks,
+            // ignores signals): the report comes after.
+            container.kill()?;
+            container.wait_timeout(EXIT_GRACE)?;
+            let message = format!(
+                "test {} timed out after {:?}; its container and every process in it were killed",
+                test.display_name(),
+                test.timeout
+            );
+            (Verdict::Failed(message), None)
+        }
+        Some(result) => {
+            let status = if keep && panicked(&result) {
+                None
+            } else {
+                let left = deadline.saturating_duration_since(Instant::now());
+                container.wait_timeout(left.max(EXIT_GRACE))?
+            };
+            let outcome = Outcome::decode(&result);
+            let peers = outcome.as_ref().map(|o| o.peers.clone());
+            (judge(test, outcome.map(|o| o.end), status), peers)
+        }
+    };
+    if let Verdict::Failed(_) = verdict {
+        let name = test.display_name();
+        let peers = peers_seen.as_deref();
+        let report = crate::failure::report(name, lab, &container, &view_prefix, peers, capture);
+        print!("{report}");
+        if keep {
+            crate::failure::keep(name, lab, &container);
+        }
+    }
+    // Kill, reap and unplug the container before its peers' addresses go back.
+    drop(container);
+    drop(peers);
+    Ok(verdict)
+}
+
+/// Whether a result says the body panicked.
+fn panicked(result: &[u8]) -> bool {
+    Outcome::decode(result).is_some_and(|o| matches!(o.end, BodyEnd::Panicked(_)))
+}
+
+/// A test's container, started, with what the runner keeps of its start.
+struct Started {
+    container: Container,
+    /// The read end of the pipe its result comes on.
+    result: File,
+    /// The addresses reserved for its peers.
+    peers: Vec<Lease>,
+    /// The prefix of its peers' port names.
+    view_prefix: String,
+}
+
+/// Reserves the test's address and its peers', and starts its container
+/// with its [`Context`].
+fn start(lab: &Lab, test: &Test) -> Result<Started> {
     let inner = &lab.inner;
     let own = inner.lease()?;
     // Addresses for the body's peers: as many as are free, up to the limit.
@@ -357,73 +429,13 @@ fn run(lab: &Lab, test: &Test) -> Result<Verdict> {
         inherit: vec![context.lab_fd, context.outside_fd, context.result_fd],
         capture: crate::settings::get().capture,
     };
-    let mut container = container::spawn(inner, &spec, Attach::Bridge(Some(own)), &extras)?;
-    drop(result_write);
-    let capture = container.take_capture();
-    let deadline = Instant::now() + test.timeout;
-    let keep = crate::settings::get().keep_on_failure;
-    let panicked = |bytes: &[u8]| {
-        Outcome::decode(bytes).is_some_and(|o| matches!(o.end, BodyEnd::Panicked(_)))
-    };
-    let watched = crate::output::watch(
-        container.take_stdout(),
-        File::from(result_read),
-        deadline,
-        |result| keep && panicked(result),
-    )
-    .map_err(|e| Error::os(format!("read the output of {}", test.display_name()), e))?;
-    let (verdict, peers_seen) = match watched {
-        None => {
-            // Kill first, whatever the body does (floods its link, forks,
-            // ignores signals): the report comes after.
-            container.kill()?;
-            container.wait_timeout(EXIT_GRACE)?;
-            (
-                Verdict::Failed(format!(
-                    "test {} timed out after {:?}; its container and every process in it were killed",
-                    test.display_name(),
-                    test.timeout
-                )),
-                None,
-            )
-        }
-        Some(result) => {
-            let kept_alive = keep && panicked(&result);
-            let status = if kept_alive {
-                None
-            } else {
-                container.wait_timeout(
-                    deadline
-                        .saturating_duration_since(Instant::now())
-                        .max(EXIT_GRACE),
-                )?
-            };
-            let outcome = Outcome::decode(&result);
-            let peers = outcome.as_ref().map(|o| o.peers.clone());
-            (judge(test, outcome.map(|o| o.end), status), peers)
-        }
-    };
-    if let Verdict::Failed(_) = verdict {
-        let name = test.display_name();
-        print!(
-            "{}",
-            crate::failure::report(
-                name,
-                lab,
-                &container,
-                &view_prefix,
-                peers_seen.as_deref(),
-                capture
-            )
-        );
-        if keep {
-            crate::failure::keep(name, lab, &container);
-        }
-    }
-    // Kill, reap and unplug the container before its peers' addresses go back.
-    drop(container);
-    drop(peers);
-    Ok(verdict)
+    let container = container::spawn(inner, &spec, Attach::Bridge(Some(own)), &extras)?;
+    Ok(Started {
+        container,
+        result: File::from(result_read),
+        peers,
+        view_prefix,
+    })
 }
 
 /// How long a container that reported may take to exit.
