@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use pnet::packet::ethernet::{EtherTypes, EthernetPacket};
 use pnet::packet::icmp::IcmpPacket;
-use pnet::packet::ip::IpNextHeaderProtocols;
+use pnet::packet::ip::{IpNextHeaderProtocol, IpNextHeaderProtocols};
 use pnet::packet::ipv4::Ipv4Packet;
 use pnet::packet::tcp::{TcpFlags, TcpPacket};
 use pnet::packet::udp::UdpPacket;
@@ -82,37 +82,13 @@ struct Parsed<'f> {
     payload: &'f [u8],
 }
 
-fn parse(frame: &[u8]) -> Option<Parsed<'_>> {
-    let ethernet = EthernetPacket::new(frame)?;
-    if ethernet.get_ethertype() != EtherTypes::Ipv4 {
-        return None;
-    }
-    // Borrow the IP packet from `frame` itself, so the payload outlives
-    // the parsers.
-    let ip = Ipv4Packet::new(frame.get(EthernetPacket::minimum_packet_size()..)?)?;
-    let header = usize::from(ip.get_header_length()) * 4;
-    let total = usize::from(ip.get_total_length());
-    let start = EthernetPacket::minimum_packet_size() + header;
-    // A truncated frame has fewer bytes than the IP header says; a
-    // segmentation-offload frame may say 0.
-    let end = match total {
-        0 => frame.len(),
-        total => frame.len().min(start + total.saturating_sub(header)),
-    };
-    let transport = frame.get(start..end)?;
-    let mut parsed = Parsed {
-        observed: Observed {
-            protocol: Protocol::Other(ip.get_next_level_protocol().0),
-            src: ip.get_source(),
-            src_port: None,
-            dst: ip.get_destination(),
-            dst_port: None,
-        },
-        echo_id: None,
-        tcp: None,
-        payload: &[],
-    };
-    match ip.get_next_level_protocol() {
+/// Fills in what the transport header and payload of `parsed` say.
+fn parse_transport<'f>(
+    parsed: &mut Parsed<'f>,
+    protocol: IpNextHeaderProtocol,
+    transport: &'f [u8],
+) -> Option<()> {
+    match protocol {
         IpNextHeaderProtocols::Tcp => {
             let tcp = TcpPacket::new(transport)?;
             parsed.observed.protocol = Protocol::Tcp;
@@ -144,6 +120,40 @@ fn parse(frame: &[u8]) -> Option<Parsed<'_>> {
         }
         _ => {}
     }
+    Some(())
+}
+
+fn parse(frame: &[u8]) -> Option<Parsed<'_>> {
+    let ethernet = EthernetPacket::new(frame)?;
+    if ethernet.get_ethertype() != EtherTypes::Ipv4 {
+        return None;
+    }
+    // Borrow the IP packet from `frame` itself, so the payload outlives
+    // the parsers.
+    let ip = Ipv4Packet::new(frame.get(EthernetPacket::minimum_packet_size()..)?)?;
+    let header = usize::from(ip.get_header_length()) * 4;
+    let total = usize::from(ip.get_total_length());
+    let start = EthernetPacket::minimum_packet_size() + header;
+    // A truncated frame has fewer bytes than the IP header says; a
+    // segmentation-offload frame may say 0.
+    let end = match total {
+        0 => frame.len(),
+        total => frame.len().min(start + total.saturating_sub(header)),
+    };
+    let transport = frame.get(start..end)?;
+    let mut parsed = Parsed {
+        observed: Observed {
+            protocol: Protocol::Other(ip.get_next_level_protocol().0),
+            src: ip.get_source(),
+            src_port: None,
+            dst: ip.get_destination(),
+            dst_port: None,
+        },
+        echo_id: None,
+        tcp: None,
+        payload: &[],
+    };
+    parse_transport(&mut parsed, ip.get_next_level_protocol(), transport)?;
     Some(parsed)
 }
 

@@ -125,12 +125,7 @@ pub(crate) fn report(
         container.name(),
         container.addr()
     );
-    match snapshot::namespace_state(container.netns()) {
-        Ok(state) => out.push_str(&state),
-        Err(e) => {
-            let _ = writeln!(out, "  (unreadable: {e})");
-        }
-    }
+    push_state(&mut out, snapshot::namespace_state(container.netns()));
     let _ = writeln!(
         out,
         "lab {} (gateway {}, NAT as {}):",
@@ -139,20 +134,42 @@ pub(crate) fn report(
         lab.public_addr()
     );
     let own_port = container.port_name().unwrap_or_default();
-    match snapshot::lab_state(&lab.inner, own_port, view_prefix) {
+    push_state(
+        &mut out,
+        snapshot::lab_state(&lab.inner, own_port, view_prefix),
+    );
+    out.push_str(&peer_lines(peers));
+    match artifacts_dir(test) {
+        Some(dir) => {
+            if let Err(e) = write_artifacts(&dir, &mut out, own_port, capture) {
+                let _ = writeln!(out, "(could not write to {}: {e})", dir.display());
+            }
+        }
+        None => out.push_str(
+            "(no artifacts written: the test binary is not in a Cargo target directory; set CARGO_TARGET_DIR)\n",
+        ),
+    }
+    out.push_str("---\n");
+    out
+}
+
+/// Appends a snapshot, or why it could not be taken.
+fn push_state(out: &mut String, state: crate::Result<String>) {
+    match state {
         Ok(state) => out.push_str(&state),
         Err(e) => {
             let _ = writeln!(out, "  (unreadable: {e})");
         }
     }
-    let _ = writeln!(out, "peers:");
+}
+
+/// The report's `peers:` block: what the body started and how each ended
+/// (`None`: the body never said, killed at its timeout).
+fn peer_lines(peers: Option<&[Peer]>) -> String {
+    let mut out = "peers:\n".to_owned();
     match peers {
-        None => {
-            let _ = writeln!(out, "  (killed with the container at the timeout)");
-        }
-        Some([]) => {
-            let _ = writeln!(out, "  none");
-        }
+        None => out.push_str("  (killed with the container at the timeout)\n"),
+        Some([]) => out.push_str("  none\n"),
         Some(peers) => {
             for peer in peers {
                 let how = peer.ended.as_deref().unwrap_or("running");
@@ -160,20 +177,6 @@ pub(crate) fn report(
             }
         }
     }
-    match artifacts_dir(test) {
-        Some(dir) => {
-            if let Err(e) = write_artifacts(&dir, &mut out, own_port, capture) {
-                let _ = writeln!(out, "(could not write to {}: {e})", dir.display());
-            }
-        }
-        None => {
-            let _ = writeln!(
-                out,
-                "(no artifacts written: the test binary is not in a Cargo target directory; set CARGO_TARGET_DIR)"
-            );
-        }
-    }
-    out.push_str("---\n");
     out
 }
 
@@ -239,8 +242,28 @@ pub(crate) fn keep(test: &str, lab: &Lab, container: &Container) {
 
 #[cfg(test)]
 mod tests {
-    use super::artifacts_key;
+    use super::{Peer, artifacts_key, peer_lines};
     use std::path::Path;
+
+    #[test]
+    fn the_peers_block_says_how_each_ended() {
+        use std::net::Ipv4Addr;
+        let peer = |pid, ended: Option<&str>| Peer {
+            pid,
+            name: format!("p{pid}"),
+            addr: Ipv4Addr::new(10, 200, 0, 3),
+            ended: ended.map(str::to_owned),
+        };
+        assert_eq!(
+            peer_lines(Some(&[
+                peer(7, None),
+                peer(8, Some("ended with exit status: 0"))
+            ])),
+            "peers:\n  p7 10.200.0.3: running\n  p8 10.200.0.3: ended with exit status: 0\n"
+        );
+        assert_eq!(peer_lines(Some(&[])), "peers:\n  none\n");
+        assert!(peer_lines(None).contains("timeout"));
+    }
 
     #[test]
     fn artifacts_of_two_binaries_and_of_retries_never_meet() {
