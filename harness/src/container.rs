@@ -330,6 +330,44 @@ pub(crate) fn spawn(
         (None, Attach::Outside) => "outside".to_owned(),
     };
     names::validate(&name)?;
+    let mut plan = exec_plan(spec, &name)?;
+    let lease = attach_plan(lab, &mut plan, attach)?;
+    let addr = lease.as_ref().map_or(crate::lab::OUTSIDE_ADDR, Lease::addr);
+    plan.keep.clone_from(&extras.inherit);
+    plan.userns = crate::userns::lab_userns().map(|fd| fd.as_raw_fd());
+    let (mut child, streams) = Child::clone(plan, spec, name)?;
+    let prepared = connect(lab, &child.process, lease.as_ref(), extras.capture)
+        .and_then(|attached| child.configure(attached));
+    let (netns, port, capture) = match prepared {
+        Ok(attached) => attached,
+        // If the child failed first, its own report says more.
+        Err(e) => return Err(child.reports.failure_now().unwrap_or(e)),
+    };
+    let process = child.await_exec()?;
+    if let Some(watcher) = WATCHER.get() {
+        watcher(&Event::Started {
+            name: &process.name,
+            addr,
+            pid: process.pid,
+        });
+    }
+    let [stdin, stdout, stderr] = streams.map(|s| s.parent);
+    Ok(Container {
+        process,
+        netns,
+        addr,
+        stdin,
+        stdout,
+        stderr,
+        capture,
+        _port: port,
+        _lease: lease,
+    })
+}
+
+/// A plan to execute `spec`'s program (a command, or the test binary for a
+/// function) with its arguments and environment, as container `name`.
+fn exec_plan(spec: &Spec, name: &str) -> Result<ChildPlan> {
     let mut env = spec.environment();
     let program = match &spec.program {
         Program::Command(program) => resolve(program, &env)?,
@@ -360,8 +398,15 @@ pub(crate) fn spawn(
             })
             .collect::<Result<_>>()?,
     );
-    plan.hostname = name.clone().into_bytes();
-    let lease = match attach {
+    plan.hostname = name.as_bytes().to_vec();
+    Ok(plan)
+}
+
+/// Puts where the container's network lives into `plan`: its `eth0`'s
+/// address and route (from `attach`'s lease, or the next free address), or
+/// the outside namespace to join. Returns the lease.
+fn attach_plan(lab: &Arc<LabInner>, plan: &mut ChildPlan, attach: Attach) -> Result<Option<Lease>> {
+    match attach {
         Attach::Bridge(lease) => {
             let lease = match lease {
                 Some(lease) => lease,
@@ -374,97 +419,106 @@ pub(crate) fn spawn(
                 broadcast: subnet.broadcast(),
                 gateway: subnet.nth(1),
             });
-            Some(lease)
+            Ok(Some(lease))
         }
         Attach::Outside => {
             plan.join_netns = Some(lab.outside_ns().as_raw_fd());
-            None
+            Ok(None)
         }
-    };
-    let addr = lease.as_ref().map_or(crate::lab::OUTSIDE_ADDR, Lease::addr);
-    let label = format!("{name:?}");
-    let os = |what: &str| {
-        let what = format!("{what} for container {label}");
-        move |e| Error::os(what, e)
-    };
-    let (go_read, go_write) = sys::pipe().map_err(os("create a pipe"))?;
-    let (report_read, report_write) = sys::pipe().map_err(os("create a pipe"))?;
-    let streams = [
-        stream(spec.stdio[0], true).map_err(os("set up standard input"))?,
-        stream(spec.stdio[1], false).map_err(os("set up standard output"))?,
-        stream(spec.stdio[2], false).map_err(os("set up standard error"))?,
-    ];
-    for (slot, ends) in plan.stdio.iter_mut().zip(&streams) {
-        *slot = ends.child.as_ref().map(AsRawFd::as_raw_fd);
     }
-    if spec.stderr_to_stdout {
-        plan.stdio[2] = Some(plan.stdio[1].unwrap_or(libc::STDOUT_FILENO));
+}
+
+/// A cloned child on its way to its program: its process, its reports and
+/// the pipe that tells it to go on.
+struct Child {
+    process: Process,
+    reports: Reports,
+    go: File,
+}
+
+impl Child {
+    /// Clones the child of `plan` with `spec`'s streams, and waits until it
+    /// reported that it started.
+    fn clone(mut plan: ChildPlan, spec: &Spec, name: String) -> Result<(Child, [StreamEnds; 3])> {
+        let os = |what: &str| {
+            let what = format!("{what} for container {name:?}");
+            move |e| Error::os(what, e)
+        };
+        let (go_read, go_write) = sys::pipe().map_err(os("create a pipe"))?;
+        let (report_read, report_write) = sys::pipe().map_err(os("create a pipe"))?;
+        let streams = [
+            stream(spec.stdio[0], true).map_err(os("set up standard input"))?,
+            stream(spec.stdio[1], false).map_err(os("set up standard output"))?,
+            stream(spec.stdio[2], false).map_err(os("set up standard error"))?,
+        ];
+        for (slot, ends) in plan.stdio.iter_mut().zip(&streams) {
+            *slot = ends.child.as_ref().map(AsRawFd::as_raw_fd);
+        }
+        if spec.stderr_to_stdout {
+            plan.stdio[2] = Some(plan.stdio[1].unwrap_or(libc::STDOUT_FILENO));
+        }
+        plan.go_read = go_read.as_raw_fd();
+        plan.go_write = go_write.as_raw_fd();
+        let cloning = spawner::clone(plan, report_write).map_err(os("clone"))?;
+        let mut reports = Reports::new(report_read, name.as_str());
+        match reports.next("start")? {
+            Report::Started => {}
+            other => return Err(reports.unexpected(other, "start")),
+        }
+        let pidfd = cloning
+            .take_pidfd()
+            .ok_or_else(|| os("take the pidfd")(io::Error::from(io::ErrorKind::NotFound)))?;
+        // The child has its copies (and closed its copy of the write end).
+        drop(go_read);
+        let process = Process {
+            name,
+            pid: 0,
+            pidfd,
+            status: None,
+        };
+        let go = File::from(go_write);
+        Ok((
+            Child {
+                process,
+                reports,
+                go,
+            },
+            streams,
+        ))
     }
-    plan.keep.clone_from(&extras.inherit);
-    plan.userns = crate::userns::lab_userns().map(|fd| fd.as_raw_fd());
-    plan.go_read = go_read.as_raw_fd();
-    plan.go_write = go_write.as_raw_fd();
-    let cloning = spawner::clone(plan, report_write).map_err(os("clone"))?;
-    let mut reports = Reports::new(report_read, &name);
-    let pidfd = match reports.next("start")? {
-        Report::Started => cloning.take_pidfd(),
-        other => return Err(reports.unexpected(other, "start")),
-    };
-    let pidfd = pidfd.ok_or_else(|| {
-        Error::os(
-            format!("take the pidfd of container {label}"),
-            io::Error::from(io::ErrorKind::NotFound),
-        )
-    })?;
-    // The child has its copies (and closed its copy of the write end).
-    drop(go_read);
-    let mut process = Process {
-        name: name.clone(),
-        pid: 0,
-        pidfd,
-        status: None,
-    };
-    let mut go = File::from(go_write);
-    let prepared = connect(lab, &process, lease.as_ref(), extras.capture).and_then(|attached| {
-        go.write_all(&[1]).map_err(os("start"))?;
+
+    /// Lets the child configure its network once the parent attached it,
+    /// and, for a bridged container, waits until its port forwards.
+    fn configure<T>(
+        &mut self,
+        attached: (T, Option<Port>, Option<Recording>),
+    ) -> Result<(T, Option<Port>, Option<Recording>)> {
+        self.go()?;
         if let (_, Some(port), _) = &attached {
-            match reports.next("configure its network")? {
+            match self.reports.next("configure its network")? {
                 Report::Configured => {}
-                other => return Err(reports.unexpected(other, "configure its network")),
+                other => return Err(self.reports.unexpected(other, "configure its network")),
             }
             port.await_forwarding()?;
-            go.write_all(&[1]).map_err(os("start"))?;
+            self.go()?;
         }
         Ok(attached)
-    });
-    let (netns, port, capture) = match prepared {
-        Ok(attached) => attached,
-        // If the child failed first, its own report says more.
-        Err(e) => return Err(reports.failure_now().unwrap_or(e)),
-    };
-    process.pid = match reports.next("execute its program")? {
-        Report::Released { pid } => pid,
-        other => return Err(reports.unexpected(other, "execute its program")),
-    };
-    if let Some(watcher) = WATCHER.get() {
-        watcher(&Event::Started {
-            name: &process.name,
-            addr,
-            pid: process.pid,
-        });
     }
-    let [stdin, stdout, stderr] = streams.map(|s| s.parent);
-    Ok(Container {
-        process,
-        netns,
-        addr,
-        stdin,
-        stdout,
-        stderr,
-        capture,
-        _port: port,
-        _lease: lease,
-    })
+
+    fn go(&mut self) -> Result<()> {
+        self.go
+            .write_all(&[1])
+            .map_err(|e| Error::os(format!("start container {:?}", self.process.name), e))
+    }
+
+    /// Waits until the child executed its program; its process, with its pid.
+    fn await_exec(mut self) -> Result<Process> {
+        self.process.pid = match self.reports.next("execute its program")? {
+            Report::Released { pid } => pid,
+            other => return Err(self.reports.unexpected(other, "execute its program")),
+        };
+        Ok(self.process)
+    }
 }
 
 /// The parent's part of a start: the child's network namespace, and for a

@@ -213,17 +213,17 @@ pub(crate) fn clone(mut plan: ChildPlan, report: OwnedFd) -> io::Result<Cloning>
 }
 
 /// The parent's end of a container's report pipe.
-pub(crate) struct Reports<'a> {
+pub(crate) struct Reports {
     pipe: File,
-    name: &'a str,
+    name: String,
 }
 
-impl<'a> Reports<'a> {
+impl Reports {
     /// Reads the reports of container (or holder) `name` from `pipe`.
-    pub(crate) fn new(pipe: OwnedFd, name: &'a str) -> Self {
+    pub(crate) fn new(pipe: OwnedFd, name: impl Into<String>) -> Self {
         Self {
             pipe: File::from(pipe),
-            name,
+            name: name.into(),
         }
     }
 
@@ -234,7 +234,7 @@ impl<'a> Reports<'a> {
             .map_err(|e| Error::os(format!("wait for container {:?} to {what}", self.name), e))?;
         if !ready {
             return Err(Error::Timeout {
-                name: self.name.to_owned(),
+                name: self.name.clone(),
                 what,
                 timeout: SETUP_TIMEOUT,
             });
@@ -245,7 +245,7 @@ impl<'a> Reports<'a> {
     fn read(&mut self) -> Result<Report> {
         let mut bytes = [0u8; Report::LEN];
         let garbled = |source: io::Error| Error::ContainerSetup {
-            name: self.name.to_owned(),
+            name: self.name.clone(),
             stage: "reporting its setup",
             source,
         };
@@ -266,7 +266,7 @@ impl<'a> Reports<'a> {
 
     fn setup_error(&self, stage: Stage, errno: i32) -> Error {
         Error::ContainerSetup {
-            name: self.name.to_owned(),
+            name: self.name.clone(),
             stage: stage.describe(),
             source: io::Error::from_raw_os_error(errno),
         }
@@ -277,7 +277,7 @@ impl<'a> Reports<'a> {
         match report {
             Report::Failed { stage, errno } => self.setup_error(stage, errno),
             _ => Error::ContainerSetup {
-                name: self.name.to_owned(),
+                name: self.name.clone(),
                 stage: what,
                 source: io::Error::other("it exited without a report"),
             },
