@@ -234,3 +234,126 @@ fn counter(attributes: &[DefaultNla]) -> (u64, u64) {
     }
     counted
 }
+
+#[cfg(test)]
+mod tests {
+    use netlink_packet_core::{NLM_F_REQUEST, NetlinkPayload};
+
+    use super::*;
+    use crate::netlink::bytes_of;
+
+    /// `message` as the kernel receives it, parsed back by
+    /// `netlink-packet-netfilter`: its flags and its payload.
+    fn parsed(message: NetlinkMessage<NetfilterMessage>) -> (u16, NetfilterMessage) {
+        let bytes = bytes_of(message);
+        let message = NetlinkMessage::<NetfilterMessage>::deserialize(&bytes).unwrap();
+        assert_eq!(message.header.length as usize, bytes.len());
+        match message.payload {
+            NetlinkPayload::InnerMessage(inner) => (message.header.flags, inner),
+            other => panic!("not a netfilter message: {other:?}"),
+        }
+    }
+
+    /// The names of a rule's expressions, in order, and the data of its
+    /// comparisons.
+    fn expressions(rule: &RuleMessage) -> (Vec<String>, Vec<Vec<u8>>) {
+        let (mut names, mut compared) = (Vec::new(), Vec::new());
+        let elements = rule
+            .attributes
+            .iter()
+            .filter_map(|a| match a {
+                RuleAttribute::Expressions(list) => Some(list),
+                _ => None,
+            })
+            .flatten();
+        for element in elements {
+            let ListAttribute::Element(attributes) = element else {
+                panic!("not an expression: {element:?}");
+            };
+            for attribute in attributes {
+                match attribute {
+                    ExpressionAttribute::Name(name) => names.push(name.clone()),
+                    ExpressionAttribute::Data(Expressions::Cmp(cmp)) => {
+                        compared.extend(cmp.iter().filter_map(|c| match c {
+                            Cmp::Data(DataAttribute::Value(v)) => Some(v.clone()),
+                            _ => None,
+                        }));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        (names, compared)
+    }
+
+    #[test]
+    fn the_masquerade_batch_is_read_back_as_one_transaction() {
+        let subnet: Ipv4Subnet = "10.200.0.0/16".parse().unwrap();
+        let batch: Vec<_> = masquerade_batch(subnet, "uplink")
+            .into_iter()
+            .map(parsed)
+            .collect();
+        assert_eq!(batch.len(), 5);
+        let kinds: Vec<_> = batch.iter().map(|(_, m)| &m.inner).collect();
+        assert_eq!(kinds[0], &ControlMessage::BatchBegin.into());
+        assert_eq!(kinds[4], &ControlMessage::BatchEnd.into());
+        assert_eq!(batch[0].1.header.res_id, NFNL_SUBSYS_NFTABLES);
+        // Only the changes ask for an ack; the delimiters carry none.
+        let flags: Vec<u16> = batch.iter().map(|(f, _)| *f).collect();
+        let change = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK;
+        assert_eq!(
+            flags,
+            [
+                NLM_F_REQUEST,
+                change,
+                change,
+                change | NLM_F_APPEND,
+                NLM_F_REQUEST
+            ]
+        );
+        let NetfilterMessageInner::NfTables(NfTablesMessage::NewChain(chain)) = kinds[2] else {
+            panic!("not a chain: {:?}", kinds[2]);
+        };
+        assert!(chain.attributes.contains(&ChainAttribute::Hook(vec![
+            Hook::Number(HookNumber::Inet(InetHookNumber::PostRouting)),
+            Hook::Priority(NF_IP_PRI_NAT_SRC),
+        ])));
+        assert!(
+            chain
+                .attributes
+                .contains(&ChainAttribute::Type("nat".into()))
+        );
+        let NetfilterMessageInner::NfTables(NfTablesMessage::NewRule(rule)) = kinds[3] else {
+            panic!("not a rule: {:?}", kinds[3]);
+        };
+        let (names, compared) = expressions(rule);
+        assert_eq!(
+            names,
+            [
+                "payload", "bitwise", "cmp", "meta", "cmp", "counter", "masq"
+            ]
+        );
+        let mut ifname = b"uplink".to_vec();
+        ifname.resize(libc::IFNAMSIZ, 0);
+        assert_eq!(compared, [vec![10, 200, 0, 0], ifname]);
+    }
+
+    #[test]
+    fn a_rules_counter_is_read_back() {
+        let counter = Expressions::Other {
+            expression_type: EXPR_COUNTER.to_owned(),
+            attributes: vec![
+                DefaultNla::new(NFTA_COUNTER_BYTES, 840u64.to_be_bytes().to_vec()),
+                DefaultNla::new(NFTA_COUNTER_PACKETS, 10u64.to_be_bytes().to_vec()),
+            ],
+        };
+        let rule = NfTablesMessage::NewRule(RuleMessage {
+            attributes: vec![
+                RuleAttribute::Table(TABLE.to_owned()),
+                RuleAttribute::Expressions(vec![bare(EXPR_MASQ).into(), counter.into()]),
+            ],
+        });
+        let (_, rule) = parsed(nft(rule, 0));
+        assert_eq!(counters(&rule), [(10, 840)]);
+    }
+}
