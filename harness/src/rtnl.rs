@@ -8,7 +8,7 @@ use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, Netli
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
     BridgePortState, InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVeth,
-    LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State,
+    LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage, State,
 };
 use netlink_packet_route::neighbour::NeighbourMessage;
 use netlink_packet_route::route::RouteMessage;
@@ -302,12 +302,18 @@ impl Rtnl {
             .collect())
     }
 
-    /// Link `name` (`ip -d link show <name>`).
+    /// Link `name` without its counters (`ip -d link show <name>`): the
+    /// kernel skips writing them and we skip parsing them, on a path each
+    /// container takes several times while its port comes up.
     fn link(&mut self, name: &str) -> Result<LinkMessage> {
         let operation = || format!("look up link {name}");
+        let mut query = named(name);
+        query
+            .attributes
+            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
         let replies = self.request(
             operation,
-            request(RouteNetlinkMessage::GetLink(named(name)), NLM_F_ACK),
+            request(RouteNetlinkMessage::GetLink(query), NLM_F_ACK),
         )?;
         replies
             .into_iter()
