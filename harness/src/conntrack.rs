@@ -9,44 +9,31 @@
 //! ([`Observations::find`](crate::capture::Observations::find)).
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::BorrowedFd;
 
+use netlink_packet_core::{DefaultNla, NLA_TYPE_MASK, NLM_F_DUMP, Nla, parse_u8, parse_u16_be};
+use netlink_packet_netfilter::conntrack::{
+    ConntrackAttribute, ConntrackMessage, IPTuple, ProtoTuple, Protocol, Status,
+    Tuple as TupleAttribute,
+};
+use netlink_packet_netfilter::{
+    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
+};
+
 use crate::error::{Error, Result};
-use crate::netlink::{F_DUMP, F_REQUEST, Message, Refusal, Socket, attributes};
+use crate::netlink::{Refusal, Socket, request};
 use crate::netns;
 use crate::probe::{Flow, Mark};
 
-/// `NFNL_SUBSYS_CTNETLINK`
-const NFNL_SUBSYS_CTNETLINK: u16 = 1;
-/// `IPCTNL_MSG_CT_GET`
-const IPCTNL_MSG_CT_GET: u16 = 1;
 /// `NFNETLINK_V0`
 const NFNETLINK_V0: u8 = 0;
 
-/// `enum ctattr_type`
-const CTA_TUPLE_ORIG: u16 = 1;
-const CTA_TUPLE_REPLY: u16 = 2;
-const CTA_STATUS: u16 = 3;
-/// `enum ctattr_tuple`
-const CTA_TUPLE_IP: u16 = 1;
-const CTA_TUPLE_PROTO: u16 = 2;
-/// `enum ctattr_ip`
-const CTA_IP_V4_SRC: u16 = 1;
-const CTA_IP_V4_DST: u16 = 2;
-/// `enum ctattr_l4proto`
-const CTA_PROTO_NUM: u16 = 1;
-const CTA_PROTO_SRC_PORT: u16 = 2;
-const CTA_PROTO_DST_PORT: u16 = 3;
+/// The ICMP attributes of `enum ctattr_l4proto`, which
+/// `netlink-packet-netfilter` leaves untyped.
 const CTA_PROTO_ICMP_ID: u16 = 4;
 const CTA_PROTO_ICMP_TYPE: u16 = 5;
 const CTA_PROTO_ICMP_CODE: u16 = 6;
-
-/// `IPS_SRC_NAT` of `enum ip_conntrack_status`: the entry's source is
-/// translated.
-const IPS_SRC_NAT: u32 = 1 << 4;
-
-const IPPROTO_ICMP: u8 = 1;
 
 /// The ports of a [`Tuple`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -122,7 +109,7 @@ impl Entry {
 
     /// Whether the NAT rewrites the entry's source (`IPS_SRC_NAT`).
     pub fn is_source_nat(&self) -> bool {
-        self.status & IPS_SRC_NAT != 0
+        Status::from_bits_retain(self.status).contains(Status::SrcNat)
     }
 
     /// Whether the entry is the one `flow` made: its original tuple is the
@@ -190,13 +177,7 @@ impl Table {
             })
         })?;
         let replies = socket
-            .dump(|| {
-                Message::new(
-                    (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET,
-                    F_REQUEST | F_DUMP,
-                    &nfgenmsg(libc::AF_INET as u8),
-                )
-            })
+            .dump(dump_request())
             .map_err(|Refusal { error, message }| Error::Netlink {
                 operation: operation.to_owned(),
                 namespace: "lab",
@@ -204,7 +185,7 @@ impl Table {
                 kernel_message: message,
             })?;
         Ok(Table {
-            entries: replies.iter().filter_map(|r| entry(r)).collect(),
+            entries: replies.iter().filter_map(entry).collect(),
         })
     }
 
@@ -257,20 +238,27 @@ impl fmt::Display for Table {
     }
 }
 
-/// `struct nfgenmsg` for `family`.
-fn nfgenmsg(family: u8) -> [u8; 4] {
-    [family, NFNETLINK_V0, 0, 0]
+/// `conntrack -L -f ipv4`: the `IPCTNL_MSG_CT_GET` dump request.
+fn dump_request() -> netlink_packet_core::NetlinkMessage<NetfilterMessage> {
+    let header = NetfilterHeader::new(NetfilterProtoFamily::IPv4, NFNETLINK_V0, 0);
+    request(
+        NetfilterMessage::new(header, ConntrackMessage::Get(Vec::new())),
+        NLM_F_DUMP,
+    )
 }
 
-/// An entry from the payload of an `IPCTNL_MSG_CT_NEW` reply (`nfgenmsg`,
-/// then attributes); `None` for anything but IPv4.
-fn entry(payload: &[u8]) -> Option<Entry> {
+/// An entry from an `IPCTNL_MSG_CT_NEW` reply; `None` for anything but
+/// IPv4.
+fn entry(reply: &NetfilterMessage) -> Option<Entry> {
+    let NetfilterMessageInner::Conntrack(ConntrackMessage::New(attributes)) = &reply.inner else {
+        return None;
+    };
     let (mut original, mut reply, mut status) = (None, None, 0);
-    for (kind, value) in attributes(payload.get(4..)?) {
-        match kind {
-            CTA_TUPLE_ORIG => original = tuple(value),
-            CTA_TUPLE_REPLY => reply = tuple(value),
-            CTA_STATUS => status = be32(value).unwrap_or(0),
+    for attribute in attributes {
+        match attribute {
+            ConntrackAttribute::CtaTupleOrig(t) => original = tuple(t),
+            ConntrackAttribute::CtaTupleReply(t) => reply = tuple(t),
+            ConntrackAttribute::CtaStatus(s) => status = s.bits(),
             _ => {}
         }
     }
@@ -281,40 +269,44 @@ fn entry(payload: &[u8]) -> Option<Entry> {
     })
 }
 
-fn be32(value: &[u8]) -> Option<u32> {
-    Some(u32::from_be_bytes(value.try_into().ok()?))
-}
-
-fn be16(value: &[u8]) -> Option<u16> {
-    Some(u16::from_be_bytes(value.try_into().ok()?))
+/// The value of an attribute `netlink-packet-netfilter` leaves untyped.
+fn value_of(attribute: &DefaultNla) -> Vec<u8> {
+    let mut value = vec![0; attribute.value_len()];
+    attribute.emit_value(&mut value);
+    value
 }
 
 /// A tuple from the attributes of a `CTA_TUPLE_*` nest.
-fn tuple(nest: &[u8]) -> Option<Tuple> {
+fn tuple(nest: &[TupleAttribute]) -> Option<Tuple> {
     let (mut src, mut dst, mut protocol) = (None, None, None);
     let (mut sport, mut dport) = (None, None);
     let (mut id, mut kind, mut code) = (None, None, None);
-    for (attr, value) in attributes(nest) {
-        match attr {
-            CTA_TUPLE_IP => {
-                for (attr, value) in attributes(value) {
-                    let addr = be32(value).map(Ipv4Addr::from);
-                    match attr {
-                        CTA_IP_V4_SRC => src = addr,
-                        CTA_IP_V4_DST => dst = addr,
+    for attribute in nest {
+        match attribute {
+            TupleAttribute::Ip(ip) => {
+                for attribute in ip {
+                    match attribute {
+                        IPTuple::SourceAddress(IpAddr::V4(addr)) => src = Some(*addr),
+                        IPTuple::DestinationAddress(IpAddr::V4(addr)) => dst = Some(*addr),
                         _ => {}
                     }
                 }
             }
-            CTA_TUPLE_PROTO => {
-                for (attr, value) in attributes(value) {
-                    match attr {
-                        CTA_PROTO_NUM => protocol = value.first().copied(),
-                        CTA_PROTO_SRC_PORT => sport = be16(value),
-                        CTA_PROTO_DST_PORT => dport = be16(value),
-                        CTA_PROTO_ICMP_ID => id = be16(value),
-                        CTA_PROTO_ICMP_TYPE => kind = value.first().copied(),
-                        CTA_PROTO_ICMP_CODE => code = value.first().copied(),
+            TupleAttribute::Proto(proto) => {
+                for attribute in proto {
+                    match attribute {
+                        ProtoTuple::Protocol(p) => protocol = Some(u8::from(*p)),
+                        ProtoTuple::SourcePort(port) => sport = Some(*port),
+                        ProtoTuple::DestinationPort(port) => dport = Some(*port),
+                        ProtoTuple::Other(nla) => {
+                            let value = value_of(nla);
+                            match nla.kind() & NLA_TYPE_MASK {
+                                CTA_PROTO_ICMP_ID => id = parse_u16_be(&value).ok(),
+                                CTA_PROTO_ICMP_TYPE => kind = parse_u8(&value).ok(),
+                                CTA_PROTO_ICMP_CODE => code = parse_u8(&value).ok(),
+                                _ => {}
+                            }
+                        }
                         _ => {}
                     }
                 }
@@ -323,8 +315,8 @@ fn tuple(nest: &[u8]) -> Option<Tuple> {
         }
     }
     let protocol = protocol?;
-    let ports = match (protocol, sport, dport, id) {
-        (IPPROTO_ICMP, _, _, Some(id)) => Ports::Icmp {
+    let ports = match (Protocol::from(protocol), sport, dport, id) {
+        (Protocol::Icmp, _, _, Some(id)) => Ports::Icmp {
             id,
             kind: kind.unwrap_or(0),
             code: code.unwrap_or(0),
@@ -345,26 +337,98 @@ mod tests {
     use super::*;
 
     /// A tuple nest as the kernel writes it (`ctnetlink_dump_tuples`).
-    fn tuple_nest(m: Message, kind: u16, t: &Tuple) -> Message {
-        let m = m
-            .begin(kind)
-            .begin(CTA_TUPLE_IP)
-            .attr(CTA_IP_V4_SRC, &t.src.octets())
-            .attr(CTA_IP_V4_DST, &t.dst.octets())
-            .end()
-            .begin(CTA_TUPLE_PROTO)
-            .attr(CTA_PROTO_NUM, &[t.protocol]);
-        let m = match t.ports {
-            Ports::Ports { src, dst } => m
-                .attr(CTA_PROTO_SRC_PORT, &src.to_be_bytes())
-                .attr(CTA_PROTO_DST_PORT, &dst.to_be_bytes()),
-            Ports::Icmp { id, kind, code } => m
-                .attr(CTA_PROTO_ICMP_ID, &id.to_be_bytes())
-                .attr(CTA_PROTO_ICMP_TYPE, &[kind])
-                .attr(CTA_PROTO_ICMP_CODE, &[code]),
-            Ports::None => m,
+    fn tuple_nest(t: &Tuple) -> Vec<TupleAttribute> {
+        let mut proto = vec![ProtoTuple::Protocol(Protocol::from(t.protocol))];
+        match t.ports {
+            Ports::Ports { src, dst } => {
+                proto.push(ProtoTuple::SourcePort(src));
+                proto.push(ProtoTuple::DestinationPort(dst));
+            }
+            Ports::Icmp { id, kind, code } => {
+                proto.push(ProtoTuple::Other(DefaultNla::new(
+                    CTA_PROTO_ICMP_ID,
+                    id.to_be_bytes().to_vec(),
+                )));
+                proto.push(ProtoTuple::Other(DefaultNla::new(
+                    CTA_PROTO_ICMP_TYPE,
+                    vec![kind],
+                )));
+                proto.push(ProtoTuple::Other(DefaultNla::new(
+                    CTA_PROTO_ICMP_CODE,
+                    vec![code],
+                )));
+            }
+            Ports::None => {}
+        }
+        vec![
+            TupleAttribute::Ip(vec![
+                IPTuple::SourceAddress(IpAddr::V4(t.src)),
+                IPTuple::DestinationAddress(IpAddr::V4(t.dst)),
+            ]),
+            TupleAttribute::Proto(proto),
+        ]
+    }
+
+    /// The reply the kernel sends for an entry, serialized and parsed back.
+    fn reply_of(original: &Tuple, reply: &Tuple, status: Status) -> NetfilterMessage {
+        let header = NetfilterHeader::new(NetfilterProtoFamily::IPv4, NFNETLINK_V0, 0);
+        let message = NetfilterMessage::new(
+            header,
+            ConntrackMessage::New(vec![
+                ConntrackAttribute::CtaTupleOrig(tuple_nest(original)),
+                ConntrackAttribute::CtaTupleReply(tuple_nest(reply)),
+                ConntrackAttribute::CtaStatus(status),
+            ]),
+        );
+        let bytes = crate::netlink::bytes_of(request(message, 0));
+        match netlink_packet_core::NetlinkMessage::<NetfilterMessage>::deserialize(&bytes)
+            .unwrap()
+            .payload
+        {
+            netlink_packet_core::NetlinkPayload::InnerMessage(m) => m,
+            other => panic!("not a netfilter message: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_dump_request_asks_for_ipv4_entries() {
+        let bytes = crate::netlink::bytes_of(dump_request());
+        let message =
+            netlink_packet_core::NetlinkMessage::<NetfilterMessage>::deserialize(&bytes).unwrap();
+        assert_eq!(message.header.flags & NLM_F_DUMP, NLM_F_DUMP);
+        let netlink_packet_core::NetlinkPayload::InnerMessage(get) = message.payload else {
+            panic!("not a netfilter message");
         };
-        m.end().end()
+        assert_eq!(get.header.family, NetfilterProtoFamily::IPv4);
+        assert_eq!(get.inner, ConntrackMessage::Get(Vec::new()).into());
+    }
+
+    #[test]
+    fn an_icmp_entry_is_read_back_with_its_identifier() {
+        let original = Tuple {
+            protocol: 1,
+            src: Ipv4Addr::new(10, 200, 0, 2),
+            dst: Ipv4Addr::new(198, 18, 0, 2),
+            ports: Ports::Icmp {
+                id: 4242,
+                kind: 8,
+                code: 0,
+            },
+        };
+        let reply = Tuple {
+            src: original.dst,
+            dst: Ipv4Addr::new(198, 18, 0, 1),
+            ports: Ports::Icmp {
+                id: 4242,
+                kind: 0,
+                code: 0,
+            },
+            ..original
+        };
+        let entry = entry(&reply_of(&original, &reply, Status::Confirmed)).expect("an entry");
+        assert_eq!((entry.original, entry.reply), (original, reply));
+        assert!(!entry.is_source_nat());
+        assert_eq!(entry.translated_source(), (reply.dst, 4242));
     }
 
     #[test]
@@ -387,11 +451,8 @@ mod tests {
                 dst: 40001,
             },
         };
-        let m = Message::new(0, 0, &nfgenmsg(2));
-        let m = tuple_nest(m, CTA_TUPLE_ORIG, &original);
-        let m = tuple_nest(m, CTA_TUPLE_REPLY, &reply).attr(CTA_STATUS, &0x1beu32.to_be_bytes());
-        let bytes = m.into_payload();
-        let entry = entry(&bytes).expect("an entry");
+        let status = Status::from_bits_retain(0x1be);
+        let entry = entry(&reply_of(&original, &reply, status)).expect("an entry");
         assert_eq!((entry.original, entry.reply), (original, reply));
         assert!(entry.is_source_nat());
         assert_eq!(

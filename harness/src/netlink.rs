@@ -1,31 +1,42 @@
-//! A small synchronous netlink client: messages are built attribute by
-//! attribute and each request is one `write` and a read of its
-//! acknowledgement. Used for rtnetlink (links, addresses), nf_tables and
-//! conntrack.
+//! A small synchronous netlink client over a `netlink-sys` socket: each
+//! request is a batch of typed `netlink-packet-core` messages (of
+//! `netlink-packet-route` or `netlink-packet-netfilter`) sent in one
+//! `send`, then a read of its acknowledgement or the end of its dump.
+//! Used for rtnetlink (`rtnl`), nf_tables (`nftables`) and conntrack
+//! (`conntrack`).
 //!
 //! No read waits forever: a request's replies must all arrive within
 //! [`REPLY_TIMEOUT`] (a signal does not restart the wait), and a reply
 //! longer than the receive buffer is an error at once, never a wait for
 //! the rest of a message that was cut.
 //!
+//! `netlink-packet-core` parses an error's code but not its extended ack:
+//! the kernel's message is read from the bytes it leaves
+//! ([`ErrorMessage::header`], [`DoneMessage::extended_ack`]) by
+//! [`error_text`] and [`done_text`].
+//!
 //! A socket belongs to the network namespace of the thread that opened it,
 //! whichever thread uses it later; see [`crate::netns`].
 
-use std::fs::File;
-use std::io::{self, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::fmt::Display;
+use std::io;
 use std::time::{Duration, Instant};
 
-use crate::sys;
+use netlink_packet_core::{
+    DoneMessage, ErrorMessage, NLA_TYPE_MASK, NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_DUMP,
+    NLM_F_DUMP_INTR, NLM_F_REQUEST, NLMSG_ALIGNTO, NetlinkBuffer, NetlinkDeserializable,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable, NlasIterator, parse_string,
+};
+use rustix::event::{PollFd, PollFlags, Timespec};
 
+/// `NLMSG_HDRLEN`: the length of `struct nlmsghdr`, all that an ack echoes
+/// of a request on a socket with `NETLINK_CAP_ACK`.
 const NLMSG_HDRLEN: usize = 16;
-const NLA_HDRLEN: usize = 4;
-const NLA_F_NESTED: u16 = 1 << 15;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_DUMP_INTR: u16 = 0x10;
-const NLM_F_ACK_TLVS: u16 = 0x200;
+/// `NLMSGERR_ATTR_MSG` of `enum nlmsgerr_attrs`: the extended ack's text.
 const NLMSGERR_ATTR_MSG: u16 = 1;
+/// How often a dump is tried again when the kernel says a change
+/// interrupted it (`NLM_F_DUMP_INTR`).
+const DUMP_ATTEMPTS: u32 = 5;
 
 /// How long a request's replies may take, all of them: the kernel answers
 /// in microseconds, so this only ends a wait that would never end.
@@ -35,111 +46,15 @@ pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// socket that did not ask for more (`NLMSG_GOODSIZE`, 32 KiB at most).
 const RECV_BUFFER: usize = 64 * 1024;
 
-/// `NLM_F_REQUEST`
-pub(crate) const F_REQUEST: u16 = 1;
-/// `NLM_F_ACK`
-pub(crate) const F_ACK: u16 = 4;
-/// `NLM_F_EXCL`
-pub(crate) const F_EXCL: u16 = 0x200;
-/// `NLM_F_CREATE`
-pub(crate) const F_CREATE: u16 = 0x400;
-/// `NLM_F_APPEND`
-pub(crate) const F_APPEND: u16 = 0x800;
-/// `NLM_F_DUMP`
-pub(crate) const F_DUMP: u16 = 0x300;
-
-fn align(len: usize) -> usize {
-    (len + 3) & !3
-}
-
-/// One netlink message under construction.
-pub(crate) struct Message {
-    buf: Vec<u8>,
-    nests: Vec<usize>,
-}
-
-impl Message {
-    /// A message of `kind` with `flags`, followed by the fixed header
-    /// `header` of its family (e.g. `ifinfomsg`).
-    pub(crate) fn new(kind: u16, flags: u16, header: &[u8]) -> Self {
-        let mut buf = vec![0; NLMSG_HDRLEN];
-        buf[4..6].copy_from_slice(&kind.to_ne_bytes());
-        buf[6..8].copy_from_slice(&flags.to_ne_bytes());
-        buf.extend_from_slice(header);
-        buf.resize(align(buf.len()), 0);
-        Self {
-            buf,
-            nests: Vec::new(),
-        }
-    }
-
-    /// Appends an attribute with a raw payload.
-    pub(crate) fn attr(mut self, kind: u16, payload: &[u8]) -> Self {
-        let len = u16::try_from(NLA_HDRLEN + payload.len()).unwrap_or(u16::MAX);
-        self.buf.extend_from_slice(&len.to_ne_bytes());
-        self.buf.extend_from_slice(&kind.to_ne_bytes());
-        self.buf.extend_from_slice(payload);
-        self.buf.resize(align(self.buf.len()), 0);
-        self
-    }
-
-    /// Appends a NUL-terminated string attribute.
-    pub(crate) fn attr_str(self, kind: u16, value: &str) -> Self {
-        let mut bytes = value.as_bytes().to_vec();
-        bytes.push(0);
-        self.attr(kind, &bytes)
-    }
-
-    /// Appends a host-order `u32` attribute (rtnetlink's convention).
-    pub(crate) fn attr_u32(self, kind: u16, value: u32) -> Self {
-        self.attr(kind, &value.to_ne_bytes())
-    }
-
-    /// Appends a network-order `u32` attribute (nf_tables' convention).
-    pub(crate) fn attr_be32(self, kind: u16, value: u32) -> Self {
-        self.attr(kind, &value.to_be_bytes())
-    }
-
-    /// Opens a nested attribute; close it with [`Message::end`].
-    pub(crate) fn begin(mut self, kind: u16) -> Self {
-        self.nests.push(self.buf.len());
-        self.attr(kind | NLA_F_NESTED, &[])
-    }
-
-    /// Appends raw bytes inside the open nest (a nested fixed header).
-    pub(crate) fn raw(mut self, bytes: &[u8]) -> Self {
-        self.buf.extend_from_slice(bytes);
-        self.buf.resize(align(self.buf.len()), 0);
-        self
-    }
-
-    /// Closes the innermost nested attribute.
-    pub(crate) fn end(mut self) -> Self {
-        if let Some(start) = self.nests.pop() {
-            let len = u16::try_from(self.buf.len() - start).unwrap_or(u16::MAX);
-            self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
-        }
-        self
-    }
-
-    /// The message's bytes after its netlink header, as a reply's payload
-    /// reaches a parser.
-    #[cfg(test)]
-    pub(crate) fn into_payload(self) -> Vec<u8> {
-        self.finish(0).split_off(NLMSG_HDRLEN)
-    }
-
-    fn flags(&self) -> u16 {
-        u16::from_ne_bytes([self.buf[6], self.buf[7]])
-    }
-
-    fn finish(mut self, seq: u32) -> Vec<u8> {
-        debug_assert!(self.nests.is_empty(), "unclosed netlink nest");
-        let len = u32::try_from(self.buf.len()).unwrap_or(u32::MAX);
-        self.buf[0..4].copy_from_slice(&len.to_ne_bytes());
-        self.buf[8..12].copy_from_slice(&seq.to_ne_bytes());
-        self.buf
-    }
+/// A request: `payload` with `NLM_F_REQUEST` and `flags` (the length, type
+/// and sequence number are set when it is sent).
+pub(crate) fn request<I>(payload: I, flags: u16) -> NetlinkMessage<I>
+where
+    I: NetlinkSerializable,
+{
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | flags;
+    NetlinkMessage::new(header, NetlinkPayload::InnerMessage(payload))
 }
 
 /// The kernel's refusal of a request: the errno and, when it sent one, its
@@ -161,23 +76,37 @@ impl From<io::Error> for Refusal {
 
 /// A netlink socket of one protocol in one namespace.
 pub(crate) struct Socket {
-    file: File,
+    socket: netlink_sys::Socket,
     seq: u32,
+    /// Replies are received here.
     buf: Vec<u8>,
+    /// Requests are serialized here: kept, so that sending allocates
+    /// nothing after the first request.
+    out: Vec<u8>,
     timeout: Duration,
 }
 
 impl Socket {
-    /// Opens a socket of `protocol` in the calling thread's namespace.
+    /// Opens a socket of `protocol` (`NETLINK_ROUTE`, `NETLINK_NETFILTER`)
+    /// in the calling thread's namespace, with extended acks (errors carry
+    /// the kernel's message) that echo only the request's header.
+    ///
+    /// # References
+    /// `netlink(7)`: `NETLINK_EXT_ACK`, `NETLINK_CAP_ACK`
     pub(crate) fn open(protocol: libc::c_int) -> io::Result<Self> {
-        Ok(Self::from_fd(sys::netlink_socket(protocol)?))
+        let socket = netlink_sys::Socket::new(protocol as isize)?;
+        // Kernels without them still work, with plainer errors.
+        let _ = socket.set_ext_ack(true);
+        let _ = socket.set_cap_ack(true);
+        Ok(Self::from_socket(socket))
     }
 
-    fn from_fd(fd: OwnedFd) -> Self {
+    fn from_socket(socket: netlink_sys::Socket) -> Self {
         Self {
-            file: File::from(fd),
+            socket,
             seq: 0,
             buf: vec![0; RECV_BUFFER],
+            out: Vec::new(),
             timeout: REPLY_TIMEOUT,
         }
     }
@@ -196,7 +125,6 @@ impl Socket {
     /// # References
     /// `poll(2)`, `recv(2)`
     fn receive(&mut self, deadline: Instant) -> io::Result<usize> {
-        let fd = self.file.as_raw_fd();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -205,42 +133,34 @@ impl Socket {
                     format!("no reply from the kernel within {:?}", self.timeout),
                 ));
             }
-            let mut pfd = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
+            // Round up to a whole millisecond, so that a wait is never 0 ms
+            // (a busy loop) before the deadline.
+            let ms = left.as_micros().div_ceil(1000);
+            let wait = Timespec {
+                tv_sec: i64::try_from(ms / 1000).unwrap_or(i64::MAX),
+                tv_nsec: i64::try_from(ms % 1000).unwrap_or(0) * 1_000_000,
             };
-            // Round up, so that a wait is never 0 ms (a busy loop) before
-            // the deadline.
-            let ms =
-                libc::c_int::try_from(left.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX);
-            // SAFETY: `pfd` is one valid pollfd.
-            let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
-            if ready < 0 {
-                let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::Interrupted {
-                    continue; // with what is left of the time
-                }
-                return Err(err);
+            let mut fds = [PollFd::new(&self.socket, PollFlags::IN)];
+            match rustix::event::poll(&mut fds, Some(&wait)) {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue, // with what is left of the time
+                Err(e) => return Err(e.into()),
             }
-            if ready == 0 {
-                continue;
-            }
-            // SAFETY: `buf` is valid for writes of its length.
-            let n = unsafe {
-                libc::recv(
-                    fd,
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    libc::MSG_TRUNC | libc::MSG_DONTWAIT,
-                )
-            };
-            let Ok(n) = usize::try_from(n) else {
-                let err = io::Error::last_os_error();
-                match err.kind() {
-                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock => continue,
-                    _ => return Err(err),
+            let n = match self
+                .socket
+                .recv(&mut &mut self.buf[..], libc::MSG_TRUNC | libc::MSG_DONTWAIT)
+            {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                    ) =>
+                {
+                    continue;
                 }
+                Err(e) => return Err(e),
             };
             if n > self.buf.len() {
                 return Err(io::Error::new(
@@ -256,38 +176,57 @@ impl Socket {
     }
 
     /// Sends `messages` in one write and waits until the kernel answered the
-    /// last of them that carries `F_ACK` or `F_DUMP` (nf_tables batch
-    /// delimiters carry neither): an ack, or the end of a dump. Returns the
-    /// payloads of the replies that are not acks (answers to `GET`s).
-    pub(crate) fn transact(&mut self, messages: Vec<Message>) -> Result<Vec<Vec<u8>>, Refusal> {
+    /// last of them that carries `NLM_F_ACK` or `NLM_F_DUMP` (nf_tables
+    /// batch delimiters carry neither): an ack, or the end of a dump.
+    /// Returns the replies that are not acks (answers to `GET`s).
+    pub(crate) fn transact<I>(
+        &mut self,
+        messages: &mut [NetlinkMessage<I>],
+    ) -> Result<Vec<I>, Refusal>
+    where
+        I: NetlinkSerializable + NetlinkDeserializable,
+        I::Error: Display,
+    {
         self.exchange(messages).map(|(replies, _)| replies)
     }
 
-    /// Dumps what `request` (with `F_DUMP`) asks for, again if the kernel
-    /// says the dump was interrupted by a change.
-    pub(crate) fn dump(&mut self, request: impl Fn() -> Message) -> Result<Vec<Vec<u8>>, Refusal> {
+    /// Dumps what `request` (with `NLM_F_DUMP`) asks for, again if the
+    /// kernel says the dump was interrupted by a change.
+    pub(crate) fn dump<I>(&mut self, mut request: NetlinkMessage<I>) -> Result<Vec<I>, Refusal>
+    where
+        I: NetlinkSerializable + NetlinkDeserializable,
+        I::Error: Display,
+    {
         let mut attempts = 0;
         loop {
-            let (replies, interrupted) = self.exchange(vec![request()])?;
+            let (replies, interrupted) = self.exchange(std::slice::from_mut(&mut request))?;
             attempts += 1;
-            if !interrupted || attempts == 5 {
+            if !interrupted || attempts == DUMP_ATTEMPTS {
                 return Ok(replies);
             }
         }
     }
 
-    fn exchange(&mut self, messages: Vec<Message>) -> Result<(Vec<Vec<u8>>, bool), Refusal> {
+    fn exchange<I>(&mut self, messages: &mut [NetlinkMessage<I>]) -> Result<(Vec<I>, bool), Refusal>
+    where
+        I: NetlinkSerializable + NetlinkDeserializable,
+        I::Error: Display,
+    {
         let first = self.seq.wrapping_add(1);
-        let mut out = Vec::new();
         let mut last = first;
-        for message in messages {
+        self.out.clear();
+        for message in messages.iter_mut() {
             self.seq = self.seq.wrapping_add(1);
-            if message.flags() & (F_ACK | F_DUMP) != 0 {
+            message.header.sequence_number = self.seq;
+            message.finalize();
+            if message.header.flags & (NLM_F_ACK | NLM_F_DUMP) != 0 {
                 last = self.seq;
             }
-            out.extend(message.finish(self.seq));
+            let start = self.out.len();
+            self.out.resize(start + message.buffer_len(), 0);
+            message.serialize(&mut self.out[start..]);
         }
-        self.file.write_all(&out)?;
+        self.socket.send(&self.out, 0)?;
         let deadline = Instant::now() + self.timeout;
         let newest = self.seq;
         let in_request = |seq: u32| seq.wrapping_sub(first) <= newest.wrapping_sub(first);
@@ -295,145 +234,196 @@ impl Socket {
         let mut interrupted = false;
         loop {
             let n = self.receive(deadline)?;
-            let mut at = 0;
-            while at + NLMSG_HDRLEN <= n {
-                let field = |o: usize| {
-                    u32::from_ne_bytes(self.buf[at + o..at + o + 4].try_into().unwrap_or([0; 4]))
-                };
-                let len = field(0) as usize;
-                let kind = u16::from_ne_bytes([self.buf[at + 4], self.buf[at + 5]]);
-                let flags = u16::from_ne_bytes([self.buf[at + 6], self.buf[at + 7]]);
-                let seq = field(8);
-                if len < NLMSG_HDRLEN || at + len > n {
-                    break;
-                }
-                let body = &self.buf[at + NLMSG_HDRLEN..at + len];
-                at += align(len);
+            let mut datagram = &self.buf[..n];
+            while let Ok(packet) = NetlinkBuffer::new_checked(datagram) {
+                let len = packet.length() as usize;
+                let (seq, flags) = (packet.sequence_number(), packet.flags());
+                let bytes = &datagram[..len];
+                datagram = datagram
+                    .get(len.next_multiple_of(usize::from(NLMSG_ALIGNTO))..)
+                    .unwrap_or_default();
                 if !in_request(seq) {
                     continue; // a late answer to an earlier request
                 }
                 interrupted |= flags & NLM_F_DUMP_INTR != 0;
-                match kind {
-                    NLMSG_ERROR | NLMSG_DONE => {
-                        let errno = body
-                            .get(..4)
-                            .and_then(|b| b.try_into().ok())
-                            .map_or(0, i32::from_ne_bytes);
-                        if errno < 0 {
+                let message = NetlinkMessage::<I>::deserialize(bytes).map_err(|e| Refusal {
+                    error: io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("cannot parse the kernel's reply: {e}"),
+                    ),
+                    message: None,
+                })?;
+                match message.payload {
+                    NetlinkPayload::Error(error) => {
+                        if error.code.is_some() {
                             return Err(Refusal {
-                                error: io::Error::from_raw_os_error(-errno),
-                                message: ext_ack_message(body, flags),
+                                error: error.to_io(),
+                                message: error_text(&error, flags),
                             });
                         }
                         if seq == last {
                             return Ok((replies, interrupted));
                         }
                     }
-                    _ => replies.push(body.to_vec()),
+                    NetlinkPayload::Done(done) => {
+                        if done.code < 0 {
+                            return Err(Refusal {
+                                error: io::Error::from_raw_os_error(-done.code),
+                                message: done_text(&done, flags),
+                            });
+                        }
+                        if seq == last {
+                            return Ok((replies, interrupted));
+                        }
+                    }
+                    NetlinkPayload::InnerMessage(reply) => replies.push(reply),
+                    NetlinkPayload::Overrun(_) => {
+                        return Err(Refusal::from(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "the kernel reported an overrun of the socket's buffer",
+                        )));
+                    }
+                    _ => {} // NLMSG_NOOP
                 }
             }
         }
     }
 }
 
-/// The attributes in `buf` (after a message's fixed header), as (type
-/// without the nested and byte-order flags, payload).
-pub(crate) fn attributes(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    let mut at = 0;
-    std::iter::from_fn(move || {
-        let header = buf.get(at..at + NLA_HDRLEN)?;
-        let len = usize::from(u16::from_ne_bytes([header[0], header[1]]));
-        let kind = u16::from_ne_bytes([header[2], header[3]]) & 0x3fff;
-        let payload = buf.get(at + NLA_HDRLEN..at + len.max(NLA_HDRLEN))?;
-        at += align(len.max(NLA_HDRLEN));
-        Some((kind, payload))
-    })
-}
-
-/// The human-readable message of an extended ack, if the kernel sent one.
-fn ext_ack_message(body: &[u8], flags: u16) -> Option<String> {
+/// The text of an error's extended ack, if the kernel sent one: after the
+/// errno comes the request (only its header when `NLM_F_CAPPED`), then
+/// the ack's attributes.
+fn error_text(error: &ErrorMessage, flags: u16) -> Option<String> {
     if flags & NLM_F_ACK_TLVS == 0 {
         return None;
     }
-    // errno, then the request's header (capped: NETLINK_CAP_ACK), then TLVs.
-    let mut at = 4 + NLMSG_HDRLEN;
-    while at + NLA_HDRLEN <= body.len() {
-        let len = u16::from_ne_bytes([body[at], body[at + 1]]) as usize;
-        let kind = u16::from_ne_bytes([body[at + 2], body[at + 3]]);
-        if len < NLA_HDRLEN || at + len > body.len() {
-            break;
-        }
-        if kind == NLMSGERR_ATTR_MSG {
-            let text = &body[at + NLA_HDRLEN..at + len];
-            let text = text.split(|b| *b == 0).next().unwrap_or_default();
-            return Some(String::from_utf8_lossy(text).into_owned());
-        }
-        at += align(len);
+    let echoed = error.header.get(..NLMSG_HDRLEN)?;
+    let echoed = if flags & NLM_F_CAPPED != 0 {
+        NLMSG_HDRLEN
+    } else {
+        NetlinkBuffer::new(echoed).length() as usize
+    };
+    ack_text(
+        error
+            .header
+            .get(echoed.next_multiple_of(usize::from(NLMSG_ALIGNTO))..)?,
+    )
+}
+
+/// The text of a failed dump's extended ack: its attributes follow the
+/// errno at once.
+fn done_text(done: &DoneMessage, flags: u16) -> Option<String> {
+    if flags & NLM_F_ACK_TLVS == 0 {
+        return None;
     }
-    None
+    ack_text(&done.extended_ack)
+}
+
+/// `NLMSGERR_ATTR_MSG` among an ack's attributes.
+fn ack_text(attributes: &[u8]) -> Option<String> {
+    NlasIterator::new(attributes)
+        .map_while(Result::ok)
+        .find(|nla| nla.kind() & NLA_TYPE_MASK == NLMSGERR_ATTR_MSG)
+        .and_then(|nla| parse_string(nla.value()).ok())
+}
+
+/// The bytes `message` is sent as (with its length and type set), for the
+/// round-trip tests of the modules that build requests.
+#[cfg(test)]
+pub(crate) fn bytes_of<I: NetlinkSerializable>(mut message: NetlinkMessage<I>) -> Vec<u8> {
+    message.finalize();
+    let mut bytes = vec![0; message.buffer_len()];
+    message.serialize(&mut bytes);
+    bytes
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+    use std::os::unix::net::UnixDatagram;
+
+    use netlink_packet_core::{DefaultNla, Emitable, NLMSG_NOOP};
+    use netlink_packet_route::RouteNetlinkMessage;
+    use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+
     use super::*;
 
-    #[test]
-    fn nested_attributes_have_their_lengths_and_padding() {
-        let msg = Message::new(16, F_REQUEST, &[1, 2, 3])
-            .begin(1)
-            .attr_str(2, "ab")
-            .end()
-            .attr_u32(3, 7);
-        let bytes = msg.finish(9);
-        // header 16 + family header padded to 4 + nest (4 + 4 + "ab\0" padded to 4) + u32 attr 8
-        assert_eq!(bytes.len(), 16 + 4 + 4 + 8 + 8);
-        assert_eq!(u32::from_ne_bytes(bytes[0..4].try_into().unwrap()), 40);
-        assert_eq!(u32::from_ne_bytes(bytes[8..12].try_into().unwrap()), 9);
-        let nest_len = u16::from_ne_bytes([bytes[20], bytes[21]]);
-        let nest_kind = u16::from_ne_bytes([bytes[22], bytes[23]]);
-        assert_eq!((nest_len, nest_kind), (12, 1 | NLA_F_NESTED));
-        assert_eq!(&bytes[28..31], b"ab\0");
+    /// The attributes an ack carries after the request: a message and the
+    /// offset of the attribute it blames.
+    fn ack_attributes(text: &str) -> Vec<u8> {
+        let mut text = text.as_bytes().to_vec();
+        text.push(0);
+        let attributes = [
+            DefaultNla::new(NLMSGERR_ATTR_MSG, text),
+            DefaultNla::new(3, 20u32.to_ne_bytes().to_vec()), // NLMSGERR_ATTR_OFFS
+        ];
+        let mut bytes = vec![0; attributes.as_slice().buffer_len()];
+        attributes.as_slice().emit(&mut bytes);
+        bytes
     }
 
-    #[test]
-    fn attributes_are_read_back_with_their_payloads() {
-        let bytes = Message::new(16, F_REQUEST, &[])
-            .attr_str(3, "eth0")
-            .begin(18)
-            .attr_u32(1, 7)
-            .end()
-            .finish(1);
-        let attrs: Vec<(u16, Vec<u8>)> = attributes(&bytes[NLMSG_HDRLEN..])
-            .map(|(k, p)| (k, p.to_vec()))
-            .collect();
-        assert_eq!(attrs.len(), 2);
-        assert_eq!(attrs[0], (3, b"eth0\0".to_vec()));
-        assert_eq!(attrs[1].0, 18);
-        let inner: Vec<(u16, &[u8])> = attributes(&attrs[1].1).collect();
-        assert_eq!(inner, [(1, &7u32.to_ne_bytes()[..])]);
+    /// A link request as the kernel echoes it.
+    fn echoed_request() -> Vec<u8> {
+        let mut link = LinkMessage::default();
+        link.attributes.push(LinkAttribute::IfName("eth0".into()));
+        bytes_of(request(RouteNetlinkMessage::NewLink(link), NLM_F_ACK))
     }
 
     #[test]
     fn ext_ack_message_is_found_after_the_capped_request() {
-        let mut body = (-22i32).to_ne_bytes().to_vec();
-        body.extend([0; NLMSG_HDRLEN]);
-        body.extend(8u16.to_ne_bytes());
-        body.extend(NLMSGERR_ATTR_MSG.to_ne_bytes());
-        body.extend(b"bad\0");
-        assert_eq!(
-            ext_ack_message(&body, NLM_F_ACK_TLVS).as_deref(),
-            Some("bad")
-        );
-        assert_eq!(ext_ack_message(&body, 0), None);
+        let mut error = ErrorMessage::default();
+        error.code = std::num::NonZeroI32::new(-libc::EINVAL);
+        error.header = echoed_request()[..NLMSG_HDRLEN].to_vec();
+        error.header.extend(ack_attributes("bad"));
+        let flags = NLM_F_ACK_TLVS | NLM_F_CAPPED;
+        assert_eq!(error_text(&error, flags).as_deref(), Some("bad"));
+        assert_eq!(error_text(&error, NLM_F_CAPPED), None);
     }
 
-    /// `NLMSG_NOOP`: a request the kernel accepts and, without `F_ACK`,
-    /// never answers.
-    const NLMSG_NOOP: u16 = 1;
+    #[test]
+    fn ext_ack_message_is_found_after_a_whole_request() {
+        let mut error = ErrorMessage::default();
+        error.code = std::num::NonZeroI32::new(-libc::EINVAL);
+        error.header = echoed_request();
+        error.header.extend(ack_attributes("bad name"));
+        assert_eq!(
+            error_text(&error, NLM_F_ACK_TLVS).as_deref(),
+            Some("bad name")
+        );
+    }
+
+    #[test]
+    fn ext_ack_message_of_a_failed_dump_follows_the_errno() {
+        let mut done = DoneMessage::default();
+        done.code = -libc::EOPNOTSUPP;
+        done.extended_ack = ack_attributes("no dump here");
+        assert_eq!(
+            done_text(&done, NLM_F_ACK_TLVS).as_deref(),
+            Some("no dump here")
+        );
+        assert_eq!(done_text(&done, 0), None);
+    }
 
     fn elapsed_of<T>(f: impl FnOnce() -> T) -> (T, Duration) {
         let start = Instant::now();
         (f(), start.elapsed())
+    }
+
+    /// A request the kernel does not answer: `NLMSG_NOOP` without
+    /// `NLM_F_ACK`.
+    fn noop() -> NetlinkMessage<RouteNetlinkMessage> {
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST;
+        header.message_type = NLMSG_NOOP;
+        NetlinkMessage::new(header, NetlinkPayload::Noop)
+    }
+
+    /// A request for an ack, whatever the "kernel" makes of it.
+    fn acked() -> NetlinkMessage<RouteNetlinkMessage> {
+        request(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_ACK,
+        )
     }
 
     #[test]
@@ -441,9 +431,8 @@ mod tests {
         let mut socket = Socket::open(libc::NETLINK_ROUTE)
             .unwrap()
             .with_timeout(Duration::from_millis(200));
-        let (result, took) =
-            elapsed_of(|| socket.transact(vec![Message::new(NLMSG_NOOP, F_REQUEST, &[])]));
-        let refusal = result.expect_err("a reply came to a request without F_ACK");
+        let (result, took) = elapsed_of(|| socket.transact(&mut [noop()]));
+        let refusal = result.expect_err("a reply came to a request without NLM_F_ACK");
         assert_eq!(refusal.error.kind(), io::ErrorKind::TimedOut, "{refusal:?}");
         assert!(
             refusal
@@ -457,13 +446,25 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_kernels_refusal_carries_its_errno() {
+        let mut socket = Socket::open(libc::NETLINK_ROUTE).unwrap();
+        let mut link = LinkMessage::default();
+        link.attributes
+            .push(LinkAttribute::IfName("no-such-link0".into()));
+        let refusal = socket
+            .transact(&mut [request(RouteNetlinkMessage::GetLink(link), NLM_F_ACK)])
+            .expect_err("a link that does not exist was found");
+        assert_eq!(refusal.error.raw_os_error(), Some(libc::ENODEV));
+    }
+
     /// A socket whose "kernel" is the other end of a datagram socketpair.
-    fn seam(timeout: Duration) -> (Socket, std::os::unix::net::UnixDatagram) {
-        let (ours, kernel) = std::os::unix::net::UnixDatagram::pair().unwrap();
-        (
-            Socket::from_fd(OwnedFd::from(ours)).with_timeout(timeout),
-            kernel,
-        )
+    fn seam(timeout: Duration) -> (Socket, UnixDatagram) {
+        let (ours, kernel) = UnixDatagram::pair().unwrap();
+        // SAFETY: the descriptor is open and ours alone; the netlink socket
+        // takes it over.
+        let socket = unsafe { netlink_sys::Socket::from_raw_fd(OwnedFd::from(ours).into_raw_fd()) };
+        (Socket::from_socket(socket).with_timeout(timeout), kernel)
     }
 
     #[test]
@@ -472,17 +473,17 @@ mod tests {
         let answer = std::thread::spawn(move || {
             let mut request = [0u8; 256];
             let n = kernel.recv(&mut request).unwrap();
-            assert!(n >= NLMSG_HDRLEN);
+            let request = NetlinkBuffer::new_checked(&request[..n]).unwrap();
             // An ack: errno 0, then the request's header.
-            let mut ack = Message::new(NLMSG_ERROR, 0, &0i32.to_ne_bytes())
-                .raw(&request[..NLMSG_HDRLEN])
-                .finish(u32::from_ne_bytes(request[8..12].try_into().unwrap()));
-            ack.truncate(NLMSG_HDRLEN + 4 + NLMSG_HDRLEN);
-            kernel.send(&ack).unwrap();
+            let mut ack = ErrorMessage::default();
+            ack.header = request.into_inner()[..NLMSG_HDRLEN].to_vec();
+            let mut header = NetlinkHeader::default();
+            header.sequence_number = NetlinkBuffer::new(&ack.header).sequence_number();
+            let ack =
+                NetlinkMessage::<RouteNetlinkMessage>::new(header, NetlinkPayload::Error(ack));
+            kernel.send(&bytes_of(ack)).unwrap();
         });
-        let replies = socket
-            .transact(vec![Message::new(16, F_REQUEST | F_ACK, &[])])
-            .unwrap();
+        let replies = socket.transact(&mut [acked()]).unwrap();
         assert!(replies.is_empty());
         answer.join().unwrap();
     }
@@ -491,8 +492,7 @@ mod tests {
     fn a_truncated_reply_is_an_error_at_once() {
         let (mut socket, kernel) = seam(Duration::from_secs(5));
         kernel.send(&vec![0u8; RECV_BUFFER + 4096]).unwrap();
-        let (result, took) =
-            elapsed_of(|| socket.transact(vec![Message::new(16, F_REQUEST | F_ACK, &[])]));
+        let (result, took) = elapsed_of(|| socket.transact(&mut [acked()]));
         let refusal = result.expect_err("a truncated reply was accepted");
         assert_eq!(refusal.error.kind(), io::ErrorKind::InvalidData);
         let expected = format!("a reply of {} bytes was cut", RECV_BUFFER + 4096);
@@ -516,9 +516,7 @@ mod tests {
             );
         }
         let (mut socket, _kernel) = seam(Duration::from_millis(300));
-        let waiter = std::thread::spawn(move || {
-            elapsed_of(|| socket.transact(vec![Message::new(16, F_REQUEST | F_ACK, &[])]))
-        });
+        let waiter = std::thread::spawn(move || elapsed_of(|| socket.transact(&mut [acked()])));
         let thread = waiter.as_pthread_t();
         // A signal every 10 ms for 3 s: a wait that restarted its 300 ms
         // after each would last the whole 3 s.

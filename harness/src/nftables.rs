@@ -2,78 +2,150 @@
 //! expression list `nft --debug=netlink` shows for
 //! `ip saddr <subnet> oifname "<uplink>" counter masquerade`.
 
-use crate::error::{Error, Result};
-use crate::netlink::{
-    F_ACK, F_APPEND, F_CREATE, F_DUMP, F_REQUEST, Message, Refusal, Socket, attributes,
+use netlink_packet_core::DefaultNla;
+use netlink_packet_core::{
+    NLA_TYPE_MASK, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NetlinkMessage, Nla,
+    parse_u64_be,
 };
+use netlink_packet_netfilter::nftables::{
+    Bitwise, ChainAttribute, ChainMessage, Cmp, DataAttribute, ExpressionAttribute, Expressions,
+    Hook, HookNumber, InetHookNumber, ListAttribute, Meta, MetaKey, NfTablesMessage, Operator,
+    Payload, Register, RuleAttribute, RuleMessage, TableAttribute, TableMessage,
+};
+use netlink_packet_netfilter::none::ControlMessage;
+use netlink_packet_netfilter::{
+    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
+};
+
+use crate::error::{Error, Result};
+use crate::netlink::{Refusal, Socket, request};
 use crate::subnet::Ipv4Subnet;
 
+/// `NFNL_SUBSYS_NFTABLES`: the subsystem a batch of nf_tables messages is
+/// for (its resource id).
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
-const NFNL_MSG_BATCH_BEGIN: u16 = 16;
-const NFNL_MSG_BATCH_END: u16 = 17;
-const NFT_MSG_NEWTABLE: u16 = 0;
-const NFT_MSG_NEWCHAIN: u16 = 3;
-const NFT_MSG_NEWRULE: u16 = 6;
-const NFT_MSG_GETRULE: u16 = 7;
+/// `NFNETLINK_V0`
+const NFNETLINK_V0: u8 = 0;
 
-const NFTA_TABLE_NAME: u16 = 1;
-const NFTA_CHAIN_TABLE: u16 = 1;
-const NFTA_CHAIN_NAME: u16 = 3;
-const NFTA_CHAIN_HOOK: u16 = 4;
-const NFTA_CHAIN_POLICY: u16 = 5;
-const NFTA_CHAIN_TYPE: u16 = 7;
-const NFTA_HOOK_HOOKNUM: u16 = 1;
-const NFTA_HOOK_PRIORITY: u16 = 2;
-const NFTA_RULE_TABLE: u16 = 1;
-const NFTA_RULE_CHAIN: u16 = 2;
-const NFTA_RULE_EXPRESSIONS: u16 = 4;
-const NFTA_LIST_ELEM: u16 = 1;
-const NFTA_EXPR_NAME: u16 = 1;
-const NFTA_EXPR_DATA: u16 = 2;
-const NFTA_DATA_VALUE: u16 = 1;
+/// `NF_ACCEPT`: the chain's policy.
+const NF_ACCEPT: u32 = 1;
+/// `NF_IP_PRI_NAT_SRC`: the priority `srcnat`.
+const NF_IP_PRI_NAT_SRC: u32 = 100;
+/// `NFT_PAYLOAD_NETWORK_HEADER` of `enum nft_payload_bases`.
+const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
+/// Where `saddr` is in an IPv4 header, and its length.
+const IPV4_SADDR_OFFSET: u32 = 12;
+const IPV4_ADDR_LEN: u32 = 4;
+
+/// The expressions `netlink-packet-netfilter` has no type for: their names
+/// (`counter`, `masq`) and the counter's attributes (`enum
+/// nft_counter_attributes`).
+const EXPR_COUNTER: &str = "counter";
+const EXPR_MASQ: &str = "masq";
 const NFTA_COUNTER_BYTES: u16 = 1;
 const NFTA_COUNTER_PACKETS: u16 = 2;
-
-const NF_INET_POST_ROUTING: u32 = 4;
-const NF_ACCEPT: u32 = 1;
-const NF_IP_PRI_NAT_SRC: u32 = 100;
-const NFT_REG_1: u32 = 1;
-const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
-const NFT_CMP_EQ: u32 = 0;
-const NFT_META_OIFNAME: u32 = 7;
-const IPV4_SADDR_OFFSET: u32 = 12;
 
 /// The table that holds the lab's NAT, in the lab namespace.
 pub(crate) const TABLE: &str = "netns_harness";
 /// Its chain hooked at postrouting.
 pub(crate) const CHAIN: &str = "postrouting";
 
-/// `struct nfgenmsg` for `family` and resource id `res_id`.
-fn nfgenmsg(family: u8, res_id: u16) -> [u8; 4] {
-    let id = res_id.to_be_bytes();
-    [family, 0, id[0], id[1]]
+/// An nf_tables message of the `ip` family.
+fn nft(message: NfTablesMessage, flags: u16) -> NetlinkMessage<NetfilterMessage> {
+    let header = NetfilterHeader::new(NetfilterProtoFamily::IPv4, NFNETLINK_V0, 0);
+    request(NetfilterMessage::new(header, message), flags)
 }
 
-fn nft_message(kind: u16, flags: u16) -> Message {
-    Message::new(
-        (NFNL_SUBSYS_NFTABLES << 8) | kind,
-        flags,
-        &nfgenmsg(libc::NFPROTO_IPV4 as u8, 0),
-    )
+/// A batch delimiter (`NFNL_MSG_BATCH_BEGIN`, `NFNL_MSG_BATCH_END`):
+/// nf_tables changes are made in transactions.
+fn batch(message: ControlMessage) -> NetlinkMessage<NetfilterMessage> {
+    let header = NetfilterHeader::new(
+        NetfilterProtoFamily::Unspec,
+        NFNETLINK_V0,
+        NFNL_SUBSYS_NFTABLES,
+    );
+    request(NetfilterMessage::new(header, message), 0)
 }
 
-/// Appends one expression `name` whose data attributes `data` adds.
-fn expr(msg: Message, name: &str, data: impl FnOnce(Message) -> Message) -> Message {
-    let msg = msg
-        .begin(NFTA_LIST_ELEM)
-        .attr_str(NFTA_EXPR_NAME, name)
-        .begin(NFTA_EXPR_DATA);
-    data(msg).end().end()
+/// An expression `netlink-packet-netfilter` has no type for, without
+/// attributes.
+fn bare(name: &str) -> Expressions {
+    Expressions::Other {
+        expression_type: name.to_owned(),
+        attributes: Vec::new(),
+    }
 }
 
-/// A `NFTA_DATA_VALUE` nested in attribute `kind`.
-fn value(msg: Message, kind: u16, bytes: &[u8]) -> Message {
-    msg.begin(kind).attr(NFTA_DATA_VALUE, bytes).end()
+/// The messages of the transaction that installs
+/// `table ip netns_harness { chain postrouting { type nat hook postrouting priority srcnat; policy accept;
+///  ip saddr <subnet> oifname "<uplink>" counter masquerade } }`.
+fn masquerade_batch(subnet: Ipv4Subnet, uplink: &str) -> Vec<NetlinkMessage<NetfilterMessage>> {
+    let mut ifname = vec![0u8; libc::IFNAMSIZ];
+    for (dst, src) in ifname.iter_mut().zip(uplink.as_bytes()) {
+        *dst = *src;
+    }
+    let table = NfTablesMessage::NewTable(TableMessage {
+        attributes: vec![TableAttribute::Name(TABLE.to_owned())],
+    });
+    let chain = NfTablesMessage::NewChain(ChainMessage {
+        attributes: vec![
+            ChainAttribute::Table(TABLE.to_owned()),
+            ChainAttribute::Name(CHAIN.to_owned()),
+            ChainAttribute::Hook(vec![
+                Hook::Number(HookNumber::Inet(InetHookNumber::PostRouting)),
+                Hook::Priority(NF_IP_PRI_NAT_SRC),
+            ]),
+            ChainAttribute::Policy(NF_ACCEPT),
+            ChainAttribute::Type("nat".to_owned()),
+        ],
+    });
+    let expressions = [
+        // ip saddr & mask == network
+        Expressions::Payload(vec![
+            Payload::DestinationRegister(Register::Reg1),
+            Payload::Base(NFT_PAYLOAD_NETWORK_HEADER),
+            Payload::Offset(IPV4_SADDR_OFFSET),
+            Payload::Len(IPV4_ADDR_LEN),
+        ]),
+        Expressions::Bitwise(vec![
+            Bitwise::SourceRegister(Register::Reg1),
+            Bitwise::DestinationRegister(Register::Reg1),
+            Bitwise::Length(IPV4_ADDR_LEN),
+            Bitwise::Mask(DataAttribute::Value(subnet.netmask().octets().to_vec())),
+            Bitwise::Xor(DataAttribute::Value(vec![0; 4])),
+        ]),
+        Expressions::Cmp(vec![
+            Cmp::SourceRegister(Register::Reg1),
+            Cmp::Op(Operator::Equal),
+            Cmp::Data(DataAttribute::Value(subnet.network().octets().to_vec())),
+        ]),
+        // oifname == uplink
+        Expressions::Meta(vec![
+            Meta::DestinationRegister(Register::Reg1),
+            Meta::Key(MetaKey::Oifname),
+        ]),
+        Expressions::Cmp(vec![
+            Cmp::SourceRegister(Register::Reg1),
+            Cmp::Op(Operator::Equal),
+            Cmp::Data(DataAttribute::Value(ifname)),
+        ]),
+        bare(EXPR_COUNTER),
+        bare(EXPR_MASQ),
+    ];
+    let rule = NfTablesMessage::NewRule(RuleMessage {
+        attributes: vec![
+            RuleAttribute::Table(TABLE.to_owned()),
+            RuleAttribute::Chain(CHAIN.to_owned()),
+            RuleAttribute::Expressions(expressions.into_iter().map(ListAttribute::from).collect()),
+        ],
+    });
+    vec![
+        batch(ControlMessage::BatchBegin),
+        nft(table, NLM_F_CREATE | NLM_F_ACK),
+        nft(chain, NLM_F_CREATE | NLM_F_ACK),
+        nft(rule, NLM_F_CREATE | NLM_F_APPEND | NLM_F_ACK),
+        batch(ControlMessage::BatchEnd),
+    ]
 }
 
 /// Installs, in one transaction,
@@ -84,70 +156,8 @@ pub(crate) fn install_masquerade(
     subnet: Ipv4Subnet,
     uplink: &str,
 ) -> Result<()> {
-    let mut ifname = [0u8; libc::IFNAMSIZ];
-    for (dst, src) in ifname.iter_mut().zip(uplink.as_bytes()) {
-        *dst = *src;
-    }
-    let batch = |kind| {
-        Message::new(
-            kind,
-            F_REQUEST,
-            &nfgenmsg(libc::AF_UNSPEC as u8, NFNL_SUBSYS_NFTABLES),
-        )
-    };
-    let table = nft_message(NFT_MSG_NEWTABLE, F_REQUEST | F_CREATE | F_ACK)
-        .attr_str(NFTA_TABLE_NAME, TABLE);
-    let chain = nft_message(NFT_MSG_NEWCHAIN, F_REQUEST | F_CREATE | F_ACK)
-        .attr_str(NFTA_CHAIN_TABLE, TABLE)
-        .attr_str(NFTA_CHAIN_NAME, CHAIN)
-        .begin(NFTA_CHAIN_HOOK)
-        .attr_be32(NFTA_HOOK_HOOKNUM, NF_INET_POST_ROUTING)
-        .attr_be32(NFTA_HOOK_PRIORITY, NF_IP_PRI_NAT_SRC)
-        .end()
-        .attr_be32(NFTA_CHAIN_POLICY, NF_ACCEPT)
-        .attr_str(NFTA_CHAIN_TYPE, "nat");
-    let mut rule = nft_message(NFT_MSG_NEWRULE, F_REQUEST | F_CREATE | F_APPEND | F_ACK)
-        .attr_str(NFTA_RULE_TABLE, TABLE)
-        .attr_str(NFTA_RULE_CHAIN, CHAIN)
-        .begin(NFTA_RULE_EXPRESSIONS);
-    // ip saddr & mask == network
-    rule = expr(rule, "payload", |m| {
-        m.attr_be32(1, NFT_REG_1) // NFTA_PAYLOAD_DREG
-            .attr_be32(2, NFT_PAYLOAD_NETWORK_HEADER) // NFTA_PAYLOAD_BASE
-            .attr_be32(3, IPV4_SADDR_OFFSET) // NFTA_PAYLOAD_OFFSET
-            .attr_be32(4, 4) // NFTA_PAYLOAD_LEN
-    });
-    rule = expr(rule, "bitwise", |m| {
-        let m = m
-            .attr_be32(1, NFT_REG_1) // NFTA_BITWISE_SREG
-            .attr_be32(2, NFT_REG_1) // NFTA_BITWISE_DREG
-            .attr_be32(3, 4); // NFTA_BITWISE_LEN
-        let m = value(m, 4, &subnet.netmask().octets()); // NFTA_BITWISE_MASK
-        value(m, 5, &[0; 4]) // NFTA_BITWISE_XOR
-    });
-    rule = expr(rule, "cmp", |m| {
-        let m = m.attr_be32(1, NFT_REG_1).attr_be32(2, NFT_CMP_EQ); // SREG, OP
-        value(m, 3, &subnet.network().octets()) // NFTA_CMP_DATA
-    });
-    // oifname == uplink
-    rule = expr(rule, "meta", |m| {
-        m.attr_be32(1, NFT_REG_1).attr_be32(2, NFT_META_OIFNAME) // DREG, KEY
-    });
-    rule = expr(rule, "cmp", |m| {
-        let m = m.attr_be32(1, NFT_REG_1).attr_be32(2, NFT_CMP_EQ);
-        value(m, 3, &ifname)
-    });
-    rule = expr(rule, "counter", |m| m);
-    rule = expr(rule, "masq", |m| m);
-    let rule = rule.end();
     socket
-        .transact(vec![
-            batch(NFNL_MSG_BATCH_BEGIN),
-            table,
-            chain,
-            rule,
-            batch(NFNL_MSG_BATCH_END),
-        ])
+        .transact(&mut masquerade_batch(subnet, uplink))
         .map(drop)
         .map_err(|Refusal { error, message }| Error::Netlink {
             operation: format!(
@@ -162,38 +172,188 @@ pub(crate) fn install_masquerade(
 /// The packets and bytes the lab's masquerade rule has counted (`nft list
 /// chain ip netns_harness postrouting`).
 pub(crate) fn masquerade_counter(socket: &mut Socket) -> Result<(u64, u64)> {
+    let query = NfTablesMessage::GetRule(RuleMessage {
+        attributes: vec![
+            RuleAttribute::Table(TABLE.to_owned()),
+            RuleAttribute::Chain(CHAIN.to_owned()),
+        ],
+    });
     let rules = socket
-        .dump(|| {
-            nft_message(NFT_MSG_GETRULE, F_REQUEST | F_DUMP)
-                .attr_str(NFTA_RULE_TABLE, TABLE)
-                .attr_str(NFTA_RULE_CHAIN, CHAIN)
-        })
+        .dump(nft(query, NLM_F_DUMP))
         .map_err(|Refusal { error, message }| Error::Netlink {
             operation: format!("list the rules of table ip {TABLE}"),
             namespace: "lab",
             source: error,
             kernel_message: message,
         })?;
-    let be64 = |b: &[u8]| b.try_into().map_or(0, u64::from_be_bytes);
+    Ok(rules
+        .iter()
+        .flat_map(counters)
+        .fold((0, 0), |(p, b), (packets, bytes)| (p + packets, b + bytes)))
+}
+
+/// The (packets, bytes) of each counter expression of `rule`.
+fn counters(rule: &NetfilterMessage) -> Vec<(u64, u64)> {
+    let NetfilterMessageInner::NfTables(NfTablesMessage::NewRule(rule)) = &rule.inner else {
+        return Vec::new();
+    };
+    rule.attributes
+        .iter()
+        .filter_map(|a| match a {
+            RuleAttribute::Expressions(list) => Some(list),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|element| match element {
+            ListAttribute::Element(attributes) => Some(attributes),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|attribute| match attribute {
+            ExpressionAttribute::Data(Expressions::Other {
+                expression_type,
+                attributes,
+            }) if expression_type == EXPR_COUNTER => Some(counter(attributes)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The (packets, bytes) of a counter expression's attributes.
+fn counter(attributes: &[DefaultNla]) -> (u64, u64) {
     let mut counted = (0, 0);
-    // nfgenmsg, then the rule's attributes.
-    for rule in rules.iter().filter_map(|r| r.get(4..)) {
-        for (_, list) in attributes(rule).filter(|(k, _)| *k == NFTA_RULE_EXPRESSIONS) {
-            for (_, expr) in attributes(list) {
-                let is_counter = attributes(expr)
-                    .any(|(k, v)| k == NFTA_EXPR_NAME && v.starts_with(b"counter\0"));
-                let data = attributes(expr).find(|(k, _)| *k == NFTA_EXPR_DATA);
-                if let (true, Some((_, data))) = (is_counter, data) {
-                    for (kind, value) in attributes(data) {
-                        match kind {
-                            NFTA_COUNTER_PACKETS => counted.0 += be64(value),
-                            NFTA_COUNTER_BYTES => counted.1 += be64(value),
-                            _ => {}
-                        }
+    for attribute in attributes {
+        let mut value = vec![0; attribute.value_len()];
+        attribute.emit_value(&mut value);
+        let value = parse_u64_be(&value).unwrap_or(0);
+        match attribute.kind() & NLA_TYPE_MASK {
+            NFTA_COUNTER_PACKETS => counted.0 += value,
+            NFTA_COUNTER_BYTES => counted.1 += value,
+            _ => {}
+        }
+    }
+    counted
+}
+
+#[cfg(test)]
+mod tests {
+    use netlink_packet_core::{NLM_F_REQUEST, NetlinkPayload};
+
+    use super::*;
+    use crate::netlink::bytes_of;
+
+    /// `message` as the kernel receives it, parsed back by
+    /// `netlink-packet-netfilter`: its flags and its payload.
+    fn parsed(message: NetlinkMessage<NetfilterMessage>) -> (u16, NetfilterMessage) {
+        let bytes = bytes_of(message);
+        let message = NetlinkMessage::<NetfilterMessage>::deserialize(&bytes).unwrap();
+        assert_eq!(message.header.length as usize, bytes.len());
+        match message.payload {
+            NetlinkPayload::InnerMessage(inner) => (message.header.flags, inner),
+            other => panic!("not a netfilter message: {other:?}"),
+        }
+    }
+
+    /// The names of a rule's expressions, in order, and the data of its
+    /// comparisons.
+    fn expressions(rule: &RuleMessage) -> (Vec<String>, Vec<Vec<u8>>) {
+        let (mut names, mut compared) = (Vec::new(), Vec::new());
+        let elements = rule
+            .attributes
+            .iter()
+            .filter_map(|a| match a {
+                RuleAttribute::Expressions(list) => Some(list),
+                _ => None,
+            })
+            .flatten();
+        for element in elements {
+            let ListAttribute::Element(attributes) = element else {
+                panic!("not an expression: {element:?}");
+            };
+            for attribute in attributes {
+                match attribute {
+                    ExpressionAttribute::Name(name) => names.push(name.clone()),
+                    ExpressionAttribute::Data(Expressions::Cmp(cmp)) => {
+                        compared.extend(cmp.iter().filter_map(|c| match c {
+                            Cmp::Data(DataAttribute::Value(v)) => Some(v.clone()),
+                            _ => None,
+                        }));
                     }
+                    _ => {}
                 }
             }
         }
+        (names, compared)
     }
-    Ok(counted)
+
+    #[test]
+    fn the_masquerade_batch_is_read_back_as_one_transaction() {
+        let subnet: Ipv4Subnet = "10.200.0.0/16".parse().unwrap();
+        let batch: Vec<_> = masquerade_batch(subnet, "uplink")
+            .into_iter()
+            .map(parsed)
+            .collect();
+        assert_eq!(batch.len(), 5);
+        let kinds: Vec<_> = batch.iter().map(|(_, m)| &m.inner).collect();
+        assert_eq!(kinds[0], &ControlMessage::BatchBegin.into());
+        assert_eq!(kinds[4], &ControlMessage::BatchEnd.into());
+        assert_eq!(batch[0].1.header.res_id, NFNL_SUBSYS_NFTABLES);
+        // Only the changes ask for an ack; the delimiters carry none.
+        let flags: Vec<u16> = batch.iter().map(|(f, _)| *f).collect();
+        let change = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK;
+        assert_eq!(
+            flags,
+            [
+                NLM_F_REQUEST,
+                change,
+                change,
+                change | NLM_F_APPEND,
+                NLM_F_REQUEST
+            ]
+        );
+        let NetfilterMessageInner::NfTables(NfTablesMessage::NewChain(chain)) = kinds[2] else {
+            panic!("not a chain: {:?}", kinds[2]);
+        };
+        assert!(chain.attributes.contains(&ChainAttribute::Hook(vec![
+            Hook::Number(HookNumber::Inet(InetHookNumber::PostRouting)),
+            Hook::Priority(NF_IP_PRI_NAT_SRC),
+        ])));
+        assert!(
+            chain
+                .attributes
+                .contains(&ChainAttribute::Type("nat".into()))
+        );
+        let NetfilterMessageInner::NfTables(NfTablesMessage::NewRule(rule)) = kinds[3] else {
+            panic!("not a rule: {:?}", kinds[3]);
+        };
+        let (names, compared) = expressions(rule);
+        assert_eq!(
+            names,
+            [
+                "payload", "bitwise", "cmp", "meta", "cmp", "counter", "masq"
+            ]
+        );
+        let mut ifname = b"uplink".to_vec();
+        ifname.resize(libc::IFNAMSIZ, 0);
+        assert_eq!(compared, [vec![10, 200, 0, 0], ifname]);
+    }
+
+    #[test]
+    fn a_rules_counter_is_read_back() {
+        let counter = Expressions::Other {
+            expression_type: EXPR_COUNTER.to_owned(),
+            attributes: vec![
+                DefaultNla::new(NFTA_COUNTER_BYTES, 840u64.to_be_bytes().to_vec()),
+                DefaultNla::new(NFTA_COUNTER_PACKETS, 10u64.to_be_bytes().to_vec()),
+            ],
+        };
+        let rule = NfTablesMessage::NewRule(RuleMessage {
+            attributes: vec![
+                RuleAttribute::Table(TABLE.to_owned()),
+                RuleAttribute::Expressions(vec![bare(EXPR_MASQ).into(), counter.into()]),
+            ],
+        });
+        let (_, rule) = parsed(nft(rule, 0));
+        assert_eq!(counters(&rule), [(10, 840)]);
+    }
 }

@@ -1,46 +1,21 @@
-//! rtnetlink requests the lab needs, each the equivalent of one `ip` command.
+//! rtnetlink requests the lab needs, each the equivalent of one `ip`
+//! command, built and parsed with the types of `netlink-packet-route`.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use crate::error::{Error, Result};
-use crate::netlink::{
-    F_ACK, F_CREATE, F_DUMP, F_EXCL, F_REQUEST, Message, Refusal, Socket, attributes,
+use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NetlinkMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{
+    BridgePortState, InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVeth,
+    LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage, State,
 };
+use netlink_packet_route::neighbour::NeighbourMessage;
+use netlink_packet_route::route::RouteMessage;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-const RTM_NEWLINK: u16 = 16;
-const RTM_GETLINK: u16 = 18;
-const RTM_NEWADDR: u16 = 20;
-
-const IFLA_ADDRESS: u16 = 1;
-const IFLA_IFNAME: u16 = 3;
-const IFLA_MASTER: u16 = 10;
-const IFLA_LINKINFO: u16 = 18;
-const IFLA_NET_NS_FD: u16 = 28;
-const IFLA_INFO_KIND: u16 = 1;
-const IFLA_INFO_DATA: u16 = 2;
-const VETH_INFO_PEER: u16 = 1;
-const IFLA_INFO_SLAVE_DATA: u16 = 5;
-const IFLA_BRPORT_STATE: u16 = 1;
-const BR_STATE_FORWARDING: u8 = 3;
-const IFLA_OPERSTATE: u16 = 16;
-const IF_OPER_UP: u8 = 6;
-const IFLA_BR_FORWARD_DELAY: u16 = 1;
-const IFA_ADDRESS: u16 = 1;
-const IFA_LOCAL: u16 = 2;
-const IFA_BROADCAST: u16 = 4;
-
-const IFF_UP: u32 = libc::IFF_UP as u32;
-
-/// `struct ifinfomsg` for a link `index` (0: by name) with `flags`.
-fn ifinfomsg(index: u32, flags: u32) -> [u8; 16] {
-    let mut h = [0u8; 16];
-    h[0] = libc::AF_UNSPEC as u8;
-    h[4..8].copy_from_slice(&index.to_ne_bytes());
-    h[8..12].copy_from_slice(&flags.to_ne_bytes());
-    h[12..16].copy_from_slice(&flags.to_ne_bytes()); // change mask
-    h
-}
+use crate::error::{Error, Result};
+use crate::netlink::{Refusal, Socket, request};
 
 /// What [`Rtnl::link_state`] finds.
 pub(crate) struct LinkState {
@@ -51,11 +26,128 @@ pub(crate) struct LinkState {
     pub forwarding: bool,
 }
 
+impl LinkState {
+    /// The state `link` reports.
+    fn of(link: &LinkMessage) -> Self {
+        let up = link
+            .attributes
+            .iter()
+            .any(|a| matches!(a, LinkAttribute::OperState(State::Up)));
+        let forwarding = link
+            .attributes
+            .iter()
+            .filter_map(|a| match a {
+                LinkAttribute::LinkInfo(infos) => Some(infos),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|info| match info {
+                LinkInfo::PortData(InfoPortData::BridgePort(port)) => Some(port),
+                _ => None,
+            })
+            .flatten()
+            .any(|a| matches!(a, InfoBridgePort::State(BridgePortState::Forwarding)));
+        Self { up, forwarding }
+    }
+}
+
 /// The far end of a veth pair: its name, namespace and hardware address.
 pub(crate) struct Peer<'a> {
     pub name: &'a str,
     pub netns: BorrowedFd<'a>,
     pub mac: Option<[u8; 6]>,
+}
+
+/// A link message addressed to link `index` (0: by the name among its
+/// attributes) that sets the `IFF_UP` flag to `up`.
+fn link(index: u32, up: bool) -> LinkMessage {
+    let mut link = LinkMessage::default();
+    link.header.index = index;
+    link.header.change_mask = LinkFlags::Up;
+    if up {
+        link.header.flags = LinkFlags::Up;
+    }
+    link
+}
+
+/// A link message that names link `name`.
+fn named(name: &str) -> LinkMessage {
+    let mut link = LinkMessage::default();
+    link.attributes.push(LinkAttribute::IfName(name.to_owned()));
+    link
+}
+
+/// `ip link add <name> address <mac> up type bridge forward_delay 0`
+fn bridge_request(name: &str, mac: [u8; 6]) -> NetlinkMessage<RouteNetlinkMessage> {
+    let mut bridge = link(0, true);
+    bridge.attributes = vec![
+        LinkAttribute::IfName(name.to_owned()),
+        LinkAttribute::Address(mac.to_vec()),
+        LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Bridge),
+            LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::ForwardDelay(0)])),
+        ]),
+    ];
+    request(
+        RouteNetlinkMessage::NewLink(bridge),
+        NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+    )
+}
+
+/// `ip link add <name> [master <master>] up type veth peer <peer> netns <fd> [address <mac>]`
+fn veth_request(
+    name: &str,
+    master: Option<u32>,
+    peer: &Peer<'_>,
+) -> NetlinkMessage<RouteNetlinkMessage> {
+    let mut far = named(peer.name);
+    far.attributes
+        .push(LinkAttribute::NetNsFd(peer.netns.as_raw_fd()));
+    if let Some(mac) = peer.mac {
+        far.attributes.push(LinkAttribute::Address(mac.to_vec()));
+    }
+    let mut veth = link(0, true);
+    veth.attributes.push(LinkAttribute::IfName(name.to_owned()));
+    if let Some(master) = master {
+        veth.attributes.push(LinkAttribute::Controller(master));
+    }
+    veth.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Veth),
+        LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(far))),
+    ]));
+    request(
+        RouteNetlinkMessage::NewLink(veth),
+        NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+    )
+}
+
+/// `ip link set dev <name> down nomaster`
+fn detach_request(name: &str) -> NetlinkMessage<RouteNetlinkMessage> {
+    let mut port = link(0, false);
+    port.attributes = vec![
+        LinkAttribute::IfName(name.to_owned()),
+        LinkAttribute::Controller(0),
+    ];
+    request(RouteNetlinkMessage::SetLink(port), NLM_F_ACK)
+}
+
+/// `ip addr add <addr>/<prefix> brd + dev <index>`
+fn address_request(index: u32, addr: Ipv4Addr, prefix: u8) -> NetlinkMessage<RouteNetlinkMessage> {
+    let host_mask = u32::MAX.checked_shr(u32::from(prefix)).unwrap_or(0);
+    let broadcast = Ipv4Addr::from(u32::from(addr) | host_mask);
+    let mut address = AddressMessage::default();
+    address.header.family = AddressFamily::Inet;
+    address.header.prefix_len = prefix;
+    address.header.index = index;
+    address.attributes = vec![
+        AddressAttribute::Local(IpAddr::V4(addr)),
+        AddressAttribute::Address(IpAddr::V4(addr)),
+        AddressAttribute::Broadcast(broadcast),
+    ];
+    request(
+        RouteNetlinkMessage::NewAddress(address),
+        NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+    )
 }
 
 /// An rtnetlink socket in one namespace of the lab.
@@ -77,24 +169,39 @@ impl Rtnl {
         Ok(Self { socket, namespace })
     }
 
+    /// The error of `operation`, which the kernel refused.
+    fn refused(&self, operation: String, Refusal { error, message }: Refusal) -> Error {
+        Error::Netlink {
+            operation,
+            namespace: self.namespace,
+            source: error,
+            kernel_message: message,
+        }
+    }
+
     fn request(
         &mut self,
         operation: impl FnOnce() -> String,
-        message: Message,
-    ) -> Result<Vec<Vec<u8>>> {
+        message: NetlinkMessage<RouteNetlinkMessage>,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
         self.socket
-            .transact(vec![message])
-            .map_err(|Refusal { error, message }| Error::Netlink {
-                operation: operation(),
-                namespace: self.namespace,
-                source: error,
-                kernel_message: message,
-            })
+            .transact(&mut [message])
+            .map_err(|refusal| self.refused(operation(), refusal))
+    }
+
+    fn dump(
+        &mut self,
+        operation: &str,
+        message: RouteNetlinkMessage,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        self.socket
+            .dump(request(message, NLM_F_DUMP))
+            .map_err(|refusal| self.refused(operation.to_owned(), refusal))
     }
 
     /// `ip link set dev <index> up`
     pub(crate) fn set_up(&mut self, index: u32) -> Result<()> {
-        let msg = Message::new(RTM_NEWLINK, F_REQUEST | F_ACK, &ifinfomsg(index, IFF_UP));
+        let msg = request(RouteNetlinkMessage::SetLink(link(index, true)), NLM_F_ACK);
         self.request(|| format!("set link {index} up"), msg)
             .map(drop)
     }
@@ -104,20 +211,8 @@ impl Rtnl {
     /// ports', so it would change as containers come and go, and every
     /// container's cached gateway address with it.
     pub(crate) fn add_bridge(&mut self, name: &str, mac: [u8; 6]) -> Result<()> {
-        let msg = Message::new(
-            RTM_NEWLINK,
-            F_REQUEST | F_ACK | F_CREATE | F_EXCL,
-            &ifinfomsg(0, IFF_UP),
-        )
-        .attr_str(IFLA_IFNAME, name)
-        .attr(IFLA_ADDRESS, &mac)
-        .begin(IFLA_LINKINFO)
-        .attr_str(IFLA_INFO_KIND, "bridge")
-        .begin(IFLA_INFO_DATA)
-        .attr_u32(IFLA_BR_FORWARD_DELAY, 0)
-        .end()
-        .end();
-        self.request(|| format!("add bridge {name}"), msg).map(drop)
+        self.request(|| format!("add bridge {name}"), bridge_request(name, mac))
+            .map(drop)
     }
 
     /// `ip link add <name> [master <master>] up type veth peer <peer> netns <fd> [address <mac>]`:
@@ -131,122 +226,276 @@ impl Rtnl {
         master: Option<u32>,
         peer: &Peer<'_>,
     ) -> Result<()> {
-        let mut msg = Message::new(
-            RTM_NEWLINK,
-            F_REQUEST | F_ACK | F_CREATE | F_EXCL,
-            &ifinfomsg(0, IFF_UP),
+        self.request(
+            || format!("add veth {name} with peer {}", peer.name),
+            veth_request(name, master, peer),
         )
-        .attr_str(IFLA_IFNAME, name);
-        if let Some(master) = master {
-            msg = msg.attr_u32(IFLA_MASTER, master);
-        }
-        msg = msg
-            .begin(IFLA_LINKINFO)
-            .attr_str(IFLA_INFO_KIND, "veth")
-            .begin(IFLA_INFO_DATA)
-            .begin(VETH_INFO_PEER)
-            .raw(&ifinfomsg(0, 0))
-            .attr_str(IFLA_IFNAME, peer.name)
-            .attr_u32(IFLA_NET_NS_FD, peer.netns.as_raw_fd() as u32);
-        if let Some(mac) = peer.mac {
-            msg = msg.attr(IFLA_ADDRESS, &mac);
-        }
-        let msg = msg.end().end().end();
-        self.request(|| format!("add veth {name} with peer {}", peer.name), msg)
-            .map(drop)
+        .map(drop)
     }
 
     /// `ip link set dev <name> down nomaster`: takes a port off its bridge
     /// without unregistering the device, which would wait for an RCU
     /// barrier (tens of milliseconds).
     pub(crate) fn detach(&mut self, name: &str) -> Result<()> {
-        let mut header = ifinfomsg(0, 0);
-        header[12..16].copy_from_slice(&IFF_UP.to_ne_bytes()); // change: clear IFF_UP
-        let msg = Message::new(RTM_NEWLINK, F_REQUEST | F_ACK, &header)
-            .attr_str(IFLA_IFNAME, name)
-            .attr_u32(IFLA_MASTER, 0);
-        self.request(|| format!("detach link {name} from its bridge"), msg)
-            .map(drop)
+        self.request(
+            || format!("detach link {name} from its bridge"),
+            detach_request(name),
+        )
+        .map(drop)
     }
 
-    /// Every link of the namespace, as `RTM_NEWLINK` payloads (`ip link`).
-    pub(crate) fn dump_links(&mut self) -> Result<Vec<Vec<u8>>> {
-        let namespace = self.namespace;
-        self.socket
-            .dump(link_dump)
-            .map_err(|Refusal { error, message }| Error::Netlink {
-                operation: "list links".to_owned(),
-                namespace,
-                source: error,
-                kernel_message: message,
+    /// Every link of the namespace (`ip -s link`).
+    pub(crate) fn links(&mut self) -> Result<Vec<LinkMessage>> {
+        let replies = self.dump(
+            "list links",
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+        )?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|reply| match reply {
+                RouteNetlinkMessage::NewLink(link) => Some(link),
+                _ => None,
             })
+            .collect())
     }
 
-    /// The index of link `name` (`ip link show <name>`).
-    pub(crate) fn link_index(&mut self, name: &str) -> Result<u32> {
-        let msg = Message::new(RTM_GETLINK, F_REQUEST | F_ACK, &ifinfomsg(0, 0))
-            .attr_str(IFLA_IFNAME, name);
-        let replies = self.request(|| format!("look up link {name}"), msg)?;
+    /// Every IPv4 address of the namespace (`ip -4 addr`).
+    pub(crate) fn addresses(&mut self) -> Result<Vec<AddressMessage>> {
+        let mut query = AddressMessage::default();
+        query.header.family = AddressFamily::Inet;
+        let replies = self.dump("list addresses", RouteNetlinkMessage::GetAddress(query))?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|reply| match reply {
+                RouteNetlinkMessage::NewAddress(address) => Some(address),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Every IPv4 route of the namespace, of every table (`ip -4 route
+    /// show table all`).
+    pub(crate) fn routes(&mut self) -> Result<Vec<RouteMessage>> {
+        let mut query = RouteMessage::default();
+        query.header.address_family = AddressFamily::Inet;
+        let replies = self.dump("list routes", RouteNetlinkMessage::GetRoute(query))?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|reply| match reply {
+                RouteNetlinkMessage::NewRoute(route) => Some(route),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Every IPv4 neighbour of the namespace (`ip -4 neigh`).
+    pub(crate) fn neighbours(&mut self) -> Result<Vec<NeighbourMessage>> {
+        let mut query = NeighbourMessage::default();
+        query.header.family = AddressFamily::Inet;
+        let replies = self.dump("list neighbours", RouteNetlinkMessage::GetNeighbour(query))?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|reply| match reply {
+                RouteNetlinkMessage::NewNeighbour(neighbour) => Some(neighbour),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Link `name` without its counters (`ip -d link show <name>`): the
+    /// kernel skips writing them and we skip parsing them, on a path each
+    /// container takes several times while its port comes up.
+    fn link(&mut self, name: &str) -> Result<LinkMessage> {
+        let operation = || format!("look up link {name}");
+        let mut query = named(name);
+        query
+            .attributes
+            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        let replies = self.request(
+            operation,
+            request(RouteNetlinkMessage::GetLink(query), NLM_F_ACK),
+        )?;
         replies
-            .first()
-            .and_then(|reply| reply.get(4..8))
-            .and_then(|b| b.try_into().ok())
-            .map(u32::from_ne_bytes)
+            .into_iter()
+            .find_map(|reply| match reply {
+                RouteNetlinkMessage::NewLink(link) => Some(link),
+                _ => None,
+            })
             .ok_or_else(|| Error::Netlink {
-                operation: format!("look up link {name}"),
+                operation: operation(),
                 namespace: self.namespace,
                 source: std::io::Error::from(std::io::ErrorKind::InvalidData),
                 kernel_message: Some("no link message in the reply".into()),
             })
     }
 
+    /// The index of link `name` (`ip link show <name>`).
+    pub(crate) fn link_index(&mut self, name: &str) -> Result<u32> {
+        Ok(self.link(name)?.header.index)
+    }
+
     /// The operational state of link `name`, and its state as a bridge
     /// port if it is one (`ip -d link show <name>`).
     pub(crate) fn link_state(&mut self, name: &str) -> Result<LinkState> {
-        let msg = Message::new(RTM_GETLINK, F_REQUEST | F_ACK, &ifinfomsg(0, 0))
-            .attr_str(IFLA_IFNAME, name);
-        let replies = self.request(|| format!("look up link {name}"), msg)?;
-        let attrs = replies
-            .first()
-            .and_then(|r| r.get(16..))
-            .unwrap_or_default();
-        let up = attributes(attrs)
-            .find(|(kind, _)| *kind == IFLA_OPERSTATE)
-            .is_some_and(|(_, state)| state.first() == Some(&IF_OPER_UP));
-        let port = attributes(attrs)
-            .filter(|(kind, _)| *kind == IFLA_LINKINFO)
-            .flat_map(|(_, info)| attributes(info))
-            .filter(|(kind, _)| *kind == IFLA_INFO_SLAVE_DATA)
-            .flat_map(|(_, data)| attributes(data))
-            .find(|(kind, _)| *kind == IFLA_BRPORT_STATE)
-            .and_then(|(_, state)| state.first().copied());
-        Ok(LinkState {
-            up,
-            forwarding: port == Some(BR_STATE_FORWARDING),
-        })
+        Ok(LinkState::of(&self.link(name)?))
     }
 
     /// `ip addr add <addr>/<prefix> brd + dev <index>`
     pub(crate) fn add_address(&mut self, index: u32, addr: Ipv4Addr, prefix: u8) -> Result<()> {
-        let mut header = [0u8; 8];
-        header[0] = libc::AF_INET as u8;
-        header[1] = prefix;
-        header[4..8].copy_from_slice(&index.to_ne_bytes());
-        let host_mask = u32::MAX.checked_shr(u32::from(prefix)).unwrap_or(0);
-        let broadcast = Ipv4Addr::from(u32::from(addr) | host_mask);
-        let msg = Message::new(RTM_NEWADDR, F_REQUEST | F_ACK | F_CREATE | F_EXCL, &header)
-            .attr(IFA_LOCAL, &addr.octets())
-            .attr(IFA_ADDRESS, &addr.octets())
-            .attr(IFA_BROADCAST, &broadcast.octets());
         self.request(
             || format!("add address {addr}/{prefix} to link {index}"),
-            msg,
+            address_request(index, addr, prefix),
         )
         .map(drop)
     }
 }
 
-/// The `RTM_GETLINK` dump request.
-fn link_dump() -> Message {
-    Message::new(RTM_GETLINK, F_REQUEST | F_DUMP, &[0u8; 16])
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use netlink_packet_core::{NLM_F_REQUEST, NetlinkPayload};
+
+    use netlink_packet_route::link::InfoPortKind;
+
+    use super::*;
+    use crate::netlink::bytes_of;
+
+    /// `message` as the kernel receives it, parsed back by
+    /// `netlink-packet-route`: its flags and its payload.
+    fn parsed(message: NetlinkMessage<RouteNetlinkMessage>) -> (u16, RouteNetlinkMessage) {
+        let bytes = bytes_of(message);
+        let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes).unwrap();
+        assert_eq!(message.header.length as usize, bytes.len());
+        match message.payload {
+            NetlinkPayload::InnerMessage(inner) => (message.header.flags, inner),
+            other => panic!("not an rtnetlink message: {other:?}"),
+        }
+    }
+
+    const CREATE: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+
+    #[test]
+    fn a_veth_request_is_read_back_with_its_peer_in_its_namespace() {
+        let netns = std::fs::File::open("/proc/self/ns/net").unwrap();
+        let mac = [0x02, 0, 10, 200, 0, 2];
+        let peer = Peer {
+            name: "eth0",
+            netns: netns.as_fd(),
+            mac: Some(mac),
+        };
+        let (flags, message) = parsed(veth_request("v1", Some(7), &peer));
+        assert_eq!(flags, CREATE);
+        let RouteNetlinkMessage::NewLink(veth) = message else {
+            panic!("not RTM_NEWLINK: {message:?}");
+        };
+        assert_eq!(veth.header.flags, LinkFlags::Up);
+        assert_eq!(veth.header.change_mask, LinkFlags::Up);
+        assert!(
+            veth.attributes
+                .contains(&LinkAttribute::IfName("v1".into()))
+        );
+        assert!(veth.attributes.contains(&LinkAttribute::Controller(7)));
+        let infos = veth
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::LinkInfo(infos) => Some(infos),
+                _ => None,
+            })
+            .expect("IFLA_LINKINFO");
+        assert_eq!(infos[0], LinkInfo::Kind(InfoKind::Veth));
+        let LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(far))) = &infos[1] else {
+            panic!("no VETH_INFO_PEER: {infos:?}");
+        };
+        assert_eq!(far.header.index, 0);
+        assert_eq!(
+            far.attributes,
+            [
+                LinkAttribute::IfName("eth0".into()),
+                LinkAttribute::NetNsFd(netns.as_raw_fd()),
+                LinkAttribute::Address(mac.to_vec()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bridge_request_has_its_address_and_no_forward_delay() {
+        let mac = [0x02, 0, 10, 200, 0, 1];
+        let (flags, message) = parsed(bridge_request("br0", mac));
+        assert_eq!(flags, CREATE);
+        let RouteNetlinkMessage::NewLink(bridge) = message else {
+            panic!("not RTM_NEWLINK: {message:?}");
+        };
+        assert_eq!(
+            bridge.attributes,
+            [
+                LinkAttribute::IfName("br0".into()),
+                LinkAttribute::Address(mac.to_vec()),
+                LinkAttribute::LinkInfo(vec![
+                    LinkInfo::Kind(InfoKind::Bridge),
+                    LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::ForwardDelay(0)])),
+                ]),
+            ]
+        );
+    }
+
+    #[test]
+    fn detaching_clears_up_and_the_master() {
+        let (flags, message) = parsed(detach_request("v1"));
+        assert_eq!(flags, NLM_F_REQUEST | NLM_F_ACK);
+        let RouteNetlinkMessage::SetLink(port) = message else {
+            panic!("not RTM_SETLINK: {message:?}");
+        };
+        assert_eq!(port.header.flags, LinkFlags::empty());
+        assert_eq!(port.header.change_mask, LinkFlags::Up);
+        assert_eq!(
+            port.attributes,
+            [
+                LinkAttribute::IfName("v1".into()),
+                LinkAttribute::Controller(0)
+            ]
+        );
+    }
+
+    #[test]
+    fn an_address_request_has_its_broadcast() {
+        let addr = Ipv4Addr::new(10, 200, 0, 1);
+        let (flags, message) = parsed(address_request(3, addr, 16));
+        assert_eq!(flags, CREATE);
+        let RouteNetlinkMessage::NewAddress(address) = message else {
+            panic!("not RTM_NEWADDR: {message:?}");
+        };
+        assert_eq!(address.header.family, AddressFamily::Inet);
+        assert_eq!((address.header.prefix_len, address.header.index), (16, 3));
+        assert_eq!(
+            address.attributes,
+            [
+                AddressAttribute::Local(IpAddr::V4(addr)),
+                AddressAttribute::Address(IpAddr::V4(addr)),
+                AddressAttribute::Broadcast(Ipv4Addr::new(10, 200, 255, 255)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_forwarding_bridge_port_is_found_in_its_link_info() {
+        let mut port = named("v1");
+        port.attributes.push(LinkAttribute::OperState(State::Up));
+        port.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Veth),
+            LinkInfo::PortKind(InfoPortKind::Bridge),
+            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::State(
+                BridgePortState::Forwarding,
+            )])),
+        ]));
+        let (_, message) = parsed(request(RouteNetlinkMessage::NewLink(port), 0));
+        let RouteNetlinkMessage::NewLink(port) = message else {
+            panic!("not RTM_NEWLINK: {message:?}");
+        };
+        let state = LinkState::of(&port);
+        assert!(state.up && state.forwarding);
+        let state = LinkState::of(&named("v1"));
+        assert!(!state.up && !state.forwarding);
+    }
 }

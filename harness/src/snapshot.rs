@@ -2,80 +2,146 @@
 //! namespace's links, addresses, routes and neighbours, and a lab's ports
 //! and NAT counter, as text. The failure report (`failure`) is made of them.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd};
+
+use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, State};
+use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader};
 
 use crate::error::Result;
 use crate::lab::LabInner;
-use crate::netlink::{self, Socket};
+use crate::netlink::Socket;
+use crate::rtnl::Rtnl;
 use crate::{netns, nftables};
 
-const IFLA_IFNAME: u16 = 3;
-const IFLA_MASTER: u16 = 10;
-const IFLA_OPERSTATE: u16 = 16;
-const IFLA_STATS64: u16 = 23;
-
-/// `ip addr`, `ip route` and `ip neigh` of the namespace `netns`.
+/// `ip link`, `ip addr`, `ip route` and `ip neigh` of the namespace
+/// `netns`, read with rtnetlink dumps from a thread that enters it.
 pub(crate) fn namespace_state(netns: BorrowedFd<'_>) -> Result<String> {
     netns::run_in(netns, || {
+        let mut rtnl = Rtnl::open("container")?;
+        let links = rtnl.links()?;
+        let mut addresses: HashMap<u32, Vec<String>> = HashMap::new();
+        for address in rtnl.addresses()? {
+            let local = address.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Local(ip) | AddressAttribute::Address(ip) => Some(*ip),
+                _ => None,
+            });
+            if let Some(ip) = local {
+                addresses
+                    .entry(address.header.index)
+                    .or_default()
+                    .push(format!("{ip}/{}", address.header.prefix_len));
+            }
+        }
+        let names: HashMap<u32, String> = links
+            .iter()
+            .map(|link| (link.header.index, Link::of(link).name))
+            .collect();
+        let name_of = |index: u32| {
+            names
+                .get(&index)
+                .cloned()
+                .unwrap_or_else(|| format!("if{index}"))
+        };
         let mut out = String::new();
-        for iface in pnet::datalink::interfaces() {
-            let state = match (iface.is_up(), iface.is_running()) {
+        for link in &links {
+            let flags = link.header.flags;
+            let state = match (
+                flags.contains(LinkFlags::Up),
+                flags.contains(LinkFlags::Running),
+            ) {
                 (true, true) => "UP",
                 (true, false) => "UP, NO-CARRIER",
                 _ => "DOWN",
             };
-            let ips: Vec<String> = iface.ips.iter().map(ToString::to_string).collect();
-            let mac = iface.mac.map(|m| format!(" {m}")).unwrap_or_default();
-            let _ = writeln!(out, "  link {} {state}{mac} {}", iface.name, ips.join(" "));
+            let mac = link
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    LinkAttribute::Address(mac) => Some(format!(" {}", lladdr(mac))),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            let ips = addresses
+                .get(&link.header.index)
+                .map(|ips| ips.join(" "))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  link {} {state}{mac} {ips}",
+                name_of(link.header.index)
+            );
         }
-        let read = |table: &str| {
-            std::fs::read_to_string(format!("/proc/thread-self/net/{table}")).unwrap_or_default()
-        };
-        for line in read("route").lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let (Some(dev), Some(dst), Some(gw), Some(mask)) = (
-                f.first(),
-                hex_addr(f.get(1)),
-                hex_addr(f.get(2)),
-                hex_addr(f.get(7)),
-            ) else {
+        for route in rtnl.routes()? {
+            if route.header.table != RouteHeader::RT_TABLE_MAIN {
                 continue;
-            };
-            let prefix = u32::from(mask).count_ones();
-            let via = if gw.is_unspecified() {
-                String::new()
-            } else {
-                format!(" via {gw}")
-            };
-            let dst = if prefix == 0 {
-                "default".to_owned()
-            } else {
-                format!("{dst}/{prefix}")
-            };
-            let _ = writeln!(out, "  route {dst}{via} dev {dev}");
-        }
-        for line in read("arp").lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if let [ip, _, flags, mac, _, dev, ..] = f[..] {
-                let state = if flags == "0x0" {
-                    "INCOMPLETE"
-                } else {
-                    "REACHABLE"
-                };
-                let _ = writeln!(out, "  neigh {ip} dev {dev} lladdr {mac} {state}");
             }
+            let (mut dst, mut via, mut dev) = (None, None, None);
+            for attribute in &route.attributes {
+                match attribute {
+                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = Some(*ip),
+                    RouteAttribute::Gateway(RouteAddress::Inet(ip)) => via = Some(*ip),
+                    RouteAttribute::Oif(index) => dev = Some(name_of(*index)),
+                    _ => {}
+                }
+            }
+            let prefix = route.header.destination_prefix_length;
+            let dst = match dst {
+                Some(dst) if prefix > 0 => format!("{dst}/{prefix}"),
+                _ => "default".to_owned(),
+            };
+            let via = via.map(|ip| format!(" via {ip}")).unwrap_or_default();
+            let dev = dev.map(|dev| format!(" dev {dev}")).unwrap_or_default();
+            let _ = writeln!(out, "  route {dst}{via}{dev}");
+        }
+        for neighbour in rtnl.neighbours()? {
+            let (mut ip, mut mac) = (None, None);
+            for attribute in &neighbour.attributes {
+                match attribute {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(addr)) => {
+                        ip = Some(IpAddr::V4(*addr));
+                    }
+                    NeighbourAttribute::LinkLayerAddress(addr) => mac = Some(lladdr(addr)),
+                    _ => {}
+                }
+            }
+            let Some(ip) = ip else { continue };
+            let mac = mac.map(|mac| format!(" lladdr {mac}")).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  neigh {ip} dev {}{mac} {}",
+                name_of(neighbour.header.ifindex),
+                neighbour_state(neighbour.header.state)
+            );
         }
         Ok(out)
     })
 }
 
-/// An IPv4 address as `/proc/net/route` prints it (hex, host order).
-fn hex_addr(field: Option<&&str>) -> Option<Ipv4Addr> {
-    u32::from_str_radix(field?, 16)
-        .ok()
-        .map(|n| Ipv4Addr::from(n.swap_bytes()))
+/// A hardware address as `ip` prints it.
+fn lladdr(bytes: &[u8]) -> String {
+    let octets: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    octets.join(":")
+}
+
+/// A neighbour's state as `ip neigh` prints it.
+fn neighbour_state(state: NeighbourState) -> String {
+    match state {
+        NeighbourState::Incomplete => "INCOMPLETE".to_owned(),
+        NeighbourState::Reachable => "REACHABLE".to_owned(),
+        NeighbourState::Stale => "STALE".to_owned(),
+        NeighbourState::Delay => "DELAY".to_owned(),
+        NeighbourState::Probe => "PROBE".to_owned(),
+        NeighbourState::Failed => "FAILED".to_owned(),
+        NeighbourState::Noarp => "NOARP".to_owned(),
+        NeighbourState::Permanent => "PERMANENT".to_owned(),
+        NeighbourState::None => "NONE".to_owned(),
+        other => format!("{other:?}"),
+    }
 }
 
 /// The lab's bridge ports whose names start with one of `prefixes` (with
@@ -85,35 +151,10 @@ pub(crate) fn lab_state(lab: &LabInner, own_port: &str, peer_prefix: &str) -> Re
     let mut out = String::new();
     let links = {
         let mut rtnl = lab.rtnl();
-        rtnl.dump_links()?
+        rtnl.links()?
     };
     let mut others = 0;
-    for reply in &links {
-        let Some(attrs) = reply.get(16..) else {
-            continue;
-        };
-        let mut link = Link::default();
-        for (kind, payload) in netlink::attributes(attrs) {
-            match kind {
-                IFLA_IFNAME => {
-                    link.name = String::from_utf8_lossy(payload)
-                        .trim_end_matches('\0')
-                        .to_owned()
-                }
-                IFLA_MASTER => link.master = payload.try_into().ok().map(u32::from_ne_bytes),
-                IFLA_OPERSTATE => link.up = payload.first() == Some(&6), // IF_OPER_UP
-                IFLA_STATS64 => {
-                    let counter = |i: usize| {
-                        payload
-                            .get(i * 8..i * 8 + 8)
-                            .and_then(|b| b.try_into().ok())
-                            .map_or(0, u64::from_ne_bytes)
-                    };
-                    (link.rx, link.tx) = (counter(0), counter(1));
-                }
-                _ => {}
-            }
-        }
+    for link in links.iter().map(Link::of) {
         if link.master != Some(lab.bridge_index()) {
             continue;
         }
@@ -155,6 +196,7 @@ fn is_test_port(name: &str, own_port: &str, peer_prefix: &str) -> bool {
     name == own_port || (!peer_prefix.is_empty() && name.starts_with(peer_prefix))
 }
 
+/// What the report says of a link.
 #[derive(Default)]
 struct Link {
     name: String,
@@ -162,6 +204,25 @@ struct Link {
     up: bool,
     rx: u64,
     tx: u64,
+}
+
+impl Link {
+    /// The name, master, state and packet counts `link` reports.
+    fn of(link: &LinkMessage) -> Self {
+        let mut out = Link::default();
+        for attribute in &link.attributes {
+            match attribute {
+                LinkAttribute::IfName(name) => out.name.clone_from(name),
+                LinkAttribute::Controller(master) => out.master = Some(*master),
+                LinkAttribute::OperState(state) => out.up = *state == State::Up,
+                LinkAttribute::Stats64(stats) => {
+                    (out.rx, out.tx) = (stats.rx_packets, stats.tx_packets)
+                }
+                _ => {}
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 
 use std::ffi::c_int;
 use std::io;
-use std::mem::{size_of, zeroed};
+use std::mem::zeroed;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -204,40 +204,6 @@ fn poll_fds(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<Opt
             Err(e) => return Err(e.into()),
         }
     }
-}
-
-/// Opens a netlink socket of `protocol` in the calling thread's network
-/// namespace.
-///
-/// # References
-/// `netlink(7)`
-pub(crate) fn netlink_socket(protocol: c_int) -> io::Result<OwnedFd> {
-    // SAFETY: socket takes no pointers.
-    let fd = check(unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            protocol,
-        )
-    })?;
-    // SAFETY: socket succeeded, so `fd` is open and ours alone.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // Ask the kernel for extended acks so errors carry its message, and for
-    // acks that do not echo the whole request back.
-    for opt in [libc::NETLINK_EXT_ACK, libc::NETLINK_CAP_ACK] {
-        let one: c_int = 1;
-        // SAFETY: the option value is a valid c_int of the given size.
-        let _ = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_NETLINK,
-                opt,
-                (&raw const one).cast(),
-                size_of::<c_int>() as libc::socklen_t,
-            )
-        };
-    }
-    Ok(fd)
 }
 
 /// Blocks every signal the C library lets a thread block, for the calling
