@@ -86,12 +86,12 @@ mod tests {
             }
         );
         let all = Settings::read(|name| {
-            Some(match name {
+            let value = match name {
                 ROOTLESS_VAR | CAPTURE_VAR => "0",
                 KEEP_SECONDS_VAR => "5",
                 _ => "1",
-            })
-            .map(str::to_owned)
+            };
+            Some(value.to_owned())
         });
         assert_eq!(
             all,

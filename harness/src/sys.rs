@@ -4,9 +4,9 @@
 //!
 //! Every call goes through rustix (typed flags, `BorrowedFd`s, errors as
 //! values) except where it has no public equivalent: `pthread_sigmask`
-//! (rustix keeps its signal-mask calls private), `setsockopt` for the
-//! netlink options `NETLINK_EXT_ACK` and `NETLINK_CAP_ACK`, and `clone(2)`
-//! with a stack and a function (in the spawner); those use libc.
+//! (rustix keeps its signal-mask calls private) and `clone(2)` with a stack
+//! and a function (in the spawner); those use libc. Netlink sockets are
+//! `netlink-sys`'s (see `netlink`).
 
 use std::ffi::c_int;
 use std::io;
