@@ -41,57 +41,43 @@
 //!
 //! # Modules
 //!
-//! By layer, each using only those before it:
+//! `harness/src` is a folder per layer; a layer uses only those listed
+//! before it (no import cycle, `shared/tools/modcycles.py` checks):
 //!
-//! - settings: `settings` (every `NETNS_HARNESS_*` variable, read once);
-//! - kernel access: `sys` (system call wrappers), `netlink`, `rtnl`,
-//!   `nftables`, [`conntrack`], `netns`;
-//! - network objects: `subnet`, `names`, `lab` ([`Lab`]);
-//! - processes: `protocol` (every message between processes, typed),
-//!   `prexec` (the child's code between clone and exec), `spawner`,
-//!   `userns` (the labs' user namespace), `container` ([`Container`],
-//!   [`Spec`]);
-//! - tests: `runner` (behind [`netns_test`]), `net` ([`Net`]), `output`,
-//!   `entry` (what runs before `main`), `rootless`;
-//! - tools: [`probe`], [`capture`], [`matrix`], [`doctor`], `snapshot`
-//!   (a network's state as text) and `failure` (what a failed test leaves:
-//!   its report, its pcap, its network kept on request).
+//! 1. `common`: what every layer speaks: `error`, `settings` (every
+//!    `NETNS_HARNESS_*` variable, read once), `subnet`, `names`, and
+//!    `protocol` (every message between the harness's processes, typed).
+//! 2. `kernel`: kernel access: `sys` (system calls through rustix),
+//!    `netlink` (a socket of the rust-netlink crates), `rtnl`, `nftables`,
+//!    `netns`, `rootless`, `packet` (recording an interface's frames), and
+//!    the creation of processes: `prexec` (the child's code between clone
+//!    and exec), `spawner` (the clone), `userns` (the labs' user
+//!    namespace and its holders).
+//! 3. `network`: network objects: `lab` ([`Lab`]).
+//! 4. `process`: processes on a lab: `container` ([`Container`], [`Spec`]).
+//! 5. `tools`: [`probe`], [`capture`], [`conntrack`], [`matrix`],
+//!    [`doctor`], `snapshot` (a network's state as text) and `failure`
+//!    (what a failed test leaves: its report, its pcap, its network kept on
+//!    request).
+//! 6. `test`: the runtime behind [`netns_test`] (`runner`), [`Net`],
+//!    `output` (a body's output, bounded) and `entry` (what runs before
+//!    `main`). Tests come last: the runner uses the tools to report.
 
 #![warn(clippy::unwrap_used)]
 
-pub mod capture;
-pub mod conntrack;
-mod container;
-pub mod doctor;
-mod entry;
-mod error;
-mod failure;
-mod lab;
-pub mod matrix;
-mod names;
-mod net;
-mod netlink;
-mod netns;
-mod nftables;
-mod output;
-mod packet;
-mod prexec;
-pub mod probe;
-mod protocol;
-mod rootless;
-mod rtnl;
-mod runner;
-mod settings;
-mod snapshot;
-mod spawner;
-mod subnet;
-mod sys;
-mod userns;
+mod common;
+mod kernel;
+mod network;
+mod process;
+mod test;
+mod tools;
 
-pub use container::{Container, OUTPUT_LIMIT, Spec, Stdio};
-pub use error::{Error, Result};
-pub use lab::{DEFAULT_BRIDGE, DEFAULT_SUBNET, Lab, LabBuilder, UPLINK};
-pub use net::Net;
+pub use tools::{capture, conntrack, doctor, matrix, probe};
+
+pub use common::error::{Error, Result};
+pub use common::settings::{CAPTURE_VAR, KEEP_SECONDS_VAR, KEEP_VAR, ROOTLESS_VAR, SKIP_VAR};
+pub use common::subnet::Ipv4Subnet;
+pub use kernel::rootless::is_rootless;
 /// Runs a test function's body in a freshly cloned container on the test
 /// process's lab bridge, as an ordinary libtest (or nextest) test.
 ///
@@ -137,10 +123,10 @@ pub use net::Net;
 ///   `NETNS_HARNESS_SKIP_UNSUPPORTED=1` ([`SKIP_VAR`]), passes and prints one
 ///   line saying it was skipped and why.
 pub use netns_harness_macros::netns_test;
-pub use rootless::is_rootless;
-pub use runner::MAX_PEERS;
-pub use settings::{CAPTURE_VAR, KEEP_SECONDS_VAR, KEEP_VAR, ROOTLESS_VAR, SKIP_VAR};
-pub use subnet::Ipv4Subnet;
+pub use network::lab::{DEFAULT_BRIDGE, DEFAULT_SUBNET, Lab, LabBuilder, UPLINK};
+pub use process::container::{Container, OUTPUT_LIMIT, Spec, Stdio};
+pub use test::net::Net;
+pub use test::runner::MAX_PEERS;
 
 /// What a test file needs: `use netns_harness::prelude::*;`.
 pub mod prelude {
@@ -150,5 +136,7 @@ pub mod prelude {
 /// The runtime the `#[netns_test]` expansion calls; not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::runner::{Network, Test, TestResult, block_on, run_in_container, run_test};
+    pub use crate::test::runner::{
+        Network, Test, TestResult, block_on, run_in_container, run_test,
+    };
 }

@@ -1,0 +1,545 @@
+//! What the harness's processes tell each other, each message a type with
+//! exactly one encoding and one decoding:
+//!
+//! - [`Context`]: a runner to its test container, in an environment
+//!   variable (hex of its bytes);
+//! - [`Outcome`]: a test container to its runner, on the result pipe: how
+//!   the body ended, and the peers it started;
+//! - [`FunctionRef`]: which function of the executable a re-executed
+//!   container runs, in an environment variable;
+//! - [`Report`]: a cloned child (or the spawner) to the parent, on the
+//!   report pipe: fixed-size messages that the child encodes without
+//!   allocating, some naming a [`Stage`] of its setup.
+//!
+//! The byte encodings share one small codec ([`Writer`], [`Reader`]):
+//! integers in little-endian order, strings and lists with a 32-bit length
+//! in front, and nothing left over at the end.
+
+use std::net::Ipv4Addr;
+use std::os::fd::RawFd;
+
+use crate::common::subnet::Ipv4Subnet;
+
+macro_rules! stages {
+    ($($(#[doc = $doc:literal])* $stage:ident => $describe:literal,)*) => {
+        /// Where a container's setup stopped, when a step between `clone`
+        /// and `execve` failed.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub(crate) enum Stage {
+            $($(#[doc = $doc])* $stage,)*
+        }
+
+        impl Stage {
+            /// Every stage, in declaration order (a stage's code is its index).
+            const ALL: &[Stage] = &[$(Stage::$stage,)*];
+
+            /// What the child was doing, for error messages.
+            pub(crate) fn describe(self) -> &'static str {
+                match self {
+                    $(Stage::$stage => $describe,)*
+                }
+            }
+        }
+    };
+}
+
+stages! {
+    /// Being cloned (reported by the spawner).
+    Clone => "being cloned",
+    /// Arming its parent-death signal.
+    ParentDeath => "arming its parent-death signal",
+    /// Waiting for the parent to say the network is ready.
+    Sync => "waiting for its network",
+    /// Joining the lab's user namespace.
+    JoinUserns => "joining the lab's user namespace",
+    /// Creating its namespaces inside the lab's user namespace.
+    Unshare => "creating its namespaces",
+    /// Joining an existing network namespace.
+    JoinNetns => "joining the network namespace",
+    /// Making mount propagation private.
+    MountPrivate => "making mount propagation private",
+    /// Mounting a fresh `/proc`.
+    MountProc => "mounting /proc",
+    /// Mounting a fresh `/sys`.
+    MountSys => "mounting /sys",
+    /// Setting the hostname.
+    Hostname => "setting the hostname",
+    /// Bringing `lo` up.
+    Loopback => "bringing lo up",
+    /// Giving `eth0` its address.
+    Address => "configuring eth0",
+    /// Waiting for `eth0` to be operationally up.
+    Carrier => "waiting for carrier on eth0 (30 s)",
+    /// Adding the default route.
+    Route => "adding the default route",
+    /// Connecting standard input and output, and inherited descriptors.
+    Stdio => "connecting standard streams and inherited descriptors",
+    /// Closing every other descriptor on exec.
+    CloseInherited => "marking inherited descriptors close-on-exec (close_range needs Linux 5.11)",
+    /// Resetting signal handlers and the signal mask.
+    Signals => "resetting signal handlers",
+    /// Executing the program.
+    Exec => "executing the program",
+}
+
+impl Stage {
+    fn code(self) -> u16 {
+        self as u16
+    }
+
+    fn from_code(code: u16) -> Option<Self> {
+        Self::ALL.get(usize::from(code)).copied()
+    }
+}
+
+/// One message on a container's report pipe, from the child (or, for
+/// [`Report::Released`] and a failed clone, from the spawner thread).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Report {
+    /// The child runs with its parent-death signal armed, and its parent
+    /// was alive after that.
+    Started,
+    /// Its `eth0` is configured; it waits for the second "go".
+    Configured,
+    /// A step failed with this `errno`; the child exits.
+    Failed {
+        /// The step.
+        stage: Stage,
+        /// The kernel's error.
+        errno: i32,
+    },
+    /// The child executed its program or exited: the spawner's
+    /// `CLONE_VFORK` clone returned (with its pid).
+    Released {
+        /// The child's pid in the test process's PID namespace.
+        pid: u32,
+    },
+}
+
+impl Report {
+    /// The size of every encoded report (below `PIPE_BUF`: written at once).
+    pub(crate) const LEN: usize = 8;
+
+    const STARTED: u16 = 1;
+    const CONFIGURED: u16 = 2;
+    const FAILED: u16 = 3;
+    const RELEASED: u16 = 4;
+
+    /// The report's bytes: a tag, a stage code and a 32-bit value.
+    pub(crate) fn encode(self) -> [u8; Self::LEN] {
+        let (tag, stage, value) = match self {
+            Report::Started => (Self::STARTED, 0, 0),
+            Report::Configured => (Self::CONFIGURED, 0, 0),
+            Report::Failed { stage, errno } => (Self::FAILED, stage.code(), errno.cast_unsigned()),
+            Report::Released { pid } => (Self::RELEASED, 0, pid),
+        };
+        let mut out = [0; Self::LEN];
+        out[..2].copy_from_slice(&tag.to_ne_bytes());
+        out[2..4].copy_from_slice(&stage.to_ne_bytes());
+        out[4..].copy_from_slice(&value.to_ne_bytes());
+        out
+    }
+
+    /// The report `bytes` encode, if they encode one.
+    pub(crate) fn decode(bytes: [u8; Self::LEN]) -> Option<Self> {
+        let tag = u16::from_ne_bytes([bytes[0], bytes[1]]);
+        let stage = u16::from_ne_bytes([bytes[2], bytes[3]]);
+        let value = u32::from_ne_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+        Some(match tag {
+            Self::STARTED => Report::Started,
+            Self::CONFIGURED => Report::Configured,
+            Self::FAILED => Report::Failed {
+                stage: Stage::from_code(stage)?,
+                errno: value.cast_signed(),
+            },
+            Self::RELEASED => Report::Released { pid: value },
+            _ => return None,
+        })
+    }
+}
+
+/// Builds a message's bytes.
+#[derive(Default)]
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn u8(&mut self, v: u8) -> &mut Self {
+        self.0.push(v);
+        self
+    }
+
+    fn u32(&mut self, v: u32) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+
+    fn u64(&mut self, v: u64) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+
+    fn fd(&mut self, fd: RawFd) -> &mut Self {
+        self.u32(fd.cast_unsigned())
+    }
+
+    fn addr(&mut self, addr: Ipv4Addr) -> &mut Self {
+        self.0.extend_from_slice(&addr.octets());
+        self
+    }
+
+    fn len(&mut self, len: usize) -> &mut Self {
+        self.u32(u32::try_from(len).unwrap_or(u32::MAX))
+    }
+
+    fn str(&mut self, s: &str) -> &mut Self {
+        self.len(s.len());
+        self.0.extend_from_slice(s.as_bytes());
+        self
+    }
+
+    fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.0)
+    }
+
+    /// The bytes as text for an environment variable: two hex digits each.
+    fn finish_hex(&mut self) -> String {
+        self.finish().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// The bytes [`Writer::finish_hex`] wrote as `text`.
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Reads a message's bytes back, in the order they were written.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        let (head, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn fd(&mut self) -> Option<RawFd> {
+        Some(self.u32()?.cast_signed())
+    }
+
+    fn addr(&mut self) -> Option<Ipv4Addr> {
+        let octets: [u8; 4] = self.take(4)?.try_into().ok()?;
+        Some(Ipv4Addr::from(octets))
+    }
+
+    fn len(&mut self) -> Option<usize> {
+        usize::try_from(self.u32()?).ok()
+    }
+
+    fn str(&mut self) -> Option<String> {
+        let len = self.len()?;
+        String::from_utf8(self.take(len)?.to_vec()).ok()
+    }
+
+    /// `value`, if nothing is left over.
+    fn end<T>(self, value: T) -> Option<T> {
+        self.0.is_empty().then_some(value)
+    }
+}
+
+/// What a lab handle in a test container may do: the lab's settings, the
+/// addresses reserved for its peers and the prefix of its port names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LabView {
+    pub subnet: Ipv4Subnet,
+    pub bridge: String,
+    pub bridge_index: u32,
+    pub port_prefix: String,
+    pub addrs: Vec<Ipv4Addr>,
+}
+
+/// What a test container learns from its runner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Context {
+    /// Its descriptor of the lab's network namespace.
+    pub lab_fd: RawFd,
+    /// Its descriptor of the outside's network namespace.
+    pub outside_fd: RawFd,
+    /// The write end of the pipe its [`Outcome`] goes to.
+    pub result_fd: RawFd,
+    /// Its own address.
+    pub addr: Ipv4Addr,
+    /// What its lab handle may do.
+    pub view: LabView,
+}
+
+impl Context {
+    /// The context as the text of an environment variable.
+    pub(crate) fn encode(&self) -> String {
+        let mut w = Writer::default();
+        w.fd(self.lab_fd)
+            .fd(self.outside_fd)
+            .fd(self.result_fd)
+            .addr(self.addr)
+            .addr(self.view.subnet.network())
+            .u8(self.view.subnet.prefix())
+            .str(&self.view.bridge)
+            .u32(self.view.bridge_index)
+            .str(&self.view.port_prefix)
+            .len(self.view.addrs.len());
+        for &addr in &self.view.addrs {
+            w.addr(addr);
+        }
+        w.finish_hex()
+    }
+
+    /// The context `text` encodes, if it encodes one.
+    pub(crate) fn decode(text: &str) -> Option<Self> {
+        let bytes = unhex(text)?;
+        let mut r = Reader(&bytes);
+        let (lab_fd, outside_fd, result_fd, addr) = (r.fd()?, r.fd()?, r.fd()?, r.addr()?);
+        let subnet = Ipv4Subnet::new(r.addr()?, r.u8()?).ok()?;
+        let (bridge, bridge_index, port_prefix) = (r.str()?, r.u32()?, r.str()?);
+        let count = r.len()?;
+        let addrs = (0..count).map(|_| r.addr()).collect::<Option<_>>()?;
+        r.end(Context {
+            lab_fd,
+            outside_fd,
+            result_fd,
+            addr,
+            view: LabView {
+                subnet,
+                bridge,
+                bridge_index,
+                port_prefix,
+                addrs,
+            },
+        })
+    }
+}
+
+/// How a test body ended, as its container tells the runner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum BodyEnd {
+    /// It returned `()` or `Ok`.
+    Passed,
+    /// It returned `Err`, with the error's `Debug` text.
+    Returned(String),
+    /// It panicked, with the panic's message.
+    Panicked(String),
+}
+
+/// A peer a test body started, for the failure report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Peer {
+    /// Its pid, as the body sees it.
+    pub pid: u32,
+    /// Its name.
+    pub name: String,
+    /// Its address.
+    pub addr: Ipv4Addr,
+    /// How it ended; `None` while it runs.
+    pub ended: Option<String>,
+}
+
+/// What a test container tells its runner once, at the end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    /// How the body ended.
+    pub end: BodyEnd,
+    /// The peers it started, in order.
+    pub peers: Vec<Peer>,
+}
+
+impl Outcome {
+    const PASSED: u8 = 0;
+    const RETURNED: u8 = 1;
+    const PANICKED: u8 = 2;
+
+    /// The outcome's bytes, for the result pipe.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        match &self.end {
+            BodyEnd::Passed => w.u8(Self::PASSED),
+            BodyEnd::Returned(error) => w.u8(Self::RETURNED).str(error),
+            BodyEnd::Panicked(message) => w.u8(Self::PANICKED).str(message),
+        };
+        w.len(self.peers.len());
+        for peer in &self.peers {
+            w.u32(peer.pid).str(&peer.name).addr(peer.addr);
+            match &peer.ended {
+                None => w.u8(0),
+                Some(how) => w.u8(1).str(how),
+            };
+        }
+        w.finish()
+    }
+
+    /// The outcome `bytes` encode, if they encode one.
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+        let mut r = Reader(bytes);
+        let end = match r.u8()? {
+            Self::PASSED => BodyEnd::Passed,
+            Self::RETURNED => BodyEnd::Returned(r.str()?),
+            Self::PANICKED => BodyEnd::Panicked(r.str()?),
+            _ => return None,
+        };
+        let count = r.len()?;
+        let peers = (0..count)
+            .map(|_| {
+                let (pid, name, addr) = (r.u32()?, r.str()?, r.addr()?);
+                let ended = match r.u8()? {
+                    0 => None,
+                    1 => Some(r.str()?),
+                    _ => return None,
+                };
+                Some(Peer {
+                    pid,
+                    name,
+                    addr,
+                    ended,
+                })
+            })
+            .collect::<Option<_>>()?;
+        r.end(Outcome { end, peers })
+    }
+}
+
+/// Names the function a re-executed container runs ([`FunctionRef`]).
+pub(crate) const FUNCTION_VAR: &str = "NETNS_HARNESS_FUNCTION";
+
+/// A function of the running executable, as a distance from a fixed point
+/// of it: the same in every process that runs the executable, wherever it
+/// is loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FunctionRef(pub u64);
+
+impl FunctionRef {
+    /// As the text of an environment variable.
+    pub(crate) fn encode(self) -> String {
+        Writer::default().u64(self.0).finish_hex()
+    }
+
+    /// The reference `text` encodes, if it encodes one.
+    pub(crate) fn decode(text: &str) -> Option<Self> {
+        let bytes = unhex(text)?;
+        let mut r = Reader(&bytes);
+        let offset = r.u64()?;
+        r.end(FunctionRef(offset))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(addrs: Vec<Ipv4Addr>) -> Context {
+        Context {
+            lab_fd: 5,
+            outside_fd: 6,
+            result_fd: 9,
+            addr: Ipv4Addr::new(10, 200, 0, 2),
+            view: LabView {
+                subnet: "10.200.0.0/16".parse().unwrap(),
+                bridge: "br0".into(),
+                bridge_index: 3,
+                port_prefix: "t1fp".into(),
+                addrs,
+            },
+        }
+    }
+
+    #[test]
+    fn a_context_survives_the_environment() {
+        for addrs in [
+            Vec::new(),
+            vec![Ipv4Addr::new(10, 200, 0, 3), Ipv4Addr::new(10, 200, 0, 4)],
+        ] {
+            let context = context(addrs);
+            assert_eq!(Context::decode(&context.encode()), Some(context));
+        }
+        let text = context(Vec::new()).encode();
+        assert_eq!(Context::decode(&text[..text.len() - 2]), None);
+        assert_eq!(Context::decode(&format!("{text}00")), None);
+        assert_eq!(Context::decode("zz"), None);
+    }
+
+    #[test]
+    fn an_outcome_survives_the_pipe() {
+        let peer = |pid, ended: Option<&str>| Peer {
+            pid,
+            name: format!("peer {pid}: with spaces"),
+            addr: Ipv4Addr::new(10, 200, 0, 3),
+            ended: ended.map(str::to_owned),
+        };
+        for end in [
+            BodyEnd::Passed,
+            BodyEnd::Returned("Os { code: 2 }".into()),
+            BodyEnd::Panicked("line one\nline two\u{1e}".into()),
+        ] {
+            let outcome = Outcome {
+                end,
+                peers: vec![peer(7, None), peer(8, Some("exit status: 0"))],
+            };
+            let bytes = outcome.encode();
+            assert_eq!(Outcome::decode(&bytes), Some(outcome));
+            assert_eq!(Outcome::decode(&bytes[..bytes.len() - 1]), None);
+        }
+        assert_eq!(Outcome::decode(&[9]), None);
+    }
+
+    #[test]
+    fn every_stage_has_its_code() {
+        for &stage in Stage::ALL {
+            assert_eq!(Stage::from_code(stage.code()), Some(stage));
+        }
+        assert_eq!(Stage::from_code(Stage::ALL.len() as u16), None);
+    }
+
+    #[test]
+    fn reports_survive_the_pipe() {
+        let reports = Stage::ALL
+            .iter()
+            .map(|&stage| Report::Failed {
+                stage,
+                errno: libc::EPERM,
+            })
+            .chain([
+                Report::Started,
+                Report::Configured,
+                Report::Released { pid: 4_000_000 },
+                Report::Failed {
+                    stage: Stage::Exec,
+                    errno: -1,
+                },
+            ]);
+        for report in reports {
+            assert_eq!(Report::decode(report.encode()), Some(report));
+        }
+        assert_eq!(Report::decode([0; Report::LEN]), None);
+        assert_eq!(Report::decode([3, 0, 0xff, 0xff, 0, 0, 0, 0]), None);
+    }
+
+    #[test]
+    fn a_function_ref_survives_the_environment() {
+        for offset in [0, 1, u64::MAX, 0x1234_5678_9abc] {
+            let f = FunctionRef(offset);
+            assert_eq!(FunctionRef::decode(&f.encode()), Some(f));
+        }
+        assert_eq!(FunctionRef::decode("12"), None);
+    }
+}

@@ -1,0 +1,14 @@
+//! Kernel access: system calls, netlink families, network namespaces, packet
+//! sockets, and the creation of processes (the clone, the child's code before
+//! `execve`, the labs' user namespace). Uses `common`.
+
+pub(crate) mod netlink;
+pub(crate) mod netns;
+pub(crate) mod nftables;
+pub(crate) mod packet;
+pub(crate) mod prexec;
+pub(crate) mod rootless;
+pub(crate) mod rtnl;
+pub(crate) mod spawner;
+pub(crate) mod sys;
+pub(crate) mod userns;

@@ -1,0 +1,501 @@
+//! rtnetlink requests the lab needs, each the equivalent of one `ip`
+//! command, built and parsed with the types of `netlink-packet-route`.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NetlinkMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{
+    BridgePortState, InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVeth,
+    LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage, State,
+};
+use netlink_packet_route::neighbour::NeighbourMessage;
+use netlink_packet_route::route::RouteMessage;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+
+use crate::common::error::{Error, Result};
+use crate::kernel::netlink::{Refusal, Socket, request};
+
+/// What [`Rtnl::link_state`] finds.
+pub(crate) struct LinkState {
+    /// Operationally up: the kernel has processed its carrier (and given it
+    /// a queue); until then, what it sends is dropped.
+    pub up: bool,
+    /// A bridge port in the forwarding state.
+    pub forwarding: bool,
+}
+
+impl LinkState {
+    /// The state `link` reports.
+    fn of(link: &LinkMessage) -> Self {
+        let up = link
+            .attributes
+            .iter()
+            .any(|a| matches!(a, LinkAttribute::OperState(State::Up)));
+        let forwarding = link
+            .attributes
+            .iter()
+            .filter_map(|a| match a {
+                LinkAttribute::LinkInfo(infos) => Some(infos),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|info| match info {
+                LinkInfo::PortData(InfoPortData::BridgePort(port)) => Some(port),
+                _ => None,
+            })
+            .flatten()
+            .any(|a| matches!(a, InfoBridgePort::State(BridgePortState::Forwarding)));
+        Self { up, forwarding }
+    }
+}
+
+/// The far end of a veth pair: its name, namespace and hardware address.
+pub(crate) struct Peer<'a> {
+    pub name: &'a str,
+    pub netns: BorrowedFd<'a>,
+    pub mac: Option<[u8; 6]>,
+}
+
+/// A link message addressed to link `index` (0: by the name among its
+/// attributes) that sets the `IFF_UP` flag to `up`.
+fn link(index: u32, up: bool) -> LinkMessage {
+    let mut link = LinkMessage::default();
+    link.header.index = index;
+    link.header.change_mask = LinkFlags::Up;
+    if up {
+        link.header.flags = LinkFlags::Up;
+    }
+    link
+}
+
+/// A link message that names link `name`.
+fn named(name: &str) -> LinkMessage {
+    let mut link = LinkMessage::default();
+    link.attributes.push(LinkAttribute::IfName(name.to_owned()));
+    link
+}
+
+/// `ip link add <name> address <mac> up type bridge forward_delay 0`
+fn bridge_request(name: &str, mac: [u8; 6]) -> NetlinkMessage<RouteNetlinkMessage> {
+    let mut bridge = link(0, true);
+    bridge.attributes = vec![
+        LinkAttribute::IfName(name.to_owned()),
+        LinkAttribute::Address(mac.to_vec()),
+        LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Bridge),
+            LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::ForwardDelay(0)])),
+        ]),
+    ];
+    request(
+        RouteNetlinkMessage::NewLink(bridge),
+        NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+    )
+}
+
+/// `ip link add <name> [master <master>] up type veth peer <peer> netns <fd> [address <mac>]`
+fn veth_request(
+    name: &str,
+    master: Option<u32>,
+    peer: &Peer<'_>,
+) -> NetlinkMessage<RouteNetlinkMessage> {
+    let mut far = named(peer.name);
+    far.attributes
+        .push(LinkAttribute::NetNsFd(peer.netns.as_raw_fd()));
+    if let Some(mac) = peer.mac {
+        far.attributes.push(LinkAttribute::Address(mac.to_vec()));
+    }
+    let mut veth = link(0, true);
+    veth.attributes.push(LinkAttribute::IfName(name.to_owned()));
+    if let Some(master) = master {
+        veth.attributes.push(LinkAttribute::Controller(master));
+    }
+    veth.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Veth),
+        LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(far))),
+    ]));
+    request(
+        RouteNetlinkMessage::NewLink(veth),
+        NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+    )
+}
+
+/// `ip link set dev <name> down nomaster`
+fn detach_request(name: &str) -> NetlinkMessage<RouteNetlinkMessage> {
+    let mut port = link(0, false);
+    port.attributes = vec![
+        LinkAttribute::IfName(name.to_owned()),
+        LinkAttribute::Controller(0),
+    ];
+    request(RouteNetlinkMessage::SetLink(port), NLM_F_ACK)
+}
+
+/// `ip addr add <addr>/<prefix> brd + dev <index>`
+fn address_request(index: u32, addr: Ipv4Addr, prefix: u8) -> NetlinkMessage<RouteNetlinkMessage> {
+    let host_mask = u32::MAX.checked_shr(u32::from(prefix)).unwrap_or(0);
+    let broadcast = Ipv4Addr::from(u32::from(addr) | host_mask);
+    let mut address = AddressMessage::default();
+    address.header.family = AddressFamily::Inet;
+    address.header.prefix_len = prefix;
+    address.header.index = index;
+    address.attributes = vec![
+        AddressAttribute::Local(IpAddr::V4(addr)),
+        AddressAttribute::Address(IpAddr::V4(addr)),
+        AddressAttribute::Broadcast(broadcast),
+    ];
+    request(
+        RouteNetlinkMessage::NewAddress(address),
+        NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+    )
+}
+
+/// An rtnetlink socket in one namespace of the lab.
+pub(crate) struct Rtnl {
+    socket: Socket,
+    namespace: &'static str,
+}
+
+impl Rtnl {
+    /// Opens a socket in the calling thread's namespace; `namespace` names
+    /// it in errors.
+    pub(crate) fn open(namespace: &'static str) -> Result<Self> {
+        let socket = Socket::open(libc::NETLINK_ROUTE).map_err(|e| {
+            Error::os(
+                format!("open a netlink socket in the {namespace} namespace"),
+                e,
+            )
+        })?;
+        Ok(Self { socket, namespace })
+    }
+
+    /// The error of `operation`, which the kernel refused.
+    fn refused(&self, operation: String, Refusal { error, message }: Refusal) -> Error {
+        Error::Netlink {
+            operation,
+            namespace: self.namespace,
+            source: error,
+            kernel_message: message,
+        }
+    }
+
+    fn request(
+        &mut self,
+        operation: impl FnOnce() -> String,
+        message: NetlinkMessage<RouteNetlinkMessage>,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        self.socket
+            .transact(&mut [message])
+            .map_err(|refusal| self.refused(operation(), refusal))
+    }
+
+    fn dump(
+        &mut self,
+        operation: &str,
+        message: RouteNetlinkMessage,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        self.socket
+            .dump(request(message, NLM_F_DUMP))
+            .map_err(|refusal| self.refused(operation.to_owned(), refusal))
+    }
+
+    /// `ip link set dev <index> up`
+    pub(crate) fn set_up(&mut self, index: u32) -> Result<()> {
+        let msg = request(RouteNetlinkMessage::SetLink(link(index, true)), NLM_F_ACK);
+        self.request(|| format!("set link {index} up"), msg)
+            .map(drop)
+    }
+
+    /// `ip link add <name> address <mac> up type bridge forward_delay 0`.
+    /// A bridge without an address of its own takes the lowest of its
+    /// ports', so it would change as containers come and go, and every
+    /// container's cached gateway address with it.
+    pub(crate) fn add_bridge(&mut self, name: &str, mac: [u8; 6]) -> Result<()> {
+        self.request(|| format!("add bridge {name}"), bridge_request(name, mac))
+            .map(drop)
+    }
+
+    /// `ip link add <name> [master <master>] up type veth peer <peer> netns <fd> [address <mac>]`:
+    /// both ends are created where they will live, so nothing is moved
+    /// between namespaces afterwards. The peer stays down (the kernel cannot
+    /// open it before the pair is complete); whoever owns its namespace
+    /// brings it up.
+    pub(crate) fn add_veth(
+        &mut self,
+        name: &str,
+        master: Option<u32>,
+        peer: &Peer<'_>,
+    ) -> Result<()> {
+        self.request(
+            || format!("add veth {name} with peer {}", peer.name),
+            veth_request(name, master, peer),
+        )
+        .map(drop)
+    }
+
+    /// `ip link set dev <name> down nomaster`: takes a port off its bridge
+    /// without unregistering the device, which would wait for an RCU
+    /// barrier (tens of milliseconds).
+    pub(crate) fn detach(&mut self, name: &str) -> Result<()> {
+        self.request(
+            || format!("detach link {name} from its bridge"),
+            detach_request(name),
+        )
+        .map(drop)
+    }
+
+    /// Every link of the namespace (`ip -s link`).
+    pub(crate) fn links(&mut self) -> Result<Vec<LinkMessage>> {
+        let replies = self.dump(
+            "list links",
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+        )?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|reply| match reply {
+                RouteNetlinkMessage::NewLink(link) => Some(link),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Every IPv4 address of the namespace (`ip -4 addr`).
+    pub(crate) fn addresses(&mut self) -> Result<Vec<AddressMessage>> {
+        let mut query = AddressMessage::default();
+        query.header.family = AddressFamily::Inet;
+        let replies = self.dump("list addresses", RouteNetlinkMessage::GetAddress(query))?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|reply| match reply {
+                RouteNetlinkMessage::NewAddress(address) => Some(address),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Every IPv4 route of the namespace, of every table (`ip -4 route
+    /// show table all`).
+    pub(crate) fn routes(&mut self) -> Result<Vec<RouteMessage>> {
+        let mut query = RouteMessage::default();
+        query.header.address_family = AddressFamily::Inet;
+        let replies = self.dump("list routes", RouteNetlinkMessage::GetRoute(query))?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|reply| match reply {
+                RouteNetlinkMessage::NewRoute(route) => Some(route),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Every IPv4 neighbour of the namespace (`ip -4 neigh`).
+    pub(crate) fn neighbours(&mut self) -> Result<Vec<NeighbourMessage>> {
+        let mut query = NeighbourMessage::default();
+        query.header.family = AddressFamily::Inet;
+        let replies = self.dump("list neighbours", RouteNetlinkMessage::GetNeighbour(query))?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|reply| match reply {
+                RouteNetlinkMessage::NewNeighbour(neighbour) => Some(neighbour),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Link `name` without its counters (`ip -d link show <name>`): the
+    /// kernel skips writing them and we skip parsing them, on a path each
+    /// container takes several times while its port comes up.
+    fn link(&mut self, name: &str) -> Result<LinkMessage> {
+        let operation = || format!("look up link {name}");
+        let mut query = named(name);
+        query
+            .attributes
+            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        let replies = self.request(
+            operation,
+            request(RouteNetlinkMessage::GetLink(query), NLM_F_ACK),
+        )?;
+        replies
+            .into_iter()
+            .find_map(|reply| match reply {
+                RouteNetlinkMessage::NewLink(link) => Some(link),
+                _ => None,
+            })
+            .ok_or_else(|| Error::Netlink {
+                operation: operation(),
+                namespace: self.namespace,
+                source: std::io::Error::from(std::io::ErrorKind::InvalidData),
+                kernel_message: Some("no link message in the reply".into()),
+            })
+    }
+
+    /// The index of link `name` (`ip link show <name>`).
+    pub(crate) fn link_index(&mut self, name: &str) -> Result<u32> {
+        Ok(self.link(name)?.header.index)
+    }
+
+    /// The operational state of link `name`, and its state as a bridge
+    /// port if it is one (`ip -d link show <name>`).
+    pub(crate) fn link_state(&mut self, name: &str) -> Result<LinkState> {
+        Ok(LinkState::of(&self.link(name)?))
+    }
+
+    /// `ip addr add <addr>/<prefix> brd + dev <index>`
+    pub(crate) fn add_address(&mut self, index: u32, addr: Ipv4Addr, prefix: u8) -> Result<()> {
+        self.request(
+            || format!("add address {addr}/{prefix} to link {index}"),
+            address_request(index, addr, prefix),
+        )
+        .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use netlink_packet_core::{NLM_F_REQUEST, NetlinkPayload};
+
+    use netlink_packet_route::link::InfoPortKind;
+
+    use super::*;
+    use crate::kernel::netlink::bytes_of;
+
+    /// `message` as the kernel receives it, parsed back by
+    /// `netlink-packet-route`: its flags and its payload.
+    fn parsed(message: NetlinkMessage<RouteNetlinkMessage>) -> (u16, RouteNetlinkMessage) {
+        let bytes = bytes_of(message);
+        let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes).unwrap();
+        assert_eq!(message.header.length as usize, bytes.len());
+        match message.payload {
+            NetlinkPayload::InnerMessage(inner) => (message.header.flags, inner),
+            other => panic!("not an rtnetlink message: {other:?}"),
+        }
+    }
+
+    const CREATE: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+
+    #[test]
+    fn a_veth_request_is_read_back_with_its_peer_in_its_namespace() {
+        let netns = std::fs::File::open("/proc/self/ns/net").unwrap();
+        let mac = [0x02, 0, 10, 200, 0, 2];
+        let peer = Peer {
+            name: "eth0",
+            netns: netns.as_fd(),
+            mac: Some(mac),
+        };
+        let (flags, message) = parsed(veth_request("v1", Some(7), &peer));
+        assert_eq!(flags, CREATE);
+        let RouteNetlinkMessage::NewLink(veth) = message else {
+            panic!("not RTM_NEWLINK: {message:?}");
+        };
+        assert_eq!(veth.header.flags, LinkFlags::Up);
+        assert_eq!(veth.header.change_mask, LinkFlags::Up);
+        assert!(
+            veth.attributes
+                .contains(&LinkAttribute::IfName("v1".into()))
+        );
+        assert!(veth.attributes.contains(&LinkAttribute::Controller(7)));
+        let infos = veth
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::LinkInfo(infos) => Some(infos),
+                _ => None,
+            })
+            .expect("IFLA_LINKINFO");
+        assert_eq!(infos[0], LinkInfo::Kind(InfoKind::Veth));
+        let LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(far))) = &infos[1] else {
+            panic!("no VETH_INFO_PEER: {infos:?}");
+        };
+        assert_eq!(far.header.index, 0);
+        assert_eq!(
+            far.attributes,
+            [
+                LinkAttribute::IfName("eth0".into()),
+                LinkAttribute::NetNsFd(netns.as_raw_fd()),
+                LinkAttribute::Address(mac.to_vec()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bridge_request_has_its_address_and_no_forward_delay() {
+        let mac = [0x02, 0, 10, 200, 0, 1];
+        let (flags, message) = parsed(bridge_request("br0", mac));
+        assert_eq!(flags, CREATE);
+        let RouteNetlinkMessage::NewLink(bridge) = message else {
+            panic!("not RTM_NEWLINK: {message:?}");
+        };
+        assert_eq!(
+            bridge.attributes,
+            [
+                LinkAttribute::IfName("br0".into()),
+                LinkAttribute::Address(mac.to_vec()),
+                LinkAttribute::LinkInfo(vec![
+                    LinkInfo::Kind(InfoKind::Bridge),
+                    LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::ForwardDelay(0)])),
+                ]),
+            ]
+        );
+    }
+
+    #[test]
+    fn detaching_clears_up_and_the_master() {
+        let (flags, message) = parsed(detach_request("v1"));
+        assert_eq!(flags, NLM_F_REQUEST | NLM_F_ACK);
+        let RouteNetlinkMessage::SetLink(port) = message else {
+            panic!("not RTM_SETLINK: {message:?}");
+        };
+        assert_eq!(port.header.flags, LinkFlags::empty());
+        assert_eq!(port.header.change_mask, LinkFlags::Up);
+        assert_eq!(
+            port.attributes,
+            [
+                LinkAttribute::IfName("v1".into()),
+                LinkAttribute::Controller(0)
+            ]
+        );
+    }
+
+    #[test]
+    fn an_address_request_has_its_broadcast() {
+        let addr = Ipv4Addr::new(10, 200, 0, 1);
+        let (flags, message) = parsed(address_request(3, addr, 16));
+        assert_eq!(flags, CREATE);
+        let RouteNetlinkMessage::NewAddress(address) = message else {
+            panic!("not RTM_NEWADDR: {message:?}");
+        };
+        assert_eq!(address.header.family, AddressFamily::Inet);
+        assert_eq!((address.header.prefix_len, address.header.index), (16, 3));
+        assert_eq!(
+            address.attributes,
+            [
+                AddressAttribute::Local(IpAddr::V4(addr)),
+                AddressAttribute::Address(IpAddr::V4(addr)),
+                AddressAttribute::Broadcast(Ipv4Addr::new(10, 200, 255, 255)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_forwarding_bridge_port_is_found_in_its_link_info() {
+        let mut port = named("v1");
+        port.attributes.push(LinkAttribute::OperState(State::Up));
+        port.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Veth),
+            LinkInfo::PortKind(InfoPortKind::Bridge),
+            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::State(
+                BridgePortState::Forwarding,
+            )])),
+        ]));
+        let (_, message) = parsed(request(RouteNetlinkMessage::NewLink(port), 0));
+        let RouteNetlinkMessage::NewLink(port) = message else {
+            panic!("not RTM_NEWLINK: {message:?}");
+        };
+        let state = LinkState::of(&port);
+        assert!(state.up && state.forwarding);
+        let state = LinkState::of(&named("v1"));
+        assert!(!state.up && !state.forwarding);
+    }
+}

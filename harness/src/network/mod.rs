@@ -1,0 +1,4 @@
+//! Network objects: labs, with their bridge, gateway, NAT and outside host.
+//! Uses `kernel` and `common`.
+
+pub(crate) mod lab;

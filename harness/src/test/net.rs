@@ -1,0 +1,81 @@
+//! `Net`: what a `#[netns_test]` body knows of its network.
+
+use std::net::Ipv4Addr;
+
+use crate::common::error::Result;
+use crate::common::subnet::Ipv4Subnet;
+use crate::network::lab::Lab;
+use crate::process::container::{Container, Spec};
+
+/// The network of a [`netns_test`](crate::netns_test) body: its own address
+/// on the lab's bridge, the lab's gateway, subnet, NAT and outside host, and
+/// the means to start peers there. Peers die with the test.
+///
+/// Take it as the test function's parameter, or call [`Net::current`]:
+///
+/// ```no_run
+/// use netns_harness::prelude::*;
+///
+/// #[netns_test]
+/// fn reaches_a_peer(net: Net) {
+///     let peer = net.spawn(&Spec::command("sleep").arg("30")).unwrap();
+///     let status = std::process::Command::new("ping")
+///         .args(["-c1", &peer.addr().to_string()])
+///         .status()
+///         .unwrap();
+///     assert!(status.success());
+/// }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Net {
+    lab: Lab,
+    addr: Ipv4Addr,
+}
+
+impl Net {
+    pub(crate) fn new(lab: Lab, addr: Ipv4Addr) -> Self {
+        Self { lab, addr }
+    }
+
+    /// This container's address (on its `eth0`).
+    pub fn addr(&self) -> Ipv4Addr {
+        self.addr
+    }
+
+    /// The gateway, this container's default route.
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.lab.gateway()
+    }
+
+    /// The lab's subnet.
+    pub fn subnet(&self) -> Ipv4Subnet {
+        self.lab.subnet()
+    }
+
+    /// The NAT's public address: what the outside sees as this container's
+    /// source address.
+    pub fn public_addr(&self) -> Ipv4Addr {
+        self.lab.public_addr()
+    }
+
+    /// The outside host's address.
+    pub fn outside_addr(&self) -> Ipv4Addr {
+        self.lab.outside_addr()
+    }
+
+    /// The lab, for anything else ([`Lab::spawn`] equals [`Net::spawn`]).
+    pub fn lab(&self) -> &Lab {
+        &self.lab
+    }
+
+    /// Starts a peer container on the same bridge (see [`Lab::spawn`]). A
+    /// test can have up to [`MAX_PEERS`](crate::MAX_PEERS) peers alive at once.
+    pub fn spawn(&self, spec: &Spec) -> Result<Container> {
+        self.lab.spawn(spec)
+    }
+
+    /// Starts a process on the outside host (see [`Lab::spawn_outside`]).
+    pub fn spawn_outside(&self, spec: &Spec) -> Result<Container> {
+        self.lab.spawn_outside(spec)
+    }
+}

@@ -1,0 +1,484 @@
+//! The runtime behind `#[netns_test]`.
+//!
+//! The test function libtest (or nextest) runs is the *runner*: it reserves
+//! addresses on the lab's bridge and re-executes the test binary in a
+//! container, where the *body* runs as a plain function (no libtest there,
+//! so it runs exactly once). The container inherits descriptors of the lab's
+//! namespaces, so the body can spawn peers on the same bridge, and a pipe on
+//! which it reports how it ended. The runner forwards the container's
+//! output (standard output and error, in order) through `print!`, so libtest
+//! shows it for failing tests and `--nocapture` shows it live.
+
+use std::fmt::Debug;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::Net;
+use crate::common::error::{Error, Result};
+use crate::common::protocol::{BodyEnd, Context, LabView, Outcome, Peer};
+use crate::common::settings::SKIP_VAR;
+use crate::network::lab::{Lab, Lease};
+use crate::process::container::{self, Attach, Container};
+use crate::{Spec, Stdio, common::names, kernel::sys};
+
+/// Carries a test container's [`Context`] into it.
+const CONTEXT_VAR: &str = "NETNS_HARNESS_TEST_CONTEXT";
+
+/// How many peers a test's body can have alive at once: the runner reserves
+/// that many addresses for it.
+pub const MAX_PEERS: usize = 15;
+
+/// Which bridge a test's container is attached to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Network {
+    /// The test process's shared lab.
+    Shared,
+    /// A lab of the test's own.
+    Private,
+}
+
+/// One `#[netns_test]`, as the attribute describes it.
+#[derive(Debug)]
+pub struct Test {
+    /// The test's path, `module_path!()` and its name.
+    pub name: &'static str,
+    /// How long the body may run.
+    pub timeout: Duration,
+    /// Its bridge.
+    pub network: Network,
+    /// The function the container runs: the body, adapted.
+    pub entry: fn(),
+}
+
+impl Test {
+    fn display_name(&self) -> &'static str {
+        display_name(self.name)
+    }
+
+    /// A valid hostname from the function's name.
+    fn hostname(&self) -> String {
+        let last = self.name.rsplit("::").next().unwrap_or("test");
+        let name: String = last
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(names::MAX_LEN)
+            .collect();
+        let name = name.trim_start_matches('-');
+        if name.is_empty() {
+            "test".to_owned()
+        } else {
+            name.to_owned()
+        }
+    }
+}
+
+/// The name libtest shows for the test at `path`: without the crate's name.
+fn display_name(path: &'static str) -> &'static str {
+    path.split_once("::").map_or(path, |(_, rest)| rest)
+}
+
+/// The context variable, taken out of the environment before `main` so that
+/// the body's own children do not see it.
+static CONTEXT_TEXT: OnceLock<Option<String>> = OnceLock::new();
+
+/// Takes the context variable; called before `main`.
+pub(crate) fn take_context() {
+    CONTEXT_TEXT.get_or_init(|| {
+        let text = std::env::var(CONTEXT_VAR).ok()?;
+        // SAFETY: called before main, while the process has one thread.
+        unsafe { sys::remove_env(CONTEXT_VAR) };
+        Some(text)
+    });
+}
+
+impl crate::Net {
+    /// The network of the running test body.
+    ///
+    /// # Panics
+    /// Outside the body of a `#[netns_test]`.
+    pub fn current() -> Net {
+        Self::try_current().unwrap_or_else(|| {
+            panic!("Net::current() is only available in the body of a #[netns_test]")
+        })
+    }
+
+    /// The network of the running test body, or `None` outside one.
+    pub fn try_current() -> Option<Net> {
+        inside().map(|inside| inside.net.clone())
+    }
+}
+
+/// The container side of a test: its network, the pipe its result goes
+/// to, and the peers its body started.
+pub(crate) struct Inside {
+    pub net: crate::Net,
+    result: Mutex<Option<File>>,
+    peers: Mutex<Vec<Peer>>,
+}
+
+impl Inside {
+    /// Notes what happened to a peer of the body, for the failure report.
+    fn record(&self, event: &container::Event<'_>) {
+        let mut peers = lock(&self.peers);
+        match *event {
+            container::Event::Started { name, addr, pid } => peers.push(Peer {
+                pid,
+                name: name.to_owned(),
+                addr,
+                ended: None,
+            }),
+            container::Event::Ended { pid, ref how } => {
+                if let Some(peer) = peers.iter_mut().find(|p| p.pid == pid) {
+                    peer.ended = Some(how.clone());
+                }
+            }
+        }
+    }
+
+    /// Sends how the body ended, and its peers, to the runner, once, and
+    /// closes the pipe.
+    fn send_result(&self, end: BodyEnd) {
+        let outcome = Outcome {
+            end,
+            peers: lock(&self.peers).clone(),
+        };
+        if let Some(mut pipe) = lock(&self.result).take() {
+            let _ = pipe.write_all(&outcome.encode());
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The test container's context, if this process is one.
+pub(crate) fn inside() -> Option<&'static Inside> {
+    static INSIDE: OnceLock<Option<Inside>> = OnceLock::new();
+    INSIDE
+        .get_or_init(|| {
+            let text = CONTEXT_TEXT.get()?.as_deref()?;
+            let ctx = Context::decode(text)
+                .filter(|c| {
+                    [c.lab_fd, c.outside_fd, c.result_fd]
+                        .into_iter()
+                        .all(sys::fd_is_open)
+                })
+                .unwrap_or_else(|| panic!("netns-harness: malformed {CONTEXT_VAR}={text:?}"));
+            // SAFETY: the runner made these descriptors inheritable for this
+            // process, and nothing else in it owns them.
+            let (lab_ns, outside_ns, result) = unsafe {
+                (
+                    sys::adopt_fd(ctx.lab_fd),
+                    sys::adopt_fd(ctx.outside_fd),
+                    sys::adopt_fd(ctx.result_fd),
+                )
+            };
+            // Not for the body's own children.
+            for fd in [&lab_ns, &outside_ns, &result] {
+                sys::set_cloexec(fd.as_fd())
+                    .unwrap_or_else(|e| panic!("netns-harness: cannot set close-on-exec: {e}"));
+            }
+            let inner = crate::network::lab::LabInner::adopt(ctx.view, lab_ns, outside_ns)
+                .unwrap_or_else(|e| panic!("netns-harness: cannot reach the test's lab: {e}"));
+            // Every container this process starts is a peer of the body.
+            container::watch(|event| {
+                if let Some(inside) = inside() {
+                    inside.record(event);
+                }
+            });
+            Some(Inside {
+                net: crate::Net::new(Lab::from_inner(inner), ctx.addr),
+                result: Mutex::new(Some(File::from(result))),
+                peers: Mutex::new(Vec::new()),
+            })
+        })
+        .as_ref()
+}
+
+/// What the body of a `#[netns_test]` may return: `()` or
+/// `Result<(), E>` with `E: Debug`.
+#[diagnostic::on_unimplemented(
+    message = "a #[netns_test] function must return `()` or `Result<(), E>` where `E: Debug`, not `{Self}`"
+)]
+pub trait TestResult {
+    /// `Err` with the error's `Debug` text when the test failed.
+    fn into_result(self) -> Result<(), String>;
+}
+
+impl TestResult for () {
+    fn into_result(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<E: Debug> TestResult for Result<(), E> {
+    fn into_result(self) -> Result<(), String> {
+        self.map_err(|e| format!("{e:?}"))
+    }
+}
+
+/// Runs a future to completion on a fresh single-threaded tokio runtime
+/// (with I/O and timers), as the body of an `async` test.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("netns-harness: cannot start a tokio runtime: {e}"))
+        .block_on(future)
+}
+
+/// The container side: runs the body of test `name` on a thread named
+/// after it (as libtest would), reports how it ended to the runner and
+/// exits (0 passed, 1 returned an error, 101 panicked). With
+/// [`KEEP_VAR`](crate::KEEP_VAR) set, a panicking body reports and
+/// then stays where it is, peers and all, until the runner kills it.
+pub fn run_in_container<R: TestResult + 'static>(name: &'static str, body: fn() -> R) -> ! {
+    let inside = inside().unwrap_or_else(|| {
+        panic!("netns-harness: a test body ran outside its container; run it through its #[netns_test] function")
+    });
+    static MESSAGE: Mutex<String> = Mutex::new(String::new());
+    let keep = crate::common::settings::get().keep_on_failure;
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "Box<dyn Any>".to_owned());
+        default_hook(info);
+        if keep {
+            // Before unwinding drops the body's peers.
+            let _ = std::io::stdout().flush();
+            inside.send_result(BodyEnd::Panicked(message));
+            loop {
+                std::thread::park();
+            }
+        }
+        *lock(&MESSAGE) = message;
+    }));
+    let thread = std::thread::Builder::new()
+        .name(display_name(name).to_owned())
+        .spawn(move || body().into_result());
+    let outcome = match thread {
+        Ok(thread) => thread.join(),
+        Err(e) => panic!("netns-harness: cannot start the test's thread: {e}"),
+    };
+    let (end, code) = match outcome {
+        Ok(Ok(())) => (BodyEnd::Passed, 0),
+        Ok(Err(e)) => {
+            eprintln!("Error: {e}");
+            (BodyEnd::Returned(e), 1)
+        }
+        Err(_) => (BodyEnd::Panicked(lock(&MESSAGE).clone()), 101),
+    };
+    let _ = std::io::stdout().flush();
+    inside.send_result(end);
+    std::process::exit(code)
+}
+
+/// How a test ended, as the runner saw it.
+enum Verdict {
+    Passed,
+    Failed(String),
+}
+
+/// The runner side of a `#[netns_test]`: runs the body in a container and
+/// panics, with the body's panic message, if it failed.
+#[track_caller]
+pub fn run_test(test: &Test) {
+    let lab = match test.network {
+        Network::Shared => Lab::shared(),
+        Network::Private => Lab::builder().build(),
+    };
+    let verdict = lab.and_then(|lab| run(&lab, test));
+    match verdict {
+        Ok(Verdict::Passed) => {}
+        Ok(Verdict::Failed(message)) => panic!("{message}"),
+        Err(err @ Error::Unsupported { .. }) if crate::common::settings::get().skip_unsupported => {
+            // Straight to the terminal: libtest hides what passing tests print.
+            let _ = writeln!(
+                std::io::stderr(),
+                "netns-harness: skipped {} ({SKIP_VAR}=1): {err}",
+                test.display_name()
+            );
+        }
+        Err(err) => panic!(
+            "netns-harness: cannot run {} in a container: {err}{}",
+            test.display_name(),
+            if matches!(err, Error::Unsupported { .. }) {
+                format!("; or set {SKIP_VAR}=1 to skip such tests on this machine")
+            } else {
+                String::new()
+            }
+        ),
+    }
+}
+
+fn run(lab: &Lab, test: &Test) -> Result<Verdict> {
+    let Started {
+        mut container,
+        result,
+        peers,
+        view_prefix,
+    } = start(lab, test)?;
+    let capture = container.take_capture();
+    let deadline = Instant::now() + test.timeout;
+    let keep = crate::common::settings::get().keep_on_failure;
+    let watched = crate::test::output::watch(container.take_stdout(), result, deadline, |result| {
+        keep && panicked(result)
+    })
+    .map_err(|e| Error::os(format!("read the output of {}", test.display_name()), e))?;
+    let (verdict, peers_seen) = match watched {
+        None => {
+            // Kill first, whatever the body does (floods its link, forks,
+            // ignores signals): the report comes after.
+            container.kill()?;
+            container.wait_timeout(EXIT_GRACE)?;
+            let message = format!(
+                "test {} timed out after {:?}; its container and every process in it were killed",
+                test.display_name(),
+                test.timeout
+            );
+            (Verdict::Failed(message), None)
+        }
+        Some(result) => {
+            let status = if keep && panicked(&result) {
+                None
+            } else {
+                let left = deadline.saturating_duration_since(Instant::now());
+                container.wait_timeout(left.max(EXIT_GRACE))?
+            };
+            let outcome = Outcome::decode(&result);
+            let peers = outcome.as_ref().map(|o| o.peers.clone());
+            (judge(test, outcome.map(|o| o.end), status), peers)
+        }
+    };
+    if let Verdict::Failed(_) = verdict {
+        let name = test.display_name();
+        let peers = peers_seen.as_deref();
+        let report =
+            crate::tools::failure::report(name, lab, &container, &view_prefix, peers, capture);
+        print!("{report}");
+        if keep {
+            crate::tools::failure::keep(name, lab, &container);
+        }
+    }
+    // Kill, reap and unplug the container before its peers' addresses go back.
+    drop(container);
+    drop(peers);
+    Ok(verdict)
+}
+
+/// Whether a result says the body panicked.
+fn panicked(result: &[u8]) -> bool {
+    Outcome::decode(result).is_some_and(|o| matches!(o.end, BodyEnd::Panicked(_)))
+}
+
+/// A test's container, started, with what the runner keeps of its start.
+struct Started {
+    container: Container,
+    /// The read end of the pipe its result comes on.
+    result: File,
+    /// The addresses reserved for its peers.
+    peers: Vec<Lease>,
+    /// The prefix of its peers' port names.
+    view_prefix: String,
+}
+
+/// Reserves the test's address and its peers', and starts its container
+/// with its [`Context`].
+fn start(lab: &Lab, test: &Test) -> Result<Started> {
+    let inner = &lab.inner;
+    let own = inner.lease()?;
+    // Addresses for the body's peers: as many as are free, up to the limit.
+    let peers: Vec<Lease> = std::iter::from_fn(|| inner.lease().ok())
+        .take(MAX_PEERS)
+        .collect();
+    let (result_read, result_write) =
+        sys::pipe().map_err(|e| Error::os("create a pipe for a test's result", e))?;
+    let view_prefix = inner.view_prefix();
+    let context = Context {
+        lab_fd: inner.lab_ns().as_raw_fd(),
+        outside_fd: inner.outside_ns().as_raw_fd(),
+        result_fd: result_write.as_raw_fd(),
+        addr: own.addr(),
+        view: LabView {
+            subnet: inner.subnet(),
+            bridge: inner.bridge().to_owned(),
+            bridge_index: inner.bridge_index(),
+            port_prefix: view_prefix.clone(),
+            addrs: peers.iter().map(Lease::addr).collect(),
+        },
+    };
+    let spec = Spec::function(test.entry)
+        .name(test.hostname())
+        .env(CONTEXT_VAR, context.encode())
+        .stdout(Stdio::Piped)
+        .stderr_to_stdout();
+    let extras = container::Extras {
+        inherit: vec![context.lab_fd, context.outside_fd, context.result_fd],
+        capture: crate::common::settings::get().capture,
+    };
+    let container = container::spawn(inner, &spec, Attach::Bridge(Some(own)), &extras)?;
+    Ok(Started {
+        container,
+        result: File::from(result_read),
+        peers,
+        view_prefix,
+    })
+}
+
+/// How long a container that reported may take to exit.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+
+/// The verdict on how a body said it ended (`None`: it said nothing
+/// readable) and how its container exited (`None`: it was kept alive).
+fn judge(test: &Test, end: Option<BodyEnd>, status: Option<std::process::ExitStatus>) -> Verdict {
+    match end {
+        Some(BodyEnd::Passed) if status.is_some_and(|s| s.success()) => Verdict::Passed,
+        Some(BodyEnd::Panicked(message)) => Verdict::Failed(message),
+        Some(BodyEnd::Returned(error)) => Verdict::Failed(format!(
+            "test {} returned an error: {error}",
+            test.display_name()
+        )),
+        Some(BodyEnd::Passed) | None => {
+            let how = status.map_or_else(|| "no exit".to_owned(), |s| s.to_string());
+            Verdict::Failed(format!(
+                "the container of test {} ended ({how}) before its body finished",
+                test.display_name()
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostnames_come_from_the_function_name() {
+        let test = |name| Test {
+            name,
+            timeout: Duration::from_secs(1),
+            network: Network::Shared,
+            entry: || {},
+        };
+        assert_eq!(
+            test("suite::a_rather_long_test_name").hostname(),
+            "a_rather_long_t"
+        );
+        assert_eq!(test("suite::cases::case_1").hostname(), "case_1");
+        assert_eq!(test("suite::cases::case_1").display_name(), "cases::case_1");
+    }
+}
