@@ -1,0 +1,322 @@
+//! Starting a container: its plan, its clone, its veth on the bridge (or
+//! the outside namespace), the go-aheads, and its `execve`.
+
+use super::*;
+use crate::common::error::{Error, Result};
+use crate::common::protocol::{FUNCTION_VAR, FunctionRef, Report};
+use crate::kernel::packet::Recording;
+use crate::kernel::prexec::{ChildPlan, IfConfig};
+use crate::kernel::rtnl::Peer;
+use crate::kernel::spawner::Reports;
+use crate::kernel::sys;
+use crate::network::lab::{LabInner, Lease};
+use crate::{common::names, kernel::spawner};
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static NEXT_NAME: AtomicU32 = AtomicU32::new(0);
+
+pub(crate) fn spawn(
+    lab: &Arc<LabInner>,
+    spec: &Spec,
+    attach: Attach,
+    extras: &Extras,
+) -> Result<Container> {
+    let name = match (&spec.name, &attach) {
+        (Some(name), _) => name.clone(),
+        (None, Attach::Bridge(_)) => format!("c{}", NEXT_NAME.fetch_add(1, Ordering::Relaxed)),
+        (None, Attach::Outside) => "outside".to_owned(),
+    };
+    names::validate(&name)?;
+    let mut plan = exec_plan(spec, &name)?;
+    let lease = attach_plan(lab, &mut plan, attach)?;
+    let addr = lease
+        .as_ref()
+        .map_or(crate::network::lab::OUTSIDE_ADDR, Lease::addr);
+    plan.keep.clone_from(&extras.inherit);
+    plan.userns = crate::kernel::userns::lab_userns().map(|fd| fd.as_raw_fd());
+    let (mut child, streams) = Child::clone(plan, spec, name)?;
+    let prepared = connect(lab, &child.process, lease.as_ref(), extras.capture)
+        .and_then(|attached| child.configure(attached));
+    let (netns, port, capture) = match prepared {
+        Ok(attached) => attached,
+        // If the child failed first, its own report says more.
+        Err(e) => return Err(child.reports.failure_now().unwrap_or(e)),
+    };
+    let process = child.await_exec()?;
+    if let Some(watcher) = WATCHER.get() {
+        watcher(&Event::Started {
+            name: &process.name,
+            addr,
+            pid: process.pid,
+        });
+    }
+    let [stdin, stdout, stderr] = streams.map(|s| s.parent);
+    Ok(Container {
+        process,
+        netns,
+        addr,
+        stdin,
+        stdout,
+        stderr,
+        capture,
+        _port: port,
+        _lease: lease,
+    })
+}
+
+/// A plan to execute `spec`'s program (a command, or the test binary for a
+/// function) with its arguments and environment, as container `name`.
+pub(super) fn exec_plan(spec: &Spec, name: &str) -> Result<ChildPlan> {
+    let mut env = spec.environment();
+    let program = match &spec.program {
+        Program::Command(program) => resolve(program, &env)?,
+        Program::Function(function) => {
+            env.push((
+                FUNCTION_VAR.into(),
+                FunctionRef(sys::fn_offset(*function)).encode().into(),
+            ));
+            current_exe()?
+        }
+    };
+    let argv0 = match &spec.program {
+        Program::Command(program) => program.clone(),
+        Program::Function(_) => program.clone().into_os_string(),
+    };
+    let mut plan = ChildPlan::new(
+        cstring(program.into_os_string().into_vec(), "program")?,
+        std::iter::once(&argv0)
+            .chain(&spec.args)
+            .map(|a| cstring(a.as_bytes().to_vec(), "argument"))
+            .collect::<Result<_>>()?,
+        env.into_iter()
+            .map(|(k, v)| {
+                let mut kv = k.into_vec();
+                kv.push(b'=');
+                kv.extend(v.into_vec());
+                cstring(kv, "environment variable")
+            })
+            .collect::<Result<_>>()?,
+    );
+    plan.hostname = name.as_bytes().to_vec();
+    Ok(plan)
+}
+
+/// Puts where the container's network lives into `plan`: its `eth0`'s
+/// address and route (from `attach`'s lease, or the next free address), or
+/// the outside namespace to join. Returns the lease.
+pub(super) fn attach_plan(
+    lab: &Arc<LabInner>,
+    plan: &mut ChildPlan,
+    attach: Attach,
+) -> Result<Option<Lease>> {
+    match attach {
+        Attach::Bridge(lease) => {
+            let lease = match lease {
+                Some(lease) => lease,
+                None => lab.lease()?,
+            };
+            let subnet = lab.subnet();
+            plan.net = Some(IfConfig {
+                addr: lease.addr(),
+                netmask: subnet.netmask(),
+                broadcast: subnet.broadcast(),
+                gateway: subnet.nth(1),
+            });
+            Ok(Some(lease))
+        }
+        Attach::Outside => {
+            plan.join_netns = Some(lab.outside_ns().as_raw_fd());
+            Ok(None)
+        }
+    }
+}
+
+/// A cloned child on its way to its program: its process, its reports and
+/// the pipe that tells it to go on.
+pub(super) struct Child {
+    pub(super) process: Process,
+    pub(super) reports: Reports,
+    pub(super) go: File,
+}
+
+impl Child {
+    /// Clones the child of `plan` with `spec`'s streams, and waits until it
+    /// reported that it started.
+    pub(super) fn clone(
+        mut plan: ChildPlan,
+        spec: &Spec,
+        name: String,
+    ) -> Result<(Child, [StreamEnds; 3])> {
+        let os = |what: &str| {
+            let what = format!("{what} for container {name:?}");
+            move |e| Error::os(what, e)
+        };
+        let (go_read, go_write) = sys::pipe().map_err(os("create a pipe"))?;
+        let (report_read, report_write) = sys::pipe().map_err(os("create a pipe"))?;
+        let streams = [
+            stream(spec.stdio[0], true).map_err(os("set up standard input"))?,
+            stream(spec.stdio[1], false).map_err(os("set up standard output"))?,
+            stream(spec.stdio[2], false).map_err(os("set up standard error"))?,
+        ];
+        for (slot, ends) in plan.stdio.iter_mut().zip(&streams) {
+            *slot = ends.child.as_ref().map(AsRawFd::as_raw_fd);
+        }
+        if spec.stderr_to_stdout {
+            plan.stdio[2] = Some(plan.stdio[1].unwrap_or(libc::STDOUT_FILENO));
+        }
+        plan.go_read = go_read.as_raw_fd();
+        plan.go_write = go_write.as_raw_fd();
+        let cloning = spawner::clone(plan, report_write).map_err(os("clone"))?;
+        let mut reports = Reports::new(report_read, name.as_str());
+        match reports.next("start")? {
+            Report::Started => {}
+            other => return Err(reports.unexpected(other, "start")),
+        }
+        let pidfd = cloning
+            .take_pidfd()
+            .ok_or_else(|| os("take the pidfd")(io::Error::from(io::ErrorKind::NotFound)))?;
+        // The child has its copies (and closed its copy of the write end).
+        drop(go_read);
+        let process = Process {
+            name,
+            pid: 0,
+            pidfd,
+            status: None,
+        };
+        let go = File::from(go_write);
+        Ok((
+            Child {
+                process,
+                reports,
+                go,
+            },
+            streams,
+        ))
+    }
+
+    /// Lets the child configure its network once the parent attached it,
+    /// and, for a bridged container, waits until its port forwards.
+    pub(super) fn configure<T>(
+        &mut self,
+        attached: (T, Option<Port>, Option<Recording>),
+    ) -> Result<(T, Option<Port>, Option<Recording>)> {
+        self.go()?;
+        if let (_, Some(port), _) = &attached {
+            match self.reports.next("configure its network")? {
+                Report::Configured => {}
+                other => return Err(self.reports.unexpected(other, "configure its network")),
+            }
+            port.await_forwarding()?;
+            self.go()?;
+        }
+        Ok(attached)
+    }
+
+    pub(super) fn go(&mut self) -> Result<()> {
+        self.go
+            .write_all(&[1])
+            .map_err(|e| Error::os(format!("start container {:?}", self.process.name), e))
+    }
+
+    /// Waits until the child executed its program; its process, with its pid.
+    pub(super) fn await_exec(mut self) -> Result<Process> {
+        self.process.pid = match self.reports.next("execute its program")? {
+            Report::Released { pid } => pid,
+            other => return Err(self.reports.unexpected(other, "execute its program")),
+        };
+        Ok(self.process)
+    }
+}
+
+/// The parent's part of a start: the child's network namespace, and for a
+/// bridged container its veth, created with one end on the bridge and
+/// `eth0` inside the child, and when asked a capture of that port.
+pub(super) fn connect(
+    lab: &Arc<LabInner>,
+    process: &Process,
+    lease: Option<&Lease>,
+    capture: bool,
+) -> Result<(OwnedFd, Option<Port>, Option<Recording>)> {
+    let Some(lease) = lease else {
+        // The child has not joined the outside namespace yet: take it from the lab.
+        let netns = lab
+            .outside_ns()
+            .try_clone()
+            .map_err(|e| Error::os("duplicate the outside namespace's descriptor", e))?;
+        return Ok((netns, None, None));
+    };
+    let netns = crate::kernel::netns::of_process(
+        process.pidfd.as_fd(),
+        &format!("container {:?}", process.name),
+    )?;
+    let name = lab.port_name();
+    lab.rtnl().add_veth(
+        &name,
+        Some(lab.bridge_index()),
+        &Peer {
+            name: "eth0",
+            netns: netns.as_fd(),
+            mac: Some(crate::network::lab::mac_for(lease.addr())),
+        },
+    )?;
+    let port = Port {
+        lab: Arc::clone(lab),
+        name,
+    };
+    let capture = if capture {
+        Some(Recording::start(lab.lab_ns().as_fd(), &port.name)?)
+    } else {
+        None
+    };
+    Ok((netns, Some(port), capture))
+}
+
+/// A container's port on the bridge (the lab's end of its veth), taken off
+/// the bridge when dropped.
+pub(super) struct Port {
+    pub(super) lab: Arc<LabInner>,
+    pub(super) name: String,
+}
+
+impl Port {
+    /// Waits until the bridge forwards on the port, and the bridge itself
+    /// is up (it has carrier once a port forwards): only then is the
+    /// container reachable (a frame sent earlier is dropped, and ARP
+    /// retries only after a second).
+    pub(super) fn await_forwarding(&self) -> Result<()> {
+        crate::network::lab::wait_for(
+            &self.name,
+            "forward on the bridge (no carrier, or the bridge's port state machine is stuck)",
+            || {
+                let mut rtnl = self.lab.rtnl();
+                Ok(rtnl.link_state(&self.name)?.forwarding
+                    && rtnl.link_state(self.lab.bridge())?.up)
+            },
+        )
+    }
+}
+
+impl Drop for Port {
+    fn drop(&mut self) {
+        // Detaching is synchronous and cheap. The device itself goes with
+        // the container's network namespace, which the kernel destroys (in
+        // batches) once the container is reaped; deleting it here would wait
+        // for an RCU barrier each time.
+        match self.lab.rtnl().detach(&self.name) {
+            Err(Error::Netlink { source, .. }) if source.raw_os_error() == Some(libc::ENODEV) => {}
+            Err(e) => eprintln!("netns-harness: {e}"),
+            Ok(()) => {}
+        }
+    }
+}
+
+impl std::fmt::Debug for Port {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
