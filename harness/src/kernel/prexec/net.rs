@@ -1,0 +1,157 @@
+//! The child's network: `lo` and `eth0` up, `eth0`'s address and default
+//! route, set with the classic interface ioctls (no parsing, no allocation).
+
+use std::ffi::c_char;
+use std::net::Ipv4Addr;
+use std::os::fd::BorrowedFd;
+
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+use rustix::ioctl::{Opcode, Setter, Updater, ioctl};
+use rustix::net::{AddressFamily, SocketType};
+use rustix::time::{ClockId, Timespec};
+
+use crate::common::protocol::Stage;
+
+use super::*;
+
+/// The `struct rtentry` of `SIOCADDRT` (x86_64 and other LP64 layouts).
+#[repr(C)]
+pub(super) struct RtEntry {
+    rt_pad1: libc::c_ulong,
+    pub(super) rt_dst: libc::sockaddr,
+    pub(super) rt_gateway: libc::sockaddr,
+    pub(super) rt_genmask: libc::sockaddr,
+    pub(super) rt_flags: libc::c_ushort,
+    rt_pad2: libc::c_short,
+    rt_pad3: libc::c_ulong,
+    rt_pad4: *mut libc::c_void,
+    pub(super) rt_metric: libc::c_short,
+    pub(super) rt_dev: *mut c_char,
+    pub(super) rt_mtu: libc::c_ulong,
+    pub(super) rt_window: libc::c_ulong,
+    pub(super) rt_irtt: libc::c_ushort,
+}
+
+pub(super) fn sockaddr(addr: Ipv4Addr) -> libc::sockaddr {
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(addr.octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sockaddr_in and sockaddr have the same size and sockaddr has no
+    // invalid bit patterns.
+    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+}
+
+pub(super) fn ifreq(name: &[u8]) -> libc::ifreq {
+    // SAFETY: an all-zero ifreq is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name) {
+        *dst = *src as c_char;
+    }
+    req
+}
+
+/// Reads an interface's settings into `req` (`SIOCGIF*`).
+pub(super) fn get_if<const OP: Opcode>(
+    sock: BorrowedFd<'_>,
+    req: &mut libc::ifreq,
+) -> rustix::io::Result<()> {
+    // SAFETY: `OP` is a `SIOCGIF*` request, which fills an ifreq.
+    unsafe { ioctl(sock, Updater::<OP, libc::ifreq>::new(req)) }
+}
+
+/// Changes an interface's settings from `req` (`SIOCSIF*`).
+pub(super) fn set_if<const OP: Opcode>(
+    sock: BorrowedFd<'_>,
+    req: libc::ifreq,
+) -> rustix::io::Result<()> {
+    // SAFETY: `OP` is a `SIOCSIF*` request, which reads an ifreq.
+    unsafe { ioctl(sock, Setter::<OP, libc::ifreq>::new(req)) }
+}
+
+pub(super) const SIOCGIFFLAGS: Opcode = libc::SIOCGIFFLAGS as Opcode;
+pub(super) const SIOCSIFFLAGS: Opcode = libc::SIOCSIFFLAGS as Opcode;
+pub(super) const SIOCSIFADDR: Opcode = libc::SIOCSIFADDR as Opcode;
+pub(super) const SIOCSIFNETMASK: Opcode = libc::SIOCSIFNETMASK as Opcode;
+pub(super) const SIOCSIFBRDADDR: Opcode = libc::SIOCSIFBRDADDR as Opcode;
+pub(super) const SIOCADDRT: Opcode = libc::SIOCADDRT as Opcode;
+
+/// Brings `lo` and `eth0` up (without IPv6 duplicate address detection)
+/// and gives `eth0` its address and default route, with the classic
+/// interface ioctls (no parsing, no allocation).
+pub(super) fn configure_network(net: &IfConfig) -> Result<(), Failure> {
+    let sock = rustix::net::socket_with(
+        AddressFamily::INET,
+        SocketType::DGRAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .at(Stage::Loopback)?;
+    // Closed at exec (close-on-exec): dropping it would go through libc.
+    let sock = std::mem::ManuallyDrop::new(sock);
+    let sock = std::os::fd::AsFd::as_fd(&*sock);
+    // IPv6 link-local addresses usable at once, without duplicate address
+    // detection (best effort: IPv6 may be off).
+    if let Ok(dad) = rustix::fs::open(
+        c"/proc/sys/net/ipv6/conf/eth0/accept_dad",
+        OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        let dad = std::mem::ManuallyDrop::new(dad);
+        let _ = rustix::io::write(&*dad, b"0");
+    }
+    for (name, stage) in [(&b"lo"[..], Stage::Loopback), (b"eth0", Stage::Address)] {
+        let mut link = ifreq(name);
+        get_if::<SIOCGIFFLAGS>(sock, &mut link).at(stage)?;
+        // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+        unsafe { link.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+        set_if::<SIOCSIFFLAGS>(sock, link).at(stage)?;
+    }
+    let eth0 = |addr| {
+        let mut eth = ifreq(b"eth0");
+        eth.ifr_ifru.ifru_addr = sockaddr(addr);
+        eth
+    };
+    set_if::<SIOCSIFADDR>(sock, eth0(net.addr)).at(Stage::Address)?;
+    set_if::<SIOCSIFNETMASK>(sock, eth0(net.netmask)).at(Stage::Address)?;
+    set_if::<SIOCSIFBRDADDR>(sock, eth0(net.broadcast)).at(Stage::Address)?;
+    await_running(sock)?;
+    // SAFETY: an all-zero rtentry is valid.
+    let mut route: RtEntry = unsafe { std::mem::zeroed() };
+    route.rt_dst = sockaddr(Ipv4Addr::UNSPECIFIED);
+    route.rt_genmask = sockaddr(Ipv4Addr::UNSPECIFIED);
+    route.rt_gateway = sockaddr(net.gateway);
+    route.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
+    // SAFETY: SIOCADDRT reads a struct rtentry.
+    unsafe { ioctl(sock, Setter::<SIOCADDRT, RtEntry>::new(route)) }.at(Stage::Route)
+}
+
+/// Waits until `eth0` is operationally up (`IFF_RUNNING`): the kernel
+/// processes carrier changes asynchronously, and until then drops what the
+/// link sends. Polls with growing pauses for at most 30 s.
+pub(super) fn await_running(sock: BorrowedFd<'_>) -> Result<(), Failure> {
+    let start = rustix::time::clock_gettime(ClockId::Monotonic);
+    let mut pause_ns = 20_000;
+    loop {
+        let mut eth = ifreq(b"eth0");
+        get_if::<SIOCGIFFLAGS>(sock, &mut eth).at(Stage::Carrier)?;
+        // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+        if unsafe { eth.ifr_ifru.ifru_flags } & libc::IFF_RUNNING as libc::c_short != 0 {
+            return Ok(());
+        }
+        let now = rustix::time::clock_gettime(ClockId::Monotonic);
+        if now.tv_sec - start.tv_sec > 30 {
+            return Err(Failure(Stage::Carrier, Errno::TIMEDOUT));
+        }
+        let _ = rustix::thread::nanosleep(&Timespec {
+            tv_sec: 0,
+            tv_nsec: pause_ns,
+        });
+        pause_ns = (pause_ns * 2).min(5_000_000);
+    }
+}
