@@ -1,0 +1,109 @@
+//! The codec every byte encoding of the protocol shares: integers in
+//! little-endian order, strings and lists with a 32-bit length in front,
+//! nothing left over at the end; hex text for environment variables.
+
+use std::net::Ipv4Addr;
+use std::os::fd::RawFd;
+
+/// Builds a message's bytes.
+#[derive(Default)]
+pub(super) struct Writer(Vec<u8>);
+
+impl Writer {
+    pub(super) fn u8(&mut self, v: u8) -> &mut Self {
+        self.0.push(v);
+        self
+    }
+
+    pub(super) fn u32(&mut self, v: u32) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+
+    pub(super) fn u64(&mut self, v: u64) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+
+    pub(super) fn fd(&mut self, fd: RawFd) -> &mut Self {
+        self.u32(fd.cast_unsigned())
+    }
+
+    pub(super) fn addr(&mut self, addr: Ipv4Addr) -> &mut Self {
+        self.0.extend_from_slice(&addr.octets());
+        self
+    }
+
+    pub(super) fn len(&mut self, len: usize) -> &mut Self {
+        self.u32(u32::try_from(len).unwrap_or(u32::MAX))
+    }
+
+    pub(super) fn str(&mut self, s: &str) -> &mut Self {
+        self.len(s.len());
+        self.0.extend_from_slice(s.as_bytes());
+        self
+    }
+
+    pub(super) fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.0)
+    }
+
+    /// The bytes as text for an environment variable: two hex digits each.
+    pub(super) fn finish_hex(&mut self) -> String {
+        self.finish().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// The bytes [`Writer::finish_hex`] wrote as `text`.
+pub(super) fn unhex(text: &str) -> Option<Vec<u8>> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Reads a message's bytes back, in the order they were written.
+pub(super) struct Reader<'a>(pub(super) &'a [u8]);
+
+impl Reader<'_> {
+    pub(super) fn take(&mut self, n: usize) -> Option<&[u8]> {
+        let (head, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(head)
+    }
+
+    pub(super) fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+
+    pub(super) fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    pub(super) fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    pub(super) fn fd(&mut self) -> Option<RawFd> {
+        Some(self.u32()?.cast_signed())
+    }
+
+    pub(super) fn addr(&mut self) -> Option<Ipv4Addr> {
+        let octets: [u8; 4] = self.take(4)?.try_into().ok()?;
+        Some(Ipv4Addr::from(octets))
+    }
+
+    pub(super) fn len(&mut self) -> Option<usize> {
+        usize::try_from(self.u32()?).ok()
+    }
+
+    pub(super) fn str(&mut self) -> Option<String> {
+        let len = self.len()?;
+        String::from_utf8(self.take(len)?.to_vec()).ok()
+    }
+
+    /// `value`, if nothing is left over.
+    pub(super) fn end<T>(self, value: T) -> Option<T> {
+        self.0.is_empty().then_some(value)
+    }
+}
