@@ -7,10 +7,12 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd};
 
-use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, State};
-use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
 
 use crate::common::error::Result;
 use crate::kernel::netlink::Socket;
@@ -26,100 +28,122 @@ pub(crate) fn namespace_state(netns: BorrowedFd<'_>) -> Result<String> {
         let links = rtnl.links()?;
         let mut addresses: HashMap<u32, Vec<String>> = HashMap::new();
         for address in rtnl.addresses()? {
-            let local = address.attributes.iter().find_map(|a| match a {
-                AddressAttribute::Local(ip) | AddressAttribute::Address(ip) => Some(*ip),
-                _ => None,
-            });
-            if let Some(ip) = local {
-                addresses
-                    .entry(address.header.index)
-                    .or_default()
-                    .push(format!("{ip}/{}", address.header.prefix_len));
+            if let Some(ip) = address_text(&address) {
+                addresses.entry(address.header.index).or_default().push(ip);
             }
         }
-        let names: HashMap<u32, String> = links
-            .iter()
-            .map(|link| (link.header.index, Link::of(link).name))
-            .collect();
-        let name_of = |index: u32| {
-            names
-                .get(&index)
-                .cloned()
-                .unwrap_or_else(|| format!("if{index}"))
-        };
+        let names = Names(
+            links
+                .iter()
+                .map(|link| (link.header.index, Link::of(link).name))
+                .collect(),
+        );
         let mut out = String::new();
         for link in &links {
-            let flags = link.header.flags;
-            let state = match (
-                flags.contains(LinkFlags::Up),
-                flags.contains(LinkFlags::Running),
-            ) {
-                (true, true) => "UP",
-                (true, false) => "UP, NO-CARRIER",
-                _ => "DOWN",
-            };
-            let mac = link
-                .attributes
-                .iter()
-                .find_map(|a| match a {
-                    LinkAttribute::Address(mac) => Some(format!(" {}", lladdr(mac))),
-                    _ => None,
-                })
-                .unwrap_or_default();
-            let ips = addresses
-                .get(&link.header.index)
-                .map(|ips| ips.join(" "))
-                .unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "  link {} {state}{mac} {ips}",
-                name_of(link.header.index)
-            );
+            let ips = addresses.get(&link.header.index).map(|ips| ips.join(" "));
+            let _ = writeln!(out, "{}", link_line(link, &names, &ips.unwrap_or_default()));
         }
         for route in rtnl.routes()? {
-            if route.header.table != RouteHeader::RT_TABLE_MAIN {
-                continue;
+            if let Some(line) = route_line(&route, &names) {
+                let _ = writeln!(out, "{line}");
             }
-            let (mut dst, mut via, mut dev) = (None, None, None);
-            for attribute in &route.attributes {
-                match attribute {
-                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = Some(*ip),
-                    RouteAttribute::Gateway(RouteAddress::Inet(ip)) => via = Some(*ip),
-                    RouteAttribute::Oif(index) => dev = Some(name_of(*index)),
-                    _ => {}
-                }
-            }
-            let prefix = route.header.destination_prefix_length;
-            let dst = match dst {
-                Some(dst) if prefix > 0 => format!("{dst}/{prefix}"),
-                _ => "default".to_owned(),
-            };
-            let via = via.map(|ip| format!(" via {ip}")).unwrap_or_default();
-            let dev = dev.map(|dev| format!(" dev {dev}")).unwrap_or_default();
-            let _ = writeln!(out, "  route {dst}{via}{dev}");
         }
         for neighbour in rtnl.neighbours()? {
-            let (mut ip, mut mac) = (None, None);
-            for attribute in &neighbour.attributes {
-                match attribute {
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet(addr)) => {
-                        ip = Some(IpAddr::V4(*addr));
-                    }
-                    NeighbourAttribute::LinkLayerAddress(addr) => mac = Some(lladdr(addr)),
-                    _ => {}
-                }
+            if let Some(line) = neighbour_line(&neighbour, &names) {
+                let _ = writeln!(out, "{line}");
             }
-            let Some(ip) = ip else { continue };
-            let mac = mac.map(|mac| format!(" lladdr {mac}")).unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "  neigh {ip} dev {}{mac} {}",
-                name_of(neighbour.header.ifindex),
-                neighbour_state(neighbour.header.state)
-            );
         }
         Ok(out)
     })
+}
+
+/// Interface names by index, as a snapshot shows them.
+struct Names(HashMap<u32, String>);
+
+impl Names {
+    fn of(&self, index: u32) -> String {
+        self.0
+            .get(&index)
+            .cloned()
+            .unwrap_or_else(|| format!("if{index}"))
+    }
+}
+
+/// An address as `ip addr` shows it: `10.200.0.2/16`.
+fn address_text(address: &AddressMessage) -> Option<String> {
+    let ip = address.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(ip) | AddressAttribute::Address(ip) => Some(*ip),
+        _ => None,
+    })?;
+    Some(format!("{ip}/{}", address.header.prefix_len))
+}
+
+/// `  link eth0 UP 02:00:0a:c8:00:02 10.200.0.2/16 …`
+fn link_line(link: &LinkMessage, names: &Names, ips: &str) -> String {
+    let flags = link.header.flags;
+    let state = match (
+        flags.contains(LinkFlags::Up),
+        flags.contains(LinkFlags::Running),
+    ) {
+        (true, true) => "UP",
+        (true, false) => "UP, NO-CARRIER",
+        _ => "DOWN",
+    };
+    let mac = link
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Address(mac) => Some(format!(" {}", lladdr(mac))),
+            _ => None,
+        })
+        .unwrap_or_default();
+    format!("  link {} {state}{mac} {ips}", names.of(link.header.index))
+}
+
+/// `  route default via 10.200.0.1 dev eth0`, for the main table's routes.
+fn route_line(route: &RouteMessage, names: &Names) -> Option<String> {
+    if route.header.table != RouteHeader::RT_TABLE_MAIN {
+        return None;
+    }
+    let (mut dst, mut via, mut dev) = (None, None, None);
+    for attribute in &route.attributes {
+        match attribute {
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = Some(*ip),
+            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => via = Some(*ip),
+            RouteAttribute::Oif(index) => dev = Some(names.of(*index)),
+            _ => {}
+        }
+    }
+    let prefix = route.header.destination_prefix_length;
+    let dst = match dst {
+        Some(dst) if prefix > 0 => format!("{dst}/{prefix}"),
+        _ => "default".to_owned(),
+    };
+    let via = via.map(|ip| format!(" via {ip}")).unwrap_or_default();
+    let dev = dev.map(|dev| format!(" dev {dev}")).unwrap_or_default();
+    Some(format!("  route {dst}{via}{dev}"))
+}
+
+/// `  neigh 10.200.0.1 dev eth0 lladdr 02:00:0a:c8:00:01 REACHABLE`, for
+/// IPv4 neighbours.
+fn neighbour_line(neighbour: &NeighbourMessage, names: &Names) -> Option<String> {
+    let (mut ip, mut mac) = (None, None);
+    for attribute in &neighbour.attributes {
+        match attribute {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(addr)) => {
+                ip = Some(IpAddr::V4(*addr));
+            }
+            NeighbourAttribute::LinkLayerAddress(addr) => mac = Some(lladdr(addr)),
+            _ => {}
+        }
+    }
+    let mac = mac.map(|mac| format!(" lladdr {mac}")).unwrap_or_default();
+    Some(format!(
+        "  neigh {} dev {}{mac} {}",
+        ip?,
+        names.of(neighbour.header.ifindex),
+        neighbour_state(neighbour.header.state)
+    ))
 }
 
 /// A hardware address as `ip` prints it.
@@ -227,7 +251,65 @@ impl Link {
 
 #[cfg(test)]
 mod tests {
-    use super::is_test_port;
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    fn names() -> Names {
+        Names(HashMap::from([
+            (1, "lo".to_owned()),
+            (2, "eth0".to_owned()),
+        ]))
+    }
+
+    #[test]
+    fn routes_read_as_ip_route_prints_them() {
+        let mut route = RouteMessage::default();
+        route.header.table = RouteHeader::RT_TABLE_MAIN;
+        route.attributes = vec![
+            RouteAttribute::Gateway(RouteAddress::Inet(Ipv4Addr::new(10, 200, 0, 1))),
+            RouteAttribute::Oif(2),
+        ];
+        assert_eq!(
+            route_line(&route, &names()).as_deref(),
+            Some("  route default via 10.200.0.1 dev eth0")
+        );
+        route.header.destination_prefix_length = 16;
+        route.attributes = vec![
+            RouteAttribute::Destination(RouteAddress::Inet(Ipv4Addr::new(10, 200, 0, 0))),
+            RouteAttribute::Oif(7),
+        ];
+        assert_eq!(
+            route_line(&route, &names()).as_deref(),
+            Some("  route 10.200.0.0/16 dev if7")
+        );
+        route.header.table = 255; // local
+        assert_eq!(route_line(&route, &names()), None);
+    }
+
+    #[test]
+    fn links_and_neighbours_read_as_ip_prints_them() {
+        let mut link = LinkMessage::default();
+        link.header.index = 2;
+        link.header.flags = LinkFlags::Up;
+        link.attributes = vec![LinkAttribute::Address(vec![2, 0, 10, 200, 0, 2])];
+        assert_eq!(
+            link_line(&link, &names(), "10.200.0.2/16"),
+            "  link eth0 UP, NO-CARRIER 02:00:0a:c8:00:02 10.200.0.2/16"
+        );
+        let mut neighbour = NeighbourMessage::default();
+        neighbour.header.ifindex = 2;
+        neighbour.header.state = NeighbourState::Reachable;
+        assert_eq!(neighbour_line(&neighbour, &names()), None, "no address");
+        neighbour.attributes = vec![
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(Ipv4Addr::new(10, 200, 0, 1))),
+            NeighbourAttribute::LinkLayerAddress(vec![2, 0, 10, 200, 0, 1]),
+        ];
+        assert_eq!(
+            neighbour_line(&neighbour, &names()).as_deref(),
+            Some("  neigh 10.200.0.1 dev eth0 lladdr 02:00:0a:c8:00:01 REACHABLE")
+        );
+    }
 
     #[test]
     fn a_test_sees_only_its_own_ports() {
