@@ -212,21 +212,7 @@ impl Socket {
         I: NetlinkSerializable + NetlinkDeserializable,
         I::Error: Display,
     {
-        let first = self.seq.wrapping_add(1);
-        let mut last = first;
-        self.out.clear();
-        for message in messages.iter_mut() {
-            self.seq = self.seq.wrapping_add(1);
-            message.header.sequence_number = self.seq;
-            message.finalize();
-            if message.header.flags & (NLM_F_ACK | NLM_F_DUMP) != 0 {
-                last = self.seq;
-            }
-            let start = self.out.len();
-            self.out.resize(start + message.buffer_len(), 0);
-            message.serialize(&mut self.out[start..]);
-        }
-        self.socket.send(&self.out, 0)?;
+        let (first, last) = self.send(messages)?;
         let deadline = Instant::now() + self.timeout;
         let newest = self.seq;
         let in_request = |seq: u32| seq.wrapping_sub(first) <= newest.wrapping_sub(first);
@@ -253,40 +239,37 @@ impl Socket {
                     ),
                     message: None,
                 })?;
-                match message.payload {
-                    NetlinkPayload::Error(error) => {
-                        if error.code.is_some() {
-                            return Err(Refusal {
-                                error: error.to_io(),
-                                message: error_text(&error, flags),
-                            });
-                        }
-                        if seq == last {
-                            return Ok((replies, interrupted));
-                        }
-                    }
-                    NetlinkPayload::Done(done) => {
-                        if done.code < 0 {
-                            return Err(Refusal {
-                                error: io::Error::from_raw_os_error(-done.code),
-                                message: done_text(&done, flags),
-                            });
-                        }
-                        if seq == last {
-                            return Ok((replies, interrupted));
-                        }
-                    }
-                    NetlinkPayload::InnerMessage(reply) => replies.push(reply),
-                    NetlinkPayload::Overrun(_) => {
-                        return Err(Refusal::from(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            "the kernel reported an overrun of the socket's buffer",
-                        )));
-                    }
-                    _ => {} // NLMSG_NOOP
+                let ended = take_reply(message.payload, flags, &mut replies)?;
+                if ended && seq == last {
+                    return Ok((replies, interrupted));
                 }
             }
         }
+    }
+
+    /// Numbers, serializes and sends `messages` in one datagram; returns
+    /// the first sequence number and the last one that gets an answer
+    /// (an acknowledgement or a dump's end).
+    fn send<I>(&mut self, messages: &mut [NetlinkMessage<I>]) -> Result<(u32, u32), Refusal>
+    where
+        I: NetlinkSerializable,
+    {
+        let first = self.seq.wrapping_add(1);
+        let mut last = first;
+        self.out.clear();
+        for message in messages.iter_mut() {
+            self.seq = self.seq.wrapping_add(1);
+            message.header.sequence_number = self.seq;
+            message.finalize();
+            if message.header.flags & (NLM_F_ACK | NLM_F_DUMP) != 0 {
+                last = self.seq;
+            }
+            let start = self.out.len();
+            self.out.resize(start + message.buffer_len(), 0);
+            message.serialize(&mut self.out[start..]);
+        }
+        self.socket.send(&self.out, 0)?;
+        Ok((first, last))
     }
 }
 
@@ -335,6 +318,36 @@ pub(crate) fn bytes_of<I: NetlinkSerializable>(mut message: NetlinkMessage<I>) -
     let mut bytes = vec![0; message.buffer_len()];
     message.serialize(&mut bytes);
     bytes
+}
+
+/// Takes one reply of a request: a message into `replies`, a refusal as
+/// the error. Returns whether it ends an answer (an acknowledgement or the
+/// end of a dump).
+fn take_reply<I>(
+    payload: NetlinkPayload<I>,
+    flags: u16,
+    replies: &mut Vec<I>,
+) -> Result<bool, Refusal> {
+    match payload {
+        NetlinkPayload::Error(error) if error.code.is_some() => Err(Refusal {
+            error: error.to_io(),
+            message: error_text(&error, flags),
+        }),
+        NetlinkPayload::Done(done) if done.code < 0 => Err(Refusal {
+            error: io::Error::from_raw_os_error(-done.code),
+            message: done_text(&done, flags),
+        }),
+        NetlinkPayload::Error(_) | NetlinkPayload::Done(_) => Ok(true),
+        NetlinkPayload::InnerMessage(reply) => {
+            replies.push(reply);
+            Ok(false)
+        }
+        NetlinkPayload::Overrun(_) => Err(Refusal::from(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the kernel reported an overrun of the socket's buffer",
+        ))),
+        _ => Ok(false), // NLMSG_NOOP
+    }
 }
 
 #[cfg(test)]
