@@ -98,25 +98,8 @@ impl LabBuilder {
                 ),
             });
         }
-        let (outside_ns, mut outside) = crate::kernel::userns::create_netns(|| {
-            let mut rtnl = Rtnl::open("outside")?;
-            rtnl.set_up(LOOPBACK_INDEX)?;
-            Ok(rtnl)
-        })?;
-        let (lab_ns, (mut rtnl, mut nft)) = crate::kernel::userns::create_netns(|| {
-            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
-                .map_err(|e| Error::os("enable IPv4 forwarding in the lab namespace", e))?;
-            // Bridge ports need no IPv6 address of their own: without one,
-            // a new port costs no address generation, DAD or MLD (the
-            // bridge still carries containers' IPv6 traffic).
-            if std::path::Path::new(IPV6_DEFAULT_DISABLE).exists() {
-                std::fs::write(IPV6_DEFAULT_DISABLE, "1")
-                    .map_err(|e| Error::os("disable IPv6 addresses on the lab's ports", e))?;
-            }
-            let nft = Socket::open(libc::NETLINK_NETFILTER)
-                .map_err(|e| Error::os("open an nf_tables socket in the lab namespace", e))?;
-            Ok((Rtnl::open("lab")?, nft))
-        })?;
+        let (outside_ns, mut outside) = crate::kernel::userns::create_netns(outside_host)?;
+        let (lab_ns, (mut rtnl, mut nft)) = crate::kernel::userns::create_netns(lab_router)?;
         rtnl.set_up(LOOPBACK_INDEX)?;
         rtnl.add_bridge(&self.bridge, mac_for(subnet.nth(1)))?;
         let bridge_index = rtnl.link_index(&self.bridge)?;
@@ -160,6 +143,30 @@ impl LabBuilder {
 }
 
 const LOOPBACK_INDEX: u32 = 1;
+
+/// In the outside host's new namespace: `lo` up, and a netlink socket.
+fn outside_host() -> Result<Rtnl> {
+    let mut rtnl = Rtnl::open("outside")?;
+    rtnl.set_up(LOOPBACK_INDEX)?;
+    Ok(rtnl)
+}
+
+/// In the lab's new namespace: forwarding on, no IPv6 addresses on ports
+/// to come, and netlink sockets for links and nf_tables.
+fn lab_router() -> Result<(Rtnl, Socket)> {
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+        .map_err(|e| Error::os("enable IPv4 forwarding in the lab namespace", e))?;
+    // Bridge ports need no IPv6 address of their own: without one, a new
+    // port costs no address generation, DAD or MLD (the bridge still
+    // carries containers' IPv6 traffic).
+    if std::path::Path::new(IPV6_DEFAULT_DISABLE).exists() {
+        std::fs::write(IPV6_DEFAULT_DISABLE, "1")
+            .map_err(|e| Error::os("disable IPv6 addresses on the lab's ports", e))?;
+    }
+    let nft = Socket::open(libc::NETLINK_NETFILTER)
+        .map_err(|e| Error::os("open an nf_tables socket in the lab namespace", e))?;
+    Ok((Rtnl::open("lab")?, nft))
+}
 
 /// IPv6 for links created afterwards in the calling thread's namespace.
 const IPV6_DEFAULT_DISABLE: &str = "/proc/sys/net/ipv6/conf/default/disable_ipv6";
