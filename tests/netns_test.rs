@@ -149,3 +149,15 @@ mod with_rstest {
         assert!(net.subnet().contains(net.addr()));
     }
 }
+
+#[netns_test]
+fn lab_shared_in_a_body_is_its_tests_lab(net: Net) {
+    use std::os::fd::AsRawFd;
+    let shared = Lab::shared().unwrap();
+    assert_eq!(
+        shared.lab_netns().as_raw_fd(),
+        net.lab().lab_netns().as_raw_fd(),
+        "Lab::shared() made another lab inside the body"
+    );
+    assert_eq!(shared.subnet(), net.subnet());
+}

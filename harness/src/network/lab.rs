@@ -144,6 +144,15 @@ impl LabBuilder {
 
 const LOOPBACK_INDEX: u32 = 1;
 
+/// The process's shared lab, once made or adopted.
+static SHARED: Mutex<Option<Lab>> = Mutex::new(None);
+
+/// Makes `lab` the process's shared lab: a test container's lab, which
+/// its body reaches through [`Lab::shared`] as through its `Net`.
+pub(crate) fn share(lab: &Lab) {
+    *lock(&SHARED) = Some(lab.clone());
+}
+
 /// In the outside host's new namespace: `lo` up, and a netlink socket.
 fn outside_host() -> Result<Rtnl> {
     let mut rtnl = Rtnl::open("outside")?;
@@ -395,10 +404,6 @@ impl Lab {
     /// Inside the body of a [`netns_test`](crate::netns_test), this is the
     /// lab of the test's own network ([`Net::lab`](crate::Net::lab)).
     pub fn shared() -> Result<Lab> {
-        if let Some(net) = crate::Net::try_current() {
-            return Ok(net.lab().clone());
-        }
-        static SHARED: Mutex<Option<Lab>> = Mutex::new(None);
         let mut shared = lock(&SHARED);
         if let Some(lab) = &*shared {
             return Ok(lab.clone());

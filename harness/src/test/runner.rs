@@ -196,8 +196,10 @@ pub(crate) fn inside() -> Option<&'static Inside> {
                     inside.record(event);
                 }
             });
+            let lab = Lab::from_inner(inner);
+            crate::network::lab::share(&lab);
             Some(Inside {
-                net: crate::Net::new(Lab::from_inner(inner), ctx.addr),
+                net: crate::Net::new(lab, ctx.addr),
                 result: Mutex::new(Some(File::from(result))),
                 peers: Mutex::new(Vec::new()),
             })
