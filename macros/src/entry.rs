@@ -421,14 +421,19 @@ mod tests {
         }
     }
 
-    /// The message of every error in what `Configuration::parse` returns.
-    fn argument_errors(args: TokenStream) -> Vec<String> {
-        Configuration::parse(args)
+    /// The message of every error `result` holds.
+    fn messages<T>(result: syn::Result<T>) -> Vec<String> {
+        result
             .err()
             .into_iter()
             .flatten()
             .map(|err| err.to_string())
             .collect()
+    }
+
+    /// The message of every error in what `Configuration::parse` returns.
+    fn argument_errors(args: TokenStream) -> Vec<String> {
+        messages(Configuration::parse(args))
     }
 
     #[test]
@@ -489,12 +494,7 @@ mod tests {
     }
 
     fn signature_errors(item: TokenStream) -> Vec<String> {
-        check_signature(&syn::parse2(item).unwrap())
-            .err()
-            .into_iter()
-            .flatten()
-            .map(|err| err.to_string())
-            .collect()
+        messages(check_signature(&syn::parse2(item).unwrap()))
     }
 
     #[test]
