@@ -15,33 +15,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// The programs the suite runs as oracles or helpers, each with what to
-/// install when it is missing (Debian package names, as the README lists
-/// them).
-const TOOLS: &[(&str, &str)] = &[
-    (
-        "cargo",
-        "Rust's cargo (https://rustup.rs, or `apt-get install cargo`)",
-    ),
-    (
-        "cargo-nextest",
-        "cargo-nextest (`cargo install cargo-nextest`)",
-    ),
-    ("cat", "coreutils"),
-    ("ip", "iproute2"),
-    ("ls", "coreutils"),
-    ("nc", "netcat-openbsd"),
-    ("nft", "nftables"),
-    ("nsenter", "util-linux"),
-    ("ping", "iputils-ping"),
-    ("ps", "procps"),
-    ("setpriv", "util-linux"),
-    ("sh", "dash"),
-    ("sleep", "coreutils"),
-    ("ss", "iproute2"),
-    ("tcpdump", "tcpdump"),
-    ("unshare", "util-linux"),
-];
+pub use netns_harness_suite_macros::needs;
+
+#[expect(
+    dead_code,
+    reason = "`cfg_name` is for the build script and `#[needs]`"
+)]
+mod tools;
+
+use tools::TOOLS;
 
 /// What to install to get `program`, for messages of tests that need it.
 pub fn package_of(program: &str) -> &'static str {

@@ -11,7 +11,8 @@ use std::time::Duration;
 use netns_harness::probe::{ProbeOptions, Prober};
 use netns_harness::{Lab, Spec};
 use netns_harness_suite::{
-    HostState, dies_with_test, eventually, find_line, process_alive, tool, tree_dies_with_test,
+    HostState, dies_with_test, eventually, find_line, needs, process_alive, tool,
+    tree_dies_with_test,
 };
 
 const MARK_VAR: &str = "NETNS_HARNESS_SUITE_CHAOS";
@@ -103,6 +104,7 @@ fn chaos_victim() {
     }
 }
 
+#[needs("ip", "nft")]
 #[test]
 fn sigkill_at_twenty_instants_leaves_nothing() {
     let host = HostState::capture();
@@ -165,6 +167,7 @@ fn helpers_victim() {
     }
 }
 
+#[needs("unshare")]
 #[test]
 fn sigkill_leaves_no_helper_of_the_test() {
     let mark = format!("{}-helpers", std::process::id());

@@ -4,10 +4,11 @@
 //! Regenerate the expected output with
 //! `TRYBUILD=overwrite cargo test --test compile_fail -- --include-ignored`.
 
-use netns_harness_suite::tree_dies_with_test;
+use netns_harness_suite::{needs, tree_dies_with_test};
 
 /// trybuild runs cargo, which runs rustc: they run in a PID namespace that
 /// dies with this test, so that none of them outlives it.
+#[needs("unshare")]
 #[test]
 fn misuses_of_netns_test_are_compile_errors() {
     let out = tree_dies_with_test(std::env::current_exe().expect("the test binary"))

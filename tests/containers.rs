@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use netns_harness::{Container, Lab, Spec, Stdio};
-use netns_harness_suite::{bridge_ports, in_netns, links, read_line, tool};
+use netns_harness_suite::{bridge_ports, in_netns, links, needs, read_line, tool};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 const PORT: u16 = 7000;
@@ -80,6 +80,7 @@ fn start_echo_server(lab: &Lab, outside: bool) -> (Container, BufReader<std::fs:
     (server, out)
 }
 
+#[needs("ping")]
 #[test]
 fn two_containers_ping_each_other_with_system_ping() {
     let lab = Lab::shared().unwrap();
@@ -120,6 +121,7 @@ fn rust_code_in_containers_talks_tcp_across_the_bridge() {
     assert!(server.wait_timeout(TIMEOUT).unwrap().unwrap().success());
 }
 
+#[needs("nsenter", "nft")]
 #[test]
 fn the_outside_sees_the_nat_address_not_the_container() {
     let lab = Lab::shared().unwrap();
@@ -158,6 +160,7 @@ fn the_outside_sees_the_nat_address_not_the_container() {
     );
 }
 
+#[needs("nsenter", "ip", "ping")]
 #[test]
 fn without_nat_the_outside_has_no_route_back() {
     // The outside host knows only the uplink subnet: it cannot reach a
@@ -181,6 +184,7 @@ fn without_nat_the_outside_has_no_route_back() {
     assert!(!routes.contains("default"), "{routes}");
 }
 
+#[needs("ip", "ps")]
 #[test]
 fn a_container_sees_only_its_own_links_addresses_routes_and_processes() {
     let lab = Lab::shared().unwrap();
@@ -238,6 +242,7 @@ fn a_container_sees_only_its_own_links_addresses_routes_and_processes() {
     assert_eq!(hostname.trim(), "viewer");
 }
 
+#[needs("nsenter", "ip", "ping")]
 #[test]
 fn each_container_has_its_own_address_and_port_on_the_bridge() {
     let lab = Lab::builder().subnet("10.78.0.0/24").build().unwrap();
@@ -288,6 +293,7 @@ fn each_container_has_its_own_address_and_port_on_the_bridge() {
     assert!(links(lab.lab_netns()).contains(&netns_harness::UPLINK.to_owned()));
 }
 
+#[needs("nsenter", "ip", "ping")]
 #[test]
 fn thirty_two_containers_on_one_bridge_all_reachable_from_one() {
     let lab = Lab::builder().subnet("10.77.0.0/24").build().unwrap();
@@ -305,6 +311,7 @@ fn thirty_two_containers_on_one_bridge_all_reachable_from_one() {
     assert_eq!(out.trim(), "all");
 }
 
+#[needs("nsenter", "ip", "ping")]
 #[test]
 fn ipv6_link_local_addresses_are_usable_at_once() {
     // No duplicate address detection: addresses are not "tentative" and a
@@ -345,6 +352,7 @@ fn ipv6_link_local_addresses_are_usable_at_once() {
     assert!(!out.contains(" 0 received"), "{out}");
 }
 
+#[needs("nsenter", "ip", "ping")]
 #[test]
 fn the_gateway_keeps_its_mac_as_containers_come_and_go() {
     // A bridge without an address of its own would take its lowest port's,

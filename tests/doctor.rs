@@ -1,7 +1,7 @@
 //! The doctor says whether tests can run here, and what to fix when not.
 
 use netns_harness::doctor::{self, Mode};
-use netns_harness_suite::run_unprivileged;
+use netns_harness_suite::{needs, run_unprivileged};
 
 #[test]
 fn on_this_machine_every_check_passes() {
@@ -32,6 +32,7 @@ fn on_this_machine_every_check_passes() {
     assert!(report.checks.iter().all(|c| c.detail.is_ok()), "{text}");
 }
 
+#[needs("unshare")]
 #[test]
 fn without_privileges_it_fails_and_names_the_fix() {
     // The same situation as on a machine without unprivileged user

@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use netns_harness::{Error, Lab, Spec};
-use netns_harness_suite::{HostState, bridge_ports, run_unprivileged};
+use netns_harness_suite::{HostState, bridge_ports, needs, run_unprivileged};
 use rstest::rstest;
 
 /// Spawning `spec` fails with an error whose message contains `message`,
@@ -32,6 +32,7 @@ fn assert_spawn_fails(spec: Spec, message: &str) -> Error {
     err
 }
 
+#[needs("nsenter", "ip", "ping")]
 #[rstest]
 #[case(
     "sixteen-bytes-16",
@@ -48,6 +49,7 @@ fn an_invalid_container_name_is_refused(#[case] name: &str, #[case] message: &st
     assert!(matches!(err, Error::InvalidName { .. }));
 }
 
+#[needs("ip", "nft")]
 #[rstest]
 #[case("bridge-name-is-long", "at most 15 bytes")]
 #[case("br/0", "contains '/'")]
@@ -60,6 +62,7 @@ fn an_invalid_bridge_name_is_refused(#[case] bridge: &str, #[case] message: &str
     HostState::capture().assert_unchanged(&before);
 }
 
+#[needs("ip", "nft")]
 #[test]
 fn a_netlink_refusal_names_the_request_the_namespace_and_the_kernel_error() {
     // `lo` exists in every namespace: the kernel refuses a bridge of that name.
@@ -73,6 +76,7 @@ fn a_netlink_refusal_names_the_request_the_namespace_and_the_kernel_error() {
     HostState::capture().assert_unchanged(&before);
 }
 
+#[needs("ip", "nft")]
 #[rstest]
 #[case("10.200.0.0", "expected CIDR notation such as 10.200.0.0/16")]
 #[case("10.200.0.300/16", "not an IPv4 address")]
@@ -95,6 +99,7 @@ fn an_invalid_subnet_is_refused(#[case] subnet: &str, #[case] message: &str) {
     HostState::capture().assert_unchanged(&before);
 }
 
+#[needs("nsenter", "ip")]
 #[test]
 fn a_full_subnet_says_so_and_recovers_when_a_container_goes() {
     let lab = Lab::builder().subnet("10.95.0.0/29").build().unwrap();
@@ -114,6 +119,7 @@ fn a_full_subnet_says_so_and_recovers_when_a_container_goes() {
     assert!(lab.subnet().contains(freed.addr()));
 }
 
+#[needs("nsenter", "ip", "ping")]
 #[test]
 fn a_missing_command_is_refused_before_anything_is_made() {
     let err = assert_spawn_fails(
@@ -128,6 +134,7 @@ fn a_missing_command_is_refused_before_anything_is_made() {
     assert!(matches!(err, Error::CommandNotFound { .. }));
 }
 
+#[needs("nsenter", "ip", "ping")]
 #[test]
 fn a_container_that_fails_before_it_is_ready_reports_the_stage() {
     // An executable file that is not a program: the container gets as far
@@ -144,6 +151,7 @@ fn a_container_that_fails_before_it_is_ready_reports_the_stage() {
     assert!(err.to_string().contains("Exec format error"), "{err}");
 }
 
+#[needs("unshare")]
 #[test]
 fn no_privileges_and_no_rootless_mode_names_the_fix() {
     run_unprivileged("unsupported_child");

@@ -11,7 +11,7 @@ use std::time::Duration;
 use netns_harness::conntrack::{Entry, Table};
 use netns_harness::prelude::*;
 use netns_harness::probe::{Flow, Mark, ProbeOptions, Prober, Token};
-use netns_harness_suite::{in_netns, serve_outside};
+use netns_harness_suite::{in_netns, needs, serve_outside};
 use rstest::rstest;
 
 fn options() -> ProbeOptions {
@@ -80,6 +80,7 @@ enum Kind {
 // Twelve tests at once in the shared lab: all leave through the same NAT
 // with the same public address, to the same outside host; each must find
 // its own flow and nobody else's.
+#[needs("nsenter", "conntrack")]
 #[rstest]
 #[case::icmp_1(Kind::Icmp(1), 0)]
 #[case::icmp_2(Kind::Icmp(2), 1)]

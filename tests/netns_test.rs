@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use netns_harness::prelude::*;
-use netns_harness_suite::tool;
+use netns_harness_suite::{needs, tool};
 
 fn own_netns() -> String {
     std::fs::read_link("/proc/self/ns/net")
@@ -15,6 +15,7 @@ fn own_netns() -> String {
         .into_owned()
 }
 
+#[needs("ip")]
 #[netns_test]
 fn a_sync_body_runs_as_pid_1_of_its_container(net: Net) {
     assert_eq!(std::process::id(), 1);
@@ -115,6 +116,7 @@ fn the_outside_sees_the_nat_address(net: Net) {
     assert_ne!(seen, net.addr());
 }
 
+#[needs("ping", "ip")]
 #[netns_test(network = "private")]
 fn a_private_network_has_a_bridge_of_its_own(net: Net) {
     // Nothing but the gateway answers on a private bridge: ARP for the

@@ -12,7 +12,7 @@ use netns_harness::prelude::*;
 use netns_harness::probe::{
     IcmpOutcome, ProbeOptions, Prober, Reason, TcpMode, TcpOutcome, UdpOutcome,
 };
-use netns_harness_suite::{in_netns, read_line, require, serve_outside, tool};
+use netns_harness_suite::{in_netns, needs, read_line, require, serve_outside, tool};
 
 fn options() -> ProbeOptions {
     ProbeOptions::default().timeout(Duration::from_secs(1))
@@ -97,6 +97,7 @@ fn nc(addr: Ipv4Addr, port: u16) -> (bool, String) {
     )
 }
 
+#[needs("nsenter", "ping")]
 #[netns_test]
 fn icmp_reaches_a_peer_the_gateway_and_the_outside(net: Net) {
     let peer = sleeper(&net);
@@ -111,6 +112,7 @@ fn icmp_reaches_a_peer_the_gateway_and_the_outside(net: Net) {
     }
 }
 
+#[needs("nsenter", "nft", "nc", "ss")]
 #[netns_test(timeout = "30s")]
 fn tcp_open_closed_dropped_and_rejected(net: Net) {
     let peer = start_listener(&net, &[8080, 9000, 9001, 9002]);
@@ -182,6 +184,7 @@ fn tcp_open_closed_dropped_and_rejected(net: Net) {
     );
 }
 
+#[needs("nsenter", "ss")]
 #[netns_test]
 fn a_syn_probe_leaves_the_server_no_connection(net: Net) {
     let peer = start_listener(&net, &[8080]);
@@ -195,6 +198,7 @@ fn a_syn_probe_leaves_the_server_no_connection(net: Net) {
     assert!(quiet, "the server kept a connection of the probe: {states}");
 }
 
+#[needs("nsenter", "nft")]
 #[netns_test]
 fn udp_open_closed_and_silent(net: Net) {
     fn echo() {
@@ -248,6 +252,7 @@ fn udp_open_closed_and_silent(net: Net) {
     );
 }
 
+#[needs("nsenter", "ping")]
 #[netns_test]
 fn no_route_is_reported_without_waiting(net: Net) {
     // The outside host has no route to the lab's subnet.
@@ -279,6 +284,7 @@ fn no_route_is_reported_without_waiting(net: Net) {
     );
 }
 
+#[needs("nsenter", "ip", "ping")]
 #[netns_test]
 fn a_peer_whose_link_is_down_is_unreachable(net: Net) {
     let peer = sleeper(&net);
@@ -296,6 +302,7 @@ fn a_peer_whose_link_is_down_is_unreachable(net: Net) {
     assert!(!ping(peer.addr()).0, "ping still reaches the peer");
 }
 
+#[needs("nsenter", "nft")]
 #[netns_test]
 fn the_far_side_sees_the_nat_address_for_icmp_and_tcp(net: Net) {
     fn outside_listener() {
@@ -472,6 +479,7 @@ fn bad_probe_input_is_refused_with_the_reason() {
     }
 }
 
+#[needs("nsenter", "ping")]
 #[netns_test(timeout = "30s")]
 fn a_reachability_matrix_shows_who_reaches_whom(net: Net) {
     let server = start_listener(&net, &[8080]);
@@ -580,6 +588,7 @@ fn a_capture_of_a_flooded_port_stops_promptly(net: Net) {
     println!("stopped in {took:?} with {} frames", seen.frames());
 }
 
+#[needs("unshare", "tcpdump")]
 #[netns_test(timeout = "30s")]
 fn a_capture_keeps_offloaded_frames_whole_with_their_true_length(net: Net) {
     use std::io::Write;

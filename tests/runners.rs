@@ -18,7 +18,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use netns_harness_suite::{
-    dies_with_test, eventually, namespace_holders, package_of, require, tool, tree_dies_with_test,
+    dies_with_test, eventually, namespace_holders, needs, package_of, require, tool,
+    tree_dies_with_test,
 };
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -321,6 +322,7 @@ fn assert_failure_report(text: &str) {
     assert!(!artifacts("passes_quietly").exists());
 }
 
+#[needs("unshare", "ping", "tcpdump")]
 #[test]
 fn cargo_test_counts_outcomes_and_shows_output_only_for_failures() {
     let cargo = cargo();
@@ -366,6 +368,7 @@ fn cargo_test_counts_outcomes_and_shows_output_only_for_failures() {
     );
 }
 
+#[needs("unshare", "ping")]
 #[test]
 fn libtest_flags_work_as_with_plain_tests() {
     let cargo = cargo();
@@ -433,6 +436,7 @@ fn libtest_flags_work_as_with_plain_tests() {
     assert_eq!(libtest_counts(&included.stdout()), (2, 0, 0, 11));
 }
 
+#[needs("unshare")]
 #[test]
 fn unsupported_machines_fail_with_the_fix_or_skip_visibly_on_request() {
     let cargo = cargo();
@@ -495,6 +499,7 @@ fn nextest_ran(text: &str) -> Vec<String> {
         .collect()
 }
 
+#[needs("cargo-nextest", "unshare", "ping")]
 #[test]
 fn nextest_runs_every_test_in_its_own_process_and_partitions_cover_all() {
     let cargo = cargo();
@@ -555,6 +560,7 @@ fn run_text(command: Command) -> String {
     run(command).text()
 }
 
+#[needs("unshare", "ping", "nsenter", "ip", "nft")]
 #[test]
 fn a_failed_test_is_kept_for_inspection_until_enter() {
     use std::io::{BufRead, BufReader};

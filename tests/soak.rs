@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use netns_harness::{Lab, Spec};
-use netns_harness_suite::HostState;
+use netns_harness_suite::{HostState, needs};
 
 const CONTAINERS: usize = 1000;
 /// Memory the allocator may keep after the run (freed blocks it holds).
@@ -27,6 +27,7 @@ fn usage() -> (usize, u64, u64) {
     (fds, field("Threads:"), field("VmRSS:"))
 }
 
+#[needs("ip", "nft")]
 #[test]
 fn a_thousand_containers_leave_no_trace() {
     let host = HostState::capture();

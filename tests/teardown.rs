@@ -11,7 +11,7 @@ use std::time::Duration;
 use netns_harness::{Container, Error, Lab, Spec};
 use netns_harness_suite::{
     HostState, bridge_ports, dies_with_test, eventually, find_line, links, namespace_holders,
-    process_alive,
+    needs, process_alive,
 };
 
 const GONE_WITHIN: Duration = Duration::from_secs(10);
@@ -41,6 +41,7 @@ fn one_slot_lab() -> Lab {
     Lab::builder().subnet("10.90.0.0/30").build().unwrap()
 }
 
+#[needs("nsenter", "ip")]
 #[test]
 fn a_panic_releases_the_container_its_port_and_its_address() {
     let lab = one_slot_lab();
@@ -60,6 +61,7 @@ fn a_panic_releases_the_container_its_port_and_its_address() {
     drop(sleeper(&lab)); // its address is free again
 }
 
+#[needs("nsenter", "ip")]
 #[test]
 fn an_error_return_releases_the_container_its_port_and_its_address() {
     let lab = one_slot_lab();
@@ -100,6 +102,7 @@ fn dropping_a_lab_and_its_containers_destroys_every_namespace() {
     }
 }
 
+#[needs("nsenter", "ip")]
 #[test]
 fn the_devices_of_dropped_containers_leave_the_lab_namespace() {
     let lab = Lab::builder().subnet("10.96.0.0/24").build().unwrap();
@@ -116,6 +119,7 @@ fn the_devices_of_dropped_containers_leave_the_lab_namespace() {
     );
 }
 
+#[needs("ip", "nft", "ping")]
 #[test]
 fn a_lab_lifecycle_leaves_the_host_unchanged() {
     let before = HostState::capture();
@@ -166,6 +170,7 @@ fn sigkill_victim() {
     }
 }
 
+#[needs("ip", "nft")]
 #[test]
 fn sigkill_of_the_test_process_leaves_nothing() {
     let before = HostState::capture();

@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use netns_harness::prelude::*;
-use netns_harness_suite::{open_descriptors, run_test_in_child};
+use netns_harness_suite::{needs, open_descriptors, run_test_in_child};
 
 /// The body's timeout, and how much later its test must have ended.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -391,6 +391,7 @@ fn a_body_cannot_unmount_its_proc_nor_mount_another() {
     assert_eq!(mounted, -1, "the body mounted a /proc");
 }
 
+#[needs("ip", "nft")]
 #[test]
 fn containers_run_in_a_user_namespace_of_the_lab_not_the_test_process() {
     let before = netns_harness_suite::HostState::capture();
