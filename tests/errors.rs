@@ -32,7 +32,6 @@ fn assert_spawn_fails(spec: Spec, message: &str) -> Error {
     err
 }
 
-#[needs("nsenter", "ip", "ping")]
 #[rstest]
 #[case(
     "sixteen-bytes-16",
@@ -44,16 +43,17 @@ fn assert_spawn_fails(spec: Spec, message: &str) -> Error {
     "contains ' '; use only ASCII letters, digits, '-' and '_'"
 )]
 #[case("-x", "must not start with '-'")]
+#[needs("nsenter", "ip", "ping")]
 fn an_invalid_container_name_is_refused(#[case] name: &str, #[case] message: &str) {
     let err = assert_spawn_fails(Spec::command("true").name(name), message);
     assert!(matches!(err, Error::InvalidName { .. }));
 }
 
-#[needs("ip", "nft")]
 #[rstest]
 #[case("bridge-name-is-long", "at most 15 bytes")]
 #[case("br/0", "contains '/'")]
 #[case("uplink", "the name of the lab's uplink")]
+#[needs("ip", "nft")]
 fn an_invalid_bridge_name_is_refused(#[case] bridge: &str, #[case] message: &str) {
     let before = HostState::capture();
     let err = Lab::builder().bridge(bridge).build().unwrap_err();
@@ -76,7 +76,6 @@ fn a_netlink_refusal_names_the_request_the_namespace_and_the_kernel_error() {
     HostState::capture().assert_unchanged(&before);
 }
 
-#[needs("ip", "nft")]
 #[rstest]
 #[case("10.200.0.0", "expected CIDR notation such as 10.200.0.0/16")]
 #[case("10.200.0.300/16", "not an IPv4 address")]
@@ -90,6 +89,7 @@ fn a_netlink_refusal_names_the_request_the_namespace_and_the_kernel_error() {
 #[case("198.18.0.0/16", "overlaps 198.18.0.0/24, the lab's uplink")]
 #[case("127.1.0.0/16", "overlaps 127.0.0.0/8, loopback")]
 #[case("224.1.0.0/16", "multicast")]
+#[needs("ip", "nft")]
 fn an_invalid_subnet_is_refused(#[case] subnet: &str, #[case] message: &str) {
     let before = HostState::capture();
     let err = Lab::builder().subnet(subnet).build().unwrap_err();

@@ -80,7 +80,6 @@ enum Kind {
 // Twelve tests at once in the shared lab: all leave through the same NAT
 // with the same public address, to the same outside host; each must find
 // its own flow and nobody else's.
-#[needs("nsenter", "conntrack")]
 #[rstest]
 #[case::icmp_1(Kind::Icmp(1), 0)]
 #[case::icmp_2(Kind::Icmp(2), 1)]
@@ -94,6 +93,7 @@ enum Kind {
 #[case::udp_1(Kind::Udp, 9)]
 #[case::udp_2(Kind::Udp, 10)]
 #[case::udp_3(Kind::Udp, 11)]
+#[needs("nsenter", "conntrack")]
 #[netns_test(timeout = "30s")]
 fn each_test_finds_its_own_flow_through_the_shared_nat(#[case] kind: Kind, #[case] n: u16) {
     let net = Net::current();

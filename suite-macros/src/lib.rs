@@ -13,6 +13,9 @@
 //! `#[cfg_attr(not(all(has_nsenter, has_tcpdump)), ignore = "needs nsenter, tcpdump: install util-linux, tcpdump")]`
 //! before it. The tools and their packages are the suite's own table,
 //! `src/tools.rs`; a tool not in it is a compile error.
+//!
+//! With rstest, write it after the last `#[case]`: rstest gives the
+//! attributes written before a `#[case]` to that case only.
 
 use proc_macro::{Delimiter, Group, Literal, Punct, Spacing, Span, TokenStream, TokenTree};
 
