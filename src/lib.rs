@@ -36,7 +36,8 @@ pub fn package_of(program: &str) -> &'static str {
 /// Where `program` is: itself if it contains a `/`, else the first
 /// executable of that name in `PATH`. Panics, naming the package to
 /// install, when there is none: a test that needs a missing tool fails, it
-/// never passes. (`.ci/run` and the README list the tools the suite needs.)
+/// never passes. Mark such a test `#[needs("tool")]` ([`needs`]), so that
+/// on a machine without the tool it is ignored instead, saying so.
 pub fn require(program: impl AsRef<OsStr>) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let program = Path::new(program.as_ref());
