@@ -124,13 +124,13 @@ pub use kernel::rootless::is_rootless;
 ///   line saying it was skipped and why.
 pub use netns_harness_macros::netns_test;
 pub use network::lab::{DEFAULT_BRIDGE, DEFAULT_SUBNET, Lab, LabBuilder, UPLINK};
-pub use process::container::{Container, OUTPUT_LIMIT, Spec, Stdio};
+pub use process::container::{Container, Fs, OUTPUT_LIMIT, Spec, Stdio};
 pub use test::net::Net;
 pub use test::runner::MAX_PEERS;
 
 /// What a test file needs: `use netns_harness::prelude::*;`.
 pub mod prelude {
-    pub use crate::{Container, Lab, Net, Spec, Stdio, netns_test};
+    pub use crate::{Container, Fs, Lab, Net, Spec, Stdio, netns_test};
 }
 
 /// The runtime the `#[netns_test]` expansion calls; not a public API.
