@@ -67,7 +67,16 @@ fn a_body_writing_etc_and_tmp_leaves_the_hosts_files_byte_identical_as_nobody() 
     sh(&format!("chmod 755 {}", dir.path().display()));
     let dir = dir.path();
     let bin = dir.join("filesystem");
-    std::fs::copy(std::env::current_exe().unwrap(), &bin).unwrap();
+    // Copied by another process: a descriptor of ours open for writing
+    // could leak into a child another test forks meanwhile, and make the
+    // copy "busy" when executed.
+    let copied = tool("install")
+        .args(["-m", "755"])
+        .arg(std::env::current_exe().unwrap())
+        .arg(&bin)
+        .status()
+        .unwrap();
+    assert!(copied.success());
     let out = tool("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(&bin)
@@ -154,6 +163,8 @@ fn files_a_container_writes_under_target_are_the_test_processs() {
 /// starts gets its own names and files in turn.
 #[netns_test]
 fn names_agree(net: Net) {
+    require("hostname");
+    require("domainname");
     let names = sh("hostname; cat /etc/hostname; domainname");
     assert_eq!(names, "names_agree\n".repeat(3));
     require("findmnt");
@@ -202,4 +213,26 @@ fn fs_host_shares_the_hosts_tmp() {
     let written = std::fs::read_to_string(&path).unwrap();
     std::fs::remove_file(&path).unwrap();
     assert_eq!(written, "shared\n");
+}
+
+/// Where [`writes_the_hosts_tmp`] writes.
+const HOST_TMP_FILE: &str = "/tmp/netns-harness-filesystem-test-fs-host";
+
+/// `fs = "host"`: writes the host's `/tmp`.
+#[netns_test(fs = "host")]
+#[ignore = "run by a_body_with_fs_host_writes_the_hosts_tmp"]
+fn writes_the_hosts_tmp() {
+    std::fs::write(HOST_TMP_FILE, "from a body\n").unwrap();
+}
+
+#[test]
+fn a_body_with_fs_host_writes_the_hosts_tmp() {
+    let _ = std::fs::remove_file(HOST_TMP_FILE);
+    let run = run_test_in_child("writes_the_hosts_tmp", Duration::from_secs(60))
+        .expect("the test ended in time");
+    assert!(run.status.success(), "{}", run.output);
+    assert!(run.output.contains("1 passed"), "{}", run.output);
+    let written = std::fs::read_to_string(HOST_TMP_FILE).unwrap();
+    std::fs::remove_file(HOST_TMP_FILE).unwrap();
+    assert_eq!(written, "from a body\n");
 }
