@@ -16,7 +16,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio as ProcessStdi
 use std::time::{Duration, Instant};
 
 use netns_harness::probe::{ProbeOptions, Prober};
-use netns_harness::{Container, Lab, Spec, Stdio};
+use netns_harness::{Container, Fs, Lab, Spec, Stdio};
 use netns_harness_suite::{dies_with_test, tool, tree_dies_with_test};
 
 /// Percentile `p` (0 to 100) of `samples`, which it sorts.
@@ -36,6 +36,26 @@ fn one_container(lab: &Lab, spec: &Spec) -> f64 {
     let start = Instant::now();
     drop(lab.spawn(spec).expect("spawn"));
     ms(start.elapsed())
+}
+
+/// What a private filesystem ([`Fs::Private`]) costs per container: `n`
+/// pairs of containers with it and with [`Fs::Host`], interleaved; the
+/// p50 of each in ms and the median of the pairs' differences in µs.
+fn fs_cost(lab: &Lab, n: usize) -> (f64, f64, f64) {
+    let private = Spec::command("sleep").arg("600");
+    let host = private.clone().fs(Fs::Host);
+    let (mut privates, mut hosts, mut diffs) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..n {
+        let (p, h) = (one_container(lab, &private), one_container(lab, &host));
+        privates.push(p);
+        hosts.push(h);
+        diffs.push((p - h) * 1e3);
+    }
+    (
+        percentile(&mut privates, 50),
+        percentile(&mut hosts, 50),
+        percentile(&mut diffs, 50),
+    )
 }
 
 /// The walkthrough done by hand: a bash, in mount and network namespaces of
@@ -432,6 +452,7 @@ fn main() {
         })
         .unzip();
     drop(shell);
+    let (fs_private_ms, fs_host_ms, fs_private_us) = fs_cost(&lab, n);
     drop(lab);
     let (p50, p90, p99) = (
         percentile(&mut harness, 50),
@@ -468,6 +489,18 @@ fn main() {
         format!("same with `ip` as the walkthrough, {shell_n} interleaved")
     );
     println!("{:<58} {ratio:>9.1}x", "shell / harness, median of pairs");
+    println!(
+        "{:<58} {fs_private_ms:>8.2}ms",
+        format!("per container, Fs::Private (the default), {n} interleaved")
+    );
+    println!(
+        "{:<58} {fs_host_ms:>8.2}ms",
+        format!("per container, Fs::Host, {n} interleaved")
+    );
+    println!(
+        "{:<58} {fs_private_us:>8.0}us",
+        "Fs::Private - Fs::Host, median of pairs"
+    );
     println!(
         "{:<58} {:>9.2}s",
         "500 containers up on one bridge", scale.up_s
@@ -507,7 +540,7 @@ fn main() {
          shell_ms_p50={shell_p50:.2} ratio_vs_shell={ratio:.1} per_test_overhead_ms={overhead_libtest:.2} \
          per_test_overhead_nextest_ms={overhead_nextest:.2} scale500_s={:.2} mem_per_container_kib={:.0} \
          scale500_pings_ok={}/{} icmp_probe_us_p50={:.0} tcp_probe_us_p50={:.0} tcp_closed_probe_us_p50={:.0} \
-         filtered_ms={:.0}",
+         filtered_ms={:.0} fs_private_us={fs_private_us:.0}",
         scale.up_s,
         scale.mem_per_container_kib,
         scale.pings_ok,

@@ -112,6 +112,10 @@ pub use kernel::rootless::is_rootless;
 /// - `network = "private"`: a lab of the test's own instead of the process's
 ///   shared one. Under nextest every test is a process of its own, so the
 ///   shared lab is shared only by the test's own containers.
+/// - `fs = "host"`: the body sees the host's files as they are, instead of
+///   its own `/tmp`, `/run`, `/var/tmp` and `/etc` network files
+///   ([`Fs::Private`], the default; `fs = "private"` says so). Peers the
+///   body starts have a [`Spec`]'s default, [`Fs::Private`].
 /// - `crate = "name"`: the path of a renamed `netns-harness` dependency (found
 ///   from `Cargo.toml` otherwise).
 /// - Output (stdout and stderr, in order) is shown for failing tests, or live
@@ -124,13 +128,13 @@ pub use kernel::rootless::is_rootless;
 ///   line saying it was skipped and why.
 pub use netns_harness_macros::netns_test;
 pub use network::lab::{DEFAULT_BRIDGE, DEFAULT_SUBNET, Lab, LabBuilder, UPLINK};
-pub use process::container::{Container, OUTPUT_LIMIT, Spec, Stdio};
+pub use process::container::{Container, Fs, OUTPUT_LIMIT, Spec, Stdio};
 pub use test::net::Net;
 pub use test::runner::MAX_PEERS;
 
 /// What a test file needs: `use netns_harness::prelude::*;`.
 pub mod prelude {
-    pub use crate::{Container, Lab, Net, Spec, Stdio, netns_test};
+    pub use crate::{Container, Fs, Lab, Net, Spec, Stdio, netns_test};
 }
 
 /// The runtime the `#[netns_test]` expansion calls; not a public API.

@@ -11,8 +11,7 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Attribute, Expr, ExprLit, FnArg, ItemFn, Lit, LitStr, Meta, Path, ReturnType, Token};
 
-const VALID: &str =
-    "valid arguments are `timeout = \"10s\"`, `network = \"private\"` and `crate = \"name\"`";
+const VALID: &str = "valid arguments are `timeout = \"10s\"`, `network = \"private\"`, `fs = \"host\"` and `crate = \"name\"`";
 
 /// The errors found so far in one `#[netns_test]`, combined into one
 /// [`syn::Error`] that expands to a `compile_error!` per error, each on its
@@ -56,6 +55,7 @@ impl Errors {
 enum Key {
     Timeout,
     Network,
+    Fs,
     Crate,
 }
 
@@ -65,6 +65,7 @@ impl Key {
         match name {
             "timeout" => Some(Self::Timeout),
             "network" => Some(Self::Network),
+            "fs" => Some(Self::Fs),
             "crate" => Some(Self::Crate),
             _ => None,
         }
@@ -75,6 +76,7 @@ impl Key {
         match self {
             Self::Timeout => "timeout = \"10s\"",
             Self::Network => "network = \"private\"",
+            Self::Fs => "fs = \"host\"",
             Self::Crate => "crate = \"name\"",
         }
     }
@@ -85,14 +87,16 @@ impl Key {
 struct Configuration {
     timeout_ms: Option<u64>,
     private: Option<bool>,
+    /// The `netns_harness::Fs` variant.
+    fs: Option<&'static str>,
     krate: Option<Path>,
 }
 
 impl Configuration {
-    /// Parses `timeout = "…", network = "…", crate = "…"`. Every argument is
-    /// checked, and the error holds one error per bad argument: unknown,
-    /// given twice, without a value, with a value that is not a string or
-    /// not a valid timeout, network or crate path.
+    /// Parses `timeout = "…", network = "…", fs = "…", crate = "…"`. Every
+    /// argument is checked, and the error holds one error per bad argument:
+    /// unknown, given twice, without a value, with a value that is not a
+    /// string or not a valid timeout, network, filesystem or crate path.
     fn parse(args: TokenStream) -> syn::Result<Self> {
         let mut config = Self::default();
         let mut given = Vec::new();
@@ -135,6 +139,7 @@ impl Configuration {
         match key {
             Key::Timeout => self.timeout_ms = Some(parse_timeout(&value)?),
             Key::Network => self.private = Some(parse_network(&value)?),
+            Key::Fs => self.fs = Some(parse_fs(&value)?),
             Key::Crate => self.krate = Some(value.parse::<Path>()?),
         }
         Ok(())
@@ -188,6 +193,20 @@ fn parse_network(lit: &LitStr) -> syn::Result<bool> {
             lit.span(),
             format!(
                 "invalid network {other:?}: expected \"shared\" (the process's bridge, the default) or \"private\" (a bridge of the test's own)"
+            ),
+        )),
+    }
+}
+
+/// The `Fs` variant `fs = "…"` names.
+fn parse_fs(lit: &LitStr) -> syn::Result<&'static str> {
+    match lit.value().as_str() {
+        "private" => Ok("Private"),
+        "host" => Ok("Host"),
+        other => Err(syn::Error::new(
+            lit.span(),
+            format!(
+                "invalid fs {other:?}: expected \"private\" (its own /tmp, /run, /var/tmp and /etc network files, the default) or \"host\" (the host's files as they are)"
             ),
         )),
     }
@@ -382,6 +401,7 @@ fn expand(func: ItemFn, config: Configuration, has_test_attr: bool) -> TokenStre
     } else {
         quote!(#krate::__private::Network::Shared)
     };
+    let fs = syn::Ident::new(config.fs.unwrap_or("Private"), Span::call_site());
     quote! {
         #return_check
         #(#attrs)*
@@ -397,6 +417,7 @@ fn expand(func: ItemFn, config: Configuration, has_test_attr: bool) -> TokenStre
                 name: __NETNS_HARNESS_NAME,
                 timeout: ::core::time::Duration::from_millis(#timeout_ms),
                 network: #network,
+                fs: #krate::Fs::#fs,
                 entry: __netns_harness_entry,
             })
         }
@@ -449,6 +470,7 @@ mod tests {
         assert!(error(quote!(speed = "fast")).starts_with("unknown argument `speed`; valid"));
         assert!(error(quote!(private)).starts_with("unknown argument `private`"));
         assert!(error(quote!(network = "public")).starts_with("invalid network \"public\""));
+        assert!(error(quote!(fs = "overlayfs")).starts_with("invalid fs \"overlayfs\""));
         assert!(error(quote!(timeout = "10x")).starts_with("invalid timeout \"10x\""));
         assert_eq!(
             error(quote!(timeout)),
@@ -489,8 +511,10 @@ mod tests {
         assert_eq!(config.timeout_ms, Some(5_000));
         assert_eq!(config.private, Some(true));
         assert_eq!(config.krate.unwrap().to_token_stream().to_string(), "nh");
+        let config = Configuration::parse(quote!(fs = "host")).unwrap();
+        assert_eq!(config.fs, Some("Host"));
         let config = Configuration::parse(quote!()).unwrap();
-        assert!(config.timeout_ms.is_none() && config.private.is_none());
+        assert!(config.timeout_ms.is_none() && config.private.is_none() && config.fs.is_none());
     }
 
     fn signature_errors(item: TokenStream) -> Vec<String> {

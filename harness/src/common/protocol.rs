@@ -65,8 +65,16 @@ stages! {
     MountProc => "mounting /proc",
     /// Mounting a fresh `/sys`.
     MountSys => "mounting /sys",
+    /// Mounting fresh `tmpfs` where tests write.
+    MountTmpfs => "mounting a fresh tmpfs on /tmp, /run or /var/tmp",
+    /// Keeping the workspace visible below a fresh mount.
+    Passthrough => "passing the workspace through a fresh mount (open_tree needs Linux 5.2)",
+    /// Giving the container its own `/etc` files.
+    PrivateFiles => "giving the container its own /etc/hosts, /etc/resolv.conf and /etc/hostname",
     /// Setting the hostname.
     Hostname => "setting the hostname",
+    /// Setting the NIS domain name.
+    Domainname => "setting the NIS domain name",
     /// Bringing `lo` up.
     Loopback => "bringing lo up",
     /// Giving `eth0` its address.

@@ -26,8 +26,10 @@ use rustix::time::Timespec;
 
 use crate::common::protocol::{Report, Stage};
 
+mod fs;
 mod net;
 mod raw;
+pub(crate) use fs::{Fresh, FsPlan, MAX_PASSTHROUGH, Passthrough, PrivateFile};
 use net::*;
 
 /// The address a container's `eth0` gets, and its default route.
@@ -49,7 +51,10 @@ pub(crate) struct ChildPlan {
     /// Owns the strings `envp_ptrs` points into.
     _envp: Vec<CString>,
     envp_ptrs: Vec<*const c_char>,
+    /// The hostname, also the NIS domain name.
     pub hostname: Vec<u8>,
+    /// The private filesystem to make; `None` shares the host's.
+    pub fs: Option<FsPlan>,
     /// Descriptors to install as 0, 1 and 2; `None` keeps the parent's.
     pub stdio: [Option<RawFd>; 3],
     /// The read end of the pipe the parent writes "go" on.
@@ -109,6 +114,7 @@ impl ChildPlan {
             _argv: argv,
             _envp: envp,
             hostname: Vec::new(),
+            fs: None,
             stdio: [None; 3],
             go_read: -1,
             go_write: -1,
@@ -235,7 +241,11 @@ fn run(plan: &ChildPlan) -> Result<Infallible, Failure> {
         mount_proc()?;
     }
     mount_sys()?;
+    if let Some(fs) = &plan.fs {
+        fs::make_private(fs)?;
+    }
     rustix::system::sethostname(&plan.hostname).at(Stage::Hostname)?;
+    rustix::system::setdomainname(&plan.hostname).at(Stage::Domainname)?;
     await_go(plan)?;
     if let Some(net) = &plan.net {
         configure_network(net)?;

@@ -14,8 +14,10 @@ use crate::kernel::packet::Recording;
 use crate::kernel::sys;
 use crate::network::lab::Lease;
 
+mod fs;
 mod spec;
 mod start;
+pub use fs::Fs;
 pub use spec::*;
 pub(crate) use start::*;
 

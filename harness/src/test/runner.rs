@@ -22,7 +22,7 @@ use crate::common::protocol::{BodyEnd, Context, LabView, Outcome, Peer};
 use crate::common::settings::SKIP_VAR;
 use crate::network::lab::{Lab, Lease};
 use crate::process::container::{self, Attach, Container};
-use crate::{Spec, Stdio, common::names, kernel::sys};
+use crate::{Fs, Spec, Stdio, common::names, kernel::sys};
 
 /// Carries a test container's [`Context`] into it.
 const CONTEXT_VAR: &str = "NETNS_HARNESS_TEST_CONTEXT";
@@ -49,6 +49,8 @@ pub struct Test {
     pub timeout: Duration,
     /// Its bridge.
     pub network: Network,
+    /// What its container sees of the filesystem.
+    pub fs: Fs,
     /// The function the container runs: the body, adapted.
     pub entry: fn(),
 }
@@ -425,6 +427,7 @@ fn start(lab: &Lab, test: &Test) -> Result<Started> {
     };
     let spec = Spec::function(test.entry)
         .name(test.hostname())
+        .fs(test.fs)
         .env(CONTEXT_VAR, context.encode())
         .stdout(Stdio::Piped)
         .stderr_to_stdout();
@@ -474,6 +477,7 @@ mod tests {
             name,
             timeout: Duration::from_secs(1),
             network: Network::Shared,
+            fs: Fs::Private,
             entry: || {},
         };
         assert_eq!(

@@ -1,6 +1,7 @@
 //! What a container runs ([`Spec`], [`Stdio`]) and how that becomes a
 //! program, arguments, environment and standard streams.
 
+use super::fs::Fs;
 use crate::common::error::{Error, Result};
 use crate::kernel::sys;
 use std::ffi::{CString, OsStr, OsString};
@@ -56,6 +57,7 @@ pub struct Spec {
     pub(super) name: Option<String>,
     pub(super) stdio: [Stdio; 3],
     pub(super) stderr_to_stdout: bool,
+    pub(super) fs: Fs,
 }
 
 impl Spec {
@@ -67,6 +69,7 @@ impl Spec {
             name: None,
             stdio: [Stdio::Null, Stdio::Inherit, Stdio::Inherit],
             stderr_to_stdout: false,
+            fs: Fs::Private,
         }
     }
 
@@ -138,6 +141,14 @@ impl Spec {
     /// both arrive in one stream, in order.
     pub fn stderr_to_stdout(mut self) -> Self {
         self.stderr_to_stdout = true;
+        self
+    }
+
+    /// What the container sees of the filesystem (default
+    /// [`Fs::Private`]: its own `/tmp`, `/run`, `/var/tmp` and `/etc`
+    /// network files, the workspace shared).
+    pub fn fs(mut self, fs: Fs) -> Self {
+        self.fs = fs;
         self
     }
 

@@ -103,6 +103,7 @@ pub(super) fn exec_plan(spec: &Spec, name: &str) -> Result<ChildPlan> {
             .collect::<Result<_>>()?,
     );
     plan.hostname = name.as_bytes().to_vec();
+    plan.fs = super::fs::plan(spec.fs, name)?;
     Ok(plan)
 }
 
