@@ -140,12 +140,16 @@ fn a_container_that_fails_before_it_is_ready_reports_the_stage() {
     // An executable file that is not a program: the container gets as far
     // as execve, which fails with ENOEXEC.
     // A directory of its own, created with a random name: nobody else can
-    // have prepared, or swap, what the container executes.
+    // have prepared, or swap, what the container executes. In the host's
+    // /tmp, so the container sees the host's (`Fs::Host`; its own is empty).
     let dir = tempfile::tempdir().unwrap();
     let bogus = dir.path().join("not-a-program");
     std::fs::write(&bogus, [0u8, 1, 2, 3]).unwrap();
     std::fs::set_permissions(&bogus, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let err = assert_spawn_fails(Spec::command(&bogus), "failed while executing the program");
+    let err = assert_spawn_fails(
+        Spec::command(&bogus).fs(netns_harness::Fs::Host),
+        "failed while executing the program",
+    );
     dir.close().unwrap();
     assert!(matches!(err, Error::ContainerSetup { .. }), "{err}");
     assert!(err.to_string().contains("Exec format error"), "{err}");

@@ -131,7 +131,7 @@ impl Run {
 }
 
 fn run(mut command: Command) -> Run {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = shared_dir();
     let out = command.env("FIXTURE_DIR", dir.path()).output().unwrap();
     Run { out, dir }
 }
@@ -566,7 +566,7 @@ fn a_failed_test_is_kept_for_inspection_until_enter() {
     use std::io::{BufRead, BufReader};
     let cargo = cargo();
     let binary = fixture_binary(&cargo);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = shared_dir();
     let mut child = dies_with_test(
         Command::new(binary)
             .args(["fails_loudly", "--exact"])
@@ -652,4 +652,10 @@ fn a_failed_test_is_kept_for_inspection_until_enter() {
         "the kept container outlived Enter: {:?}",
         namespace_holders(netns)
     );
+}
+
+/// A directory the fixture's containers share with this test: under the
+/// target directory, since a container's `/tmp` is its own.
+fn shared_dir() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
 }
