@@ -655,7 +655,11 @@ fn a_failed_test_is_kept_for_inspection_until_enter() {
 }
 
 /// A directory the fixture's containers share with this test: under the
-/// target directory, since a container's `/tmp` is its own.
+/// fixture's target directory (its `CARGO_TARGET_DIR`, which containers
+/// share), since a container's `/tmp` is its own — and this checkout may
+/// itself lie below `/tmp`.
 fn shared_dir() -> tempfile::TempDir {
-    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+    let target = Path::new(ROOT).join("target/fixture");
+    std::fs::create_dir_all(&target).unwrap();
+    tempfile::tempdir_in(target).unwrap()
 }
