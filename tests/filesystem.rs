@@ -60,9 +60,10 @@ fn a_body_writing_etc_and_tmp_leaves_the_hosts_files_byte_identical() {
 #[needs("setpriv")]
 #[test]
 fn a_body_writing_etc_and_tmp_leaves_the_hosts_files_byte_identical_as_nobody() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return println!("not root: the test above already ran unprivileged");
+    if netns_harness::is_rootless() {
+        // This process is the unprivileged user already (in a user
+        // namespace of its own): the same check, run from here.
+        return a_body_writing_etc_and_tmp_leaves_the_hosts_files_byte_identical();
     }
     let dir = tempfile::tempdir_in("/tmp").unwrap();
     sh(&format!("chmod 755 {}", dir.path().display()));
@@ -132,31 +133,39 @@ fn two_containers_writing_the_same_tmp_path_do_not_see_each_other() {
     assert!(!Path::new(TMP_FILE).exists() || !sh(&format!("cat {TMP_FILE}")).contains("one"));
 }
 
-/// Where [`writes_to_the_target_dir`] writes.
-fn target_file() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("filesystem-{}", std::process::id()))
+/// A directory of the workspace, which containers share with the test
+/// process: the test binary's target directory as cargo lays it out (the
+/// nearest ancestor holding `CACHEDIR.TAG`), else the binary's own.
+fn workspace_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap();
+    dir.ancestors()
+        .find(|a| a.join("CACHEDIR.TAG").is_file())
+        .unwrap_or(dir)
+        .to_path_buf()
 }
 
-fn writes_to_the_target_dir() {
-    let parent: u32 = std::env::args().nth(1).unwrap().parse().unwrap();
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("filesystem-{parent}"));
+/// Writes the file its argument names.
+fn writes_the_file_named() {
+    let path = std::env::args().nth(1).unwrap();
     std::fs::write(path, "from a container\n").unwrap();
 }
 
 #[test]
 fn files_a_container_writes_under_target_are_the_test_processs() {
-    let path = target_file();
-    let _ = std::fs::remove_file(&path);
+    let dir = tempfile::tempdir_in(workspace_dir()).unwrap();
+    let path = dir.path().join("written");
     let out = Lab::shared()
         .unwrap()
-        .spawn(&Spec::function(writes_to_the_target_dir).arg(std::process::id().to_string()))
+        .spawn(&Spec::function(writes_the_file_named).arg(&path))
         .unwrap()
         .output(Duration::from_secs(30))
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let written = std::fs::read_to_string(&path).unwrap();
-    std::fs::remove_file(&path).unwrap();
-    assert_eq!(written, "from a container\n");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "from a container\n"
+    );
 }
 
 /// `hostname`, `/etc/hostname` and `domainname` all name the test, and
