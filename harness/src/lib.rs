@@ -75,7 +75,9 @@ mod tools;
 pub use tools::{capture, conntrack, doctor, matrix, probe};
 
 pub use common::error::{Error, Result};
-pub use common::settings::{CAPTURE_VAR, KEEP_SECONDS_VAR, KEEP_VAR, ROOTLESS_VAR, SKIP_VAR};
+pub use common::settings::{
+    CAPTURE_VAR, KEEP_SECONDS_VAR, KEEP_VAR, ROOTLESS_VAR, SEED_VAR, SKIP_VAR,
+};
 pub use common::subnet::Ipv4Subnet;
 pub use kernel::rootless::is_rootless;
 /// Runs a test function's body in a freshly cloned container on the test
@@ -128,13 +130,14 @@ pub use kernel::rootless::is_rootless;
 ///   line saying it was skipped and why.
 pub use netns_harness_macros::netns_test;
 pub use network::lab::{DEFAULT_BRIDGE, DEFAULT_SUBNET, Lab, LabBuilder, UPLINK};
+pub use network::link::{Conditions, Direction, Distribution, Link, LinkDown, Loss};
 pub use process::container::{Container, Fs, OUTPUT_LIMIT, Spec, Stdio};
 pub use test::net::Net;
 pub use test::runner::MAX_PEERS;
 
 /// What a test file needs: `use netns_harness::prelude::*;`.
 pub mod prelude {
-    pub use crate::{Container, Fs, Lab, Net, Spec, Stdio, netns_test};
+    pub use crate::{Conditions, Container, Direction, Fs, Lab, Net, Spec, Stdio, netns_test};
 }
 
 /// The runtime the `#[netns_test]` expansion calls; not a public API.

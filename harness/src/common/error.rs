@@ -29,6 +29,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// Link conditions that are out of range, do not make sense together,
+    /// or do not fit the link they are set on.
+    #[error("invalid link conditions \"{conditions}\": {reason}")]
+    InvalidConditions {
+        /// The conditions, as text.
+        conditions: String,
+        /// What is wrong with them and what is allowed.
+        reason: String,
+    },
+
     /// Every address of the lab subnet is taken by a live container.
     #[error(
         "no free address left in lab subnet {subnet} ({capacity} container addresses, all in use): \

@@ -191,6 +191,8 @@ pub(crate) struct Context {
     pub result_fd: RawFd,
     /// Its own address.
     pub addr: Ipv4Addr,
+    /// The name of its port on the bridge (the lab's end of its `eth0`).
+    pub port: String,
     /// What its lab handle may do.
     pub view: LabView,
 }
@@ -203,6 +205,7 @@ impl Context {
             .fd(self.outside_fd)
             .fd(self.result_fd)
             .addr(self.addr)
+            .str(&self.port)
             .addr(self.view.subnet.network())
             .u8(self.view.subnet.prefix())
             .str(&self.view.bridge)
@@ -220,6 +223,7 @@ impl Context {
         let bytes = unhex(text)?;
         let mut r = Reader(&bytes);
         let (lab_fd, outside_fd, result_fd, addr) = (r.fd()?, r.fd()?, r.fd()?, r.addr()?);
+        let port = r.str()?;
         let subnet = Ipv4Subnet::new(r.addr()?, r.u8()?).ok()?;
         let (bridge, bridge_index, port_prefix) = (r.str()?, r.u32()?, r.str()?);
         let count = r.len()?;
@@ -229,6 +233,7 @@ impl Context {
             outside_fd,
             result_fd,
             addr,
+            port,
             view: LabView {
                 subnet,
                 bridge,
@@ -361,6 +366,7 @@ mod tests {
             outside_fd: 6,
             result_fd: 9,
             addr: Ipv4Addr::new(10, 200, 0, 2),
+            port: "v1f".into(),
             view: LabView {
                 subnet: "10.200.0.0/16".parse().unwrap(),
                 bridge: "br0".into(),

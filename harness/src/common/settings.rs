@@ -8,6 +8,7 @@
 //! | [`KEEP_VAR`] `=1` | a failed test's network is kept, with the `nsenter` commands to enter it |
 //! | [`KEEP_SECONDS_VAR`] `=N` | how long a kept network waits for Enter (600 s by default) |
 //! | [`CAPTURE_VAR`] `=0` | no capture of tests' traffic (no pcap on failure) |
+//! | [`SEED_VAR`] `=N` | the seed of the random choices of link conditions (a failure report prints it) |
 //!
 //! The harness also passes variables of its own to the containers it
 //! starts ([`crate::common::protocol`]); those are not settings.
@@ -29,6 +30,11 @@ pub const KEEP_SECONDS_VAR: &str = "NETNS_HARNESS_KEEP_SECONDS";
 /// Set to `0` to not capture tests' traffic (no pcap on failure).
 pub const CAPTURE_VAR: &str = "NETNS_HARNESS_CAPTURE";
 
+/// The seed from which the random choices of every link condition without
+/// a seed of its own are derived (a failure report prints the one a test
+/// used); random when unset.
+pub const SEED_VAR: &str = "NETNS_HARNESS_SEED";
+
 /// The settings of this process.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Settings {
@@ -42,6 +48,8 @@ pub(crate) struct Settings {
     pub keep_for: Duration,
     /// Not [`CAPTURE_VAR`]`=0`.
     pub capture: bool,
+    /// [`SEED_VAR`], when it is a number.
+    pub seed: Option<u64>,
 }
 
 impl Settings {
@@ -58,6 +66,7 @@ impl Settings {
                     .unwrap_or(600),
             ),
             capture: !is(CAPTURE_VAR, "0"),
+            seed: var(SEED_VAR).and_then(|s| s.parse().ok()),
         }
     }
 }
@@ -83,6 +92,7 @@ mod tests {
                 keep_on_failure: false,
                 keep_for: Duration::from_secs(600),
                 capture: true,
+                seed: None,
             }
         );
         let all = Settings::read(|name| {
@@ -101,6 +111,7 @@ mod tests {
                 keep_on_failure: true,
                 keep_for: Duration::from_secs(5),
                 capture: false,
+                seed: Some(1),
             }
         );
         // Other values mean the default.

@@ -17,6 +17,9 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use crate::common::error::{Error, Result};
 use crate::kernel::netlink::{Refusal, Socket, request};
 
+/// A veth's MTU when it is created.
+pub(crate) const DEFAULT_MTU: u32 = 1500;
+
 /// What [`Rtnl::link_state`] finds.
 pub(crate) struct LinkState {
     /// Operationally up: the kernel has processed its carrier (and given it
@@ -206,6 +209,36 @@ impl Rtnl {
             .map(drop)
     }
 
+    /// `ip link set dev <index> down`
+    pub(crate) fn set_down(&mut self, index: u32) -> Result<()> {
+        let msg = request(RouteNetlinkMessage::SetLink(link(index, false)), NLM_F_ACK);
+        self.request(|| format!("set link {index} down"), msg)
+            .map(drop)
+    }
+
+    /// `ip link set dev <index> mtu <mtu>`
+    pub(crate) fn set_mtu(&mut self, index: u32, mtu: u32) -> Result<()> {
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        message.attributes.push(LinkAttribute::Mtu(mtu));
+        let msg = request(RouteNetlinkMessage::SetLink(message), NLM_F_ACK);
+        self.request(|| format!("set the MTU of link {index} to {mtu}"), msg)
+            .map(drop)
+    }
+
+    /// The MTU of link `name`.
+    pub(crate) fn mtu(&mut self, name: &str) -> Result<u32> {
+        Ok(self
+            .link(name)?
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Mtu(mtu) => Some(*mtu),
+                _ => None,
+            })
+            .unwrap_or(DEFAULT_MTU))
+    }
+
     /// `ip link add <name> address <mac> up type bridge forward_delay 0`.
     /// A bridge without an address of its own takes the lowest of its
     /// ports', so it would change as containers come and go, and every
@@ -349,6 +382,9 @@ impl Rtnl {
         .map(drop)
     }
 }
+
+mod tc;
+pub(crate) use tc::Shaping;
 
 #[cfg(test)]
 mod tests;

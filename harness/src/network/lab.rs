@@ -439,6 +439,21 @@ impl Lab {
         OUTSIDE_ADDR
     }
 
+    /// The link between the lab and the outside host: [`Direction::Out`](crate::Direction::Out)
+    /// is what the lab sends to the outside (containers' traffic after
+    /// NAT), [`Direction::In`](crate::Direction::In) what comes back.
+    pub fn uplink(&self) -> Result<crate::Link> {
+        let dup = |fd: &OwnedFd| {
+            fd.try_clone()
+                .map_err(|e| Error::os("duplicate a network namespace's descriptor", e))
+        };
+        Ok(crate::network::link::Link::new(
+            crate::network::link::End::new(dup(&self.inner.lab_ns)?, UPLINK, "lab", false),
+            crate::network::link::End::new(dup(&self.inner.outside_ns)?, "eth0", "outside", false),
+            "the lab's uplink".to_owned(),
+        ))
+    }
+
     /// The lab namespace (bridge, gateway, NAT), e.g. to enter it with
     /// `setns(2)` from a thread of one's own.
     pub fn lab_netns(&self) -> std::os::fd::BorrowedFd<'_> {

@@ -89,6 +89,8 @@ pub(crate) struct Extras {
     pub inherit: Vec<RawFd>,
     /// Whether to capture the container's bridge port from its start.
     pub capture: bool,
+    /// The name of its bridge port, when the test side chose it.
+    pub port: Option<String>,
 }
 
 /// A cloned process, killed (SIGKILL) and reaped when dropped.
@@ -203,6 +205,14 @@ impl Container {
     /// Its network namespace, e.g. for [`Prober::in_netns`](crate::probe::Prober::in_netns).
     pub fn netns(&self) -> std::os::fd::BorrowedFd<'_> {
         self.netns.as_fd()
+    }
+
+    /// Its link to the bridge: its `eth0` and its port, to set conditions
+    /// on and to take down (see [`Link`](crate::Link)). A process on the
+    /// outside host has none: [`Error::InvalidConditions`] says to use
+    /// [`Lab::uplink`](crate::Lab::uplink).
+    pub fn link(&self) -> Result<crate::Link> {
+        link_of(self.netns.as_fd(), self._port.as_ref(), self.name())
     }
 
     /// Its process id, as the test process sees it (inside, it is 1).

@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 use crate::common::error::Result;
 use crate::common::subnet::Ipv4Subnet;
 use crate::network::lab::Lab;
+use crate::network::link::{End, Link};
 use crate::process::container::{Container, Spec};
 
 /// The network of a [`netns_test`](crate::netns_test) body: its own address
@@ -30,11 +31,40 @@ use crate::process::container::{Container, Spec};
 pub struct Net {
     lab: Lab,
     addr: Ipv4Addr,
+    port: String,
 }
 
 impl Net {
-    pub(crate) fn new(lab: Lab, addr: Ipv4Addr) -> Self {
-        Self { lab, addr }
+    pub(crate) fn new(lab: Lab, addr: Ipv4Addr, port: String) -> Self {
+        Self { lab, addr, port }
+    }
+
+    /// This container's link to the bridge (its `eth0` and its port), to
+    /// set conditions on and take down; see [`Link`].
+    ///
+    /// ```no_run
+    /// use netns_harness::prelude::*;
+    ///
+    /// #[netns_test]
+    /// fn survives_a_lossy_link(net: Net) {
+    ///     let link = net.link().unwrap();
+    ///     link.set_both(&"loss=5%".parse().unwrap()).unwrap();
+    ///     // … the code under test, over a lossy link …
+    /// }
+    /// ```
+    pub fn link(&self) -> Result<Link> {
+        let own = std::fs::File::open("/proc/thread-self/ns/net")
+            .map_err(|e| crate::Error::os("open this container's network namespace", e))?;
+        let lab = self
+            .lab
+            .lab_netns()
+            .try_clone_to_owned()
+            .map_err(|e| crate::Error::os("duplicate the lab's namespace descriptor", e))?;
+        Ok(Link::new(
+            End::new(own.into(), "eth0", "container", false),
+            End::new(lab, &self.port, "lab", true),
+            "this test's eth0".to_owned(),
+        ))
     }
 
     /// This container's address (on its `eth0`).

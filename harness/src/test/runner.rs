@@ -201,7 +201,7 @@ pub(crate) fn inside() -> Option<&'static Inside> {
             let lab = Lab::from_inner(inner);
             crate::network::lab::share(&lab);
             Some(Inside {
-                net: crate::Net::new(lab, ctx.addr),
+                net: crate::Net::new(lab, ctx.addr, ctx.port),
                 result: Mutex::new(Some(File::from(result))),
                 peers: Mutex::new(Vec::new()),
             })
@@ -412,11 +412,13 @@ fn start(lab: &Lab, test: &Test) -> Result<Started> {
     let (result_read, result_write) =
         sys::pipe().map_err(|e| Error::os("create a pipe for a test's result", e))?;
     let view_prefix = inner.view_prefix();
+    let port = inner.port_name();
     let context = Context {
         lab_fd: inner.lab_ns().as_raw_fd(),
         outside_fd: inner.outside_ns().as_raw_fd(),
         result_fd: result_write.as_raw_fd(),
         addr: own.addr(),
+        port: port.clone(),
         view: LabView {
             subnet: inner.subnet(),
             bridge: inner.bridge().to_owned(),
@@ -434,6 +436,7 @@ fn start(lab: &Lab, test: &Test) -> Result<Started> {
     let extras = container::Extras {
         inherit: vec![context.lab_fd, context.outside_fd, context.result_fd],
         capture: crate::common::settings::get().capture,
+        port: Some(port),
     };
     let container = container::spawn(inner, &spec, Attach::Bridge(Some(own)), &extras)?;
     Ok(Started {

@@ -4,6 +4,7 @@
 use super::fs::Fs;
 use crate::common::error::{Error, Result};
 use crate::kernel::sys;
+use crate::network::link::Conditions;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io;
@@ -57,6 +58,8 @@ pub struct Spec {
     pub(super) name: Option<String>,
     pub(super) stdio: [Stdio; 3],
     pub(super) stderr_to_stdout: bool,
+    /// The conditions of its link, out and in, set before it starts.
+    pub(super) conditions: [Option<Conditions>; 2],
     pub(super) fs: Fs,
 }
 
@@ -69,6 +72,7 @@ impl Spec {
             name: None,
             stdio: [Stdio::Null, Stdio::Inherit, Stdio::Inherit],
             stderr_to_stdout: false,
+            conditions: [None, None],
             fs: Fs::Private,
         }
     }
@@ -141,6 +145,27 @@ impl Spec {
     /// both arrive in one stream, in order.
     pub fn stderr_to_stdout(mut self) -> Self {
         self.stderr_to_stdout = true;
+        self
+    }
+
+    /// Conditions of what the container sends, in force from its start
+    /// (see [`Link::set`](crate::Link::set) and [`Direction::Out`](crate::Direction::Out)): as
+    /// `tc qdisc add dev eth0 root netem …` inside it would.
+    ///
+    /// ```
+    /// use netns_harness::Spec;
+    /// let slow = Spec::command("true").link("latency=50ms rate=10mbit".parse().unwrap());
+    /// # let _ = slow;
+    /// ```
+    pub fn link(mut self, conditions: Conditions) -> Self {
+        self.conditions[0] = Some(conditions);
+        self
+    }
+
+    /// Conditions of what the container receives, in force from its start
+    /// ([`Direction::In`](crate::Direction::In)).
+    pub fn link_in(mut self, conditions: Conditions) -> Self {
+        self.conditions[1] = Some(conditions);
         self
     }
 

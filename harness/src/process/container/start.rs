@@ -13,7 +13,8 @@ use crate::network::lab::{LabInner, Lease};
 use crate::{common::names, kernel::spawner};
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use crate::network::link::{Direction, End, Link};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -40,7 +41,8 @@ pub(crate) fn spawn(
     plan.keep.clone_from(&extras.inherit);
     plan.userns = crate::kernel::userns::lab_userns().map(|fd| fd.as_raw_fd());
     let (mut child, streams) = Child::clone(plan, spec, name)?;
-    let prepared = connect(lab, &child.process, lease.as_ref(), extras.capture)
+    let prepared = connect(lab, &child.process, lease.as_ref(), extras)
+        .and_then(|attached| condition(attached, spec, &child.process.name))
         .and_then(|attached| child.configure(attached));
     let (netns, port, capture) = match prepared {
         Ok(attached) => attached,
@@ -241,7 +243,7 @@ pub(super) fn connect(
     lab: &Arc<LabInner>,
     process: &Process,
     lease: Option<&Lease>,
-    capture: bool,
+    extras: &Extras,
 ) -> Result<(OwnedFd, Option<Port>, Option<Recording>)> {
     let Some(lease) = lease else {
         // The child has not joined the outside namespace yet: take it from the lab.
@@ -255,7 +257,7 @@ pub(super) fn connect(
         process.pidfd.as_fd(),
         &format!("container {:?}", process.name),
     )?;
-    let name = lab.port_name();
+    let name = extras.port.clone().unwrap_or_else(|| lab.port_name());
     lab.rtnl().add_veth(
         &name,
         Some(lab.bridge_index()),
@@ -269,12 +271,51 @@ pub(super) fn connect(
         lab: Arc::clone(lab),
         name,
     };
-    let capture = if capture {
+    let capture = if extras.capture {
         Some(Recording::start(lab.lab_ns().as_fd(), &port.name)?)
     } else {
         None
     };
     Ok((netns, Some(port), capture))
+}
+
+/// Sets `spec`'s link conditions on a container's link, before the child
+/// brings it up.
+fn condition(
+    attached: (OwnedFd, Option<Port>, Option<Recording>),
+    spec: &Spec,
+    name: &str,
+) -> Result<(OwnedFd, Option<Port>, Option<Recording>)> {
+    if spec.conditions.iter().all(Option::is_none) {
+        return Ok(attached);
+    }
+    let link = link_of(attached.0.as_fd(), attached.1.as_ref(), name)?;
+    for (direction, conditions) in Direction::BOTH.iter().zip(&spec.conditions) {
+        if let Some(conditions) = conditions {
+            link.set(*direction, conditions)?;
+        }
+    }
+    Ok(attached)
+}
+
+/// A container's link: its `eth0` in `netns`, and its `port`.
+pub(super) fn link_of(netns: BorrowedFd<'_>, port: Option<&Port>, name: &str) -> Result<Link> {
+    let port = port.ok_or_else(|| Error::InvalidConditions {
+        conditions: String::new(),
+        reason: format!(
+            "container {name:?} runs on the outside host, which has no link of its own; \
+             use Lab::uplink for the link between the lab and the outside"
+        ),
+    })?;
+    let dup = |fd: BorrowedFd<'_>| {
+        fd.try_clone_to_owned()
+            .map_err(|e| Error::os("duplicate a network namespace's descriptor", e))
+    };
+    Ok(Link::new(
+        End::new(dup(netns)?, "eth0", "container", false),
+        End::new(dup(port.lab.lab_ns().as_fd())?, &port.name, "lab", true),
+        format!("eth0 of container {name:?}"),
+    ))
 }
 
 /// A container's port on the bridge (the lab's end of its veth), taken off
