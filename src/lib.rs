@@ -356,9 +356,16 @@ pub struct ChildRun {
 /// thread that started it (`PR_SET_PDEATHSIG`); `None` if it did not end
 /// within `limit` (it is then killed).
 pub fn run_test_in_child(name: &str, limit: Duration) -> Option<ChildRun> {
+    run_test_in_child_with(name, &[], limit)
+}
+
+/// [`run_test_in_child`] with more arguments for libtest, e.g.
+/// `--nocapture` to see what a passing test printed.
+pub fn run_test_in_child_with(name: &str, args: &[&str], limit: Duration) -> Option<ChildRun> {
     let mut command = Command::new(std::env::current_exe().expect("the test binary"));
     command
         .args(["--exact", name, "--include-ignored"])
+        .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());

@@ -11,7 +11,7 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Attribute, Expr, ExprLit, FnArg, ItemFn, Lit, LitStr, Meta, Path, ReturnType, Token};
 
-const VALID: &str = "valid arguments are `timeout = \"10s\"`, `network = \"private\"`, `fs = \"host\"` and `crate = \"name\"`";
+const VALID: &str = "valid arguments are `timeout = \"10s\"`, `network = \"private\"`, `fs = \"host\"`, `link = \"latency=50ms loss=1%\"` and `crate = \"name\"`";
 
 /// The errors found so far in one `#[netns_test]`, combined into one
 /// [`syn::Error`] that expands to a `compile_error!` per error, each on its
@@ -56,6 +56,7 @@ enum Key {
     Timeout,
     Network,
     Fs,
+    Link,
     Crate,
 }
 
@@ -66,6 +67,7 @@ impl Key {
             "timeout" => Some(Self::Timeout),
             "network" => Some(Self::Network),
             "fs" => Some(Self::Fs),
+            "link" => Some(Self::Link),
             "crate" => Some(Self::Crate),
             _ => None,
         }
@@ -77,6 +79,7 @@ impl Key {
             Self::Timeout => "timeout = \"10s\"",
             Self::Network => "network = \"private\"",
             Self::Fs => "fs = \"host\"",
+            Self::Link => "link = \"latency=50ms loss=1%\"",
             Self::Crate => "crate = \"name\"",
         }
     }
@@ -89,6 +92,8 @@ struct Configuration {
     private: Option<bool>,
     /// The `netns_harness::Fs` variant.
     fs: Option<&'static str>,
+    /// The conditions of the test's `eth0`, checked.
+    link: Option<String>,
     krate: Option<Path>,
 }
 
@@ -140,6 +145,7 @@ impl Configuration {
             Key::Timeout => self.timeout_ms = Some(parse_timeout(&value)?),
             Key::Network => self.private = Some(parse_network(&value)?),
             Key::Fs => self.fs = Some(parse_fs(&value)?),
+            Key::Link => self.link = Some(parse_link(&value)?),
             Key::Crate => self.krate = Some(value.parse::<Path>()?),
         }
         Ok(())
@@ -208,6 +214,18 @@ fn parse_fs(lit: &LitStr) -> syn::Result<&'static str> {
             format!(
                 "invalid fs {other:?}: expected \"private\" (its own /tmp, /run, /var/tmp and /etc network files, the default) or \"host\" (the host's files as they are)"
             ),
+        )),
+    }
+}
+
+/// `link = "…"`: conditions the harness's own parser accepts.
+fn parse_link(lit: &LitStr) -> syn::Result<String> {
+    let text = lit.value();
+    match text.parse::<netns_harness_conditions::Conditions>() {
+        Ok(_) => Ok(text),
+        Err(e) => Err(syn::Error::new(
+            lit.span(),
+            format!("invalid link conditions {text:?}: {e}"),
         )),
     }
 }
@@ -402,6 +420,7 @@ fn expand(func: ItemFn, config: Configuration, has_test_attr: bool) -> TokenStre
         quote!(#krate::__private::Network::Shared)
     };
     let fs = syn::Ident::new(config.fs.unwrap_or("Private"), Span::call_site());
+    let link = config.link.unwrap_or_default();
     quote! {
         #return_check
         #(#attrs)*
@@ -418,6 +437,7 @@ fn expand(func: ItemFn, config: Configuration, has_test_attr: bool) -> TokenStre
                 timeout: ::core::time::Duration::from_millis(#timeout_ms),
                 network: #network,
                 fs: #krate::Fs::#fs,
+                link: #link,
                 entry: __netns_harness_entry,
             })
         }

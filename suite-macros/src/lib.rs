@@ -37,7 +37,7 @@ pub fn needs(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// listed in `attr`, or a `compile_error!` on the offending token.
 fn ignore_unless_found(attr: TokenStream) -> Result<TokenStream, TokenStream> {
     let mut programs = Vec::new();
-    let mut packages: Vec<&str> = Vec::new();
+    let mut packages: Vec<String> = Vec::new();
     for token in attr {
         match &token {
             TokenTree::Punct(p) if p.as_char() == ',' => continue,
@@ -59,8 +59,10 @@ fn ignore_unless_found(attr: TokenStream) -> Result<TokenStream, TokenStream> {
                         ),
                     ));
                 };
-                if !packages.contains(package) {
-                    packages.push(package);
+                let kernel = tools::KERNEL_FEATURES.iter().any(|(f, ..)| *f == program);
+                let what = format!("{} {package}", if kernel { "run on" } else { "install" });
+                if !packages.contains(&what) {
+                    packages.push(what);
                 }
                 programs.push(program);
             }
@@ -79,7 +81,7 @@ fn ignore_unless_found(attr: TokenStream) -> Result<TokenStream, TokenStream> {
         .collect::<Vec<_>>()
         .join(", ");
     let reason = format!(
-        "needs {}: install {}",
+        "needs {}: {}",
         programs.join(", "),
         packages.join(", ")
     );

@@ -39,6 +39,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// The kernel lacks a feature something asked for needs.
+    #[error("this kernel has no {feature}, which {needed_for} need; fix: {fix}")]
+    MissingKernelFeature {
+        /// What is missing, with its configuration option.
+        feature: &'static str,
+        /// What needed it.
+        needed_for: String,
+        /// How to get it.
+        fix: &'static str,
+    },
+
     /// Every address of the lab subnet is taken by a live container.
     #[error(
         "no free address left in lab subnet {subnet} ({capacity} container addresses, all in use): \

@@ -54,26 +54,29 @@ impl std::fmt::Display for Direction {
 /// of the process's base seed plus `n`, so that a rerun with the same base
 /// ([`SEED_VAR`](crate::common::settings::SEED_VAR)) gives every link the
 /// seed it had, when the test sets them in the same order.
-fn derive_seed(base: u64, n: u64) -> u64 {
+pub(crate) fn derive_seed(base: u64, n: u64) -> u64 {
     let mut z = base.wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
 }
 
-/// The base seed of this process: [`SEED_VAR`](crate::common::settings::SEED_VAR),
-/// or random.
-pub(crate) fn base_seed() -> u64 {
-    static BASE: OnceLock<u64> = OnceLock::new();
-    *BASE.get_or_init(|| {
-        crate::common::settings::get().seed.unwrap_or_else(|| {
-            use std::hash::{BuildHasher, Hasher};
-            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-            hasher.write_u32(std::process::id());
-            // Small, so that it is easy to type back.
-            hasher.finish() % 1_000_000_000
-        })
+/// A seed: [`SEED_VAR`](crate::common::settings::SEED_VAR) when it is
+/// set, else a random one, small enough to be typed back.
+pub(crate) fn choose_seed() -> u64 {
+    crate::common::settings::get().seed.unwrap_or_else(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        hasher.finish() % 1_000_000_000
     })
+}
+
+/// The base seed of this process, chosen once (a test's container is
+/// given its test's seed in [`SEED_VAR`](crate::common::settings::SEED_VAR)).
+fn base_seed() -> u64 {
+    static BASE: OnceLock<u64> = OnceLock::new();
+    *BASE.get_or_init(choose_seed)
 }
 
 /// A seed for conditions that need one and have none.
@@ -225,6 +228,10 @@ impl Link {
         let end = self.sender(direction);
         end.with(|rtnl, index| {
             let mut shaping = rtnl.shaping(index)?;
+            // The kernel picks a seed of its own when given none.
+            if !shaping.conditions.is_random() {
+                shaping.conditions.seed = None;
+            }
             let mtu = rtnl.mtu(&end.name)?;
             if mtu != DEFAULT_MTU {
                 shaping.conditions.mtu = Some(mtu);

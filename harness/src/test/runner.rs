@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use crate::Net;
 use crate::common::error::{Error, Result};
 use crate::common::protocol::{BodyEnd, Context, LabView, Outcome, Peer};
-use crate::common::settings::SKIP_VAR;
+use crate::common::settings::{SEED_VAR, SKIP_VAR};
+use crate::network::link::{self, Conditions};
 use crate::network::lab::{Lab, Lease};
 use crate::process::container::{self, Attach, Container};
 use crate::{Fs, Spec, Stdio, common::names, kernel::sys};
@@ -51,6 +52,9 @@ pub struct Test {
     pub network: Network,
     /// What its container sees of the filesystem.
     pub fs: Fs,
+    /// The conditions of what its `eth0` sends, as text (checked by the
+    /// macro; empty for none).
+    pub link: &'static str,
     /// The function the container runs: the body, adapted.
     pub entry: fn(),
 }
@@ -335,6 +339,7 @@ fn run(lab: &Lab, test: &Test) -> Result<Verdict> {
         result,
         peers,
         view_prefix,
+        seed,
     } = start(lab, test)?;
     let capture = container.take_capture();
     let deadline = Instant::now() + test.timeout;
@@ -371,8 +376,15 @@ fn run(lab: &Lab, test: &Test) -> Result<Verdict> {
     if let Verdict::Failed(_) = verdict {
         let name = test.display_name();
         let peers = peers_seen.as_deref();
-        let report =
-            crate::tools::failure::report(name, lab, &container, &view_prefix, peers, capture);
+        let report = crate::tools::failure::report(
+            name,
+            lab,
+            &container,
+            &view_prefix,
+            peers,
+            capture,
+            seed,
+        );
         print!("{report}");
         if keep {
             crate::tools::failure::keep(name, lab, &container);
@@ -398,6 +410,8 @@ struct Started {
     peers: Vec<Lease>,
     /// The prefix of its peers' port names.
     view_prefix: String,
+    /// The seed its random link conditions derive from.
+    seed: u64,
 }
 
 /// Reserves the test's address and its peers', and starts its container
@@ -427,12 +441,24 @@ fn start(lab: &Lab, test: &Test) -> Result<Started> {
             addrs: peers.iter().map(Lease::addr).collect(),
         },
     };
-    let spec = Spec::function(test.entry)
+    let seed = link::choose_seed();
+    let mut spec = Spec::function(test.entry)
         .name(test.hostname())
         .fs(test.fs)
+        .env(SEED_VAR, seed.to_string())
         .env(CONTEXT_VAR, context.encode())
         .stdout(Stdio::Piped)
         .stderr_to_stdout();
+    if !test.link.is_empty() {
+        let mut conditions: Conditions = test.link.parse().map_err(|e| Error::InvalidConditions {
+            conditions: test.link.to_owned(),
+            reason: format!("{e}"),
+        })?;
+        if conditions.is_random() {
+            conditions.seed.get_or_insert(link::derive_seed(seed, u64::MAX));
+        }
+        spec = spec.link(conditions);
+    }
     let extras = container::Extras {
         inherit: vec![context.lab_fd, context.outside_fd, context.result_fd],
         capture: crate::common::settings::get().capture,
@@ -444,6 +470,7 @@ fn start(lab: &Lab, test: &Test) -> Result<Started> {
         result: File::from(result_read),
         peers,
         view_prefix,
+        seed,
     })
 }
 
@@ -481,6 +508,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             network: Network::Shared,
             fs: Fs::Private,
+            link: "",
             entry: || {},
         };
         assert_eq!(

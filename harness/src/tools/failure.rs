@@ -11,6 +11,7 @@ use crate::common::protocol::Peer;
 use crate::common::settings::{self, CAPTURE_VAR, KEEP_VAR};
 use crate::kernel::packet::Recording;
 use crate::network::lab::Lab;
+use crate::network::link::{Conditions, Direction};
 use crate::process::container::Container;
 use crate::tools::capture::Capture;
 use crate::{kernel::sys, tools::snapshot};
@@ -117,6 +118,7 @@ pub(crate) fn report(
     view_prefix: &str,
     peers: Option<&[Peer]>,
     capture: Option<Recording>,
+    seed: u64,
 ) -> String {
     let mut out = format!("\n--- netns-harness report for {test} ---\n");
     let _ = writeln!(
@@ -139,6 +141,7 @@ pub(crate) fn report(
         snapshot::lab_state(&lab.inner, own_port, view_prefix),
     );
     out.push_str(&peer_lines(peers));
+    out.push_str(&link_lines(container, lab, seed));
     match artifacts_dir(test) {
         Some(dir) => {
             if let Err(e) = write_artifacts(&dir, &mut out, own_port, capture) {
@@ -150,6 +153,37 @@ pub(crate) fn report(
         ),
     }
     out.push_str("---\n");
+    out
+}
+
+/// The report's `links:` block: the conditions in force on the test's own
+/// link and on the uplink, as the kernel reports them, with what they
+/// dropped, and the seed to rerun with.
+fn link_lines(container: &Container, lab: &Lab, seed: u64) -> String {
+    let mut out = format!(
+        "links (seed {seed}: {}={seed} reruns with the same random choices):\n",
+        crate::SEED_VAR
+    );
+    let links = [("eth0", container.link()), ("uplink", lab.uplink())];
+    for (name, link) in links {
+        for direction in Direction::BOTH {
+            let line = link
+                .as_ref()
+                .map_err(ToString::to_string)
+                .and_then(|l| l.shaping(direction).map_err(|e| e.to_string()));
+            let _ = match line {
+                Ok(s) if s.conditions == Conditions::default() => {
+                    writeln!(out, "  {name} {direction}: none")
+                }
+                Ok(s) => writeln!(
+                    out,
+                    "  {name} {direction}: {} ({} packets dropped)",
+                    s.conditions, s.dropped
+                ),
+                Err(e) => writeln!(out, "  {name} {direction}: (unreadable: {e})"),
+            };
+        }
+    }
     out
 }
 

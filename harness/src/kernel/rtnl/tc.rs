@@ -54,10 +54,22 @@ const TC_LINKLAYER_ETHERNET: u8 = 1;
 /// bytes each), limit, buffer, mtu.
 const TBF_QOPT_LEN: usize = 36;
 
-/// The handles: netem at the root, tbf under it.
+/// The handles: netem at the root with tbf under it, or tbf alone at the
+/// root (a handle of its own, so that replacing one root by the other
+/// grafts a new qdisc instead of changing the kind of an existing one).
 const NETEM: TcHandle = TcHandle { major: 1, minor: 0 };
 const NETEM_CHILD: TcHandle = TcHandle { major: 1, minor: 1 };
 const TBF: TcHandle = TcHandle { major: 2, minor: 0 };
+const TBF_ALONE: TcHandle = TcHandle { major: 3, minor: 0 };
+
+/// The kernel's extended ack when a qdisc kind is neither built in nor
+/// loadable (a module cannot be loaded from a user namespace either).
+const UNKNOWN_KIND: &str = "Specified qdisc kind is unknown";
+
+/// Whether `c` needs netem: anything but a rate limit and an MTU.
+pub(crate) fn needs_netem(c: &Conditions) -> bool {
+    !c.latency.is_zero() || c.is_random()
+}
 
 /// `percent` % of the kernel's probability scale (`u32::MAX` is 100 %).
 fn probability(percent: f64) -> u32 {
@@ -173,7 +185,9 @@ pub(super) fn netem_options(c: &Conditions, seed: u64) -> Vec<u8> {
     let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX).to_ne_bytes();
     push_attribute(&mut out, TCA_NETEM_LATENCY64, &nanos(c.latency));
     push_attribute(&mut out, TCA_NETEM_JITTER64, &nanos(c.jitter));
-    push_attribute(&mut out, TCA_NETEM_PRNG_SEED, &seed.to_ne_bytes());
+    if c.is_random() {
+        push_attribute(&mut out, TCA_NETEM_PRNG_SEED, &seed.to_ne_bytes());
+    }
     out
 }
 
@@ -322,33 +336,52 @@ impl Rtnl {
     /// with `seed` for its random choices, replacing what it had: netem at
     /// the root, changed in place when it is there already (packets it
     /// holds stay queued), tbf under it for a rate.
+    ///
+    /// Conditions that need netem fail with
+    /// [`Error::MissingKernelFeature`](crate::Error::MissingKernelFeature)
+    /// on a kernel without it, before anything is changed.
     pub(crate) fn shape(&mut self, index: u32, c: &Conditions, seed: u64) -> Result<()> {
-        if !c.shapes() {
-            return self.unshape(index);
+        let tbf = |handle, parent, rate| {
+            let queue = c.queue.unwrap_or_else(|| default_queue(rate));
+            replace(index, handle, parent, "tbf", tbf_options(rate, queue))
+        };
+        if !needs_netem(c) {
+            return match c.rate {
+                Some(rate) => self.add_qdisc(c, tbf(TBF_ALONE, TcHandle::ROOT, rate), "the rate limit"),
+                None => self.unshape(index),
+            };
         }
         let netem = replace(index, NETEM, TcHandle::ROOT, "netem", netem_options(c, seed));
-        self.request(
-            || format!("set netem \"{c}\" on link {index}"),
-            request(
-                RouteNetlinkMessage::NewQueueDiscipline(netem),
-                NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
-            ),
-        )?;
+        self.add_qdisc(c, netem, "netem")
+            .map_err(|e| match e {
+                crate::Error::Netlink {
+                    kernel_message: Some(m),
+                    ..
+                } if m.contains(UNKNOWN_KIND) => crate::Error::MissingKernelFeature {
+                    feature: "the netem queueing discipline (CONFIG_NET_SCH_NETEM, module sch_netem)",
+                    needed_for: format!("the link conditions \"{c}\""),
+                    fix: "load it on the host with `modprobe sch_netem`, or use a kernel built with \
+                          it; a rate limit and an MTU alone work without it",
+                },
+                e => e,
+            })?;
         match c.rate {
-            Some(rate) => {
-                let queue = c.queue.unwrap_or_else(|| default_queue(rate));
-                let tbf = replace(index, TBF, NETEM_CHILD, "tbf", tbf_options(rate, queue));
-                self.request(
-                    || format!("set the rate limit of \"{c}\" on link {index}"),
-                    request(
-                        RouteNetlinkMessage::NewQueueDiscipline(tbf),
-                        NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
-                    ),
-                )
-                .map(drop)
-            }
+            Some(rate) => self.add_qdisc(c, tbf(TBF, NETEM_CHILD, rate), "the rate limit"),
             None => self.delete_qdisc(index, NETEM_CHILD, "the rate limit"),
         }
+    }
+
+    /// `tc qdisc replace` of `qdisc`, part `what` of the conditions `c`.
+    fn add_qdisc(&mut self, c: &Conditions, qdisc: TcMessage, what: &str) -> Result<()> {
+        let index = qdisc.header.index;
+        self.request(
+            || format!("set {what} of \"{c}\" on link {index}"),
+            request(
+                RouteNetlinkMessage::NewQueueDiscipline(qdisc),
+                NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+            ),
+        )
+        .map(drop)
     }
 
     /// Takes every qdisc off link `index` (back to the kernel's default).
