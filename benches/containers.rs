@@ -16,7 +16,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio as ProcessStdi
 use std::time::{Duration, Instant};
 
 use netns_harness::probe::{ProbeOptions, Prober};
-use netns_harness::{Container, Fs, Lab, Spec, Stdio};
+use netns_harness::{Conditions, Container, Direction, Fs, Lab, Spec, Stdio};
 use netns_harness_suite::{dies_with_test, tool, tree_dies_with_test};
 
 /// Percentile `p` (0 to 100) of `samples`, which it sorts.
@@ -56,6 +56,30 @@ fn fs_cost(lab: &Lab, n: usize) -> (f64, f64, f64) {
         percentile(&mut hosts, 50),
         percentile(&mut diffs, 50),
     )
+}
+
+/// What link conditions cost: `n` pairs of containers spawned with a rate
+/// limit on their link and without, interleaved (the median of the pairs'
+/// differences, in µs), and `n` changes of one running container's
+/// conditions (p50, in µs). Only the rate: it needs no netem, which not
+/// every kernel has.
+fn link_cost(lab: &Lab, n: usize) -> (f64, f64) {
+    let plain = Spec::command("sleep").arg("600");
+    let rates = ["rate=10mbit", "rate=20mbit"].map(|r| r.parse::<Conditions>().unwrap());
+    let shaped = plain.clone().link(rates[0].clone());
+    let mut spawn_diffs: Vec<f64> = (0..n)
+        .map(|_| (one_container(lab, &shaped) - one_container(lab, &plain)) * 1e3)
+        .collect();
+    let container = lab.spawn(&plain).expect("spawn");
+    let link = container.link().expect("its link");
+    let mut sets: Vec<f64> = (0..n)
+        .map(|i| {
+            let start = Instant::now();
+            link.set(Direction::Out, &rates[i % 2]).expect("set");
+            start.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    (percentile(&mut spawn_diffs, 50), percentile(&mut sets, 50))
 }
 
 /// The walkthrough done by hand: a bash, in mount and network namespaces of
@@ -453,6 +477,7 @@ fn main() {
         .unzip();
     drop(shell);
     let (fs_private_ms, fs_host_ms, fs_private_us) = fs_cost(&lab, n);
+    let (link_spawn_us, link_set_us) = link_cost(&lab, n);
     drop(lab);
     let (p50, p90, p99) = (
         percentile(&mut harness, 50),
@@ -502,6 +527,14 @@ fn main() {
         "Fs::Private - Fs::Host, median of pairs"
     );
     println!(
+        "{:<58} {link_spawn_us:>8.0}us",
+        "spawn with a rate limit - without, median of pairs"
+    );
+    println!(
+        "{:<58} {link_set_us:>8.0}us",
+        "change a running container's link conditions, p50"
+    );
+    println!(
         "{:<58} {:>9.2}s",
         "500 containers up on one bridge", scale.up_s
     );
@@ -540,7 +573,8 @@ fn main() {
          shell_ms_p50={shell_p50:.2} ratio_vs_shell={ratio:.1} per_test_overhead_ms={overhead_libtest:.2} \
          per_test_overhead_nextest_ms={overhead_nextest:.2} scale500_s={:.2} mem_per_container_kib={:.0} \
          scale500_pings_ok={}/{} icmp_probe_us_p50={:.0} tcp_probe_us_p50={:.0} tcp_closed_probe_us_p50={:.0} \
-         filtered_ms={:.0} fs_private_us={fs_private_us:.0}",
+         filtered_ms={:.0} fs_private_us={fs_private_us:.0} link_spawn_us={link_spawn_us:.0} \
+         link_set_us_p50={link_set_us:.0}",
         scale.up_s,
         scale.mem_per_container_kib,
         scale.pings_ok,

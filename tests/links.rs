@@ -9,8 +9,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, UdpSocket};
 use std::time::Duration;
 
-use netns_harness::probe::{IcmpOutcome, ProbeOptions, Prober};
 use netns_harness::prelude::*;
+use netns_harness::probe::{IcmpOutcome, ProbeOptions, Prober};
 use netns_harness::{Error, Loss};
 use netns_harness_suite::{in_netns, needs, run_test_in_child_with, tool};
 
@@ -63,7 +63,10 @@ fn latency_in_each_direction_adds_up_in_the_round_trip(net: Net) {
     let own = net.link().unwrap();
     own.set(Direction::In, &conditions("latency=20ms")).unwrap();
     let rtt = best_rtt(peer.addr());
-    assert!((50..70).contains(&rtt.as_millis()), "50 ms: best rtt {rtt:?}");
+    assert!(
+        (50..70).contains(&rtt.as_millis()),
+        "50 ms: best rtt {rtt:?}"
+    );
     let ping = ping_min_ms(peer.addr());
     assert!((50.0..70.0).contains(&ping), "ping says {ping} ms");
     own.clear().unwrap();
@@ -103,10 +106,16 @@ fn tc_reads_in_the_namespace_what_the_api_set(net: Net) {
     link.set(Direction::Out, &changed).unwrap();
     assert_eq!(link.conditions(Direction::Out).unwrap(), changed);
     let shown = tc();
-    assert!(shown.contains("delay 5ms") && !shown.contains("tbf"), "{shown}");
+    assert!(
+        shown.contains("delay 5ms") && !shown.contains("tbf"),
+        "{shown}"
+    );
     // Invalid conditions change nothing.
     let err = link
-        .set(Direction::Out, &Conditions::default().loss(Loss::random(150.0)))
+        .set(
+            Direction::Out,
+            &Conditions::default().loss(Loss::random(150.0)),
+        )
         .unwrap_err();
     assert!(
         matches!(&err, Error::InvalidConditions { reason, .. } if reason.contains("0% to 100%")),
@@ -117,10 +126,16 @@ fn tc_reads_in_the_namespace_what_the_api_set(net: Net) {
         .unwrap_err();
     assert!(err.to_string().contains("bridge port"), "{err}");
     assert_eq!(link.conditions(Direction::Out).unwrap(), changed);
-    assert_eq!(link.conditions(Direction::In).unwrap(), Conditions::default());
+    assert_eq!(
+        link.conditions(Direction::In).unwrap(),
+        Conditions::default()
+    );
     link.clear().unwrap();
     assert!(!tc().contains("netem"), "{}", tc());
-    assert_eq!(link.conditions(Direction::Out).unwrap(), Conditions::default());
+    assert_eq!(
+        link.conditions(Direction::Out).unwrap(),
+        Conditions::default()
+    );
 }
 
 #[netns_test(timeout = "60s")]
@@ -168,7 +183,10 @@ fn loss_over_thousands_of_echoes_is_within_binomial_bounds(net: Net) {
 /// link while they are sent.
 fn numbered_sender() {
     let args: Vec<String> = std::env::args().collect();
-    let dst = (args[1].parse::<Ipv4Addr>().unwrap(), args[2].parse::<u16>().unwrap());
+    let dst = (
+        args[1].parse::<Ipv4Addr>().unwrap(),
+        args[2].parse::<u16>().unwrap(),
+    );
     std::fs::write("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1").unwrap();
     let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
     socket.send_to(&u32::MAX.to_be_bytes(), dst).unwrap();
@@ -237,7 +255,10 @@ fn the_same_seed_drops_the_same_packets(net: Net) {
     );
     // 120 lost expected, σ = 9.2.
     assert!((234..=326).contains(&first.len()), "{}", first.len());
-    assert_eq!(first, again, "seed 99 dropped other packets the second time");
+    assert_eq!(
+        first, again,
+        "seed 99 dropped other packets the second time"
+    );
     assert_ne!(first, other, "seed 100 dropped the same packets as seed 99");
 }
 
@@ -247,7 +268,10 @@ fn reordering_and_duplication_reach_the_receiver(net: Net) {
     let socket = receiver(&net);
     let seen = received_from_sender(&net, &socket, &conditions("latency=10ms reorder=30%"), 300);
     let overtaken = seen.windows(2).filter(|w| w[0] > w[1]).count();
-    println!("reorder=30%: {overtaken} of {} arrived before an earlier one", seen.len());
+    println!(
+        "reorder=30%: {overtaken} of {} arrived before an earlier one",
+        seen.len()
+    );
     assert_eq!(seen.len(), 300, "reordering lost packets");
     assert!(overtaken > 30, "{overtaken} inversions in {seen:?}");
     let seen = received_from_sender(&net, &socket, &conditions("duplicate=20%"), 300);
@@ -265,7 +289,11 @@ fn reordering_and_duplication_reach_the_receiver(net: Net) {
 #[needs("iperf3")]
 fn a_rate_limit_holds_tcp_throughput_within_ten_percent(net: Net) {
     let mut server = net
-        .spawn(&Spec::command("iperf3").args(["-s", "-1", "-p", "5201"]).stdout(Stdio::Null))
+        .spawn(
+            &Spec::command("iperf3")
+                .args(["-s", "-1", "-p", "5201"])
+                .stdout(Stdio::Null),
+        )
         .unwrap();
     let rate = 20_000_000.0;
     net.link()
@@ -274,7 +302,15 @@ fn a_rate_limit_holds_tcp_throughput_within_ten_percent(net: Net) {
         .unwrap();
     let client = || {
         tool("iperf3")
-            .args(["-c", &server.addr().to_string(), "-p", "5201", "-t", "3", "-J"])
+            .args([
+                "-c",
+                &server.addr().to_string(),
+                "-p",
+                "5201",
+                "-t",
+                "3",
+                "-J",
+            ])
             .output()
             .unwrap()
     };
@@ -327,7 +363,10 @@ fn a_small_mtu_on_the_uplink_answers_fragmentation_needed(net: Net) {
         String::from_utf8_lossy(&large.stdout),
         String::from_utf8_lossy(&large.stderr)
     );
-    assert!(!large.status.success(), "1400 bytes crossed a 1280 MTU: {text}");
+    assert!(
+        !large.status.success(),
+        "1400 bytes crossed a 1280 MTU: {text}"
+    );
     assert!(
         text.contains("mtu = 1280") || text.contains("mtu=1280"),
         "no fragmentation needed (mtu 1280) in: {text}"
@@ -368,7 +407,10 @@ fn the_macro_sets_the_tests_own_link(net: Net) {
         .output()
         .unwrap();
     let shown = String::from_utf8_lossy(&out.stdout);
-    assert!(shown.contains("tbf") && shown.contains("rate 50Mbit"), "{shown}");
+    assert!(
+        shown.contains("tbf") && shown.contains("rate 50Mbit"),
+        "{shown}"
+    );
     let out = tool("ip").args(["link", "show", "eth0"]).output().unwrap();
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(shown.contains("mtu 1400"), "{shown}");
@@ -412,14 +454,23 @@ fn a_rate_alone_is_a_tbf_at_the_root_and_reads_back(net: Net) {
     assert_eq!(link.conditions(Direction::Out).unwrap(), set);
     link.clear().unwrap();
     assert!(!tc().contains("tbf"), "{}", tc());
-    assert_eq!(link.conditions(Direction::Out).unwrap(), Conditions::default());
-    assert_eq!(link.conditions(Direction::In).unwrap(), Conditions::default());
+    assert_eq!(
+        link.conditions(Direction::Out).unwrap(),
+        Conditions::default()
+    );
+    assert_eq!(
+        link.conditions(Direction::In).unwrap(),
+        Conditions::default()
+    );
 }
 
 /// On a kernel without netem, conditions that need it are a typed error
 /// naming the module, and the link keeps what it had.
 #[netns_test]
-#[cfg_attr(has_netem, ignore = "this kernel has netem: tests/links.rs measures it instead")]
+#[cfg_attr(
+    has_netem,
+    ignore = "this kernel has netem: tests/links.rs measures it instead"
+)]
 fn without_netem_latency_is_a_typed_error_that_changes_nothing(net: Net) {
     let link = net.link().unwrap();
     let rate = conditions("rate=100mbit queue=64kb");
@@ -446,8 +497,8 @@ fn a_failing_test_with_a_lossy_link() {
 #[test]
 fn a_failure_report_shows_the_links_conditions_and_seed() {
     let name = "a_failing_test_with_a_lossy_link";
-    let run = run_test_in_child_with(name, &["--nocapture"], Duration::from_secs(60))
-        .expect("it ended");
+    let run =
+        run_test_in_child_with(name, &["--nocapture"], Duration::from_secs(60)).expect("it ended");
     assert!(!run.status.success(), "{}", run.output);
     let seed = run
         .output

@@ -173,17 +173,21 @@ fn time_text(time: Duration) -> String {
     let ns = time.as_nanos();
     let (value, unit) = [(1_000_000_000, "s"), (1_000_000, "ms"), (1_000, "us")]
         .into_iter()
-        .find(|(factor, _)| ns % factor == 0)
+        .find(|(factor, _)| ns.is_multiple_of(*factor))
         .map_or((ns, "ns"), |(factor, unit)| (ns / factor, unit));
     format!("{value}{unit}")
 }
 
 /// A rate in the largest bit unit that shows it whole.
 fn rate_text(rate: u64) -> String {
-    let (value, unit) = [(1_000_000_000, "gbit"), (1_000_000, "mbit"), (1_000, "kbit")]
-        .into_iter()
-        .find(|(factor, _)| rate % factor == 0)
-        .map_or((rate, "bit"), |(factor, unit)| (rate / factor, unit));
+    let (value, unit) = [
+        (1_000_000_000, "gbit"),
+        (1_000_000, "mbit"),
+        (1_000, "kbit"),
+    ]
+    .into_iter()
+    .find(|(factor, _)| rate.is_multiple_of(*factor))
+    .map_or((rate, "bit"), |(factor, unit)| (rate / factor, unit));
     format!("{value}{unit}")
 }
 
@@ -215,9 +219,7 @@ pub(crate) fn write(c: &Conditions, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             r,
             one_minus_h,
             one_minus_k,
-        } => words.push(format!(
-            "gemodel={p}%/{r}%/{one_minus_h}%/{one_minus_k}%"
-        )),
+        } => words.push(format!("gemodel={p}%/{r}%/{one_minus_h}%/{one_minus_k}%")),
     }
     if let Some(rate) = c.rate {
         words.push(format!("rate={}", rate_text(rate)));

@@ -80,11 +80,7 @@ fn ignore_unless_found(attr: TokenStream) -> Result<TokenStream, TokenStream> {
         .map(|program| tools::cfg_name(program))
         .collect::<Vec<_>>()
         .join(", ");
-    let reason = format!(
-        "needs {}: {}",
-        programs.join(", "),
-        packages.join(", ")
-    );
+    let reason = format!("needs {}: {}", programs.join(", "), packages.join(", "));
     let attribute = format!(
         "#[cfg_attr(not(all({found})), ignore = {})]",
         Literal::string(&reason)

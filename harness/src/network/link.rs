@@ -288,7 +288,10 @@ impl LinkDown<'_> {
 impl Drop for LinkDown<'_> {
     fn drop(&mut self) {
         if let Err(e) = self.bring_up() {
-            eprintln!("netns-harness: bringing {} back up: {e}", self.link.description);
+            eprintln!(
+                "netns-harness: bringing {} back up: {e}",
+                self.link.description
+            );
         }
     }
 }

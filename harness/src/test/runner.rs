@@ -20,8 +20,8 @@ use crate::Net;
 use crate::common::error::{Error, Result};
 use crate::common::protocol::{BodyEnd, Context, LabView, Outcome, Peer};
 use crate::common::settings::{SEED_VAR, SKIP_VAR};
-use crate::network::link::{self, Conditions};
 use crate::network::lab::{Lab, Lease};
+use crate::network::link::{self, Conditions};
 use crate::process::container::{self, Attach, Container};
 use crate::{Fs, Spec, Stdio, common::names, kernel::sys};
 
@@ -450,12 +450,15 @@ fn start(lab: &Lab, test: &Test) -> Result<Started> {
         .stdout(Stdio::Piped)
         .stderr_to_stdout();
     if !test.link.is_empty() {
-        let mut conditions: Conditions = test.link.parse().map_err(|e| Error::InvalidConditions {
-            conditions: test.link.to_owned(),
-            reason: format!("{e}"),
-        })?;
+        let mut conditions: Conditions =
+            test.link.parse().map_err(|e| Error::InvalidConditions {
+                conditions: test.link.to_owned(),
+                reason: format!("{e}"),
+            })?;
         if conditions.is_random() {
-            conditions.seed.get_or_insert(link::derive_seed(seed, u64::MAX));
+            conditions
+                .seed
+                .get_or_insert(link::derive_seed(seed, u64::MAX));
         }
         spec = spec.link(conditions);
     }

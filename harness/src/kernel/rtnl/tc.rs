@@ -105,7 +105,8 @@ fn normal_cdf(x: f64) -> f64 {
     let t = 1.0 / (1.0 + 0.327_591_1 * z);
     let poly = t
         * (0.254_829_592
-            + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
     let erf = 1.0 - poly * (-z * z).exp();
     0.5 * (1.0 + if x < 0.0 { -erf } else { erf })
 }
@@ -155,10 +156,18 @@ pub(super) fn netem_options(c: &Conditions, seed: u64) -> Vec<u8> {
     };
     push_attribute(&mut out, TCA_NETEM_CORR, &u32s(&[0, loss_correlation, 0]));
     if c.reorder > 0.0 {
-        push_attribute(&mut out, TCA_NETEM_REORDER, &u32s(&[probability(c.reorder), 0]));
+        push_attribute(
+            &mut out,
+            TCA_NETEM_REORDER,
+            &u32s(&[probability(c.reorder), 0]),
+        );
     }
     if c.corrupt > 0.0 {
-        push_attribute(&mut out, TCA_NETEM_CORRUPT, &u32s(&[probability(c.corrupt), 0]));
+        push_attribute(
+            &mut out,
+            TCA_NETEM_CORRUPT,
+            &u32s(&[probability(c.corrupt), 0]),
+        );
     }
     if let Loss::GilbertElliott {
         p,
@@ -182,7 +191,11 @@ pub(super) fn netem_options(c: &Conditions, seed: u64) -> Vec<u8> {
     if c.distribution == Distribution::Normal {
         push_attribute(&mut out, TCA_NETEM_DELAY_DIST, &normal_table());
     }
-    let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX).to_ne_bytes();
+    let nanos = |d: Duration| {
+        i64::try_from(d.as_nanos())
+            .unwrap_or(i64::MAX)
+            .to_ne_bytes()
+    };
     push_attribute(&mut out, TCA_NETEM_LATENCY64, &nanos(c.latency));
     push_attribute(&mut out, TCA_NETEM_JITTER64, &nanos(c.jitter));
     if c.is_random() {
@@ -194,7 +207,9 @@ pub(super) fn netem_options(c: &Conditions, seed: u64) -> Vec<u8> {
 /// The token bucket's size: 5 ms at the rate, at least 16 KiB (more than a
 /// full-sized frame, so that a packet always fits).
 fn burst(rate: u64) -> u32 {
-    u32::try_from(rate / 8 / 200).unwrap_or(u32::MAX).max(16 << 10)
+    u32::try_from(rate / 8 / 200)
+        .unwrap_or(u32::MAX)
+        .max(16 << 10)
 }
 
 /// The default queue: 100 ms at the rate, at least 64 KiB.
@@ -235,7 +250,13 @@ fn qdisc(index: u32, handle: TcHandle, parent: TcHandle) -> TcMessage {
 }
 
 /// `tc qdisc replace dev <index> <parent> handle <handle> <kind> <options>`
-fn replace(index: u32, handle: TcHandle, parent: TcHandle, kind: &str, options: Vec<u8>) -> TcMessage {
+fn replace(
+    index: u32,
+    handle: TcHandle,
+    parent: TcHandle,
+    kind: &str,
+    options: Vec<u8>,
+) -> TcMessage {
     let mut message = qdisc(index, handle, parent);
     message.attributes = vec![
         TcAttribute::Kind(kind.to_owned()),
@@ -267,7 +288,11 @@ fn parse_netem(raw: &[u8], c: &mut Conditions) {
                 .get(i * 4..i * 4 + 4)
                 .map_or(0, |b| u32::from_ne_bytes(b.try_into().unwrap_or_default()))
         };
-        let long = || value.get(..8).map(|b| u64::from_ne_bytes(b.try_into().unwrap_or_default()));
+        let long = || {
+            value
+                .get(..8)
+                .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or_default()))
+        };
         let nanos = || Duration::from_nanos(long().unwrap_or(0));
         match kind {
             TCA_NETEM_LATENCY64 => c.latency = nanos(),
@@ -282,7 +307,9 @@ fn parse_netem(raw: &[u8], c: &mut Conditions) {
             }
             TCA_NETEM_LOSS if value.len() >= 20 => {
                 let model = &value[4..];
-                let at = |i: usize| u32::from_ne_bytes(model[i * 4..i * 4 + 4].try_into().unwrap_or_default());
+                let at = |i: usize| {
+                    u32::from_ne_bytes(model[i * 4..i * 4 + 4].try_into().unwrap_or_default())
+                };
                 c.loss = Loss::GilbertElliott {
                     p: percent(at(0)),
                     r: percent(at(1)),
@@ -310,7 +337,8 @@ fn parse_tbf(raw: &[u8], c: &mut Conditions) {
         let value = &rest[4..len];
         match kind {
             TCA_TBF_PARMS if value.len() >= TBF_QOPT_LEN => {
-                let at = |i: usize| u32::from_ne_bytes(value[i..i + 4].try_into().unwrap_or_default());
+                let at =
+                    |i: usize| u32::from_ne_bytes(value[i..i + 4].try_into().unwrap_or_default());
                 c.rate.get_or_insert(u64::from(at(8)) * 8);
                 c.queue = Some(at(24));
             }
@@ -347,24 +375,31 @@ impl Rtnl {
         };
         if !needs_netem(c) {
             return match c.rate {
-                Some(rate) => self.add_qdisc(c, tbf(TBF_ALONE, TcHandle::ROOT, rate), "the rate limit"),
+                Some(rate) => {
+                    self.add_qdisc(c, tbf(TBF_ALONE, TcHandle::ROOT, rate), "the rate limit")
+                }
                 None => self.unshape(index),
             };
         }
-        let netem = replace(index, NETEM, TcHandle::ROOT, "netem", netem_options(c, seed));
-        self.add_qdisc(c, netem, "netem")
-            .map_err(|e| match e {
-                crate::Error::Netlink {
-                    kernel_message: Some(m),
-                    ..
-                } if m.contains(UNKNOWN_KIND) => crate::Error::MissingKernelFeature {
-                    feature: "the netem queueing discipline (CONFIG_NET_SCH_NETEM, module sch_netem)",
-                    needed_for: format!("the link conditions \"{c}\""),
-                    fix: "load it on the host with `modprobe sch_netem`, or use a kernel built with \
+        let netem = replace(
+            index,
+            NETEM,
+            TcHandle::ROOT,
+            "netem",
+            netem_options(c, seed),
+        );
+        self.add_qdisc(c, netem, "netem").map_err(|e| match e {
+            crate::Error::Netlink {
+                kernel_message: Some(m),
+                ..
+            } if m.contains(UNKNOWN_KIND) => crate::Error::MissingKernelFeature {
+                feature: "the netem queueing discipline (CONFIG_NET_SCH_NETEM, module sch_netem)",
+                needed_for: format!("the link conditions \"{c}\""),
+                fix: "load it on the host with `modprobe sch_netem`, or use a kernel built with \
                           it; a rate limit and an MTU alone work without it",
-                },
-                e => e,
-            })?;
+            },
+            e => e,
+        })?;
         match c.rate {
             Some(rate) => self.add_qdisc(c, tbf(TBF, NETEM_CHILD, rate), "the rate limit"),
             None => self.delete_qdisc(index, NETEM_CHILD, "the rate limit"),
@@ -414,9 +449,7 @@ impl Rtnl {
         )?;
         let mut shaping = Shaping::default();
         let qdiscs = replies.into_iter().filter_map(|reply| match reply {
-            RouteNetlinkMessage::NewQueueDiscipline(q) if q.header.index == index as i32 => {
-                Some(q)
-            }
+            RouteNetlinkMessage::NewQueueDiscipline(q) if q.header.index == index as i32 => Some(q),
             _ => None,
         });
         for q in qdiscs {
@@ -487,6 +520,9 @@ mod tests {
         assert_eq!(table[0], -table[DIST_ENTRIES - 1]);
         // The 84th percentile is one standard deviation.
         let sigma = table[(DIST_ENTRIES as f64 * 0.8413) as usize];
-        assert!((f64::from(sigma) - NETEM_DIST_SCALE).abs() < 20.0, "{sigma}");
+        assert!(
+            (f64::from(sigma) - NETEM_DIST_SCALE).abs() < 20.0,
+            "{sigma}"
+        );
     }
 }
