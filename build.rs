@@ -18,24 +18,6 @@ fn executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// The running kernel's configuration (`/proc/config.gz`), if it shows it.
-fn kernel_config() -> String {
-    println!("cargo::rerun-if-changed=/proc/config.gz");
-    std::process::Command::new("zcat")
-        .arg("/proc/config.gz")
-        .output()
-        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
-        .unwrap_or_default()
-}
-
-/// Whether the kernel has `option` built in, or its module loaded (a
-/// module the kernel would have to load cannot be loaded from a user
-/// namespace, where rootless tests run).
-fn in_kernel(config: &str, option: &str, module: &str) -> bool {
-    config.lines().any(|l| l == format!("CONFIG_{option}=y"))
-        || Path::new("/sys/module").join(module).exists()
-}
-
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-changed=src/tools.rs");
@@ -54,20 +36,8 @@ fn main() {
         .collect();
     println!("cargo::rustc-check-cfg=cfg({})", names.join(", "));
     let mut missing = Vec::new();
-    let config = kernel_config();
     for (program, package) in tools::TOOLS {
-        if let Some((_, option, module)) =
-            tools::KERNEL_FEATURES.iter().find(|(f, ..)| f == program)
-        {
-            if in_kernel(&config, option, module) {
-                println!("cargo::rustc-cfg={}", tools::cfg_name(program));
-            } else {
-                println!(
-                    "cargo::warning=this kernel has no {program}: the tests that need it are \
-                     ignored ({package})"
-                );
-            }
-        } else if dirs.iter().any(|dir| executable(&dir.join(program))) {
+        if dirs.iter().any(|dir| executable(&dir.join(program))) {
             println!("cargo::rustc-cfg={}", tools::cfg_name(program));
         } else {
             missing.push(format!("{program} (install {package})"));

@@ -23,10 +23,6 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("ls", "coreutils"),
     ("nc", "netcat-openbsd"),
-    (
-        "netem",
-        "a kernel with the netem queueing discipline (CONFIG_NET_SCH_NETEM, or `modprobe sch_netem` as root)",
-    ),
     ("nft", "nftables"),
     ("nsenter", "util-linux"),
     ("ping", "iputils-ping"),
@@ -40,13 +36,6 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("tcpdump", "tcpdump"),
     ("unshare", "util-linux"),
 ];
-
-/// The entries of [`TOOLS`] that are features of the running kernel, not
-/// programs, with their configuration option and module: the build script
-/// looks for them in the kernel's configuration and loaded modules, and a
-/// machine without them ignores the tests that need them even in CI (no
-/// package installs them).
-pub const KERNEL_FEATURES: &[(&str, &str, &str)] = &[("netem", "NET_SCH_NETEM", "sch_netem")];
 
 /// The `cfg` the build script sets when `program` was found: `has_` and
 /// its name, `-` as `_` (`has_cargo_nextest`).

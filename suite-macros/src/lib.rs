@@ -37,7 +37,7 @@ pub fn needs(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// listed in `attr`, or a `compile_error!` on the offending token.
 fn ignore_unless_found(attr: TokenStream) -> Result<TokenStream, TokenStream> {
     let mut programs = Vec::new();
-    let mut packages: Vec<String> = Vec::new();
+    let mut packages: Vec<&str> = Vec::new();
     for token in attr {
         match &token {
             TokenTree::Punct(p) if p.as_char() == ',' => continue,
@@ -59,10 +59,8 @@ fn ignore_unless_found(attr: TokenStream) -> Result<TokenStream, TokenStream> {
                         ),
                     ));
                 };
-                let kernel = tools::KERNEL_FEATURES.iter().any(|(f, ..)| *f == program);
-                let what = format!("{} {package}", if kernel { "run on" } else { "install" });
-                if !packages.contains(&what) {
-                    packages.push(what);
+                if !packages.contains(package) {
+                    packages.push(package);
                 }
                 programs.push(program);
             }
@@ -80,7 +78,11 @@ fn ignore_unless_found(attr: TokenStream) -> Result<TokenStream, TokenStream> {
         .map(|program| tools::cfg_name(program))
         .collect::<Vec<_>>()
         .join(", ");
-    let reason = format!("needs {}: {}", programs.join(", "), packages.join(", "));
+    let reason = format!(
+        "needs {}: install {}",
+        programs.join(", "),
+        packages.join(", ")
+    );
     let attribute = format!(
         "#[cfg_attr(not(all({found})), ignore = {})]",
         Literal::string(&reason)

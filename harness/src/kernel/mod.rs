@@ -11,4 +11,5 @@ pub(crate) mod rootless;
 pub(crate) mod rtnl;
 pub(crate) mod spawner;
 pub(crate) mod sys;
+pub(crate) mod tap;
 pub(crate) mod userns;

@@ -226,6 +226,57 @@ impl Rtnl {
             .map(drop)
     }
 
+    /// `ip link set dev <index> master <master>` (`nomaster` for 0).
+    pub(crate) fn set_master(&mut self, index: u32, master: u32) -> Result<()> {
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        message.attributes.push(LinkAttribute::Controller(master));
+        let msg = request(RouteNetlinkMessage::SetLink(message), NLM_F_ACK);
+        self.request(
+            || format!("set the master of link {index} to {master}"),
+            msg,
+        )
+        .map(drop)
+    }
+
+    /// The bridge link `name` is a port of, if it is one.
+    pub(crate) fn master(&mut self, name: &str) -> Result<Option<u32>> {
+        Ok(self
+            .link(name)?
+            .attributes
+            .into_iter()
+            .find_map(|a| match a {
+                LinkAttribute::Controller(master) => Some(master),
+                _ => None,
+            }))
+    }
+
+    /// `ip link set dev <index> alias <text>`
+    pub(crate) fn set_alias(&mut self, index: u32, text: &str) -> Result<()> {
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        message
+            .attributes
+            .push(LinkAttribute::IfAlias(text.to_owned()));
+        let msg = request(RouteNetlinkMessage::SetLink(message), NLM_F_ACK);
+        self.request(|| format!("set the alias of link {index}"), msg)
+            .map(drop)
+    }
+
+    /// The alias of link `name`, `None` when there is no such link.
+    pub(crate) fn alias(&mut self, name: &str) -> Result<Option<String>> {
+        match self.link(name) {
+            Ok(link) => Ok(link.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::IfAlias(alias) => Some(alias),
+                _ => None,
+            })),
+            Err(Error::Netlink { source, .. }) if source.raw_os_error() == Some(libc::ENODEV) => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// The MTU of link `name`.
     pub(crate) fn mtu(&mut self, name: &str) -> Result<u32> {
         Ok(self
@@ -384,7 +435,7 @@ impl Rtnl {
 }
 
 mod tc;
-pub(crate) use tc::Shaping;
+pub(crate) use tc::{Shaping, needs_netem};
 
 #[cfg(test)]
 mod tests;

@@ -16,7 +16,10 @@ pub use netns_harness_conditions::{Conditions, Distribution, Loss};
 
 use crate::common::error::{Error, Result};
 use crate::kernel::netns;
-use crate::kernel::rtnl::{DEFAULT_MTU, Rtnl, Shaping};
+use crate::kernel::rtnl::{DEFAULT_MTU, Rtnl, Shaping, needs_netem};
+
+mod emulator;
+pub(crate) use emulator::release;
 
 /// Which way across a link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -195,13 +198,27 @@ impl Link {
                 0
             }
         });
-        end.with(|rtnl, index| {
+        let shaped = end.with(|rtnl, index| {
             let mtu = conditions.mtu.unwrap_or(DEFAULT_MTU);
             if rtnl.mtu(&end.name)? != mtu {
                 rtnl.set_mtu(index, mtu)?;
             }
             rtnl.shape(index, conditions, seed)
-        })
+        });
+        // A container's port can carry what the kernel cannot.
+        let port = &self.ends[1];
+        if !port.bridge_port {
+            return shaped;
+        }
+        let emulated = match shaped {
+            Err(Error::MissingKernelFeature { .. }) if needs_netem(conditions) => {
+                end.with(|rtnl, index| rtnl.unshape(index))?;
+                Some((conditions, seed))
+            }
+            Err(e) => return Err(e),
+            Ok(()) => None,
+        };
+        port.with(|rtnl, index| emulator::set(port, rtnl, index, direction, emulated))
     }
 
     /// Gives both directions the `conditions` (see [`Link::set`]).
@@ -226,8 +243,20 @@ impl Link {
     /// The conditions of `direction` and the packets they dropped.
     pub(crate) fn shaping(&self, direction: Direction) -> Result<Shaping> {
         let end = self.sender(direction);
+        let port = &self.ends[1];
+        let emulated = match port.bridge_port {
+            true => port.with(|rtnl, _| rtnl.alias(&emulator::tap_name(&port.name)))?,
+            false => None,
+        }
+        .and_then(|alias| emulator::from_alias(&alias, direction));
         end.with(|rtnl, index| {
-            let mut shaping = rtnl.shaping(index)?;
+            let mut shaping = match emulated {
+                Some(conditions) => Shaping {
+                    conditions,
+                    dropped: None,
+                },
+                None => rtnl.shaping(index)?,
+            };
             // The kernel picks a seed of its own when given none.
             if !shaping.conditions.is_random() {
                 shaping.conditions.seed = None;
@@ -273,7 +302,8 @@ impl LinkDown<'_> {
             rtnl.set_up(index)?;
             crate::network::lab::wait_for(&far.name, "come back up", || {
                 let state = rtnl.link_state(&far.name)?;
-                Ok(state.up && (state.forwarding || !far.bridge_port))
+                // An emulated port is off its bridge: up is enough.
+                Ok(state.up && (state.forwarding || rtnl.master(&far.name)?.is_none()))
             })
         })?;
         let near = &self.link.ends[0];

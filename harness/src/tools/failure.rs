@@ -177,8 +177,12 @@ fn link_lines(container: &Container, lab: &Lab, seed: u64) -> String {
                 }
                 Ok(s) => writeln!(
                     out,
-                    "  {name} {direction}: {} ({} packets dropped)",
-                    s.conditions, s.dropped
+                    "  {name} {direction}: {} ({})",
+                    s.conditions,
+                    s.dropped.map_or_else(
+                        || "emulated in userspace".to_owned(),
+                        |n| format!("{n} packets dropped")
+                    )
                 ),
                 Err(e) => writeln!(out, "  {name} {direction}: (unreadable: {e})"),
             };

@@ -356,7 +356,9 @@ fn parse_tbf(raw: &[u8], c: &mut Conditions) {
 #[derive(Debug, Default)]
 pub(crate) struct Shaping {
     pub conditions: Conditions,
-    pub dropped: u64,
+    /// `None` where the conditions are emulated in userspace, which keeps
+    /// no count the kernel can report.
+    pub dropped: Option<u64>,
 }
 
 impl Rtnl {
@@ -471,7 +473,9 @@ impl Rtnl {
                             _ => {}
                         }
                     }
-                    TcAttribute::Stats(stats) => shaping.dropped += u64::from(stats.drops),
+                    TcAttribute::Stats(stats) => {
+                        *shaping.dropped.get_or_insert(0) += u64::from(stats.drops);
+                    }
                     _ => {}
                 }
             }

@@ -336,8 +336,11 @@ impl Port {
             "forward on the bridge (no carrier, or the bridge's port state machine is stuck)",
             || {
                 let mut rtnl = self.lab.rtnl();
-                Ok(rtnl.link_state(&self.name)?.forwarding
-                    && rtnl.link_state(self.lab.bridge())?.up)
+                let port = rtnl.link_state(&self.name)?;
+                // A port whose conditions are emulated is off the bridge,
+                // which its emulator's TAP device is on.
+                let carried = port.forwarding || (port.up && rtnl.master(&self.name)?.is_none());
+                Ok(carried && rtnl.link_state(self.lab.bridge())?.up)
             },
         )
     }
@@ -345,6 +348,7 @@ impl Port {
 
 impl Drop for Port {
     fn drop(&mut self) {
+        crate::network::link::release(self.lab.lab_ns().as_fd(), &self.name);
         // Detaching is synchronous and cheap. The device itself goes with
         // the container's network namespace, which the kernel destroys (in
         // batches) once the container is reaped; deleting it here would wait
