@@ -1,6 +1,8 @@
 //! Links of a lab and what they do to packets: [`Conditions`] per
 //! direction (a `netem` and a `tbf` queueing discipline on the sending
-//! end, over rtnetlink), and a link taken down and brought up again.
+//! end, over rtnetlink; where the kernel has no netem, a container's link
+//! is emulated in userspace, see `emulator`), and a link taken down and
+//! brought up again.
 //!
 //! A link is a veth pair: a container's `eth0` and its port on the bridge,
 //! or the lab's uplink and the outside host's `eth0`. [`Direction::Out`]
