@@ -50,6 +50,13 @@ pub enum Error {
         fix: &'static str,
     },
 
+    /// A fault that cannot be made as asked.
+    #[error("invalid fault: {reason}")]
+    InvalidFault {
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+
     /// Every address of the lab subnet is taken by a live container.
     #[error(
         "no free address left in lab subnet {subnet} ({capacity} container addresses, all in use): \

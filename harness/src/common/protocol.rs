@@ -276,6 +276,9 @@ pub(crate) struct Outcome {
     pub end: BodyEnd,
     /// The peers it started, in order.
     pub peers: Vec<Peer>,
+    /// The faults and emulated link conditions its process had in force
+    /// when it panicked (they go with the process), one line each.
+    pub in_force: Vec<String>,
 }
 
 impl Outcome {
@@ -298,6 +301,10 @@ impl Outcome {
                 None => w.u8(0),
                 Some(how) => w.u8(1).str(how),
             };
+        }
+        w.len(self.in_force.len());
+        for line in &self.in_force {
+            w.str(line);
         }
         w.finish()
     }
@@ -328,7 +335,13 @@ impl Outcome {
                 })
             })
             .collect::<Option<_>>()?;
-        r.end(Outcome { end, peers })
+        let count = r.len()?;
+        let in_force = (0..count).map(|_| r.str()).collect::<Option<_>>()?;
+        r.end(Outcome {
+            end,
+            peers,
+            in_force,
+        })
     }
 }
 
@@ -408,6 +421,7 @@ mod tests {
             let outcome = Outcome {
                 end,
                 peers: vec![peer(7, None), peer(8, Some("exit status: 0"))],
+                in_force: vec!["fault partition a <-> b: 3 matched, 3 dropped".into()],
             };
             let bytes = outcome.encode();
             assert_eq!(Outcome::decode(&bytes), Some(outcome));

@@ -52,7 +52,16 @@ pub(crate) const CHAIN: &str = "postrouting";
 
 /// An nf_tables message of the `ip` family.
 fn nft(message: NfTablesMessage, flags: u16) -> NetlinkMessage<NetfilterMessage> {
-    let header = NetfilterHeader::new(NetfilterProtoFamily::IPv4, NFNETLINK_V0, 0);
+    nft_of(NetfilterProtoFamily::IPv4, message, flags)
+}
+
+/// An nf_tables message of `family`.
+fn nft_of(
+    family: NetfilterProtoFamily,
+    message: NfTablesMessage,
+    flags: u16,
+) -> NetlinkMessage<NetfilterMessage> {
+    let header = NetfilterHeader::new(family, NFNETLINK_V0, 0);
     request(NetfilterMessage::new(header, message), flags)
 }
 
@@ -234,6 +243,9 @@ fn counter(attributes: &[DefaultNla]) -> (u64, u64) {
     }
     counted
 }
+
+mod faults;
+pub(crate) use faults::*;
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,7 @@
 //! outside), [`Direction::In`] what it receives; each is shaped on the end
 //! that sends it, as `tc qdisc … dev <that end>` would.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
@@ -21,7 +21,7 @@ use crate::kernel::netns;
 use crate::kernel::rtnl::{DEFAULT_MTU, Rtnl, Shaping, needs_netem};
 
 mod emulator;
-pub(crate) use emulator::release;
+pub(crate) use emulator::{emulated, release};
 
 /// Which way across a link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -167,6 +167,12 @@ impl Link {
     /// What it is, e.g. `eth0 of container "c3"`.
     pub fn description(&self) -> &str {
         &self.description
+    }
+
+    /// The first end's namespace, interface name and label.
+    pub(crate) fn first_end(&self) -> (BorrowedFd<'_>, &str, &'static str) {
+        let end = &self.ends[0];
+        (end.netns.as_fd(), &end.name, end.label)
     }
 
     fn sender(&self, direction: Direction) -> &End {

@@ -2,5 +2,14 @@
 //! their links, with conditions and faults.
 //! Uses `kernel` and `common`.
 
+pub(crate) mod fault;
 pub(crate) mod lab;
 pub(crate) mod link;
+
+/// What this process has in force that goes with it: its faults and the
+/// link conditions it emulates, one line each, for a failure report.
+pub(crate) fn in_force() -> Vec<String> {
+    let mut lines = fault::in_force();
+    lines.extend(link::emulated());
+    lines
+}

@@ -150,12 +150,13 @@ impl Inside {
         }
     }
 
-    /// Sends how the body ended, and its peers, to the runner, once, and
-    /// closes the pipe.
-    fn send_result(&self, end: BodyEnd) {
+    /// Sends how the body ended, its peers and what it had in force, to
+    /// the runner, once, and closes the pipe.
+    fn send_result(&self, end: BodyEnd, in_force: Vec<String>) {
         let outcome = Outcome {
             end,
             peers: lock(&self.peers).clone(),
+            in_force,
         };
         if let Some(mut pipe) = lock(&self.result).take() {
             let _ = pipe.write_all(&outcome.encode());
@@ -255,6 +256,7 @@ pub fn run_in_container<R: TestResult + 'static>(name: &'static str, body: fn() 
         panic!("netns-harness: a test body ran outside its container; run it through its #[netns_test] function")
     });
     static MESSAGE: Mutex<String> = Mutex::new(String::new());
+    static IN_FORCE: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let keep = crate::common::settings::get().keep_on_failure;
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -265,15 +267,17 @@ pub fn run_in_container<R: TestResult + 'static>(name: &'static str, body: fn() 
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "Box<dyn Any>".to_owned());
         default_hook(info);
+        // Before unwinding drops the body's faults (and peers).
+        let in_force = crate::network::in_force();
         if keep {
-            // Before unwinding drops the body's peers.
             let _ = std::io::stdout().flush();
-            inside.send_result(BodyEnd::Panicked(message));
+            inside.send_result(BodyEnd::Panicked(message), in_force);
             loop {
                 std::thread::park();
             }
         }
         *lock(&MESSAGE) = message;
+        *lock(&IN_FORCE) = in_force;
     }));
     let thread = std::thread::Builder::new()
         .name(display_name(name).to_owned())
@@ -291,7 +295,7 @@ pub fn run_in_container<R: TestResult + 'static>(name: &'static str, body: fn() 
         Err(_) => (BodyEnd::Panicked(lock(&MESSAGE).clone()), 101),
     };
     let _ = std::io::stdout().flush();
-    inside.send_result(end);
+    inside.send_result(end, std::mem::take(&mut *lock(&IN_FORCE)));
     std::process::exit(code)
 }
 
@@ -348,7 +352,7 @@ fn run(lab: &Lab, test: &Test) -> Result<Verdict> {
         keep && panicked(result)
     })
     .map_err(|e| Error::os(format!("read the output of {}", test.display_name()), e))?;
-    let (verdict, peers_seen) = match watched {
+    let (verdict, said) = match watched {
         None => {
             // Kill first, whatever the body does (floods its link, forks,
             // ignores signals): the report comes after.
@@ -369,19 +373,18 @@ fn run(lab: &Lab, test: &Test) -> Result<Verdict> {
                 container.wait_timeout(left.max(EXIT_GRACE))?
             };
             let outcome = Outcome::decode(&result);
-            let peers = outcome.as_ref().map(|o| o.peers.clone());
-            (judge(test, outcome.map(|o| o.end), status), peers)
+            let end = outcome.as_ref().map(|o| o.end.clone());
+            (judge(test, end, status), outcome)
         }
     };
     if let Verdict::Failed(_) = verdict {
         let name = test.display_name();
-        let peers = peers_seen.as_deref();
         let report = crate::tools::failure::report(
             name,
             lab,
             &container,
             &view_prefix,
-            peers,
+            said.as_ref(),
             capture,
             seed,
         );

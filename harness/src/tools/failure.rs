@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
-use crate::common::protocol::Peer;
+use crate::common::protocol::{Outcome, Peer};
 use crate::common::settings::{self, CAPTURE_VAR, KEEP_VAR};
 use crate::kernel::packet::Recording;
 use crate::network::lab::Lab;
@@ -116,7 +116,7 @@ pub(crate) fn report(
     lab: &Lab,
     container: &Container,
     view_prefix: &str,
-    peers: Option<&[Peer]>,
+    said: Option<&Outcome>,
     capture: Option<Recording>,
     seed: u64,
 ) -> String {
@@ -140,8 +140,9 @@ pub(crate) fn report(
         &mut out,
         snapshot::lab_state(&lab.inner, own_port, view_prefix),
     );
-    out.push_str(&peer_lines(peers));
+    out.push_str(&peer_lines(said.map(|o| o.peers.as_slice())));
     out.push_str(&link_lines(container, lab, seed));
+    out.push_str(&in_force_lines(said));
     match artifacts_dir(test) {
         Some(dir) => {
             if let Err(e) = write_artifacts(&dir, &mut out, own_port, capture) {
@@ -186,6 +187,23 @@ fn link_lines(container: &Container, lab: &Lab, seed: u64) -> String {
                 ),
                 Err(e) => writeln!(out, "  {name} {direction}: (unreadable: {e})"),
             };
+        }
+    }
+    out
+}
+
+/// The report's `in force:` block: the faults and emulated link
+/// conditions the body had when it panicked (they went with its process).
+fn in_force_lines(said: Option<&Outcome>) -> String {
+    let mut out = "in force when the body failed:\n".to_owned();
+    match said.map(|o| &o.in_force) {
+        None => out
+            .push_str("  (unknown: the body was killed at its timeout, and its faults with it)\n"),
+        Some(lines) if lines.is_empty() => out.push_str("  no fault, no emulated link\n"),
+        Some(lines) => {
+            for line in lines {
+                let _ = writeln!(out, "  {line}");
+            }
         }
     }
     out

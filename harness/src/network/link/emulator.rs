@@ -328,6 +328,18 @@ pub(crate) fn set(
     }
 }
 
+/// The wires this process runs, one line each: the port and its
+/// conditions both ways.
+pub(crate) fn emulated() -> Vec<String> {
+    wires()
+        .iter()
+        .map(|((_, _, port), wire)| {
+            let both = wire.params.lock().unwrap_or_else(PoisonError::into_inner);
+            format!("link of {port} emulated: {}", alias(&both))
+        })
+        .collect()
+}
+
 /// Stops the wire of `port` of the lab `netns` without putting the port
 /// back (it is going away), if this process runs one.
 pub(crate) fn release(netns: BorrowedFd<'_>, port: &str) {
