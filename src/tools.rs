@@ -20,6 +20,7 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("hostname", "hostname"),
     ("install", "coreutils"),
     ("ip", "iproute2"),
+    ("ldd", "libc-bin"),
     ("ls", "coreutils"),
     ("nc", "netcat-openbsd"),
     ("nft", "nftables"),
