@@ -27,6 +27,7 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("nsenter", "util-linux"),
     ("ping", "iputils-ping"),
     ("ps", "procps"),
+    ("sed", "sed"),
     ("setpriv", "util-linux"),
     ("sh", "dash"),
     ("sha256sum", "coreutils"),

@@ -134,20 +134,24 @@ pub(super) fn plan(fs: Fs, root: Option<&Root>, name: &str) -> Result<Option<FsP
         };
         plan.late.push(carried(dir, mkdirs, false)?);
     }
+    let mut overlay = if fs == Fs::Overlay {
+        let excluded: Vec<PathBuf> = ["/proc", "/sys", "/dev"]
+            .into_iter()
+            .map(PathBuf::from)
+            .chain(fresh_dirs.iter().cloned())
+            .chain(workspace)
+            .collect();
+        Some(overlay::plan(base, &excluded)?)
+    } else {
+        None
+    };
     if fs != Fs::Host {
-        files(base, name, &fresh_dirs, &mut plan)?;
+        files(base, name, &fresh_dirs, &mut plan, overlay.as_mut())?;
     }
     if pivot {
-        plan.root = Some(if fs == Fs::Overlay {
-            let excluded: Vec<PathBuf> = ["/proc", "/sys", "/dev"]
-                .into_iter()
-                .map(PathBuf::from)
-                .chain(fresh_dirs.iter().cloned())
-                .chain(workspace)
-                .collect();
-            NewRoot::Overlay(overlay::plan(base, &excluded)?)
-        } else {
-            NewRoot::Bind(path_cstring(base.dir())?)
+        plan.root = Some(match overlay {
+            Some(overlay) => NewRoot::Overlay(overlay.tree),
+            None => NewRoot::Bind(path_cstring(base.dir())?),
         });
         // In a view of the host's filesystem, the container starts where
         // the test process is (cargo runs tests in the package's
@@ -244,10 +248,19 @@ fn workspace(fresh: &[PathBuf], all: bool) -> Vec<PathBuf> {
 
 /// The container's own `/etc/hosts` and `/etc/resolv.conf` (copies of
 /// `base`'s) and `/etc/hostname` (its name), where `base` has them:
-/// written in place when they lie below a fresh mount, bind-mounted from
-/// a staging `tmpfs` otherwise.
-fn files(base: &Base, name: &str, fresh: &[PathBuf], plan: &mut FsPlan) -> Result<()> {
+/// written in place when they lie below a fresh mount, in the upper
+/// directory of an `overlay` that holds them, and otherwise bind-mounted
+/// from a staging `tmpfs` (in the first fresh `…tmp`; without one, they
+/// stay `base`'s).
+fn files(
+    base: &Base,
+    name: &str,
+    fresh: &[PathBuf],
+    plan: &mut FsPlan,
+    mut overlay: Option<&mut overlay::Overlay>,
+) -> Result<()> {
     let fresh_root = |path: &Path| fresh.iter().find(|root| path.starts_with(root));
+    let staging_root = fresh.iter().find(|dir| dir.ends_with("tmp"));
     let mut hostname = name.as_bytes().to_vec();
     hostname.push(b'\n');
     let copies = COPIED.iter().filter_map(|path| {
@@ -258,25 +271,24 @@ fn files(base: &Base, name: &str, fresh: &[PathBuf], plan: &mut FsPlan) -> Resul
     let named = base
         .resolve(Path::new("/etc/hostname"))
         .map(|target| (target, hostname));
-    let Some(staging_root) = fresh.iter().find(|dir| dir.ends_with("tmp")) else {
-        return Ok(());
-    };
     for (target, contents) in copies.chain(named) {
-        let (staging, mkdirs) = match fresh_root(&target) {
-            Some(root) => {
-                let parent = target.parent().unwrap_or(root);
-                let mkdirs = if parent == root {
-                    Vec::new()
-                } else {
-                    between(root, parent)?
-                };
-                (None, mkdirs)
-            }
-            None => {
-                let file = target.file_name().unwrap_or_default().to_string_lossy();
-                let staging = staging_root.join(&*file);
-                (Some(path_cstring(&staging)?), Vec::new())
-            }
+        let (staging, mkdirs) = if let Some(root) = fresh_root(&target) {
+            let parent = target.parent().unwrap_or(root);
+            let mkdirs = if parent == root {
+                Vec::new()
+            } else {
+                between(root, parent)?
+            };
+            (None, mkdirs)
+        } else if let Some(overlay) = overlay.as_deref_mut()
+            && overlay.write_in_upper(&target, &contents)?
+        {
+            continue;
+        } else if let Some(staging_root) = staging_root {
+            let file = target.file_name().unwrap_or_default().to_string_lossy();
+            (Some(path_cstring(&staging_root.join(&*file))?), Vec::new())
+        } else {
+            continue;
         };
         plan.files.push(PrivateFile {
             target: path_cstring(&target)?,
@@ -285,7 +297,9 @@ fn files(base: &Base, name: &str, fresh: &[PathBuf], plan: &mut FsPlan) -> Resul
             mkdirs,
         });
     }
-    if plan.files.iter().any(|f| f.staging.is_some()) {
+    if let Some(staging_root) = staging_root
+        && plan.files.iter().any(|f| f.staging.is_some())
+    {
         plan.staging = Some(path_cstring(staging_root)?);
     }
     Ok(())

@@ -11,7 +11,7 @@ use rustix::mount::{MountFlags, UnmountFlags};
 use crate::common::protocol::Stage;
 
 use super::super::{At, Failure, raw};
-use super::{Symlink, create};
+use super::{PrivateFile, Symlink, create, write};
 
 /// The root a container pivots into.
 #[derive(Debug)]
@@ -30,8 +30,9 @@ pub(crate) struct TreeDir {
     pub path: CString,
     /// Its permission bits.
     pub mode: u32,
-    /// Its owner and group (best effort: ids outside the container's user
-    /// namespace leave its root the owner).
+    /// Its owner and group, as the container's user namespace maps them
+    /// (best effort: ids outside it leave the container's root, `(0, 0)`,
+    /// the owner).
     pub owner: (u32, u32),
 }
 
@@ -63,6 +64,9 @@ pub(crate) struct OverlayTree {
     pub links: Vec<Symlink>,
     /// The tree's other files, bound read-only: from where, to where.
     pub files: Vec<(CString, CString)>,
+    /// Files of the container's own, written in upper directories before
+    /// their overlays are mounted.
+    pub upper_files: Vec<PrivateFile>,
 }
 
 /// Makes `root` and pivots into it.
@@ -95,6 +99,10 @@ fn build(tree: &OverlayTree) -> Result<(), Failure> {
     )
     .at(Stage::NewRoot)?;
     mkdirs(&tree.scratch_dirs)?;
+    for file in &tree.upper_files {
+        super::mkdirs(&file.mkdirs, Stage::PrivateFiles)?;
+        write(&file.target, &file.contents)?;
+    }
     match &tree.root_overlay {
         Some(data) => overlay(&tree.root, data)?,
         None => rustix::mount::mount(
@@ -132,21 +140,39 @@ fn overlay(target: &CString, data: &CString) -> Result<(), Failure> {
     .at(Stage::Overlay)
 }
 
+/// Creates `dirs` with their modes and owners: under a umask of 0 (the
+/// program's is restored afterwards), `mkdir` gives the mode but for the
+/// set-user-ID and set-group-ID bits, and the container's root owns what
+/// it makes.
 fn mkdirs(dirs: &[TreeDir]) -> Result<(), Failure> {
-    for dir in dirs {
-        match rustix::fs::mkdir(dir.path.as_c_str(), Mode::from_raw_mode(0o700)) {
-            Ok(()) | Err(Errno::EXIST) => {}
-            Err(e) => return Err(Failure(Stage::NewRoot, e)),
+    let umask = rustix::process::umask(Mode::empty());
+    let made = dirs.iter().try_for_each(mkdir);
+    rustix::process::umask(umask);
+    made
+}
+
+fn mkdir(dir: &TreeDir) -> Result<(), Failure> {
+    const SET_ID: u32 = 0o6000;
+    let path = dir.path.as_c_str();
+    match rustix::fs::mkdir(path, Mode::from_raw_mode(dir.mode & !SET_ID)) {
+        Ok(()) => {}
+        // The root's tmpfs, mounted on its mount point: set its mode.
+        Err(Errno::EXIST) => {
+            rustix::fs::chmod(path, Mode::from_raw_mode(dir.mode)).at(Stage::NewRoot)?;
         }
-        let (uid, gid) = dir.owner;
+        Err(e) => return Err(Failure(Stage::NewRoot, e)),
+    }
+    if dir.owner != (0, 0) {
         // An id outside the container's user namespace (EINVAL) leaves
         // the container's root the owner.
         let _ = rustix::fs::chown(
-            dir.path.as_c_str(),
-            Some(Uid::from_raw_unchecked(uid)),
-            Some(Gid::from_raw_unchecked(gid)),
+            path,
+            Some(Uid::from_raw_unchecked(dir.owner.0)),
+            Some(Gid::from_raw_unchecked(dir.owner.1)),
         );
-        rustix::fs::chmod(dir.path.as_c_str(), Mode::from_raw_mode(dir.mode)).at(Stage::NewRoot)?;
+    }
+    if dir.mode & SET_ID != 0 {
+        rustix::fs::chmod(path, Mode::from_raw_mode(dir.mode)).at(Stage::NewRoot)?;
     }
     Ok(())
 }

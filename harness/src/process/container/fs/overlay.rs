@@ -11,17 +11,59 @@ use std::path::{Path, PathBuf};
 use super::base::Base;
 use super::path_cstring;
 use crate::common::error::Result;
-use crate::kernel::prexec::{OverlayTree, Symlink, TreeDir};
+use crate::kernel::prexec::{OverlayTree, PrivateFile, Symlink, TreeDir};
 
 /// Where the child mounts its scratch `tmpfs`, as the container sees it:
 /// a directory of the old root that the container replaces (with its own
 /// `/dev`, or the host's carried in) and that holds no lower layer.
 const SCRATCH: &str = "/dev";
 
+/// A copy-on-write view of a tree, planned.
+pub(super) struct Overlay {
+    /// What the child builds.
+    pub(super) tree: OverlayTree,
+    /// Each overlay's place (as the container sees it) and upper
+    /// directory (in the test process's view).
+    layers: Vec<(PathBuf, PathBuf)>,
+}
+
+impl Overlay {
+    /// Puts a file of the container's own at `target` (as the container
+    /// sees it) in the upper directory of the overlay that holds it,
+    /// before that overlay is mounted: a regular file of the view, owned
+    /// by the container's root (writable even where the host's is not,
+    /// and replaceable by a rename). `false` when no overlay holds it (it
+    /// lies in a directory rebuilt around mount points).
+    pub(super) fn write_in_upper(&mut self, target: &Path, contents: &[u8]) -> Result<bool> {
+        let layer = self
+            .layers
+            .iter()
+            .filter(|(place, _)| target.starts_with(place))
+            .max_by_key(|(place, _)| place.as_os_str().len());
+        let Some((place, upper)) = layer else {
+            return Ok(false);
+        };
+        let file = upper.join(target.strip_prefix(place).unwrap_or(target));
+        let parent = file.parent().unwrap_or(upper);
+        let mkdirs = if parent == upper {
+            Vec::new()
+        } else {
+            super::between(upper, parent)?
+        };
+        self.tree.upper_files.push(PrivateFile {
+            target: path_cstring(&file)?,
+            contents: contents.to_vec(),
+            staging: None,
+            mkdirs,
+        });
+        Ok(true)
+    }
+}
+
 /// The plan of an overlay of `base`, with `excluded` (paths as the
 /// container sees them, which it gets from elsewhere: `/proc`, fresh
 /// mounts, the workspace) left empty.
-pub(super) fn plan(base: &Base, excluded: &[PathBuf]) -> Result<OverlayTree> {
+pub(super) fn plan(base: &Base, excluded: &[PathBuf]) -> Result<Overlay> {
     let scratch = base.outside(Path::new(SCRATCH));
     let root = TreeDir {
         path: path_cstring(&scratch.join("root"))?,
@@ -34,7 +76,7 @@ pub(super) fn plan(base: &Base, excluded: &[PathBuf]) -> Result<OverlayTree> {
         mounts: mount_points(base),
         root: scratch.join("root"),
         scratch_dir: scratch.clone(),
-        layers: 0,
+        layers: Vec::new(),
         tree: OverlayTree {
             scratch: path_cstring(&scratch)?,
             root: root.path.clone(),
@@ -44,10 +86,14 @@ pub(super) fn plan(base: &Base, excluded: &[PathBuf]) -> Result<OverlayTree> {
             overlays: Vec::new(),
             links: Vec::new(),
             files: Vec::new(),
+            upper_files: Vec::new(),
         },
     };
     planner.visit(Path::new("/"))?;
-    Ok(planner.tree)
+    Ok(Overlay {
+        tree: planner.tree,
+        layers: planner.layers,
+    })
 }
 
 struct Planner<'a> {
@@ -59,8 +105,8 @@ struct Planner<'a> {
     root: PathBuf,
     /// The scratch `tmpfs`'s mount point, in the test process's view.
     scratch_dir: PathBuf,
-    /// Overlays so far.
-    layers: usize,
+    /// Each overlay so far: its place and its upper directory.
+    layers: Vec<(PathBuf, PathBuf)>,
     tree: OverlayTree,
 }
 
@@ -76,8 +122,15 @@ impl Planner<'_> {
             return Ok(());
         }
         let holds_mounts = self.mounts.iter().any(|m| m != path && m.starts_with(path));
+        // An empty directory needs no overlay: the tree's own is the same,
+        // as private, for less.
+        let empty = || std::fs::read_dir(&outside).is_ok_and(|mut e| e.next().is_none());
+        if !holds_mounts && !is_root && empty() {
+            self.tree.dirs.push(tree_dir(in_tree, &outside)?);
+            return Ok(());
+        }
         if !holds_mounts {
-            let data = self.layer(&outside)?;
+            let data = self.layer(path, &outside)?;
             if is_root {
                 self.tree.root_overlay = Some(data);
             } else {
@@ -129,13 +182,14 @@ impl Planner<'_> {
         }
     }
 
-    /// The mount data of a new overlay of `lower`, whose upper directory
-    /// takes `lower`'s mode and owner.
-    fn layer(&mut self, lower: &Path) -> Result<CString> {
-        let n = self.layers;
-        self.layers += 1;
+    /// The mount data of a new overlay at `place` (as the container sees
+    /// it) of `lower`, whose upper directory takes `lower`'s mode and
+    /// owner.
+    fn layer(&mut self, place: &Path, lower: &Path) -> Result<CString> {
+        let n = self.layers.len();
         let upper = self.scratch_dir.join(format!("u{n}"));
         let work = self.scratch_dir.join(format!("w{n}"));
+        self.layers.push((place.to_owned(), upper.clone()));
         self.tree.scratch_dirs.push(tree_dir(upper.clone(), lower)?);
         self.tree.scratch_dirs.push(TreeDir {
             path: path_cstring(&work)?,
@@ -237,7 +291,7 @@ mod tests {
     fn the_hosts_root_is_rebuilt_around_its_mount_points() {
         let base = Base::host().unwrap();
         let excluded = [PathBuf::from("/proc"), PathBuf::from("/tmp")];
-        let tree = plan(&base, &excluded).unwrap();
+        let tree = plan(&base, &excluded).unwrap().tree;
         // /proc is a mount point: the root is a tmpfs, not one overlay.
         assert!(tree.root_overlay.is_none());
         let dirs: Vec<&[u8]> = tree.dirs.iter().map(|d| d.path.as_bytes()).collect();
