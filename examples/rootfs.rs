@@ -32,10 +32,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let host_path = std::env::current_exe()?;
     let script = format!(
         "cat /etc/motd
-        echo \"I am $(hostname), pid $$; my / holds: $(ls -A /)\"
-        echo \"my /dev holds: $(ls /dev)\"
-        echo \"my processes: $(ls /proc | while read -r p; do case $p in [0-9]*) printf '%s ' $p;; esac; done)\"
-        [ -e {host} ] && echo \"the host's {host} is here\" || echo \"the host's {host} is not here\"",
+        echo I am $(hostname), pid $$
+        echo my / holds: $(ls -A /)
+        echo my /dev holds: $(ls /dev)
+        for p in /proc/[0-9]*; do read -r name <$p/comm; echo process ${{p#/proc/}}: $name; done
+        [ -e {host} ] && echo the host\\'s {host} is here || echo the host\\'s {host} is not here",
         host = host_path.display()
     );
     let lab = Lab::shared()?;
