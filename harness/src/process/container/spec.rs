@@ -168,7 +168,8 @@ impl Spec {
     /// container's `PATH`; a [`Spec::function`] runs the test binary,
     /// which `dir` need not hold (it is executed through a descriptor),
     /// but whose dynamic loader and libraries it must have at the same
-    /// paths as the host.
+    /// paths as the host (so a function there cannot start containers of
+    /// its own: the binary is not there to re-execute).
     ///
     /// Spawning fails with [`Error::InvalidRoot`](crate::Error::InvalidRoot),
     /// before anything is created, when `dir` does not exist, lacks a

@@ -49,6 +49,10 @@ impl Base {
     /// or `..` never leaves the tree): its canonical path as the container
     /// sees it; `None` when it does not exist.
     pub(super) fn resolve(&self, path: &Path) -> Option<PathBuf> {
+        if self.is_host() {
+            // The same, without needing /proc.
+            return path.canonicalize().ok();
+        }
         let relative = path.strip_prefix("/").unwrap_or(path);
         let relative = if relative.as_os_str().is_empty() {
             Path::new(".")
