@@ -38,24 +38,47 @@ fn one_container(lab: &Lab, spec: &Spec) -> f64 {
     ms(start.elapsed())
 }
 
-/// What a private filesystem ([`Fs::Private`]) costs per container: `n`
-/// pairs of containers with it and with [`Fs::Host`], interleaved; the
-/// p50 of each in ms and the median of the pairs' differences in µs.
-fn fs_cost(lab: &Lab, n: usize) -> (f64, f64, f64) {
-    let private = Spec::command("sleep").arg("600");
-    let host = private.clone().fs(Fs::Host);
-    let (mut privates, mut hosts, mut diffs) = (Vec::new(), Vec::new(), Vec::new());
+/// What a container's filesystem costs, per container: each of `n`
+/// rounds spawns one with [`Fs::Host`] (nothing to do), one with
+/// [`Fs::Private`] and one with [`Fs::Overlay`], interleaved.
+struct FsCost {
+    /// p50 of each, in ms.
+    host_ms: f64,
+    private_ms: f64,
+    overlay_ms: f64,
+    /// The median of the rounds' differences to `Fs::Host`, in µs.
+    private_us: f64,
+    overlay_us: f64,
+}
+
+fn fs_cost(lab: &Lab, n: usize) -> FsCost {
+    let host = Spec::command("sleep").arg("600").fs(Fs::Host);
+    let private = host.clone().fs(Fs::Private);
+    let overlay = host.clone().fs(Fs::Overlay);
+    let [
+        mut hosts,
+        mut privates,
+        mut overlays,
+        mut private_diffs,
+        mut overlay_diffs,
+    ] = [(); 5].map(|()| Vec::with_capacity(n));
     for _ in 0..n {
-        let (p, h) = (one_container(lab, &private), one_container(lab, &host));
-        privates.push(p);
+        let h = one_container(lab, &host);
+        let p = one_container(lab, &private);
+        let o = one_container(lab, &overlay);
         hosts.push(h);
-        diffs.push((p - h) * 1e3);
+        privates.push(p);
+        overlays.push(o);
+        private_diffs.push((p - h) * 1e3);
+        overlay_diffs.push((o - h) * 1e3);
     }
-    (
-        percentile(&mut privates, 50),
-        percentile(&mut hosts, 50),
-        percentile(&mut diffs, 50),
-    )
+    FsCost {
+        host_ms: percentile(&mut hosts, 50),
+        private_ms: percentile(&mut privates, 50),
+        overlay_ms: percentile(&mut overlays, 50),
+        private_us: percentile(&mut private_diffs, 50),
+        overlay_us: percentile(&mut overlay_diffs, 50),
+    }
 }
 
 /// What link conditions cost: `n` pairs of containers spawned with a rate
@@ -476,7 +499,7 @@ fn main() {
         })
         .unzip();
     drop(shell);
-    let (fs_private_ms, fs_host_ms, fs_private_us) = fs_cost(&lab, n);
+    let fs = fs_cost(&lab, n);
     let (link_spawn_us, link_set_us) = link_cost(&lab, n);
     drop(lab);
     let (p50, p90, p99) = (
@@ -515,16 +538,27 @@ fn main() {
     );
     println!("{:<58} {ratio:>9.1}x", "shell / harness, median of pairs");
     println!(
-        "{:<58} {fs_private_ms:>8.2}ms",
-        format!("per container, Fs::Private (the default), {n} interleaved")
+        "{:<58} {:>8.2}ms",
+        format!("per container, Fs::Private (the default), {n} interleaved"),
+        fs.private_ms
     );
     println!(
-        "{:<58} {fs_host_ms:>8.2}ms",
-        format!("per container, Fs::Host, {n} interleaved")
+        "{:<58} {:>8.2}ms",
+        format!("per container, Fs::Overlay, {n} interleaved"),
+        fs.overlay_ms
     );
     println!(
-        "{:<58} {fs_private_us:>8.0}us",
-        "Fs::Private - Fs::Host, median of pairs"
+        "{:<58} {:>8.2}ms",
+        format!("per container, Fs::Host, {n} interleaved"),
+        fs.host_ms
+    );
+    println!(
+        "{:<58} {:>8.0}us",
+        "Fs::Private - Fs::Host, median of rounds", fs.private_us
+    );
+    println!(
+        "{:<58} {:>8.0}us",
+        "Fs::Overlay - Fs::Host, median of rounds", fs.overlay_us
     );
     println!(
         "{:<58} {link_spawn_us:>8.0}us",
@@ -573,7 +607,7 @@ fn main() {
          shell_ms_p50={shell_p50:.2} ratio_vs_shell={ratio:.1} per_test_overhead_ms={overhead_libtest:.2} \
          per_test_overhead_nextest_ms={overhead_nextest:.2} scale500_s={:.2} mem_per_container_kib={:.0} \
          scale500_pings_ok={}/{} icmp_probe_us_p50={:.0} tcp_probe_us_p50={:.0} tcp_closed_probe_us_p50={:.0} \
-         filtered_ms={:.0} fs_private_us={fs_private_us:.0} link_spawn_us={link_spawn_us:.0} \
+         filtered_ms={:.0} fs_private_us={:.0} fs_overlay_us={:.0} link_spawn_us={link_spawn_us:.0} \
          link_set_us_p50={link_set_us:.0}",
         scale.up_s,
         scale.mem_per_container_kib,
@@ -582,6 +616,8 @@ fn main() {
         probes.icmp_us,
         probes.tcp_open_us,
         probes.tcp_closed_us,
-        probes.filtered_ms
+        probes.filtered_ms,
+        fs.private_us,
+        fs.overlay_us
     );
 }

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 pub use netns_harness_suite_macros::needs;
 
+pub mod rootfs;
+
 #[expect(
     dead_code,
     reason = "`cfg_name` is for the build script and `#[needs]`"
@@ -239,6 +241,33 @@ pub fn run_unprivileged(name: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("1 passed"), "{name} did not run: {stdout}");
+}
+
+/// Spawning `spec` fails with an error whose message contains `message`,
+/// and the lab is left as it was: no port, and its one address still free
+/// (a `ping` of the gateway from a container there succeeds). Returns the
+/// error.
+pub fn assert_spawn_fails(spec: netns_harness::Spec, message: &str) -> netns_harness::Error {
+    use netns_harness::{Lab, Spec, Stdio};
+    let lab = Lab::builder().subnet("10.94.0.0/30").build().unwrap();
+    let err = lab.spawn(&spec).expect_err("the spawn should fail");
+    assert!(err.to_string().contains(message), "{err}");
+    assert_eq!(bridge_ports(&lab), 0, "a port was left behind by: {err}");
+    // The lab's only address is free again, and usable at once.
+    let mut ok = lab
+        .spawn(
+            &Spec::command("ping")
+                .args(["-c1", "-W2", &lab.gateway().to_string()])
+                .stdout(Stdio::Null),
+        )
+        .expect("the lab's only address is free again");
+    assert!(
+        ok.wait_timeout(Duration::from_secs(10))
+            .unwrap()
+            .unwrap()
+            .success()
+    );
+    err
 }
 
 /// The names of the links in `netns`, as `ip -o link` lists them.

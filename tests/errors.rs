@@ -2,35 +2,10 @@
 //! and leaves nothing behind: no process, no bridge port, no address.
 
 use std::os::unix::fs::PermissionsExt;
-use std::time::Duration;
 
 use netns_harness::{Error, Lab, Spec};
-use netns_harness_suite::{HostState, bridge_ports, needs, run_unprivileged};
+use netns_harness_suite::{HostState, assert_spawn_fails, bridge_ports, needs, run_unprivileged};
 use rstest::rstest;
-
-/// Spawning `spec` fails with an error whose message contains `message`,
-/// and the lab is left as it was: no port, and its one address still free.
-fn assert_spawn_fails(spec: Spec, message: &str) -> Error {
-    let lab = Lab::builder().subnet("10.94.0.0/30").build().unwrap();
-    let err = lab.spawn(&spec).expect_err("the spawn should fail");
-    assert!(err.to_string().contains(message), "{err}");
-    assert_eq!(bridge_ports(&lab), 0, "a port was left behind by: {err}");
-    // The lab's only address is free again, and usable at once.
-    let mut ok = lab
-        .spawn(
-            &Spec::command("ping")
-                .args(["-c1", "-W2", &lab.gateway().to_string()])
-                .stdout(netns_harness::Stdio::Null),
-        )
-        .expect("the lab's only address is free again");
-    assert!(
-        ok.wait_timeout(Duration::from_secs(10))
-            .unwrap()
-            .unwrap()
-            .success()
-    );
-    err
-}
 
 #[rstest]
 #[case(

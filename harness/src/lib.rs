@@ -114,10 +114,12 @@ pub use kernel::rootless::is_rootless;
 /// - `network = "private"`: a lab of the test's own instead of the process's
 ///   shared one. Under nextest every test is a process of its own, so the
 ///   shared lab is shared only by the test's own containers.
-/// - `fs = "host"`: the body sees the host's files as they are, instead of
-///   its own `/tmp`, `/run`, `/var/tmp` and `/etc` network files
-///   ([`Fs::Private`], the default; `fs = "private"` says so). Peers the
-///   body starts have a [`Spec`]'s default, [`Fs::Private`].
+/// - `fs = "overlay"`: the body's writes anywhere are its own, over a
+///   copy-on-write view of the host's files ([`Fs::Overlay`]); `fs = "host"`:
+///   the body sees the host's files as they are ([`Fs::Host`]); by default
+///   it has its own `/tmp`, `/run`, `/var/tmp` and `/etc` network files
+///   ([`Fs::Private`]; `fs = "private"` says so). Peers the body starts have
+///   a [`Spec`]'s default, [`Fs::Private`].
 /// - `crate = "name"`: the path of a renamed `netns-harness` dependency (found
 ///   from `Cargo.toml` otherwise).
 /// - Output (stdout and stderr, in order) is shown for failing tests, or live

@@ -208,11 +208,12 @@ fn parse_network(lit: &LitStr) -> syn::Result<bool> {
 fn parse_fs(lit: &LitStr) -> syn::Result<&'static str> {
     match lit.value().as_str() {
         "private" => Ok("Private"),
+        "overlay" => Ok("Overlay"),
         "host" => Ok("Host"),
         other => Err(syn::Error::new(
             lit.span(),
             format!(
-                "invalid fs {other:?}: expected \"private\" (its own /tmp, /run, /var/tmp and /etc network files, the default) or \"host\" (the host's files as they are)"
+                "invalid fs {other:?}: expected \"private\" (its own /tmp, /run, /var/tmp and /etc network files, the default), \"overlay\" (the same over a copy-on-write view of all the host's files) or \"host\" (the host's files as they are)"
             ),
         )),
     }
@@ -533,6 +534,8 @@ mod tests {
         assert_eq!(config.krate.unwrap().to_token_stream().to_string(), "nh");
         let config = Configuration::parse(quote!(fs = "host")).unwrap();
         assert_eq!(config.fs, Some("Host"));
+        let config = Configuration::parse(quote!(fs = "overlay")).unwrap();
+        assert_eq!(config.fs, Some("Overlay"));
         let config = Configuration::parse(quote!()).unwrap();
         assert!(config.timeout_ms.is_none() && config.private.is_none() && config.fs.is_none());
     }

@@ -142,6 +142,33 @@ pub enum Error {
         reason: String,
     },
 
+    /// A directory given to [`Spec::root`](crate::Spec::root) cannot be a
+    /// container's root filesystem: it does not exist, or lacks what the
+    /// container needs. Found when the container is spawned, before
+    /// anything is created.
+    #[error("cannot use {root:?} as a container's root filesystem: {reason}; fix: {fix}")]
+    InvalidRoot {
+        /// The directory as given.
+        root: PathBuf,
+        /// What is missing, by its path inside the root.
+        reason: String,
+        /// How to make it work.
+        fix: String,
+    },
+
+    /// The kernel refused the overlay of [`Fs::Overlay`](crate::Fs::Overlay).
+    #[error(
+        "container {name:?} cannot have a copy-on-write view of the filesystem: {reason}; fix: {fix}"
+    )]
+    OverlayUnavailable {
+        /// The container's name.
+        name: String,
+        /// What the kernel said, and what it means.
+        reason: String,
+        /// How to make it work.
+        fix: String,
+    },
+
     /// The test executable cannot be found to re-execute it for a function.
     #[error("cannot re-execute the test binary {path:?} to run a function: {source}")]
     CurrentExe {
@@ -161,7 +188,60 @@ impl Error {
             source,
         }
     }
+
+    /// An [`Error::OverlayUnavailable`] for container `name`, whose
+    /// overlay mount failed with `errno`.
+    pub(crate) fn overlay_unavailable(name: &str, errno: i32) -> Self {
+        let error = io::Error::from_raw_os_error(errno);
+        let (reason, fix) = match errno {
+            libc::ENODEV => (
+                format!("this kernel has no overlay filesystem ({error})"),
+                "load it (`modprobe overlay`) or use a kernel built with CONFIG_OVERLAY_FS; \
+                 or use Fs::Private",
+            ),
+            libc::EPERM | libc::EINVAL => (
+                format!(
+                    "the kernel refused to mount an overlay in the container's user namespace \
+                     ({error}): that needs Linux 5.11 or later, and overlays nest at most two \
+                     deep (the host's or the spawning container's / may be one already)"
+                ),
+                "use Fs::Private, or Linux 5.11 or later",
+            ),
+            _ => (
+                format!("mounting the overlay failed ({error})"),
+                "use Fs::Private",
+            ),
+        };
+        Self::OverlayUnavailable {
+            name: name.to_owned(),
+            reason,
+            fix: fix.to_owned(),
+        }
+    }
 }
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unavailable_overlay_says_why_and_what_to_do() {
+        let message = |errno| Error::overlay_unavailable("box", errno).to_string();
+        assert!(
+            message(libc::ENODEV).ends_with(
+                "this kernel has no overlay filesystem (No such device (os error 19)); fix: \
+                 load it (`modprobe overlay`) or use a kernel built with CONFIG_OVERLAY_FS; \
+                 or use Fs::Private"
+            ),
+            "{}",
+            message(libc::ENODEV)
+        );
+        assert!(message(libc::EPERM).contains("needs Linux 5.11 or later"));
+        assert!(message(libc::EINVAL).contains("nest at most two deep"));
+        assert!(message(libc::ENOSPC).contains("mounting the overlay failed"));
+        assert!(message(libc::ENOSPC).starts_with("container \"box\" cannot have"));
+    }
+}

@@ -65,10 +65,19 @@ stages! {
     MountProc => "mounting /proc",
     /// Mounting a fresh `/sys`.
     MountSys => "mounting /sys",
+    /// Taking the trees it keeps (`/proc`, `/sys`, `/dev`, the workspace)
+    /// and putting them back below fresh mounts or in its new root.
+    Carry => "carrying /proc, /sys, /dev and the workspace into its filesystem (open_tree needs Linux 5.2)",
+    /// Building its new root.
+    NewRoot => "building its root filesystem",
+    /// Mounting an overlay of the host's filesystem or of its root.
+    Overlay => "mounting an overlay (overlayfs)",
+    /// Pivoting into its new root.
+    PivotRoot => "pivoting into its root filesystem (pivot_root)",
     /// Mounting fresh `tmpfs` where tests write.
-    MountTmpfs => "mounting a fresh tmpfs on /tmp, /run or /var/tmp",
-    /// Keeping the workspace visible below a fresh mount.
-    Passthrough => "passing the workspace through a fresh mount (open_tree needs Linux 5.2)",
+    MountTmpfs => "mounting a fresh tmpfs on /tmp, /run, /var/tmp, /dev or /dev/shm",
+    /// Making the links of its minimal `/dev`.
+    Dev => "making the links of its /dev (/dev/fd, /dev/stdin, …)",
     /// Giving the container its own `/etc` files.
     PrivateFiles => "giving the container its own /etc/hosts, /etc/resolv.conf and /etc/hostname",
     /// Setting the hostname.

@@ -16,7 +16,7 @@
 use std::convert::Infallible;
 use std::ffi::{CString, c_char};
 use std::net::Ipv4Addr;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::io::{Errno, FdFlags};
@@ -29,7 +29,10 @@ use crate::common::protocol::{Report, Stage};
 mod fs;
 mod net;
 mod raw;
-pub(crate) use fs::{Fresh, FsPlan, MAX_PASSTHROUGH, Passthrough, PrivateFile};
+pub(crate) use fs::{
+    Carried, Fresh, FsPlan, MAX_CARRIED, MAX_PASSTHROUGH, NewRoot, OverlayTree, PrivateFile,
+    Symlink, TreeDir,
+};
 use net::*;
 
 /// The address a container's `eth0` gets, and its default route.
@@ -45,6 +48,10 @@ pub(crate) struct IfConfig {
 /// child only reads memory and makes system calls.
 pub(crate) struct ChildPlan {
     pub program: CString,
+    /// The program, opened: executed through this descriptor
+    /// (`execveat(2)`) instead of `program`'s path, which the container's
+    /// new root may not have (the test binary, for a function).
+    pub program_fd: Option<OwnedFd>,
     /// Owns the strings `argv_ptrs` points into.
     _argv: Vec<CString>,
     argv_ptrs: Vec<*const c_char>,
@@ -53,7 +60,7 @@ pub(crate) struct ChildPlan {
     envp_ptrs: Vec<*const c_char>,
     /// The hostname, also the NIS domain name.
     pub hostname: Vec<u8>,
-    /// The private filesystem to make; `None` shares the host's.
+    /// The filesystem to make; `None` shares the host's.
     pub fs: Option<FsPlan>,
     /// Descriptors to install as 0, 1 and 2; `None` keeps the parent's.
     pub stdio: [Option<RawFd>; 3],
@@ -109,6 +116,7 @@ impl ChildPlan {
         };
         Self {
             program,
+            program_fd: None,
             argv_ptrs: ptrs(&argv),
             envp_ptrs: ptrs(&envp),
             _argv: argv,
@@ -242,7 +250,7 @@ fn run(plan: &ChildPlan) -> Result<Infallible, Failure> {
     }
     mount_sys()?;
     if let Some(fs) = &plan.fs {
-        fs::make_private(fs)?;
+        fs::make(fs)?;
     }
     rustix::system::sethostname(&plan.hostname).at(Stage::Hostname)?;
     rustix::system::setdomainname(&plan.hostname).at(Stage::Domainname)?;
@@ -424,19 +432,34 @@ fn reset_signals() -> Result<(), Failure> {
 }
 
 fn exec(plan: &ChildPlan) -> Failure {
-    // SAFETY: the program is a NUL-terminated string and the argument and
-    // environment arrays are NULL-terminated arrays of pointers into
-    // strings the plan owns.
-    let ret = unsafe {
-        raw::syscall4(
-            libc::SYS_execve,
-            [
-                plan.program.as_ptr() as usize,
-                plan.argv_ptrs.as_ptr() as usize,
-                plan.envp_ptrs.as_ptr() as usize,
-                0,
-            ],
-        )
+    let (argv, envp) = (
+        plan.argv_ptrs.as_ptr() as usize,
+        plan.envp_ptrs.as_ptr() as usize,
+    );
+    let ret = match &plan.program_fd {
+        // SAFETY: the program is a NUL-terminated string and the argument
+        // and environment arrays are NULL-terminated arrays of pointers
+        // into strings the plan owns.
+        None => unsafe {
+            raw::syscall4(
+                libc::SYS_execve,
+                [plan.program.as_ptr() as usize, argv, envp, 0],
+            )
+        },
+        // SAFETY: as above, with an open descriptor of the program and an
+        // empty path.
+        Some(fd) => unsafe {
+            raw::syscall5(
+                libc::SYS_execveat,
+                [
+                    fd.as_raw_fd() as usize,
+                    c"".as_ptr() as usize,
+                    argv,
+                    envp,
+                    libc::AT_EMPTY_PATH as usize,
+                ],
+            )
+        },
     };
     match raw::check(ret) {
         Err(errno) => Failure(Stage::Exec, errno),

@@ -265,6 +265,9 @@ impl Reports {
     }
 
     fn setup_error(&self, stage: Stage, errno: i32) -> Error {
+        if stage == Stage::Overlay {
+            return Error::overlay_unavailable(&self.name, errno);
+        }
         Error::ContainerSetup {
             name: self.name.clone(),
             stage: stage.describe(),

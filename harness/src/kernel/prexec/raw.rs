@@ -8,11 +8,23 @@ use rustix::io::Errno;
 ///
 /// # Safety
 /// The call and its arguments must be valid.
+pub(super) unsafe fn syscall4(nr: libc::c_long, [a, b, c, d]: [usize; 4]) -> isize {
+    // SAFETY: the caller vouches for the call; the fifth argument is
+    // unused.
+    unsafe { syscall5(nr, [a, b, c, d, 0]) }
+}
+
+/// Issues system call `nr` with up to five arguments; returns the
+/// kernel's result (a negated errno on failure).
+///
+/// # Safety
+/// The call and its arguments must be valid.
 #[cfg(target_arch = "x86_64")]
-pub(super) unsafe fn syscall4(nr: libc::c_long, args: [usize; 4]) -> isize {
+pub(super) unsafe fn syscall5(nr: libc::c_long, args: [usize; 5]) -> isize {
     let ret: isize;
     // SAFETY: the x86_64 system call convention (the fourth argument in
-    // r10; rcx and r11 clobbered). The caller vouches for the call.
+    // r10, the fifth in r8; rcx and r11 clobbered). The caller vouches
+    // for the call.
     unsafe {
         std::arch::asm!(
             "syscall",
@@ -21,6 +33,7 @@ pub(super) unsafe fn syscall4(nr: libc::c_long, args: [usize; 4]) -> isize {
             in("rsi") args[1],
             in("rdx") args[2],
             in("r10") args[3],
+            in("r8") args[4],
             lateout("rcx") _,
             lateout("r11") _,
             options(nostack),
@@ -29,13 +42,13 @@ pub(super) unsafe fn syscall4(nr: libc::c_long, args: [usize; 4]) -> isize {
     ret
 }
 
-/// Issues system call `nr` with up to four arguments; returns the
+/// Issues system call `nr` with up to five arguments; returns the
 /// kernel's result (a negated errno on failure).
 ///
 /// # Safety
 /// The call and its arguments must be valid.
 #[cfg(target_arch = "aarch64")]
-pub(super) unsafe fn syscall4(nr: libc::c_long, args: [usize; 4]) -> isize {
+pub(super) unsafe fn syscall5(nr: libc::c_long, args: [usize; 5]) -> isize {
     let ret: isize;
     // SAFETY: the aarch64 system call convention. The caller vouches
     // for the call.
@@ -47,6 +60,7 @@ pub(super) unsafe fn syscall4(nr: libc::c_long, args: [usize; 4]) -> isize {
             in("x1") args[1],
             in("x2") args[2],
             in("x3") args[3],
+            in("x4") args[4],
             options(nostack),
         );
     }

@@ -61,6 +61,7 @@ pub struct Spec {
     /// The conditions of its link, out and in, set before it starts.
     pub(super) conditions: [Option<Conditions>; 2],
     pub(super) fs: Fs,
+    pub(super) root: Option<PathBuf>,
 }
 
 impl Spec {
@@ -74,6 +75,7 @@ impl Spec {
             stderr_to_stdout: false,
             conditions: [None, None],
             fs: Fs::Private,
+            root: None,
         }
     }
 
@@ -171,9 +173,47 @@ impl Spec {
 
     /// What the container sees of the filesystem (default
     /// [`Fs::Private`]: its own `/tmp`, `/run`, `/var/tmp` and `/etc`
-    /// network files, the workspace shared).
+    /// network files, the workspace shared; [`Fs::Overlay`]: the same over
+    /// a copy-on-write view of everything; [`Fs::Host`]: the host's as it
+    /// is).
     pub fn fs(mut self, fs: Fs) -> Self {
         self.fs = fs;
+        self
+    }
+
+    /// Runs the container in the root filesystem `dir` (one the user
+    /// prepared: a distribution's image unpacked, a `debootstrap`, or
+    /// programs and their libraries copied), as the walkthrough's mini
+    /// container does: it `pivot_root`s into `dir` and sees nothing of the
+    /// host's files. It gets its own `/proc` and `/sys`, and a `/dev` of
+    /// its own (a `tmpfs` with the host's `null`, `zero`, `full`,
+    /// `random`, `urandom` and `tty`, the `fd`, `stdin`, `stdout` and
+    /// `stderr` links and a fresh `shm`); [`Spec::fs`] applies to `dir`
+    /// (see [`Fs`]). A program is looked up inside `dir`, with the
+    /// container's `PATH`; a [`Spec::function`] runs the test binary,
+    /// which `dir` need not hold (it is executed through a descriptor),
+    /// but whose dynamic loader and libraries it must have at the same
+    /// paths as the host (so a function there cannot start containers of
+    /// its own: the binary is not there to re-execute).
+    ///
+    /// Spawning fails with [`Error::InvalidRoot`](crate::Error::InvalidRoot),
+    /// before anything is created, when `dir` does not exist, lacks a
+    /// `proc`, `sys` or `dev` directory, the program, or what the kernel
+    /// needs to execute it (a script's interpreter, a dynamic loader;
+    /// libraries are not checked: a missing one makes the loader print
+    /// its name and the container exit with 127).
+    ///
+    /// ```no_run
+    /// use netns_harness::{Lab, Spec, Stdio};
+    /// let lab = Lab::shared()?;
+    /// let ls = lab
+    ///     .spawn(&Spec::command("ls").arg("/").root("/srv/rootfs").stdout(Stdio::Piped))?
+    ///     .output(std::time::Duration::from_secs(10))?;
+    /// print!("{}", String::from_utf8_lossy(&ls.stdout));
+    /// # Ok::<(), netns_harness::Error>(())
+    /// ```
+    pub fn root(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.root = Some(dir.into());
         self
     }
 

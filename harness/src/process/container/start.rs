@@ -1,6 +1,7 @@
 //! Starting a container: its plan, its clone, its veth on the bridge (or
 //! the outside namespace), the go-aheads, and its `execve`.
 
+use super::fs::{Root, open_program};
 use super::*;
 use crate::common::error::{Error, Result};
 use crate::common::protocol::{FUNCTION_VAR, FunctionRef, Report};
@@ -75,15 +76,30 @@ pub(crate) fn spawn(
 /// function) with its arguments and environment, as container `name`.
 pub(super) fn exec_plan(spec: &Spec, name: &str) -> Result<ChildPlan> {
     let mut env = spec.environment();
-    let program = match &spec.program {
-        Program::Command(program) => resolve(program, &env)?,
-        Program::Function(function) => {
+    let root = spec.root.as_deref().map(Root::open).transpose()?;
+    let program = match (&spec.program, &root) {
+        (Program::Command(program), None) => resolve(program, &env)?,
+        (Program::Command(program), Some(root)) => root.program(program, &env)?,
+        (Program::Function(function), _) => {
             env.push((
                 FUNCTION_VAR.into(),
                 FunctionRef(sys::fn_offset(*function)).encode().into(),
             ));
             current_exe()?
         }
+    };
+    // A function in a root runs the test binary through a descriptor: the
+    // root needs its loader, not the binary.
+    let program_fd = match (&spec.program, &root) {
+        (Program::Function(_), Some(root)) => {
+            root.check_runs(&program, &format!("the test binary {}", program.display()))?;
+            let fd = open_program(&program).map_err(|source| Error::CurrentExe {
+                path: program.clone(),
+                source,
+            })?;
+            Some(fd)
+        }
+        _ => None,
     };
     let argv0 = match &spec.program {
         Program::Command(program) => program.clone(),
@@ -105,7 +121,8 @@ pub(super) fn exec_plan(spec: &Spec, name: &str) -> Result<ChildPlan> {
             .collect::<Result<_>>()?,
     );
     plan.hostname = name.as_bytes().to_vec();
-    plan.fs = super::fs::plan(spec.fs, name)?;
+    plan.program_fd = program_fd;
+    plan.fs = super::fs::plan(spec.fs, root.as_ref(), name)?;
     Ok(plan)
 }
 

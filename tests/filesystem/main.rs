@@ -1,7 +1,10 @@
 //! A container's filesystem: its own `/tmp` and `/etc` network files, whose
 //! writes never reach the host (checked by hashing the host's files from
 //! the test process, as root and as `nobody`) nor another container; the
-//! workspace shared; `hostname`, `/etc/hostname` and `domainname` agreeing.
+//! workspace shared; `hostname`, `/etc/hostname` and `domainname` agreeing;
+//! a copy-on-write view of everything ([`Fs::Overlay`], in `overlay.rs`);
+//! a root directory of its own ([`Spec::root`], in `root.rs`), and the
+//! typed errors of one that cannot run the container.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -54,16 +57,14 @@ fn a_body_writing_etc_and_tmp_leaves_the_hosts_files_byte_identical() {
     assert_eq!(Path::new(TMP_FILE).exists(), host_tmp, "{TMP_FILE} changed");
 }
 
-/// The same as `nobody`: a copy of this test binary in a world-readable
-/// directory under `/tmp` (so the binary itself lies below a fresh mount
-/// and must be passed through), run with `setpriv`.
-#[needs("setpriv")]
-#[test]
-fn a_body_writing_etc_and_tmp_leaves_the_hosts_files_byte_identical_as_nobody() {
+/// Runs the test `name` of this binary as `nobody`: from a copy of the
+/// binary in a world-readable directory under `/tmp` (so that the binary
+/// itself lies below a fresh mount and must be passed through), with
+/// `setpriv`. When this process is the unprivileged user already (in a
+/// user namespace of its own), `test` runs here instead.
+fn as_nobody(name: &str, test: fn()) {
     if netns_harness::is_rootless() {
-        // This process is the unprivileged user already (in a user
-        // namespace of its own): the same check, run from here.
-        return a_body_writing_etc_and_tmp_leaves_the_hosts_files_byte_identical();
+        return test();
     }
     let dir = tempfile::tempdir_in("/tmp").unwrap();
     sh(&format!("chmod 755 {}", dir.path().display()));
@@ -82,11 +83,7 @@ fn a_body_writing_etc_and_tmp_leaves_the_hosts_files_byte_identical_as_nobody() 
     let out = tool("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(&bin)
-        .args([
-            "--exact",
-            "a_body_writing_etc_and_tmp_leaves_the_hosts_files_byte_identical",
-            "--nocapture",
-        ])
+        .args(["--exact", name, "--nocapture"])
         .current_dir(dir)
         .env("HOME", dir)
         .output()
@@ -99,6 +96,15 @@ fn a_body_writing_etc_and_tmp_leaves_the_hosts_files_byte_identical_as_nobody() 
     println!("{output}");
     assert!(out.status.success(), "{output}");
     assert!(output.contains("1 passed"), "{output}");
+}
+
+#[needs("setpriv")]
+#[test]
+fn a_body_writing_etc_and_tmp_leaves_the_hosts_files_byte_identical_as_nobody() {
+    as_nobody(
+        "a_body_writing_etc_and_tmp_leaves_the_hosts_files_byte_identical",
+        a_body_writing_etc_and_tmp_leaves_the_hosts_files_byte_identical,
+    );
 }
 
 /// Two containers at once write their own token to the same path in
@@ -247,3 +253,6 @@ fn a_body_with_fs_host_writes_the_hosts_tmp() {
     std::fs::remove_file(HOST_TMP_FILE).unwrap();
     assert_eq!(written, "from a body\n");
 }
+
+mod overlay;
+mod root;
