@@ -77,7 +77,7 @@ fn latency_in_each_direction_adds_up_in_the_round_trip(net: Net) {
 
 /// What the kernel shows of the conditions on `container`'s link: netem's
 /// and tbf's parameters on its `eth0` as `tc` prints them, and the links
-/// of the lab as `ip` prints them (an emulator's TAP device, with its
+/// of the lab as `ip` prints them (an emulator's veth on the bridge, with its
 /// alias).
 fn carried(net: &Net, container: &Container) -> String {
     let tc = in_netns(
@@ -494,7 +494,7 @@ fn a_rate_alone_is_a_tbf_at_the_root_and_reads_back(net: Net) {
 
 /// Where the kernel has netem, it carries the conditions; where it has
 /// none (as on this project's CI machines), a userspace emulator does: the
-/// container's port leaves the bridge, and a TAP device `em-<port>` takes
+/// container's port leaves the bridge, and a veth `em-<port>` takes
 /// its place, with the conditions in its alias; cleared, the port is back.
 #[netns_test]
 #[needs("tc", "ip")]
@@ -514,13 +514,13 @@ fn conditions_are_carried_by_netem_or_by_the_emulator(net: Net) {
         .and_then(|rest| rest.split('@').next())
         .unwrap_or_else(|| panic!("no link {iflink} in the lab:\n{all}"))
         .to_owned();
-    let tap = format!("em-{port}");
+    let stand_in = format!("em-{port}");
     let qdiscs = tool("tc")
         .args(["qdisc", "show", "dev", "eth0"])
         .output()
         .unwrap();
     if !String::from_utf8_lossy(&qdiscs.stdout).contains("netem") {
-        let shown = lab(&["-d", "link", "show", &tap]);
+        let shown = lab(&["-d", "link", "show", &stand_in]);
         assert!(
             shown.contains("alias out: latency=10ms loss=1% seed=5; in: "),
             "{shown}"
@@ -536,7 +536,7 @@ fn conditions_are_carried_by_netem_or_by_the_emulator(net: Net) {
         );
         assert!(best_rtt(net.gateway()) >= Duration::from_millis(10));
         link.clear().unwrap();
-        assert!(!ports().contains(&tap), "{}", ports());
+        assert!(!ports().contains(&stand_in), "{}", ports());
         assert!(ports().contains(&format!(": {port}@")), "{}", ports());
     }
     link.clear().unwrap();

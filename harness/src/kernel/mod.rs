@@ -2,6 +2,7 @@
 //! sockets, and the creation of processes (the clone, the child's code before
 //! `execve`, the labs' user namespace). Uses `common`.
 
+pub(crate) mod frames;
 pub(crate) mod netlink;
 pub(crate) mod netns;
 pub(crate) mod nftables;
@@ -11,5 +12,4 @@ pub(crate) mod rootless;
 pub(crate) mod rtnl;
 pub(crate) mod spawner;
 pub(crate) mod sys;
-pub(crate) mod tap;
 pub(crate) mod userns;

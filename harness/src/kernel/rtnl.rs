@@ -226,6 +226,18 @@ impl Rtnl {
             .map(drop)
     }
 
+    /// `ip link del <name>`, if there is such a link (a veth's peer goes
+    /// with it).
+    pub(crate) fn delete(&mut self, name: &str) -> Result<()> {
+        let msg = request(RouteNetlinkMessage::DelLink(named(name)), NLM_F_ACK);
+        match self.request(|| format!("delete link {name}"), msg) {
+            Err(Error::Netlink { source, .. }) if source.raw_os_error() == Some(libc::ENODEV) => {
+                Ok(())
+            }
+            other => other.map(drop),
+        }
+    }
+
     /// `ip link set dev <index> master <master>` (`nomaster` for 0).
     pub(crate) fn set_master(&mut self, index: u32, master: u32) -> Result<()> {
         let mut message = LinkMessage::default();

@@ -253,7 +253,7 @@ impl Link {
         let end = self.sender(direction);
         let port = &self.ends[1];
         let emulated = match port.bridge_port {
-            true => port.with(|rtnl, _| rtnl.alias(&emulator::tap_name(&port.name)))?,
+            true => port.with(|rtnl, _| rtnl.alias(&emulator::alias_link(&port.name)))?,
             false => None,
         }
         .and_then(|alias| emulator::from_alias(&alias, direction));

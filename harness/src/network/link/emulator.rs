@@ -1,17 +1,18 @@
 //! Conditions emulated in userspace, for kernels without netem: the
-//! container's port is taken off the bridge and a TAP device (`em-<port>`)
-//! put on it instead; a thread of the process that set the conditions
-//! carries every frame between the two, losing, duplicating, corrupting,
-//! delaying, reordering and rate-limiting them as netem would, from a
-//! seeded generator: frames from the container (read from the port) with
-//! the [`Direction::Out`] conditions, frames to it (read from the TAP
-//! device) with the [`Direction::In`] ones. The conditions are kept, as
-//! text, in the TAP device's alias, where anyone reads them back from the
-//! kernel.
+//! container's port is taken off the bridge and a veth pair put there
+//! instead (`em-<port>` on the bridge, `ew-<port>` its other end); a thread
+//! of the process that set the conditions carries every frame between the
+//! port and `ew-<port>` through packet sockets, losing, duplicating,
+//! corrupting, delaying, reordering and rate-limiting them as netem would,
+//! from a seeded generator: frames from the container with the
+//! [`Direction::Out`] conditions, frames to it with the [`Direction::In`]
+//! ones. No TUN device is needed, so it works rootless. The conditions
+//! are kept, as text, in `em-<port>`'s alias, where anyone reads them back
+//! from the kernel.
 //!
 //! The emulation lives as long as the process that set it (and the
-//! container); when it ends, the TAP device goes with its descriptor and
-//! the container is cut off from the bridge.
+//! container): when that process ends, nothing carries the container's
+//! frames any more, until the lab is gone.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -22,19 +23,27 @@ use std::time::{Duration, Instant};
 
 use super::{Conditions, Direction, Distribution, End, Loss, derive_seed};
 use crate::common::error::{Error, Result};
+use crate::kernel::frames::{PortSocket, VNET_HDR_LEN, VNET_NEEDS_CSUM};
+use crate::kernel::rtnl::Peer;
 use crate::kernel::rtnl::Rtnl;
-use crate::kernel::tap::{PortSocket, Tap, VNET_HDR_LEN, VNET_NEEDS_CSUM};
 use crate::kernel::{netns, sys};
 
 /// The largest frame read: an unsegmented (GSO) one of 64 KiB, its
 /// Ethernet and virtio headers.
 const FRAME_MAX: usize = VNET_HDR_LEN + 14 + 65_536;
 
-/// The name of the TAP device that emulates conditions for interface `end`.
-pub(crate) fn tap_name(end: &str) -> String {
-    let mut name = format!("em-{end}");
+/// The name of the bridge's end of the veth pair that stands in for port
+/// `port` (`prefix` `em`), or of its emulator's end (`ew`).
+fn pair_name(prefix: &str, port: &str) -> String {
+    let mut name = format!("{prefix}-{port}");
     name.truncate(15);
     name
+}
+
+/// The name of the link whose alias holds port `port`'s emulated
+/// conditions.
+pub(crate) fn alias_link(port: &str) -> String {
+    pair_name("em", port)
 }
 
 /// A pseudo-random generator: SplitMix64 over a counter from the seed.
@@ -205,7 +214,7 @@ impl Params {
     }
 }
 
-/// The alias of a wire's TAP device: the conditions of both directions.
+/// The alias of a wire's bridge end: the conditions of both directions.
 fn alias(params: &[Params; 2]) -> String {
     let text = |p: &Params| match p.conditions.is_random() {
         true => p.conditions.clone().seed(p.seed).to_string(),
@@ -277,7 +286,7 @@ pub(crate) fn set(
     conditions: Option<(&Conditions, u64)>,
 ) -> Result<()> {
     let key = key(port.netns.as_fd(), &port.name)?;
-    let name = tap_name(&port.name);
+    let name = alias_link(&port.name);
     let mut wires = wires();
     let at = wires.iter().position(|(k, _)| *k == key);
     let params = match conditions {
@@ -314,13 +323,14 @@ pub(crate) fn set(
     };
     match text {
         Some(text) => {
-            let tap = rtnl.link_index(&name)?;
-            rtnl.set_alias(tap, &text)
+            let bridge_end = rtnl.link_index(&name)?;
+            rtnl.set_alias(bridge_end, &text)
         }
         None => {
             let (_, wire) = wires.remove(at);
             rtnl.set_master(index, wire.bridge)?;
             drop(wire);
+            rtnl.delete(&name)?;
             crate::network::lab::wait_for(&port.name, "forward on the bridge again", || {
                 Ok(rtnl.link_state(&port.name)?.forwarding)
             })
@@ -341,18 +351,22 @@ pub(crate) fn emulated() -> Vec<String> {
 }
 
 /// Stops the wire of `port` of the lab `netns` without putting the port
-/// back (it is going away), if this process runs one.
-pub(crate) fn release(netns: BorrowedFd<'_>, port: &str) {
+/// back (it is going away), if this process runs one, and deletes its
+/// veth pair.
+pub(crate) fn release(rtnl: &mut Rtnl, netns: BorrowedFd<'_>, port: &str) -> Result<()> {
     let mut wires = wires();
     if wires.is_empty() {
-        return;
+        return Ok(());
     }
-    if let Ok(key) = key(netns, port) {
-        wires.retain(|(k, _)| *k != key);
+    let key = key(netns, port)?;
+    if let Some(at) = wires.iter().position(|(k, _)| *k == key) {
+        drop(wires.remove(at));
+        rtnl.delete(&alias_link(port))?;
     }
+    Ok(())
 }
 
-/// Puts a TAP device on the port's bridge in its place, and starts the
+/// Puts a veth pair on the port's bridge in its place, and starts the
 /// thread between them.
 fn start(port: &End, rtnl: &mut Rtnl, index: u32, name: &str, params: [Params; 2]) -> Result<Wire> {
     let bridge = rtnl
@@ -368,35 +382,51 @@ fn start(port: &End, rtnl: &mut Rtnl, index: u32, name: &str, params: [Params; 2
                 port.name
             ),
         })?;
-    let (tap, socket) = netns::run_in(port.netns.as_fd(), || {
-        let tap = Tap::create(name).map_err(|e| Error::MissingKernelFeature {
-            feature: "the netem queueing discipline (CONFIG_NET_SCH_NETEM), nor TAP devices \
-                      for the userspace emulation (CONFIG_TUN, /dev/net/tun)",
-            needed_for: format!("link conditions ({e})"),
-            fix: "load sch_netem (`modprobe sch_netem`) or tun on the host",
+    let far = pair_name("ew", &port.name);
+    rtnl.add_veth(
+        name,
+        Some(bridge),
+        &Peer {
+            name: &far,
+            netns: port.netns.as_fd(),
+            mac: None,
+        },
+    )?;
+    let started = (|| {
+        // Like every link made in the lab's namespace, the pair has no
+        // IPv6: its own stack sends nothing onto the bridge.
+        let far_index = rtnl.link_index(&far)?;
+        rtnl.set_up(far_index)?;
+        let bridge_end = rtnl.link_index(name)?;
+        rtnl.set_alias(bridge_end, &alias(&params))?;
+        let open = |index, what: &str| {
+            PortSocket::open(index)
+                .map_err(|e| Error::os(format!("open a packet socket on {what}"), e))
+        };
+        let sockets = netns::run_in(port.netns.as_fd(), || {
+            Ok((open(index, &port.name)?, open(far_index, &far)?))
         })?;
-        // The TAP device's own stack must send nothing onto the bridge.
-        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
-        let socket = PortSocket::open(index)
-            .map_err(|e| Error::os(format!("open a packet socket on {}", port.name), e))?;
-        Ok((tap, socket))
-    })?;
-    let tap_index = rtnl.link_index(name)?;
-    rtnl.set_alias(tap_index, &alias(&params))?;
-    rtnl.set_master(tap_index, bridge)?;
-    rtnl.set_up(tap_index)?;
-    crate::network::lab::wait_for(name, "forward on the bridge", || {
-        Ok(rtnl.link_state(name)?.forwarding)
-    })?;
-    rtnl.set_master(index, 0)?;
-    rtnl.set_up(index)?;
+        crate::network::lab::wait_for(name, "forward on the bridge", || {
+            Ok(rtnl.link_state(name)?.forwarding)
+        })?;
+        rtnl.set_master(index, 0)?;
+        rtnl.set_up(index)?;
+        Ok(sockets)
+    })();
+    let (socket, bridge_side) = match started {
+        Ok(sockets) => sockets,
+        Err(e) => {
+            let _ = rtnl.delete(name);
+            return Err(e);
+        }
+    };
     let params = Arc::new(Mutex::new(params));
     let (stop_read, stop_write) =
         sys::pipe().map_err(|e| Error::os("create a pipe for a link emulator", e))?;
     let shared = Arc::clone(&params);
     let thread = std::thread::Builder::new()
         .name(format!("netns-harness-{name}"))
-        .spawn(move || carry(&socket, &tap, &stop_read, &shared))
+        .spawn(move || carry(&socket, &bridge_side, &stop_read, &shared))
         .map_err(|e| Error::os("start a link emulator thread", e))?;
     Ok(Wire {
         params,
@@ -416,10 +446,10 @@ struct Pending {
     frame: Vec<u8>,
 }
 
-/// The wire's loop: frames from the port go to the TAP device with the
-/// `Out` conditions, frames from the TAP device go to the port with the
-/// `In` ones, until `stop` is closed or a side fails.
-fn carry(port: &PortSocket, tap: &Tap, stop: &OwnedFd, params: &Mutex<[Params; 2]>) {
+/// The wire's loop: frames from the port go to the bridge with the `Out`
+/// conditions, frames from the bridge go to the port with the `In` ones,
+/// until `stop` is closed or a side fails.
+fn carry(port: &PortSocket, bridge: &PortSocket, stop: &OwnedFd, params: &Mutex<[Params; 2]>) {
     let mut queue: BinaryHeap<Reverse<Pending>> = BinaryHeap::new();
     let mut backlog = [0usize; 2];
     let mut n = 0u64;
@@ -433,7 +463,7 @@ fn carry(port: &PortSocket, tap: &Tap, stop: &OwnedFd, params: &Mutex<[Params; 2
             backlog[pending.direction] -= pending.frame.len();
             // A frame a side refuses (it is down) is lost, as on a wire.
             let _ = match pending.direction {
-                0 => tap.write(&pending.frame),
+                0 => bridge.send(&pending.frame),
                 _ => port.send(&pending.frame),
             };
         }
@@ -442,7 +472,7 @@ fn carry(port: &PortSocket, tap: &Tap, stop: &OwnedFd, params: &Mutex<[Params; 2
         });
         let fds = [
             port.as_fd().as_raw_fd(),
-            tap.as_fd().as_raw_fd(),
+            bridge.as_fd().as_raw_fd(),
             stop.as_raw_fd(),
         ];
         match sys::poll_any(&fds, wait) {
@@ -453,7 +483,7 @@ fn carry(port: &PortSocket, tap: &Tap, stop: &OwnedFd, params: &Mutex<[Params; 2
             loop {
                 let read = match direction {
                     0 => port.read(&mut buf),
-                    _ => tap.read(&mut buf),
+                    _ => bridge.read(&mut buf),
                 };
                 let len = match read {
                     Ok(Some(len)) => len,

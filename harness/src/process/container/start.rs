@@ -355,7 +355,7 @@ impl Port {
                 let mut rtnl = self.lab.rtnl();
                 let port = rtnl.link_state(&self.name)?;
                 // A port whose conditions are emulated is off the bridge,
-                // which its emulator's TAP device is on.
+                // which its emulator's veth pair is on.
                 let carried = port.forwarding || (port.up && rtnl.master(&self.name)?.is_none());
                 Ok(carried && rtnl.link_state(self.lab.bridge())?.up)
             },
@@ -365,7 +365,13 @@ impl Port {
 
 impl Drop for Port {
     fn drop(&mut self) {
-        crate::network::link::release(self.lab.lab_ns().as_fd(), &self.name);
+        let mut rtnl = self.lab.rtnl();
+        if let Err(e) =
+            crate::network::link::release(&mut rtnl, self.lab.lab_ns().as_fd(), &self.name)
+        {
+            eprintln!("netns-harness: {e}");
+        }
+        drop(rtnl);
         // Detaching is synchronous and cheap. The device itself goes with
         // the container's network namespace, which the kernel destroys (in
         // batches) once the container is reaped; deleting it here would wait

@@ -1,15 +1,12 @@
-//! The two descriptors of a link emulated in userspace: a TAP device on the
-//! bridge, standing in for the container's port, and a packet socket on
-//! the port itself, taken off the bridge: frames from the container are
-//! read from the port and written to the TAP device (the bridge receives
-//! them), frames from the bridge are read from the TAP device and sent on
-//! the port (the container receives them).
+//! Whole frames read from and sent on an interface, by a packet socket:
+//! how a link emulated in userspace carries frames between a container's
+//! port and the bridge.
 //!
-//! Both carry each frame after a `struct virtio_net_hdr` ([`VNET_HDR_LEN`]
-//! bytes), as QEMU's TAP backend does: a veth hands over TCP and UDP
+//! Each frame comes after a `struct virtio_net_hdr` ([`VNET_HDR_LEN`]
+//! bytes), as QEMU's backends exchange them: a veth hands over TCP and UDP
 //! segments with their checksum left to the hardware, and large ones
-//! unsegmented (GSO); the header says so, and the other side finishes the
-//! work, so frames cross the emulator as they are.
+//! unsegmented (GSO); the header says so, and the interface they are sent
+//! on finishes the work, so frames cross the emulator as they are.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -23,78 +20,6 @@ pub(crate) const VNET_HDR_LEN: usize = 10;
 pub(crate) const VNET_NEEDS_CSUM: u8 = 1;
 /// `PACKET_VNET_HDR` of `linux/if_packet.h`.
 const PACKET_VNET_HDR: libc::c_int = 15;
-
-/// Reads one frame from `fd` into `buf` without waiting; `None` when none
-/// is queued.
-fn read_frame(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<usize>> {
-    loop {
-        match rustix::io::read(fd, &mut *buf) {
-            Ok(n) => return Ok(Some(n)),
-            Err(rustix::io::Errno::AGAIN) => return Ok(None),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// A TAP device, gone when its descriptor closes.
-pub(crate) struct Tap {
-    fd: OwnedFd,
-}
-
-impl Tap {
-    /// Creates TAP device `name` in the calling thread's network namespace,
-    /// non-blocking, without packet information before each frame.
-    ///
-    /// # References
-    /// `Documentation/networking/tuntap.rst`: `TUNSETIFF`, `IFF_TAP`,
-    /// `IFF_NO_PI`, `IFF_VNET_HDR`, `TUNSETOFFLOAD`
-    pub(crate) fn create(name: &str) -> io::Result<Tap> {
-        let fd = rustix::fs::open(
-            "/dev/net/tun",
-            rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::NONBLOCK,
-            rustix::fs::Mode::empty(),
-        )?;
-        // SAFETY: an all-zero ifreq is valid.
-        let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
-        for (dst, src) in request.ifr_name.iter_mut().zip(name.as_bytes()) {
-            *dst = *src as libc::c_char;
-        }
-        request.ifr_ifru.ifru_flags =
-            (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
-        // SAFETY: TUNSETIFF reads an ifreq, which `request` is, alive for the call.
-        check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut request) })?;
-        // Frames from the bridge may come unsegmented, checksums to do.
-        let offload = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
-        // SAFETY: TUNSETOFFLOAD takes an integer argument.
-        check(unsafe {
-            libc::ioctl(
-                fd.as_raw_fd(),
-                libc::TUNSETOFFLOAD,
-                offload as libc::c_ulong,
-            )
-        })?;
-        Ok(Tap { fd })
-    }
-
-    /// Reads one frame the bridge sent to the device, without waiting.
-    pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        read_frame(self.fd.as_fd(), buf)
-    }
-
-    /// Hands `frame` to the bridge, as if the device had received it.
-    pub(crate) fn write(&self, frame: &[u8]) -> io::Result<()> {
-        rustix::io::write(&self.fd, frame)
-            .map(drop)
-            .map_err(Into::into)
-    }
-}
-
-impl AsFd for Tap {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-}
 
 /// A packet socket on one interface: reads every frame it receives (not
 /// those it sends) and sends whole frames on it.
@@ -146,9 +71,17 @@ impl PortSocket {
         Ok(PortSocket { fd, index })
     }
 
-    /// Reads one frame the interface received, without waiting.
+    /// Reads one frame the interface received, without waiting; `None`
+    /// when none is queued.
     pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        read_frame(self.fd.as_fd(), buf)
+        loop {
+            match rustix::io::read(&self.fd, &mut *buf) {
+                Ok(n) => return Ok(Some(n)),
+                Err(rustix::io::Errno::AGAIN) => return Ok(None),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Sends `frame` (its virtio header, then its Ethernet header on) on
