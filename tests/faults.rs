@@ -292,3 +292,91 @@ fn a_failure_report_shows_the_faults_in_force() {
         run.output
     );
 }
+
+/// A peer that echoes UDP datagrams on the port of its argument.
+fn udp_echo() {
+    let port: u16 = std::env::args().nth(1).unwrap().parse().unwrap();
+    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).unwrap();
+    println!("listening");
+    let mut buf = [0u8; 64];
+    loop {
+        let (n, from) = socket.recv_from(&mut buf).unwrap();
+        socket.send_to(&buf[..n], from).unwrap();
+    }
+}
+
+#[netns_test]
+#[needs("ps", "ping")]
+fn a_frozen_peer_answers_nothing_until_it_thaws(net: Net) {
+    let mut peer = net
+        .spawn(&Spec::function(udp_echo).arg("7001").stdout(Stdio::Piped))
+        .unwrap();
+    let mut lines = BufReader::new(peer.take_stdout().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "listening");
+    let socket = UdpSocket::bind((net.addr(), 0)).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let echoes = |text: &[u8]| {
+        socket.send_to(text, (peer.addr(), 7001)).unwrap();
+        let mut buf = [0u8; 64];
+        matches!(socket.recv_from(&mut buf), Ok((n, _)) if &buf[..n] == text)
+    };
+    let state = |pid: u32| {
+        let out = tool("ps")
+            .args(["-o", "stat=", "-p", &pid.to_string()])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert!(echoes(b"before"));
+    let frozen = peer.freeze().unwrap();
+    assert!(state(peer.pid()).starts_with('T'), "{}", state(peer.pid()));
+    assert!(!echoes(b"frozen"), "a frozen peer answered");
+    // The kernel still answers for it.
+    let ping = tool("ping")
+        .args(["-c1", "-W1", &peer.addr().to_string()])
+        .status()
+        .unwrap();
+    assert!(ping.success());
+    drop(frozen);
+    assert!(!state(peer.pid()).starts_with('T'), "{}", state(peer.pid()));
+    // The datagram sent while frozen is answered first, then this one.
+    let mut buf = [0u8; 64];
+    let (n, _) = socket.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"frozen");
+    assert!(echoes(b"thawed"));
+}
+
+#[netns_test]
+#[needs("ip")]
+fn a_blackholed_destination_is_unreachable_until_the_guard_drops(net: Net) {
+    let peer = net.spawn(&Spec::command("sleep").arg("60")).unwrap();
+    let socket = UdpSocket::bind((net.addr(), 0)).unwrap();
+    socket.send_to(b"x", (peer.addr(), 9)).unwrap();
+    let hole = net.blackhole(peer.addr()).unwrap();
+    let routes = tool("ip")
+        .args(["route", "show", "type", "blackhole"])
+        .output()
+        .unwrap();
+    let routes = String::from_utf8_lossy(&routes.stdout);
+    assert!(
+        routes.contains(&format!("blackhole {}", peer.addr())),
+        "{routes}"
+    );
+    let err = socket.send_to(b"x", (peer.addr(), 9)).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
+    // Only that destination.
+    socket.send_to(b"x", (net.gateway(), 9)).unwrap();
+    drop(hole);
+    socket.send_to(b"x", (peer.addr(), 9)).unwrap();
+    let routes = tool("ip")
+        .args(["route", "show", "type", "blackhole"])
+        .output()
+        .unwrap();
+    assert!(
+        routes.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&routes.stdout)
+    );
+}

@@ -131,10 +131,10 @@ pub use kernel::rootless::is_rootless;
 ///   `NETNS_HARNESS_SKIP_UNSUPPORTED=1` ([`SKIP_VAR`]), passes and prints one
 ///   line saying it was skipped and why.
 pub use netns_harness_macros::netns_test;
-pub use network::fault::{Fault, Packets, Ways};
+pub use network::fault::{Blackhole, Fault, Packets, Ways};
 pub use network::lab::{DEFAULT_BRIDGE, DEFAULT_SUBNET, Lab, LabBuilder, UPLINK};
 pub use network::link::{Conditions, Direction, Distribution, Link, LinkDown, Loss};
-pub use process::container::{Container, Fs, OUTPUT_LIMIT, Spec, Stdio};
+pub use process::container::{Container, Frozen, Fs, OUTPUT_LIMIT, Spec, Stdio};
 pub use test::net::Net;
 pub use test::runner::MAX_PEERS;
 

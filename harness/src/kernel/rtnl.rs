@@ -226,6 +226,34 @@ impl Rtnl {
             .map(drop)
     }
 
+    /// `ip route add blackhole <addr>/32` (`add`), or `ip route del` of it.
+    pub(crate) fn blackhole(&mut self, addr: Ipv4Addr, add: bool) -> Result<()> {
+        use netlink_packet_route::route::{
+            RouteAddress, RouteAttribute, RouteProtocol, RouteScope, RouteType,
+        };
+        let mut route = RouteMessage::default();
+        route.header.address_family = AddressFamily::Inet;
+        route.header.destination_prefix_length = 32;
+        route.header.table = libc::RT_TABLE_MAIN;
+        route.header.protocol = RouteProtocol::Static;
+        route.header.scope = RouteScope::Universe;
+        route.header.kind = RouteType::BlackHole;
+        route.attributes = vec![RouteAttribute::Destination(RouteAddress::Inet(addr))];
+        let (message, flags, verb) = match add {
+            true => (
+                RouteNetlinkMessage::NewRoute(route),
+                NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+                "add",
+            ),
+            false => (RouteNetlinkMessage::DelRoute(route), NLM_F_ACK, "delete"),
+        };
+        self.request(
+            || format!("{verb} the route blackhole {addr}"),
+            request(message, flags),
+        )
+        .map(drop)
+    }
+
     /// `ip link del <name>`, if there is such a link (a veth's peer goes
     /// with it).
     pub(crate) fn delete(&mut self, name: &str) -> Result<()> {

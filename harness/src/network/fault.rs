@@ -3,7 +3,8 @@
 //! packets of a matching flow (the 3rd SYN-ACK, every 10th datagram to
 //! port 53) on a link. Each is an nf_tables table of its own, owned by the
 //! [`Fault`] guard's netlink socket: dropping the guard heals the fault,
-//! and the kernel heals it too if the process ends any other way.
+//! and the kernel heals it too if the process ends any other way. And a
+//! destination blackholed in a container ([`Blackhole`], a route).
 
 use std::net::Ipv4Addr;
 use std::os::fd::BorrowedFd;
@@ -13,6 +14,7 @@ use crate::common::error::{Error, Result};
 use crate::kernel::netlink::Socket;
 use crate::kernel::netns;
 use crate::kernel::nftables::{self, FaultHook, FaultTable};
+use crate::kernel::rtnl::Rtnl;
 use crate::network::lab::{Lab, UPLINK, mac_for};
 use crate::network::link::{Direction, Link};
 
@@ -283,6 +285,36 @@ impl Lab {
             format!("cut {} {arrow} outside", self.subnet()),
             rules,
         )
+    }
+}
+
+/// A destination blackholed in one network namespace until dropped: a
+/// `blackhole` route, so that what is sent there is discarded at once.
+pub struct Blackhole {
+    rtnl: Rtnl,
+    addr: Ipv4Addr,
+}
+
+impl std::fmt::Debug for Blackhole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "blackhole {}", self.addr)
+    }
+}
+
+impl Blackhole {
+    /// Blackholes `addr` in the namespace `netns`.
+    pub(crate) fn add(netns: BorrowedFd<'_>, addr: Ipv4Addr) -> Result<Blackhole> {
+        let mut rtnl = netns::run_in(netns, || Rtnl::open("container"))?;
+        rtnl.blackhole(addr, true)?;
+        Ok(Blackhole { rtnl, addr })
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        if let Err(e) = self.rtnl.blackhole(self.addr, false) {
+            eprintln!("netns-harness: {e}");
+        }
     }
 }
 

@@ -14,8 +14,10 @@ use crate::kernel::packet::Recording;
 use crate::kernel::sys;
 use crate::network::lab::Lease;
 
+mod freeze;
 mod fs;
 mod spec;
+pub use freeze::Frozen;
 mod start;
 pub use fs::Fs;
 pub use spec::*;
@@ -213,6 +215,25 @@ impl Container {
     /// [`Lab::uplink`](crate::Lab::uplink).
     pub fn link(&self) -> Result<crate::Link> {
         link_of(self.netns.as_fd(), self._port.as_ref(), self.name())
+    }
+
+    /// Blackholes `addr` for this container until the guard is dropped
+    /// (see [`Net::blackhole`](crate::Net::blackhole)).
+    pub fn blackhole(&self, addr: Ipv4Addr) -> Result<crate::Blackhole> {
+        crate::network::fault::Blackhole::add(self.netns.as_fd(), addr)
+    }
+
+    /// Stops every process of the container (SIGSTOP) until the guard is
+    /// dropped, which resumes them (SIGCONT): a machine that hangs. The
+    /// kernel still answers for it (ARP, ICMP echo), as for a frozen host.
+    pub fn freeze(&self) -> Result<Frozen<'_>> {
+        freeze::signal_all(
+            self.process.pidfd.as_fd(),
+            self.process.pid,
+            rustix::process::Signal::STOP,
+        )
+        .map_err(self.process.error("freeze"))?;
+        Ok(Frozen { container: self })
     }
 
     /// Its process id, as the test process sees it (inside, it is 1).

@@ -93,6 +93,15 @@ impl Net {
         self.lab.outside_addr()
     }
 
+    /// Blackholes `addr` for this container until the guard is dropped:
+    /// what it sends there is discarded (`connect` and `send` fail with
+    /// `EINVAL`, as with `ip route add blackhole`).
+    pub fn blackhole(&self, addr: Ipv4Addr) -> Result<crate::Blackhole> {
+        let own = std::fs::File::open("/proc/thread-self/ns/net")
+            .map_err(|e| crate::Error::os("open this container's network namespace", e))?;
+        crate::network::fault::Blackhole::add(std::os::fd::AsFd::as_fd(&own), addr)
+    }
+
     /// The lab, for anything else ([`Lab::spawn`] equals [`Net::spawn`]).
     pub fn lab(&self) -> &Lab {
         &self.lab
