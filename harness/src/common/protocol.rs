@@ -286,7 +286,8 @@ pub(crate) struct Outcome {
     /// The peers it started, in order.
     pub peers: Vec<Peer>,
     /// The faults and emulated link conditions its process had in force
-    /// when it panicked (they go with the process), one line each.
+    /// when it panicked, or the emulated links it still had when it ended
+    /// (they go with the process), one line each.
     pub in_force: Vec<String>,
 }
 

@@ -21,7 +21,7 @@ use crate::kernel::netns;
 use crate::kernel::rtnl::{DEFAULT_MTU, Rtnl, Shaping, needs_netem};
 
 mod emulator;
-pub(crate) use emulator::{emulated, release};
+pub(crate) use emulator::{emulated, emulated_line, forget, release};
 
 /// Which way across a link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -294,8 +294,14 @@ pub fn run_in_container<R: TestResult + 'static>(name: &'static str, body: fn() 
         }
         Err(_) => (BodyEnd::Panicked(lock(&MESSAGE).clone()), 101),
     };
+    let in_force = match end {
+        BodyEnd::Panicked(_) => std::mem::take(&mut *lock(&IN_FORCE)),
+        // What is still in force: faults went with their guards, links
+        // emulated by this process stay until it exits.
+        _ => crate::network::in_force(),
+    };
     let _ = std::io::stdout().flush();
-    inside.send_result(end, std::mem::take(&mut *lock(&IN_FORCE)));
+    inside.send_result(end, in_force);
     std::process::exit(code)
 }
 
@@ -377,6 +383,17 @@ fn run(lab: &Lab, test: &Test) -> Result<Verdict> {
             (judge(test, end, status), outcome)
         }
     };
+    // A body that emulated its own link took the emulator with it: the
+    // veth pair that stood in for its port goes too.
+    if let (Some(outcome), Some(port)) = (&said, container.port_name()) {
+        let line = link::emulated_line(port);
+        if outcome.in_force.iter().any(|l| l.starts_with(&line)) {
+            let forgotten = link::forget(&mut lab.inner.rtnl(), port);
+            if let Err(e) = forgotten {
+                eprintln!("netns-harness: {e}");
+            }
+        }
+    }
     if let Verdict::Failed(_) = verdict {
         let name = test.display_name();
         let report = crate::tools::failure::report(

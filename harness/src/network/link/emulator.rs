@@ -338,6 +338,11 @@ pub(crate) fn set(
     }
 }
 
+/// How [`emulated`] starts the line of port `port`.
+pub(crate) fn emulated_line(port: &str) -> String {
+    format!("link of {port} emulated: ")
+}
+
 /// The wires this process runs, one line each: the port and its
 /// conditions both ways.
 pub(crate) fn emulated() -> Vec<String> {
@@ -345,9 +350,15 @@ pub(crate) fn emulated() -> Vec<String> {
         .iter()
         .map(|((_, _, port), wire)| {
             let both = wire.params.lock().unwrap_or_else(PoisonError::into_inner);
-            format!("link of {port} emulated: {}", alias(&both))
+            format!("{}{}", emulated_line(port), alias(&both))
         })
         .collect()
+}
+
+/// Deletes the veth pair that stood in for `port`, whose emulator went
+/// with another process (a test's body, which emulated its own link).
+pub(crate) fn forget(rtnl: &mut Rtnl, port: &str) -> Result<()> {
+    rtnl.delete(&alias_link(port))
 }
 
 /// Stops the wire of `port` of the lab `netns` without putting the port
