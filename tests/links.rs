@@ -342,16 +342,20 @@ fn a_rate_limit_holds_tcp_throughput_within_ten_percent(net: Net) {
             .output()
             .unwrap()
     };
-    // The server may not listen yet: iperf3 then fails at once.
+    // The server may not listen yet: iperf3 then fails at once, saying so
+    // in its report's "error".
+    let done = |out: &std::process::Output| {
+        out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("\"error\"")
+    };
     let out = (0..50)
         .map(|_| {
             let out = client();
-            if !out.status.success() {
+            if !done(&out) {
                 std::thread::sleep(Duration::from_millis(100));
             }
             out
         })
-        .find(|out| out.status.success())
+        .find(done)
         .expect("iperf3 never connected");
     let json = String::from_utf8_lossy(&out.stdout);
     let received = json
@@ -573,4 +577,38 @@ fn a_failure_report_shows_the_links_conditions_and_seed() {
         run.output
     );
     assert!(run.output.contains("uplink in: none"), "{}", run.output);
+}
+
+#[netns_test(network = "private")]
+#[needs("ping", "ip", "nsenter")]
+fn the_uplink_takes_latency_each_way_and_gives_it_back(net: Net) {
+    let uplink = net.lab().uplink().unwrap();
+    let outside = net.outside_addr();
+    assert!(best_rtt(outside) < Duration::from_millis(15));
+    uplink
+        .set(Direction::Out, &conditions("latency=20ms"))
+        .unwrap();
+    uplink
+        .set(Direction::In, &conditions("latency=15ms loss=0.1% seed=3"))
+        .unwrap();
+    assert_eq!(
+        uplink.conditions(Direction::In).unwrap(),
+        conditions("latency=15ms loss=0.1% seed=3")
+    );
+    let rtt = best_rtt(outside);
+    assert!(
+        (35..60).contains(&rtt.as_millis()),
+        "20 + 15 ms: best rtt {rtt:?}"
+    );
+    let ping = ping_min_ms(outside);
+    assert!((35.0..60.0).contains(&ping), "ping says {ping} ms");
+    uplink.clear().unwrap();
+    assert!(best_rtt(outside) < Duration::from_millis(15));
+    for netns in [net.lab().lab_netns(), net.lab().outside_netns()] {
+        let links = in_netns(netns, "ip", &["-o", "link"]);
+        assert!(
+            !links.contains(": em-") && !links.contains(": ew-"),
+            "{links}"
+        );
+    }
 }

@@ -18,6 +18,9 @@ use crate::kernel::sys::check;
 pub(crate) const VNET_HDR_LEN: usize = 10;
 /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum is still to be computed.
 pub(crate) const VNET_NEEDS_CSUM: u8 = 1;
+/// The `skb->mark` of the frames a [`PortSocket::marked`] sends: the
+/// redirect that hands an interface's frames to an emulator lets them pass.
+pub(crate) const EMULATED_MARK: u32 = 0x6e68_656d;
 /// `PACKET_VNET_HDR` of `linux/if_packet.h`.
 const PACKET_VNET_HDR: libc::c_int = 15;
 
@@ -34,6 +37,37 @@ impl PortSocket {
     /// # References
     /// `packet(7)`: `PACKET_IGNORE_OUTGOING`, `PACKET_VNET_HDR`
     pub(crate) fn open(index: u32) -> io::Result<PortSocket> {
+        let socket = Self::unbound(index)?;
+        let at = address(index, (libc::ETH_P_ALL as u16).to_be());
+        // SAFETY: `at` is a sockaddr_ll of the length given.
+        check(unsafe {
+            libc::bind(
+                socket.fd.as_raw_fd(),
+                (&raw const at).cast(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        })?;
+        Ok(socket)
+    }
+
+    /// A socket that only sends, on interface `index`, frames marked
+    /// [`EMULATED_MARK`].
+    ///
+    /// # References
+    /// `socket(7)`: `SO_MARK`
+    pub(crate) fn marked(index: u32) -> io::Result<PortSocket> {
+        let socket = Self::unbound(index)?;
+        set_int(
+            socket.fd.as_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MARK,
+            EMULATED_MARK as libc::c_int,
+        )?;
+        Ok(socket)
+    }
+
+    /// A packet socket for interface `index` that receives nothing yet.
+    fn unbound(index: u32) -> io::Result<PortSocket> {
         // Protocol 0, then bound for every protocol: see `kernel::packet`
         // (no RCU wait).
         // SAFETY: socket takes no pointers.
@@ -46,28 +80,9 @@ impl PortSocket {
         })?;
         // SAFETY: socket succeeded: `fd` is open and ours alone.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let one: libc::c_int = 1;
         for option in [libc::PACKET_IGNORE_OUTGOING, PACKET_VNET_HDR] {
-            // SAFETY: both options read an int, `one`, alive for the call.
-            check(unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_PACKET,
-                    option,
-                    (&raw const one).cast(),
-                    size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            })?;
+            set_int(fd.as_fd(), libc::SOL_PACKET, option, 1)?;
         }
-        let at = address(index, (libc::ETH_P_ALL as u16).to_be());
-        // SAFETY: `at` is a sockaddr_ll of the length given.
-        check(unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&raw const at).cast(),
-                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        })?;
         Ok(PortSocket { fd, index })
     }
 
@@ -114,6 +129,26 @@ impl AsFd for PortSocket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// `setsockopt` of an int.
+fn set_int(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    option: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: the option reads an int, `value`, alive for the call.
+    check(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            option,
+            (&raw const value).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
 }
 
 /// A link-layer address: interface `index`, `protocol` in network order.

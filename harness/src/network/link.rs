@@ -213,12 +213,8 @@ impl Link {
             }
             rtnl.shape(index, conditions, seed)
         });
-        // A container's port can carry what the kernel cannot.
-        let port = &self.ends[1];
-        if !port.bridge_port {
-            return shaped;
-        }
         let emulated = match shaped {
+            // What the kernel cannot do, the emulator does.
             Err(Error::MissingKernelFeature { .. }) if needs_netem(conditions) => {
                 end.with(|rtnl, index| rtnl.unshape(index))?;
                 Some((conditions, seed))
@@ -226,7 +222,18 @@ impl Link {
             Err(e) => return Err(e),
             Ok(()) => None,
         };
-        port.with(|rtnl, index| emulator::set(port, rtnl, index, direction, emulated))
+        let (carrier, slot) = self.emulated_at(direction);
+        carrier.with(|rtnl, index| emulator::set(carrier, rtnl, index, slot, emulated))
+    }
+
+    /// Where `direction`'s conditions are emulated, and in which slot: a
+    /// container's port carries both ways; another link's ends, each what
+    /// it sends.
+    fn emulated_at(&self, direction: Direction) -> (&End, Direction) {
+        match self.ends[1].bridge_port {
+            true => (&self.ends[1], direction),
+            false => (self.sender(direction), Direction::Out),
+        }
     }
 
     /// Gives both directions the `conditions` (see [`Link::set`]).
@@ -251,12 +258,10 @@ impl Link {
     /// The conditions of `direction` and the packets they dropped.
     pub(crate) fn shaping(&self, direction: Direction) -> Result<Shaping> {
         let end = self.sender(direction);
-        let port = &self.ends[1];
-        let emulated = match port.bridge_port {
-            true => port.with(|rtnl, _| rtnl.alias(&emulator::alias_link(&port.name)))?,
-            false => None,
-        }
-        .and_then(|alias| emulator::from_alias(&alias, direction));
+        let (carrier, slot) = self.emulated_at(direction);
+        let emulated = carrier
+            .with(|rtnl, _| rtnl.alias(&emulator::alias_link(&carrier.name)))?
+            .and_then(|alias| emulator::from_alias(&alias, slot));
         end.with(|rtnl, index| {
             let mut shaping = match emulated {
                 Some(conditions) => Shaping {

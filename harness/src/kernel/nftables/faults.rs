@@ -38,6 +38,10 @@ const NFTA_NG_DREG: u16 = 1;
 const NFTA_NG_MODULUS: u16 = 2;
 const NFTA_NG_TYPE: u16 = 3;
 const NFT_NG_INCREMENTAL: u32 = 0;
+/// The `fwd` expression and its attribute naming the register that holds
+/// the interface (`NFTA_FWD_SREG_DEV`).
+const EXPR_FWD: &str = "fwd";
+const NFTA_FWD_SREG_DEV: u16 = 1;
 
 /// Where a fault's chain hooks.
 #[derive(Clone, Debug)]
@@ -181,6 +185,37 @@ pub(crate) fn numgen_is(modulus: u32, value: u32) -> [Expressions; 2] {
         // A register holds numgen's result in host order.
         value.to_ne_bytes().to_vec(),
     )
+}
+
+/// `meta mark != mark`
+pub(crate) fn mark_is_not(mark: u32) -> [Expressions; 2] {
+    let [load, _] = compare(meta(MetaKey::Mark), Vec::new());
+    [
+        load,
+        Expressions::Cmp(vec![
+            Cmp::SourceRegister(Register::Reg1),
+            Cmp::Op(Operator::NotEqual),
+            // A register holds the mark in host order.
+            Cmp::Data(DataAttribute::Value(mark.to_ne_bytes().to_vec())),
+        ]),
+    ]
+}
+
+/// `fwd to <index>`: the packet leaves by interface `index` instead.
+pub(crate) fn forward_to(index: u32) -> [Expressions; 2] {
+    [
+        Expressions::Immediate(vec![
+            Immediate::DestinationRegister(Register::Reg1),
+            Immediate::Data(DataAttribute::Value(index.to_ne_bytes().to_vec())),
+        ]),
+        Expressions::Other {
+            expression_type: EXPR_FWD.to_owned(),
+            attributes: vec![DefaultNla::new(
+                NFTA_FWD_SREG_DEV,
+                u32::from(Register::Reg1).to_be_bytes().to_vec(),
+            )],
+        },
+    ]
 }
 
 /// `counter`: counts what reaches it.

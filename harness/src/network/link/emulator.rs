@@ -10,6 +10,12 @@
 //! are kept, as text, in `em-<port>`'s alias, where anyone reads them back
 //! from the kernel.
 //!
+//! Another link (the uplink) is emulated on the end that sends, one
+//! direction per wire: an nf_tables rule owned by the wire (`meta mark !=
+//! EMULATED_MARK fwd to "ew-<end>"` at the end's egress) hands what it
+//! sends to `ew-<end>`; the thread reads it from `em-<end>` and sends it on
+//! the end again, marked.
+//!
 //! The emulation lives as long as the process that set it (and the
 //! container): when that process ends, nothing carries the container's
 //! frames any more, until the lab is gone.
@@ -23,7 +29,9 @@ use std::time::{Duration, Instant};
 
 use super::{Conditions, Direction, End};
 use crate::common::error::{Error, Result};
-use crate::kernel::frames::{PortSocket, VNET_HDR_LEN};
+use crate::kernel::frames::{EMULATED_MARK, PortSocket, VNET_HDR_LEN};
+use crate::kernel::netlink::Socket;
+use crate::kernel::nftables::{self, FaultHook, FaultTable};
 use crate::kernel::rtnl::Peer;
 use crate::kernel::rtnl::Rtnl;
 use crate::kernel::{netns, sys};
@@ -78,8 +86,11 @@ pub(crate) fn from_alias(alias: &str, direction: Direction) -> Option<Conditions
 /// A running wire: its thread, and what it does each way.
 struct Wire {
     params: Arc<Mutex<[Params; 2]>>,
-    /// The bridge the port goes back to.
-    bridge: u32,
+    /// The bridge the port goes back to, for a container's port.
+    bridge: Option<u32>,
+    /// For another link, the redirect of its frames to the emulator: an
+    /// nf_tables rule owned by this socket.
+    _redirect: Option<FaultTable>,
     /// Closing it stops the thread.
     stop: Option<OwnedFd>,
     thread: Option<JoinHandle<()>>,
@@ -109,10 +120,11 @@ fn wires() -> std::sync::MutexGuard<'static, Vec<(Key, Wire)>> {
     WIRES.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Emulates `conditions` (with their seed) in `direction` on the port
-/// `index` of `port` (its lab end), or stops emulating that direction
-/// (`None`); the wire starts with the first direction and stops, the port
-/// back on its bridge, when neither has conditions left.
+/// Emulates `conditions` (with their seed) on interface `index` of
+/// `port`, or stops (`None`): for a container's port (its lab end), in
+/// `direction`, both ways in one wire that stops, the port back on its
+/// bridge, when neither has conditions left; for another link's end,
+/// what it sends (`direction` is [`Direction::Out`]).
 pub(crate) fn set(
     port: &End,
     rtnl: &mut Rtnl,
@@ -136,7 +148,10 @@ pub(crate) fn set(
                     Params::new(Conditions::default(), 0),
                 ];
                 both[direction.index()] = params;
-                let wire = start(port, rtnl, index, &name, both)?;
+                let wire = match port.bridge_port {
+                    true => start(port, rtnl, index, &name, both)?,
+                    false => start_plain(port, rtnl, index, &name, both)?,
+                };
                 wires.push((key, wire));
                 Ok(())
             }
@@ -163,12 +178,20 @@ pub(crate) fn set(
         }
         None => {
             let (_, wire) = wires.remove(at);
-            rtnl.set_master(index, wire.bridge)?;
+            let bridge = wire.bridge;
+            if let Some(bridge) = bridge {
+                rtnl.set_master(index, bridge)?;
+            }
             drop(wire);
             rtnl.delete(&name)?;
-            crate::network::lab::wait_for(&port.name, "forward on the bridge again", || {
-                Ok(rtnl.link_state(&port.name)?.forwarding)
-            })
+            match bridge {
+                Some(_) => {
+                    crate::network::lab::wait_for(&port.name, "forward on the bridge again", || {
+                        Ok(rtnl.link_state(&port.name)?.forwarding)
+                    })
+                }
+                None => Ok(()),
+            }
         }
     }
 }
@@ -266,17 +289,102 @@ fn start(port: &End, rtnl: &mut Rtnl, index: u32, name: &str, params: [Params; 2
             return Err(e);
         }
     };
+    spawn(name, socket, bridge_side, params, Some(bridge), None)
+}
+
+/// Hands what interface `index` of `end` sends to a veth pair of its own
+/// (`em-<end>`, `ew-<end>`: `fwd` from its egress to `ew-`, for all but the
+/// emulator's marked frames), and starts the thread that sends them on
+/// the interface again, marked.
+fn start_plain(
+    end: &End,
+    rtnl: &mut Rtnl,
+    index: u32,
+    name: &str,
+    params: [Params; 2],
+) -> Result<Wire> {
+    let far = pair_name("ew", &end.name);
+    rtnl.add_veth(
+        name,
+        None,
+        &Peer {
+            name: &far,
+            netns: end.netns.as_fd(),
+            mac: None,
+        },
+    )?;
+    let started = (|| {
+        let (reader, sender, nft) = netns::run_in(end.netns.as_fd(), || {
+            // The pair's own stack must send nothing the emulator would
+            // take for the link's.
+            for link in [name, far.as_str()] {
+                let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{link}/disable_ipv6"), "1");
+            }
+            let reader_index = crate::kernel::sys::if_index(name)
+                .map_err(|e| Error::os(format!("look up {name}"), e))?;
+            let os = |what: String| move |e| Error::os(what, e);
+            Ok((
+                PortSocket::open(reader_index)
+                    .map_err(os(format!("open a packet socket on {name}")))?,
+                PortSocket::marked(index)
+                    .map_err(os(format!("open a packet socket on {}", end.name)))?,
+                Socket::open(libc::NETLINK_NETFILTER).map_err(os(format!(
+                    "open an nf_tables socket in the {} namespace",
+                    end.label
+                )))?,
+            ))
+        })?;
+        for link in [name, far.as_str()] {
+            let link = rtnl.link_index(link)?;
+            rtnl.set_up(link)?;
+        }
+        let alias_index = rtnl.link_index(name)?;
+        rtnl.set_alias(alias_index, &alias(&params))?;
+        let mut rule: Vec<nftables::Expression> = nftables::mark_is_not(EMULATED_MARK).into();
+        rule.extend(nftables::forward_to(rtnl.link_index(&far)?));
+        let redirect = FaultTable::install(
+            nft,
+            end.label,
+            &FaultHook::Device {
+                name: end.name.clone(),
+                egress: true,
+            },
+            &format!("emulate what {} sends", end.name),
+            vec![rule],
+        )?;
+        Ok((reader, sender, redirect))
+    })();
+    let (reader, sender, redirect) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            let _ = rtnl.delete(name);
+            return Err(e);
+        }
+    };
+    spawn(name, reader, sender, params, None, Some(redirect))
+}
+
+/// Starts the thread of a wire between `a` and `b` (see [`carry`]).
+fn spawn(
+    name: &str,
+    a: PortSocket,
+    b: PortSocket,
+    params: [Params; 2],
+    bridge: Option<u32>,
+    redirect: Option<FaultTable>,
+) -> Result<Wire> {
     let params = Arc::new(Mutex::new(params));
     let (stop_read, stop_write) =
         sys::pipe().map_err(|e| Error::os("create a pipe for a link emulator", e))?;
     let shared = Arc::clone(&params);
     let thread = std::thread::Builder::new()
         .name(format!("netns-harness-{name}"))
-        .spawn(move || carry(&socket, &bridge_side, &stop_read, &shared))
+        .spawn(move || carry(&a, &b, &stop_read, &shared))
         .map_err(|e| Error::os("start a link emulator thread", e))?;
     Ok(Wire {
         params,
         bridge,
+        _redirect: redirect,
         stop: Some(stop_write),
         thread: Some(thread),
     })
@@ -292,9 +400,11 @@ struct Pending {
     frame: Vec<u8>,
 }
 
-/// The wire's loop: frames from the port go to the bridge with the `Out`
-/// conditions, frames from the bridge go to the port with the `In` ones,
-/// until `stop` is closed or a side fails.
+/// The wire's loop: frames read from `port` are sent on `bridge` with the
+/// `Out` conditions, frames read from `bridge` are sent on `port` with the
+/// `In` ones (for another link than a container's, `port` is the pair's
+/// end that gets the link's frames and `bridge` the link itself, which is
+/// never read), until `stop` is closed or a side fails.
 fn carry(port: &PortSocket, bridge: &PortSocket, stop: &OwnedFd, params: &Mutex<[Params; 2]>) {
     let mut queue: BinaryHeap<Reverse<Pending>> = BinaryHeap::new();
     let mut backlog = [0usize; 2];

@@ -150,7 +150,12 @@ impl Params {
     /// The copies of `frame` to send and when: none when it is lost, two
     /// when it is duplicated, corrupted, delayed and rate-limited;
     /// `backlog` is the bytes waiting for the rate limit.
-    pub(super) fn schedule(&mut self, frame: &[u8], now: Instant, backlog: usize) -> Vec<(Instant, Vec<u8>)> {
+    pub(super) fn schedule(
+        &mut self,
+        frame: &[u8],
+        now: Instant,
+        backlog: usize,
+    ) -> Vec<(Instant, Vec<u8>)> {
         if self.lost() {
             return Vec::new();
         }
@@ -176,7 +181,6 @@ impl Params {
         out
     }
 }
-
 
 #[cfg(test)]
 mod tests {
