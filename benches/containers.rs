@@ -84,9 +84,10 @@ fn fs_cost(lab: &Lab, n: usize) -> FsCost {
 /// What link conditions cost: `n` pairs of containers spawned with a rate
 /// limit on their link and without, interleaved (the median of the pairs'
 /// differences, in µs), and `n` changes of one running container's
-/// conditions (p50, in µs). Only the rate: it needs no netem, which not
-/// every kernel has.
-fn link_cost(lab: &Lab, n: usize) -> (f64, f64) {
+/// conditions (p50, in µs): a rate (the kernel's tbf), then a latency
+/// (netem, or the userspace emulator where the kernel has none: its first
+/// set starts the emulator, in ms, the others change it).
+fn link_cost(lab: &Lab, n: usize) -> LinkCost {
     let plain = Spec::command("sleep").arg("600");
     let rates = ["rate=10mbit", "rate=20mbit"].map(|r| r.parse::<Conditions>().unwrap());
     let shaped = plain.clone().link(rates[0].clone());
@@ -95,14 +96,36 @@ fn link_cost(lab: &Lab, n: usize) -> (f64, f64) {
         .collect();
     let container = lab.spawn(&plain).expect("spawn");
     let link = container.link().expect("its link");
-    let mut sets: Vec<f64> = (0..n)
-        .map(|i| {
-            let start = Instant::now();
-            link.set(Direction::Out, &rates[i % 2]).expect("set");
-            start.elapsed().as_secs_f64() * 1e6
-        })
-        .collect();
-    (percentile(&mut spawn_diffs, 50), percentile(&mut sets, 50))
+    let changes = |conditions: &[Conditions; 2]| -> Vec<f64> {
+        (0..n)
+            .map(|i| {
+                let start = Instant::now();
+                link.set(Direction::Out, &conditions[i % 2]).expect("set");
+                start.elapsed().as_secs_f64() * 1e6
+            })
+            .collect()
+    };
+    let mut rate_sets = changes(&rates);
+    let delays = ["latency=1ms", "latency=2ms"].map(|r| r.parse::<Conditions>().unwrap());
+    link.clear().expect("clear");
+    let start = Instant::now();
+    link.set(Direction::Out, &delays[1]).expect("set");
+    let delay_start_ms = ms(start.elapsed());
+    let mut delay_sets = changes(&delays);
+    LinkCost {
+        spawn_us: percentile(&mut spawn_diffs, 50),
+        rate_set_us: percentile(&mut rate_sets, 50),
+        delay_start_ms,
+        delay_set_us: percentile(&mut delay_sets, 50),
+    }
+}
+
+/// What [`link_cost`] measures.
+struct LinkCost {
+    spawn_us: f64,
+    rate_set_us: f64,
+    delay_start_ms: f64,
+    delay_set_us: f64,
 }
 
 /// The walkthrough done by hand: a bash, in mount and network namespaces of
@@ -500,7 +523,7 @@ fn main() {
         .unzip();
     drop(shell);
     let fs = fs_cost(&lab, n);
-    let (link_spawn_us, link_set_us) = link_cost(&lab, n);
+    let link = link_cost(&lab, n);
     drop(lab);
     let (p50, p90, p99) = (
         percentile(&mut harness, 50),
@@ -561,12 +584,20 @@ fn main() {
         "Fs::Overlay - Fs::Host, median of rounds", fs.overlay_us
     );
     println!(
-        "{:<58} {link_spawn_us:>8.0}us",
-        "spawn with a rate limit - without, median of pairs"
+        "{:<58} {:>8.0}us",
+        "spawn with a rate limit - without, median of pairs", link.spawn_us
     );
     println!(
-        "{:<58} {link_set_us:>8.0}us",
-        "change a running container's link conditions, p50"
+        "{:<58} {:>8.0}us",
+        "change a running container's rate limit, p50", link.rate_set_us
+    );
+    println!(
+        "{:<58} {:>8.2}ms",
+        "first latency on a running container", link.delay_start_ms
+    );
+    println!(
+        "{:<58} {:>8.0}us",
+        "change a running container's latency, p50", link.delay_set_us
     );
     println!(
         "{:<58} {:>9.2}s",
@@ -607,8 +638,8 @@ fn main() {
          shell_ms_p50={shell_p50:.2} ratio_vs_shell={ratio:.1} per_test_overhead_ms={overhead_libtest:.2} \
          per_test_overhead_nextest_ms={overhead_nextest:.2} scale500_s={:.2} mem_per_container_kib={:.0} \
          scale500_pings_ok={}/{} icmp_probe_us_p50={:.0} tcp_probe_us_p50={:.0} tcp_closed_probe_us_p50={:.0} \
-         filtered_ms={:.0} fs_private_us={:.0} fs_overlay_us={:.0} link_spawn_us={link_spawn_us:.0} \
-         link_set_us_p50={link_set_us:.0}",
+         filtered_ms={:.0} fs_private_us={:.0} fs_overlay_us={:.0} link_spawn_us={:.0} \
+         link_set_us_p50={:.0} link_delay_start_ms={:.2} link_delay_set_us_p50={:.0}",
         scale.up_s,
         scale.mem_per_container_kib,
         scale.pings_ok,
@@ -618,6 +649,10 @@ fn main() {
         probes.tcp_closed_us,
         probes.filtered_ms,
         fs.private_us,
-        fs.overlay_us
+        fs.overlay_us,
+        link.spawn_us,
+        link.rate_set_us,
+        link.delay_start_ms,
+        link.delay_set_us
     );
 }
