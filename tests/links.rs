@@ -54,9 +54,11 @@ fn latency_in_each_direction_adds_up_in_the_round_trip(net: Net) {
     let peer = net
         .spawn(&sleeper().link(conditions("latency=30ms")))
         .unwrap();
+    // At least what was set; the upper bounds leave 50 ms to a loaded
+    // machine (the emulator, where there is no netem, is a thread).
     let rtt = best_rtt(peer.addr());
     assert!(
-        (30..50).contains(&rtt.as_millis()),
+        (30..80).contains(&rtt.as_millis()),
         "30 ms one way: best rtt {rtt:?}"
     );
     // What this container receives: 20 ms more.
@@ -64,11 +66,11 @@ fn latency_in_each_direction_adds_up_in_the_round_trip(net: Net) {
     own.set(Direction::In, &conditions("latency=20ms")).unwrap();
     let rtt = best_rtt(peer.addr());
     assert!(
-        (50..70).contains(&rtt.as_millis()),
+        (50..100).contains(&rtt.as_millis()),
         "50 ms: best rtt {rtt:?}"
     );
     let ping = ping_min_ms(peer.addr());
-    assert!((50.0..70.0).contains(&ping), "ping says {ping} ms");
+    assert!((50.0..100.0).contains(&ping), "ping says {ping} ms");
     own.clear().unwrap();
     peer.link().unwrap().clear().unwrap();
     let rtt = best_rtt(peer.addr());
@@ -597,11 +599,11 @@ fn the_uplink_takes_latency_each_way_and_gives_it_back(net: Net) {
     );
     let rtt = best_rtt(outside);
     assert!(
-        (35..60).contains(&rtt.as_millis()),
+        (35..85).contains(&rtt.as_millis()),
         "20 + 15 ms: best rtt {rtt:?}"
     );
     let ping = ping_min_ms(outside);
-    assert!((35.0..60.0).contains(&ping), "ping says {ping} ms");
+    assert!((35.0..85.0).contains(&ping), "ping says {ping} ms");
     uplink.clear().unwrap();
     assert!(best_rtt(outside) < Duration::from_millis(15));
     for netns in [net.lab().lab_netns(), net.lab().outside_netns()] {
