@@ -167,11 +167,6 @@ fn outside_host() -> Result<Rtnl> {
 fn lab_router() -> Result<(Rtnl, Socket)> {
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
         .map_err(|e| Error::os("enable IPv4 forwarding in the lab namespace", e))?;
-    // Containers learn at once that what the lab cannot route is
-    // unreachable (the host's DNS server, say: a resolver then moves on
-    // instead of waiting 5 s), not only once a second.
-    std::fs::write("/proc/sys/net/ipv4/icmp_ratelimit", "0")
-        .map_err(|e| Error::os("lift the ICMP error rate limit in the lab namespace", e))?;
     // Bridge ports need no IPv6 address of their own: without one, a new
     // port costs no address generation, DAD or MLD (the bridge still
     // carries containers' IPv6 traffic).
