@@ -40,7 +40,8 @@ pub(super) use root::Root;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Fs {
     /// The default: a fresh, empty `tmpfs` on `/tmp`, `/var/tmp` and `/run`,
-    /// and private copies of `/etc/hosts`, `/etc/resolv.conf` and
+    /// and private copies of `/etc/hosts` (followed by the lab's hosts:
+    /// see [`Lab::spawn`](crate::Lab::spawn)), `/etc/resolv.conf` and
     /// `/etc/hostname` (which holds the container's hostname): what the
     /// container writes there is its own and vanishes with it. Everything
     /// else is the host's, and the cargo workspace stays visible and
@@ -59,7 +60,8 @@ pub enum Fs {
     /// later); otherwise spawning fails with
     /// [`Error::OverlayUnavailable`](crate::Error::OverlayUnavailable).
     Overlay,
-    /// The host's filesystem as it is: writes anywhere reach the host.
+    /// The host's filesystem as it is: writes anywhere reach the host. Its
+    /// `/etc/hosts` is the host's, without the lab's names.
     Host,
 }
 

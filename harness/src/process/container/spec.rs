@@ -121,7 +121,13 @@ impl Spec {
     }
 
     /// The container's name and hostname: 1 to 15 ASCII letters, digits,
-    /// `-` or `_`. Defaults to `c<N>`.
+    /// `-` or `_`. Defaults to `c<N>`. Containers started after it find
+    /// it by this name in their `/etc/hosts`, and
+    /// [`Lab::resolve`](crate::Lab::resolve) does while it lives; several
+    /// containers may share one (it then names all of them), but not
+    /// with a lab host's alias or [`GATEWAY_NAME`](crate::GATEWAY_NAME)
+    /// or [`OUTSIDE_NAME`](crate::OUTSIDE_NAME)
+    /// ([`Error::DuplicateName`](crate::Error::DuplicateName)).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
