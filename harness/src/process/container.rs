@@ -44,7 +44,12 @@ impl crate::Lab {
 
     /// Starts a process on the outside host: in new mount, PID, UTS and IPC
     /// namespaces, but in the outside network namespace, where it can
-    /// listen on [`Lab::outside_addr`](crate::Lab::outside_addr).
+    /// listen on [`Lab::outside_addr`](crate::Lab::outside_addr). It is
+    /// the outside host ([`OUTSIDE_NAME`](crate::OUTSIDE_NAME)): its
+    /// [`Spec::alias`]es name that address (a server's `example.com`),
+    /// its [`Spec::name`] does not. Its `/etc/hosts` lists the lab's hosts
+    /// as [`Lab::spawn`](crate::Lab::spawn)'s do (though it has no route
+    /// to the containers' addresses).
     pub fn spawn_outside(&self, spec: &Spec) -> Result<Container> {
         spawn(&self.inner, spec, Attach::Outside, &Extras::default())
     }
