@@ -291,3 +291,24 @@ fn bad_names_are_typed_errors_that_leave_nothing_behind() {
     let again = lab.spawn(&sleep().alias("taken.test")).unwrap();
     assert_eq!(lab.resolve("taken.test").unwrap(), [v4(again.addr())]);
 }
+
+#[needs("getent", "sh")]
+#[test]
+fn an_alias_of_a_process_on_the_outside_host_names_the_outside_address() {
+    let lab = Lab::shared().unwrap();
+    let server = lab
+        .spawn_outside(&Spec::command("sleep").arg("600").alias("example.test"))
+        .unwrap();
+    let outside = v4(lab.outside_addr());
+    assert_eq!(lab.resolve("example.test").unwrap(), [outside]);
+    let (_, code, out) = run(&lab, getent_script(&["example.test"]));
+    assert!(
+        code == Some(0) && found(&out, "example.test", outside),
+        "{out}"
+    );
+    drop(server);
+    assert!(matches!(
+        lab.resolve("example.test"),
+        Err(Error::UnknownName { .. })
+    ));
+}

@@ -197,9 +197,18 @@ pub(crate) struct LabView {
 pub(crate) struct HostEntry {
     /// Its address.
     pub addr: Ipv4Addr,
-    /// Its names: a container's name first (none for the outside host's
-    /// aliases), then its aliases.
-    pub names: Vec<String>,
+    /// Its own name: a container's, the gateway's or the outside host's;
+    /// none for the aliases of a process on the outside host.
+    pub name: Option<String>,
+    /// Its other names.
+    pub aliases: Vec<String>,
+}
+
+impl HostEntry {
+    /// Its name, then its aliases.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &String> {
+        self.name.iter().chain(&self.aliases)
+    }
 }
 
 /// What a test container learns from its runner.
@@ -239,9 +248,14 @@ impl Context {
         }
         w.len(self.view.hosts.len());
         for host in &self.view.hosts {
-            w.addr(host.addr).len(host.names.len());
-            for name in &host.names {
-                w.str(name);
+            w.addr(host.addr);
+            match &host.name {
+                None => w.u8(0),
+                Some(name) => w.u8(1).str(name),
+            };
+            w.len(host.aliases.len());
+            for alias in &host.aliases {
+                w.str(alias);
             }
         }
         w.finish_hex()
@@ -261,9 +275,18 @@ impl Context {
         let hosts = (0..count)
             .map(|_| {
                 let addr = r.addr()?;
+                let name = match r.u8()? {
+                    0 => None,
+                    1 => Some(r.str()?),
+                    _ => return None,
+                };
                 let count = r.len()?;
-                let names = (0..count).map(|_| r.str()).collect::<Option<_>>()?;
-                Some(HostEntry { addr, names })
+                let aliases = (0..count).map(|_| r.str()).collect::<Option<_>>()?;
+                Some(HostEntry {
+                    addr,
+                    name,
+                    aliases,
+                })
             })
             .collect::<Option<_>>()?;
         r.end(Context {

@@ -40,7 +40,8 @@ impl Hosts {
     pub(crate) fn new(gateway: Ipv4Addr, outside: Ipv4Addr, known: Vec<HostEntry>) -> Self {
         let entry = |addr, name: &str| HostEntry {
             addr,
-            names: vec![name.to_owned()],
+            name: Some(name.to_owned()),
+            aliases: Vec::new(),
         };
         Self {
             fixed: [entry(gateway, GATEWAY_NAME), entry(outside, OUTSIDE_NAME)],
@@ -62,16 +63,16 @@ impl Hosts {
 
     /// Who holds `name` already, if anyone.
     fn holder(&self, name: &str) -> Option<Holder> {
+        let is = |n: &String| n.eq_ignore_ascii_case(name);
         self.entries().find_map(|entry| {
-            let at = entry
-                .names
-                .iter()
-                .position(|n| n.eq_ignore_ascii_case(name))?;
-            let owner = entry.names[0].clone();
-            Some(match (self.fixed.contains(entry), at) {
-                (true, _) => Holder::Fixed(owner),
-                (false, 0) => Holder::Name(owner),
-                (false, _) => Holder::Alias(owner),
+            if !entry.names().any(is) {
+                return None;
+            }
+            Some(match &entry.name {
+                Some(own) if self.fixed.contains(entry) => Holder::Fixed(own.clone()),
+                Some(own) if is(own) => Holder::Name(own.clone()),
+                Some(own) => Holder::Alias(format!("container {own:?}")),
+                None => Holder::Alias(format!("a process on the {OUTSIDE_NAME} host")),
             })
         })
     }
@@ -117,15 +118,12 @@ impl Hosts {
         self.check(name, aliases)?;
         let id = self.next;
         self.next += 1;
-        let names = name
-            .into_iter()
-            .map(str::to_owned)
-            .chain(aliases.iter().cloned());
         self.containers.push((
             id,
             HostEntry {
                 addr,
-                names: names.collect(),
+                name: name.map(str::to_owned),
+                aliases: aliases.to_vec(),
             },
         ));
         Ok((id, self.lines()))
@@ -136,8 +134,11 @@ impl Hosts {
     fn lines(&self) -> Vec<u8> {
         let mut text =
             String::from("# the lab's hosts (netns-harness), as this container started\n");
-        for entry in self.entries().filter(|e| !e.names.is_empty()) {
-            text.push_str(&format!("{}\t{}\n", entry.addr, entry.names.join(" ")));
+        for entry in self.entries() {
+            let names: Vec<&str> = entry.names().map(String::as_str).collect();
+            if !names.is_empty() {
+                text.push_str(&format!("{}\t{}\n", entry.addr, names.join(" ")));
+            }
         }
         text.into_bytes()
     }
@@ -147,12 +148,12 @@ impl Hosts {
     fn resolve(&self, name: &str) -> Result<Vec<IpAddr>> {
         let addrs: Vec<IpAddr> = self
             .entries()
-            .filter(|e| e.names.iter().any(|n| n.eq_ignore_ascii_case(name)))
+            .filter(|e| e.names().any(|n| n.eq_ignore_ascii_case(name)))
             .map(|e| IpAddr::V4(e.addr))
             .collect();
         if addrs.is_empty() {
             let mut known: Vec<String> = Vec::new();
-            for name in self.entries().flat_map(|e| &e.names) {
+            for name in self.entries().flat_map(HostEntry::names) {
                 if !known.contains(name) {
                     known.push(name.clone());
                 }
@@ -176,7 +177,8 @@ enum Holder {
     Fixed(String),
     /// A container, as its name.
     Name(String),
-    /// A container, as one of its aliases.
+    /// A container or a process on the outside host (as said), as one of
+    /// its aliases.
     Alias(String),
 }
 
@@ -185,7 +187,7 @@ impl std::fmt::Display for Holder {
         match self {
             Holder::Fixed(host) => write!(f, "the name of the lab's {host} host"),
             Holder::Name(container) => write!(f, "the name of container {container:?}"),
-            Holder::Alias(container) => write!(f, "an alias of container {container:?}"),
+            Holder::Alias(owner) => write!(f, "an alias of {owner}"),
         }
     }
 }
@@ -257,7 +259,8 @@ mod tests {
     fn hosts() -> Hosts {
         let known = vec![HostEntry {
             addr: Ipv4Addr::new(10, 0, 0, 9),
-            names: vec!["runner_test".into()],
+            name: Some("runner_test".into()),
+            aliases: Vec::new(),
         }];
         Hosts::new(
             Ipv4Addr::new(10, 0, 0, 1),
@@ -295,6 +298,8 @@ mod tests {
         let (a, b) = (Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 3));
         hosts.add(Some("case_1"), &["api".into()], a).unwrap();
         hosts.add(Some("case_1"), &[], b).unwrap();
+        let outside = Ipv4Addr::new(198, 18, 0, 2);
+        hosts.add(None, &["example.test".into()], outside).unwrap();
         assert_eq!(
             hosts.resolve("case_1").unwrap(),
             [IpAddr::V4(a), IpAddr::V4(b)]
@@ -314,9 +319,14 @@ mod tests {
         assert!(err(Some("api"), &[]).contains("an alias of container"));
         assert!(err(Some("x"), &["X"]).contains("this container's own name"));
         assert!(err(None, &["y", "y"]).contains("given twice"));
+        let text = err(Some("example"), &["EXAMPLE.test"]);
+        assert!(
+            text.contains("an alias of a process on the outside host"),
+            "{text}"
+        );
         assert_eq!(
             hosts.containers().len(),
-            3,
+            4,
             "a refused container is not added"
         );
     }

@@ -452,7 +452,8 @@ fn start(lab: &Lab, test: &Test) -> Result<Started> {
     let mut hosts = inner.hosts().containers();
     hosts.push(HostEntry {
         addr: own.addr(),
-        names: vec![test.hostname()],
+        name: Some(test.hostname()),
+        aliases: Vec::new(),
     });
     let context = Context {
         lab_fd: inner.lab_ns().as_raw_fd(),

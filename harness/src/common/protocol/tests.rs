@@ -25,11 +25,13 @@ fn a_context_survives_the_environment() {
     let hosts = vec![
         HostEntry {
             addr: Ipv4Addr::new(10, 200, 0, 9),
-            names: vec!["a_test".into(), "db.lab".into(), "db".into()],
+            name: Some("a_test".into()),
+            aliases: vec!["db.lab".into(), "db".into()],
         },
         HostEntry {
             addr: Ipv4Addr::new(198, 18, 0, 2),
-            names: Vec::new(),
+            name: None,
+            aliases: vec!["example.com".into()],
         },
     ];
     for (addrs, hosts) in [
