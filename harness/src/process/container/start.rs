@@ -43,6 +43,7 @@ pub(crate) fn spawn(
     let own_name = matches!(attach, Attach::Bridge(_)).then_some(name.as_str());
     // Before an address is taken (the registration checks again, with it).
     lab.hosts().check(own_name, &spec.aliases)?;
+    let (mut plan, root) = exec_plan(spec, &name)?;
     let lease = match attach {
         Attach::Bridge(Some(lease)) => Some(lease),
         Attach::Bridge(None) => Some(lab.lease()?),
@@ -52,7 +53,7 @@ pub(crate) fn spawn(
         .as_ref()
         .map_or(crate::network::lab::OUTSIDE_ADDR, Lease::addr);
     let (registration, hosts) = Registration::add(lab, own_name, &spec.aliases, addr)?;
-    let mut plan = exec_plan(spec, &name, &hosts)?;
+    plan.fs = super::fs::plan(spec.fs, root.as_ref(), &name, &hosts)?;
     attach_plan(lab, &mut plan, lease.as_ref());
     plan.keep.clone_from(&extras.inherit);
     plan.userns = crate::kernel::userns::lab_userns().map(|fd| fd.as_raw_fd());
@@ -89,9 +90,10 @@ pub(crate) fn spawn(
 }
 
 /// A plan to execute `spec`'s program (a command, or the test binary for a
-/// function) with its arguments and environment, as container `name`
-/// whose `/etc/hosts` gets the lab's `hosts` lines.
-pub(super) fn exec_plan(spec: &Spec, name: &str, hosts: &[u8]) -> Result<ChildPlan> {
+/// function) with its arguments and environment, as container `name`,
+/// and the root it runs in if `spec` gives one; its filesystem is
+/// planned once its address (and so its `/etc/hosts`) is known.
+pub(super) fn exec_plan(spec: &Spec, name: &str) -> Result<(ChildPlan, Option<Root>)> {
     let mut env = spec.environment();
     let root = spec.root.as_deref().map(Root::open).transpose()?;
     let program = match (&spec.program, &root) {
@@ -139,8 +141,7 @@ pub(super) fn exec_plan(spec: &Spec, name: &str, hosts: &[u8]) -> Result<ChildPl
     );
     plan.hostname = name.as_bytes().to_vec();
     plan.program_fd = program_fd;
-    plan.fs = super::fs::plan(spec.fs, root.as_ref(), name, hosts)?;
-    Ok(plan)
+    Ok((plan, root))
 }
 
 /// Puts where the container's network lives into `plan`: its `eth0`'s
