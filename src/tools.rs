@@ -17,6 +17,7 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("conntrack", "conntrack"),
     ("domainname", "hostname"),
     ("findmnt", "util-linux"),
+    ("getent", "libc-bin"),
     ("hostname", "hostname"),
     ("install", "coreutils"),
     ("iperf3", "iperf3"),

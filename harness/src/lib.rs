@@ -132,6 +132,7 @@ pub use kernel::rootless::is_rootless;
 ///   line saying it was skipped and why.
 pub use netns_harness_macros::netns_test;
 pub use network::fault::{Blackhole, Fault, Packets, Ways};
+pub use network::hosts::{GATEWAY_NAME, OUTSIDE_NAME};
 pub use network::lab::{DEFAULT_BRIDGE, DEFAULT_SUBNET, Lab, LabBuilder, UPLINK};
 pub use network::link::{Conditions, Direction, Distribution, Link, LinkDown, Loss};
 pub use process::container::{Container, Frozen, Fs, OUTPUT_LIMIT, Spec, Stdio};

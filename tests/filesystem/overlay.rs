@@ -86,8 +86,8 @@ fn overlay_body_file() -> PathBuf {
 /// `fs = "overlay"`: the body's `/usr` is an overlay and its `/` a tmpfs of
 /// its own; its `/etc/hosts` is a file of the overlay (`sed -i` replaces
 /// it); it writes a new file in `/etc` and one in the workspace; a peer
-/// with an overlay of the body's view sees the body's `/etc/hosts` and its
-/// own name.
+/// with an overlay of the body's view sees the body's `/etc/hosts`
+/// (followed by the lab's hosts, itself last) and its own name.
 #[netns_test(fs = "overlay")]
 #[ignore = "run by a_body_with_fs_overlay_writes_the_workspace_and_nothing_else"]
 fn writes_through_an_overlay(net: Net) {
@@ -98,24 +98,24 @@ fn writes_through_an_overlay(net: Net) {
     sh("sed -i '$a 10.9.9.9 sedded' /etc/hosts");
     std::fs::write(NEW_IN_ETC, "from an overlay body\n").unwrap();
     std::fs::write(overlay_body_file(), "from an overlay body\n").unwrap();
-    let peer = net
+    let mut peer = net
         .spawn(
             &Spec::command("sh")
                 .args([
                     "-c",
-                    "findmnt -n -o FSTYPE /usr; cat /etc/hostname; tail -n1 /etc/hosts",
+                    "findmnt -n -o FSTYPE /usr; cat /etc/hostname; grep -e sedded -e peer /etc/hosts",
                 ])
                 .fs(Fs::Overlay)
                 .name("peer")
                 .stdout(Stdio::Piped)
                 .stderr_to_stdout(),
         )
-        .unwrap()
-        .output(Duration::from_secs(30))
         .unwrap();
-    let stdout = String::from_utf8_lossy(&peer.stdout);
-    assert!(peer.status.success(), "{stdout}");
-    assert_eq!(stdout, "overlay\npeer\n10.9.9.9 sedded\n");
+    let out = peer.output(Duration::from_secs(30)).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let own = format!("{}\tpeer", peer.addr());
+    assert_eq!(stdout, format!("overlay\npeer\n10.9.9.9 sedded\n{own}\n"));
 }
 
 #[needs("findmnt", "sed")]

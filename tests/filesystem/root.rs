@@ -36,8 +36,9 @@ fn a_program_in_a_root_sees_only_that_root(#[case] fs: Fs, #[case] reach_the_dir
         manifest = env!("CARGO_MANIFEST_DIR"),
     );
     let top = root.top();
-    let out = Lab::shared()
-        .unwrap()
+    // A lab of its own: no other container in its hosts file.
+    let lab = Lab::builder().build().unwrap();
+    let mut container = lab
         .spawn(
             &Spec::command("sh")
                 .args(["-c", &script])
@@ -46,21 +47,33 @@ fn a_program_in_a_root_sees_only_that_root(#[case] fs: Fs, #[case] reach_the_dir
                 .stdout(Stdio::Piped)
                 .stderr_to_stdout(),
         )
-        .unwrap()
-        .output(Duration::from_secs(30))
         .unwrap();
+    let out = container.output(Duration::from_secs(30)).unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     let sections: Vec<String> = stdout
         .split("--\n")
         .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect();
+    // The root's own hosts file, followed by the lab's hosts in a
+    // container's own copy (see tests/names.rs).
+    let hosts = match fs {
+        Fs::Host => "10.1.2.3 inside".to_owned(),
+        _ => format!(
+            "10.1.2.3 inside # the lab's hosts (netns-harness), as this container started \
+             {gateway} gateway {outside} outside {addr} {name}",
+            gateway = lab.gateway(),
+            outside = lab.outside_addr(),
+            addr = container.addr(),
+            name = container.name(),
+        ),
+    };
     assert_eq!(
         sections,
         [
             top.join(" "),
             ROOT_DEV.to_owned(),
-            "10.1.2.3 inside".to_owned(),
+            hosts,
             "the test binary is unreachable the workspace is unreachable".to_owned(),
         ]
     );

@@ -20,6 +20,28 @@ pub enum Error {
         reason: String,
     },
 
+    /// A container's name or alias is already a name of another host of
+    /// the lab (see [`Spec::alias`](crate::Spec::alias)).
+    #[error(
+        "name {name:?} is already {holder} in this lab; choose another name or alias, \
+         or drop the container that holds it first"
+    )]
+    DuplicateName {
+        /// The name as given.
+        name: String,
+        /// Who has it, e.g. "an alias of container \"web\"".
+        holder: String,
+    },
+
+    /// No host of the lab has this name (see [`Lab::resolve`](crate::Lab::resolve)).
+    #[error("no host of the lab is named {name:?}; the lab's names are: {}", known.join(", "))]
+    UnknownName {
+        /// The name as given.
+        name: String,
+        /// The names the lab has, in the order its hosts came.
+        known: Vec<String>,
+    },
+
     /// A lab subnet is malformed, too small or collides with a reserved range.
     #[error("invalid subnet {subnet:?}: {reason}")]
     InvalidSubnet {

@@ -187,6 +187,28 @@ pub(crate) struct LabView {
     pub bridge_index: u32,
     pub port_prefix: String,
     pub addrs: Vec<Ipv4Addr>,
+    /// The containers of the lab when the test started (the test's own
+    /// among them), by name.
+    pub hosts: Vec<HostEntry>,
+}
+
+/// A host of the lab by its names, as a line of a hosts file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct HostEntry {
+    /// Its address.
+    pub addr: Ipv4Addr,
+    /// Its own name: a container's, the gateway's or the outside host's;
+    /// none for the aliases of a process on the outside host.
+    pub name: Option<String>,
+    /// Its other names.
+    pub aliases: Vec<String>,
+}
+
+impl HostEntry {
+    /// Its name, then its aliases.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &String> {
+        self.name.iter().chain(&self.aliases)
+    }
 }
 
 /// What a test container learns from its runner.
@@ -224,6 +246,18 @@ impl Context {
         for &addr in &self.view.addrs {
             w.addr(addr);
         }
+        w.len(self.view.hosts.len());
+        for host in &self.view.hosts {
+            w.addr(host.addr);
+            match &host.name {
+                None => w.u8(0),
+                Some(name) => w.u8(1).str(name),
+            };
+            w.len(host.aliases.len());
+            for alias in &host.aliases {
+                w.str(alias);
+            }
+        }
         w.finish_hex()
     }
 
@@ -237,6 +271,24 @@ impl Context {
         let (bridge, bridge_index, port_prefix) = (r.str()?, r.u32()?, r.str()?);
         let count = r.len()?;
         let addrs = (0..count).map(|_| r.addr()).collect::<Option<_>>()?;
+        let count = r.len()?;
+        let hosts = (0..count)
+            .map(|_| {
+                let addr = r.addr()?;
+                let name = match r.u8()? {
+                    0 => None,
+                    1 => Some(r.str()?),
+                    _ => return None,
+                };
+                let count = r.len()?;
+                let aliases = (0..count).map(|_| r.str()).collect::<Option<_>>()?;
+                Some(HostEntry {
+                    addr,
+                    name,
+                    aliases,
+                })
+            })
+            .collect::<Option<_>>()?;
         r.end(Context {
             lab_fd,
             outside_fd,
@@ -249,6 +301,7 @@ impl Context {
                 bridge_index,
                 port_prefix,
                 addrs,
+                hosts,
             },
         })
     }
@@ -380,104 +433,4 @@ impl FunctionRef {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn context(addrs: Vec<Ipv4Addr>) -> Context {
-        Context {
-            lab_fd: 5,
-            outside_fd: 6,
-            result_fd: 9,
-            addr: Ipv4Addr::new(10, 200, 0, 2),
-            port: "v1f".into(),
-            view: LabView {
-                subnet: "10.200.0.0/16".parse().unwrap(),
-                bridge: "br0".into(),
-                bridge_index: 3,
-                port_prefix: "t1fp".into(),
-                addrs,
-            },
-        }
-    }
-
-    #[test]
-    fn a_context_survives_the_environment() {
-        for addrs in [
-            Vec::new(),
-            vec![Ipv4Addr::new(10, 200, 0, 3), Ipv4Addr::new(10, 200, 0, 4)],
-        ] {
-            let context = context(addrs);
-            assert_eq!(Context::decode(&context.encode()), Some(context));
-        }
-        let text = context(Vec::new()).encode();
-        assert_eq!(Context::decode(&text[..text.len() - 2]), None);
-        assert_eq!(Context::decode(&format!("{text}00")), None);
-        assert_eq!(Context::decode("zz"), None);
-    }
-
-    #[test]
-    fn an_outcome_survives_the_pipe() {
-        let peer = |pid, ended: Option<&str>| Peer {
-            pid,
-            name: format!("peer {pid}: with spaces"),
-            addr: Ipv4Addr::new(10, 200, 0, 3),
-            ended: ended.map(str::to_owned),
-        };
-        for end in [
-            BodyEnd::Passed,
-            BodyEnd::Returned("Os { code: 2 }".into()),
-            BodyEnd::Panicked("line one\nline two\u{1e}".into()),
-        ] {
-            let outcome = Outcome {
-                end,
-                peers: vec![peer(7, None), peer(8, Some("exit status: 0"))],
-                in_force: vec!["fault partition a <-> b: 3 matched, 3 dropped".into()],
-            };
-            let bytes = outcome.encode();
-            assert_eq!(Outcome::decode(&bytes), Some(outcome));
-            assert_eq!(Outcome::decode(&bytes[..bytes.len() - 1]), None);
-        }
-        assert_eq!(Outcome::decode(&[9]), None);
-    }
-
-    #[test]
-    fn every_stage_has_its_code() {
-        for &stage in Stage::ALL {
-            assert_eq!(Stage::from_code(stage.code()), Some(stage));
-        }
-        assert_eq!(Stage::from_code(Stage::ALL.len() as u16), None);
-    }
-
-    #[test]
-    fn reports_survive_the_pipe() {
-        let reports = Stage::ALL
-            .iter()
-            .map(|&stage| Report::Failed {
-                stage,
-                errno: libc::EPERM,
-            })
-            .chain([
-                Report::Started,
-                Report::Configured,
-                Report::Released { pid: 4_000_000 },
-                Report::Failed {
-                    stage: Stage::Exec,
-                    errno: -1,
-                },
-            ]);
-        for report in reports {
-            assert_eq!(Report::decode(report.encode()), Some(report));
-        }
-        assert_eq!(Report::decode([0; Report::LEN]), None);
-        assert_eq!(Report::decode([3, 0, 0xff, 0xff, 0, 0, 0, 0]), None);
-    }
-
-    #[test]
-    fn a_function_ref_survives_the_environment() {
-        for offset in [0, 1, u64::MAX, 0x1234_5678_9abc] {
-            let f = FunctionRef(offset);
-            assert_eq!(FunctionRef::decode(&f.encode()), Some(f));
-        }
-        assert_eq!(FunctionRef::decode("12"), None);
-    }
-}
+mod tests;

@@ -21,6 +21,7 @@ use crate::kernel::netlink::Socket;
 use crate::kernel::netns::SETUP_TIMEOUT;
 use crate::kernel::nftables;
 use crate::kernel::rtnl::{Peer, Rtnl};
+use crate::network::hosts::Hosts;
 use crate::{common::names, kernel::netns};
 
 /// The default lab subnet.
@@ -134,6 +135,7 @@ impl LabBuilder {
                 outside_ns,
                 rtnl: Mutex::new(rtnl),
                 pool: Mutex::new(AddressPool::new(subnet)),
+                hosts: Mutex::new(Hosts::new(subnet.nth(1), OUTSIDE_ADDR, Vec::new())),
                 port_prefix: "v".to_owned(),
                 next_port: AtomicU32::new(0),
                 next_view: AtomicU32::new(0),
@@ -249,6 +251,8 @@ pub(crate) struct LabInner {
     outside_ns: OwnedFd,
     rtnl: Mutex<Rtnl>,
     pool: Mutex<AddressPool>,
+    /// The names of its hosts.
+    hosts: Mutex<Hosts>,
     /// Starts the names of the bridge ports this handle creates; unique
     /// among every process that creates ports in the lab.
     port_prefix: String,
@@ -265,6 +269,11 @@ impl LabInner {
     /// The lab namespace's rtnetlink socket.
     pub(crate) fn rtnl(&self) -> MutexGuard<'_, Rtnl> {
         lock(&self.rtnl)
+    }
+
+    /// The names of the lab's hosts.
+    pub(crate) fn hosts(&self) -> MutexGuard<'_, Hosts> {
+        lock(&self.hosts)
     }
 
     /// Takes a free container address.
@@ -315,7 +324,8 @@ impl LabInner {
 
     /// A handle on a lab made by another process, from descriptors of its
     /// namespaces that this process inherited: it creates ports named
-    /// `port_prefix…` and hands out only `addrs`.
+    /// `port_prefix…`, hands out only `addrs` and knows the `hosts` by
+    /// name.
     pub(crate) fn adopt(view: LabView, lab_ns: OwnedFd, outside_ns: OwnedFd) -> Result<Self> {
         let rtnl = netns::run_in(lab_ns.as_fd(), || Rtnl::open("lab"))?;
         Ok(Self {
@@ -326,6 +336,7 @@ impl LabInner {
             outside_ns,
             rtnl: Mutex::new(rtnl),
             pool: Mutex::new(AddressPool::from_list(view.addrs)),
+            hosts: Mutex::new(Hosts::new(view.subnet.nth(1), OUTSIDE_ADDR, view.hosts)),
             port_prefix: view.port_prefix,
             next_port: AtomicU32::new(0),
             next_view: AtomicU32::new(0),

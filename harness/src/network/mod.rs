@@ -3,6 +3,7 @@
 //! Uses `kernel` and `common`.
 
 pub(crate) mod fault;
+pub(crate) mod hosts;
 pub(crate) mod lab;
 pub(crate) mod link;
 

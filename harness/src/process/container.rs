@@ -31,13 +31,25 @@ impl crate::Lab {
     /// IPC namespaces; `lo` up; `eth0` with the next free address of the
     /// subnet and a default route through the gateway. Returns once the
     /// network is ready and the program has been executed.
+    ///
+    /// Its `/etc/hosts` (unless it has [`Fs::Host`]: then it reads the
+    /// host's) is the host's (or its root's) followed by the lab's hosts
+    /// as [`Lab::resolve`](crate::Lab::resolve) knows them at its start:
+    /// [`GATEWAY_NAME`](crate::GATEWAY_NAME), [`OUTSIDE_NAME`](crate::OUTSIDE_NAME),
+    /// the containers alive then and itself, each by name and aliases
+    /// ([`Spec::alias`]). Containers started later are not added to it.
     pub fn spawn(&self, spec: &Spec) -> Result<Container> {
         spawn(&self.inner, spec, Attach::Bridge(None), &Extras::default())
     }
 
     /// Starts a process on the outside host: in new mount, PID, UTS and IPC
     /// namespaces, but in the outside network namespace, where it can
-    /// listen on [`Lab::outside_addr`](crate::Lab::outside_addr).
+    /// listen on [`Lab::outside_addr`](crate::Lab::outside_addr). It is
+    /// the outside host ([`OUTSIDE_NAME`](crate::OUTSIDE_NAME)): its
+    /// [`Spec::alias`]es name that address (a server's `example.com`),
+    /// its [`Spec::name`] does not. Its `/etc/hosts` lists the lab's hosts
+    /// as [`Lab::spawn`](crate::Lab::spawn)'s do (though it has no route
+    /// to the containers' addresses).
     pub fn spawn_outside(&self, spec: &Spec) -> Result<Container> {
         spawn(&self.inner, spec, Attach::Outside, &Extras::default())
     }
@@ -188,6 +200,8 @@ pub struct Container {
     capture: Option<Recording>,
     /// Held for its `Drop`: takes the port off the bridge.
     _port: Option<Port>,
+    /// Held for its `Drop`: takes its names out of the lab's table.
+    _names: crate::network::hosts::Registration,
     /// Held for its `Drop`: returns the address.
     _lease: Option<Lease>,
 }

@@ -102,6 +102,28 @@ impl Net {
         crate::network::fault::Blackhole::add(std::os::fd::AsFd::as_fd(&own), addr)
     }
 
+    /// The addresses of the lab's host named `name`: the gateway
+    /// ([`GATEWAY_NAME`](crate::GATEWAY_NAME)), the outside host
+    /// ([`OUTSIDE_NAME`](crate::OUTSIDE_NAME)), this test's container, the
+    /// containers of the lab alive when the test started (concurrent
+    /// tests' under their test names), and the peers this body started
+    /// that are alive, by name and alias; see [`Lab::resolve`]. Unlike
+    /// this container's `/etc/hosts`, written at its start, it knows the
+    /// peers started since.
+    ///
+    /// ```no_run
+    /// use netns_harness::prelude::*;
+    ///
+    /// #[netns_test]
+    /// fn finds_its_peer(net: Net) {
+    ///     let peer = net.spawn(&Spec::command("sleep").arg("30").alias("db")).unwrap();
+    ///     assert_eq!(net.resolve("db").unwrap(), [std::net::IpAddr::V4(peer.addr())]);
+    /// }
+    /// ```
+    pub fn resolve(&self, name: &str) -> Result<Vec<std::net::IpAddr>> {
+        self.lab.resolve(name)
+    }
+
     /// The lab, for anything else ([`Lab::spawn`] equals [`Net::spawn`]).
     pub fn lab(&self) -> &Lab {
         &self.lab

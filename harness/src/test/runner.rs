@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::Net;
 use crate::common::error::{Error, Result};
-use crate::common::protocol::{BodyEnd, Context, LabView, Outcome, Peer};
+use crate::common::protocol::{BodyEnd, Context, HostEntry, LabView, Outcome, Peer};
 use crate::common::settings::{SEED_VAR, SKIP_VAR};
 use crate::network::lab::{Lab, Lease};
 use crate::network::link::{self, Conditions};
@@ -447,6 +447,14 @@ fn start(lab: &Lab, test: &Test) -> Result<Started> {
         sys::pipe().map_err(|e| Error::os("create a pipe for a test's result", e))?;
     let view_prefix = inner.view_prefix();
     let port = inner.port_name();
+    // The body knows the containers its file lists: those alive now, and
+    // itself (which its spawn adds to this process's table).
+    let mut hosts = inner.hosts().containers();
+    hosts.push(HostEntry {
+        addr: own.addr(),
+        name: Some(test.hostname()),
+        aliases: Vec::new(),
+    });
     let context = Context {
         lab_fd: inner.lab_ns().as_raw_fd(),
         outside_fd: inner.outside_ns().as_raw_fd(),
@@ -459,6 +467,7 @@ fn start(lab: &Lab, test: &Test) -> Result<Started> {
             bridge_index: inner.bridge_index(),
             port_prefix: view_prefix.clone(),
             addrs: peers.iter().map(Lease::addr).collect(),
+            hosts,
         },
     };
     let seed = link::choose_seed();

@@ -40,7 +40,8 @@ pub(super) use root::Root;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Fs {
     /// The default: a fresh, empty `tmpfs` on `/tmp`, `/var/tmp` and `/run`,
-    /// and private copies of `/etc/hosts`, `/etc/resolv.conf` and
+    /// and private copies of `/etc/hosts` (followed by the lab's hosts:
+    /// see [`Lab::spawn`](crate::Lab::spawn)), `/etc/resolv.conf` and
     /// `/etc/hostname` (which holds the container's hostname): what the
     /// container writes there is its own and vanishes with it. Everything
     /// else is the host's, and the cargo workspace stays visible and
@@ -59,7 +60,8 @@ pub enum Fs {
     /// later); otherwise spawning fails with
     /// [`Error::OverlayUnavailable`](crate::Error::OverlayUnavailable).
     Overlay,
-    /// The host's filesystem as it is: writes anywhere reach the host.
+    /// The host's filesystem as it is: writes anywhere reach the host. Its
+    /// `/etc/hosts` is the host's, without the lab's names.
     Host,
 }
 
@@ -84,9 +86,15 @@ const DEV_LINKS: [(&str, &str); 4] = [
     ("/dev/stderr", "/proc/self/fd/2"),
 ];
 
-/// The plan for `fs` of a container named `name`, in `root` when given;
-/// `None` for the host's filesystem as it is.
-pub(super) fn plan(fs: Fs, root: Option<&Root>, name: &str) -> Result<Option<FsPlan>> {
+/// The plan for `fs` of a container named `name`, in `root` when given,
+/// whose `/etc/hosts` ends with the lab's `hosts` lines; `None` for the
+/// host's filesystem as it is.
+pub(super) fn plan(
+    fs: Fs,
+    root: Option<&Root>,
+    name: &str,
+    hosts: &[u8],
+) -> Result<Option<FsPlan>> {
     let host;
     let base = match root {
         Some(root) => root.base(),
@@ -146,7 +154,11 @@ pub(super) fn plan(fs: Fs, root: Option<&Root>, name: &str) -> Result<Option<FsP
         None
     };
     if fs != Fs::Host {
-        files(base, name, &fresh_dirs, &mut plan, overlay.as_mut())?;
+        let names = Names {
+            hostname: name,
+            hosts,
+        };
+        files(base, names, &fresh_dirs, &mut plan, overlay.as_mut())?;
     }
     if pivot {
         plan.root = Some(match overlay {
@@ -246,26 +258,42 @@ fn workspace(fresh: &[PathBuf], all: bool) -> Vec<PathBuf> {
     kept
 }
 
-/// The container's own `/etc/hosts` and `/etc/resolv.conf` (copies of
-/// `base`'s) and `/etc/hostname` (its name), where `base` has them:
+/// What a container's `/etc` files say of names.
+#[derive(Clone, Copy)]
+struct Names<'a> {
+    /// Its hostname, for `/etc/hostname`.
+    hostname: &'a str,
+    /// The lab's hosts, appended to its `/etc/hosts`.
+    hosts: &'a [u8],
+}
+
+/// The container's own `/etc/hosts` (a copy of `base`'s with the lab's
+/// hosts after it), `/etc/resolv.conf` (a copy of `base`'s) and
+/// `/etc/hostname` (its name), where `base` has them:
 /// written in place when they lie below a fresh mount, in the upper
 /// directory of an `overlay` that holds them, and otherwise bind-mounted
 /// from a staging `tmpfs` (in the first fresh `…tmp`; without one, they
 /// stay `base`'s).
 fn files(
     base: &Base,
-    name: &str,
+    names: Names<'_>,
     fresh: &[PathBuf],
     plan: &mut FsPlan,
     mut overlay: Option<&mut overlay::Overlay>,
 ) -> Result<()> {
     let fresh_root = |path: &Path| fresh.iter().find(|root| path.starts_with(root));
     let staging_root = fresh.iter().find(|dir| dir.ends_with("tmp"));
-    let mut hostname = name.as_bytes().to_vec();
+    let mut hostname = names.hostname.as_bytes().to_vec();
     hostname.push(b'\n');
     let copies = COPIED.iter().filter_map(|path| {
         let target = base.resolve(Path::new(path))?;
-        let contents = std::fs::read(base.outside(&target)).ok()?;
+        let mut contents = std::fs::read(base.outside(&target)).ok()?;
+        if *path == "/etc/hosts" && !names.hosts.is_empty() {
+            if contents.last().is_some_and(|&b| b != b'\n') {
+                contents.push(b'\n');
+            }
+            contents.extend_from_slice(names.hosts);
+        }
         Some((target, contents))
     });
     let named = base
@@ -358,7 +386,7 @@ mod tests {
 
     #[test]
     fn a_private_plan_mounts_tmp_and_writes_the_hostname() {
-        let plan = plan(Fs::Private, None, "box").unwrap().unwrap();
+        let plan = plan(Fs::Private, None, "box", b"").unwrap().unwrap();
         assert!(plan.root.is_none() && plan.early.is_empty());
         assert!(plan.fresh.iter().any(|f| f.target.as_c_str() == c"/tmp"));
         if Path::new("/etc/hostname").exists() {
@@ -374,7 +402,7 @@ mod tests {
 
     #[test]
     fn an_overlay_plan_carries_proc_sys_dev_and_the_workspace_into_its_root() {
-        let plan = plan(Fs::Overlay, None, "box").unwrap().unwrap();
+        let plan = plan(Fs::Overlay, None, "box", b"").unwrap().unwrap();
         assert!(matches!(plan.root, Some(NewRoot::Overlay(_))));
         let early: Vec<&[u8]> = plan.early.iter().map(|c| c.target.as_bytes()).collect();
         assert_eq!(early, [&b"/proc"[..], b"/sys", b"/dev"]);
@@ -400,9 +428,10 @@ mod tests {
         for sub in ["proc", "sys", "dev", "tmp", "etc"] {
             std::fs::create_dir(dir.path().join(sub)).unwrap();
         }
-        std::fs::write(dir.path().join("etc/hosts"), "10.0.0.1 inside\n").unwrap();
+        std::fs::write(dir.path().join("etc/hosts"), "10.0.0.1 inside").unwrap();
         let root = Root::open(dir.path()).unwrap();
-        let plan = plan(Fs::Private, Some(&root), "box").unwrap().unwrap();
+        let lab = b"10.0.0.1\tgateway\n";
+        let plan = plan(Fs::Private, Some(&root), "box", lab).unwrap().unwrap();
         assert!(matches!(plan.root, Some(NewRoot::Bind(_))));
         let fresh: Vec<&[u8]> = plan.fresh.iter().map(|f| f.target.as_bytes()).collect();
         assert_eq!(fresh, [&b"/dev"[..], b"/dev/shm", b"/tmp"]);
@@ -415,7 +444,10 @@ mod tests {
             .files
             .iter()
             .find(|f| f.target.as_c_str() == c"/etc/hosts");
-        assert_eq!(hosts.unwrap().contents, b"10.0.0.1 inside\n");
+        assert_eq!(
+            hosts.unwrap().contents,
+            b"10.0.0.1 inside\n10.0.0.1\tgateway\n"
+        );
         assert!(plan.cwd.is_none());
         assert!(plan.early.len() + plan.late.len() <= MAX_CARRIED);
     }

@@ -56,6 +56,7 @@ pub struct Spec {
     pub(super) args: Vec<OsString>,
     pub(super) env: Vec<(OsString, Option<OsString>)>,
     pub(super) name: Option<String>,
+    pub(super) aliases: Vec<String>,
     pub(super) stdio: [Stdio; 3],
     pub(super) stderr_to_stdout: bool,
     /// The conditions of its link, out and in, set before it starts.
@@ -71,6 +72,7 @@ impl Spec {
             args: Vec::new(),
             env: Vec::new(),
             name: None,
+            aliases: Vec::new(),
             stdio: [Stdio::Null, Stdio::Inherit, Stdio::Inherit],
             stderr_to_stdout: false,
             conditions: [None, None],
@@ -119,9 +121,39 @@ impl Spec {
     }
 
     /// The container's name and hostname: 1 to 15 ASCII letters, digits,
-    /// `-` or `_`. Defaults to `c<N>`.
+    /// `-` or `_`. Defaults to `c<N>`. Containers started after it find
+    /// it by this name in their `/etc/hosts`, and
+    /// [`Lab::resolve`](crate::Lab::resolve) does while it lives; several
+    /// containers may share one (it then names all of them), but not
+    /// with a lab host's alias or [`GATEWAY_NAME`](crate::GATEWAY_NAME)
+    /// or [`OUTSIDE_NAME`](crate::OUTSIDE_NAME)
+    /// ([`Error::DuplicateName`](crate::Error::DuplicateName)).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// Gives the container another name, as well as [`Spec::name`]: a
+    /// host name (RFC 1123: labels of letters, digits and `-` joined by
+    /// `.`, such as `db` or `db.lab.test`) that no other host of the lab
+    /// has. It is in the `/etc/hosts` of the containers started after
+    /// this one (and of this one) and in [`Lab::resolve`](crate::Lab::resolve)
+    /// while the container lives. For a process on the outside host
+    /// ([`Lab::spawn_outside`](crate::Lab::spawn_outside)) it names the
+    /// outside host's address (`example.com` for a server there).
+    ///
+    /// Spawning fails, before anything is created, with
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a name that is
+    /// not a host name and [`Error::DuplicateName`](crate::Error::DuplicateName)
+    /// for one a host of the lab has already.
+    ///
+    /// ```
+    /// use netns_harness::Spec;
+    /// let db = Spec::command("sleep").arg("60").name("db").alias("db.lab.test");
+    /// # let _ = db;
+    /// ```
+    pub fn alias(mut self, name: impl Into<String>) -> Self {
+        self.aliases.push(name.into());
         self
     }
 

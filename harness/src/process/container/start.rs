@@ -10,6 +10,7 @@ use crate::kernel::prexec::{ChildPlan, IfConfig};
 use crate::kernel::rtnl::Peer;
 use crate::kernel::spawner::Reports;
 use crate::kernel::sys;
+use crate::network::hosts::Registration;
 use crate::network::lab::{LabInner, Lease};
 use crate::network::link::{Direction, End, Link};
 use crate::{common::names, kernel::spawner};
@@ -34,11 +35,26 @@ pub(crate) fn spawn(
         (None, Attach::Outside) => "outside".to_owned(),
     };
     names::validate(&name)?;
-    let mut plan = exec_plan(spec, &name)?;
-    let lease = attach_plan(lab, &mut plan, attach)?;
+    for alias in &spec.aliases {
+        names::validate_host(alias)?;
+    }
+    // A process on the outside host is that host: its aliases name it,
+    // its own name does not.
+    let own_name = matches!(attach, Attach::Bridge(_)).then_some(name.as_str());
+    // Before an address is taken (the registration checks again, with it).
+    lab.hosts().check(own_name, &spec.aliases)?;
+    let (mut plan, root) = exec_plan(spec, &name)?;
+    let lease = match attach {
+        Attach::Bridge(Some(lease)) => Some(lease),
+        Attach::Bridge(None) => Some(lab.lease()?),
+        Attach::Outside => None,
+    };
     let addr = lease
         .as_ref()
         .map_or(crate::network::lab::OUTSIDE_ADDR, Lease::addr);
+    let (registration, hosts) = Registration::add(lab, own_name, &spec.aliases, addr)?;
+    plan.fs = super::fs::plan(spec.fs, root.as_ref(), &name, &hosts)?;
+    attach_plan(lab, &mut plan, lease.as_ref());
     plan.keep.clone_from(&extras.inherit);
     plan.userns = crate::kernel::userns::lab_userns().map(|fd| fd.as_raw_fd());
     let (mut child, streams) = Child::clone(plan, spec, name)?;
@@ -68,13 +84,16 @@ pub(crate) fn spawn(
         stderr,
         capture,
         _port: port,
+        _names: registration,
         _lease: lease,
     })
 }
 
 /// A plan to execute `spec`'s program (a command, or the test binary for a
-/// function) with its arguments and environment, as container `name`.
-pub(super) fn exec_plan(spec: &Spec, name: &str) -> Result<ChildPlan> {
+/// function) with its arguments and environment, as container `name`,
+/// and the root it runs in if `spec` gives one; its filesystem is
+/// planned once its address (and so its `/etc/hosts`) is known.
+pub(super) fn exec_plan(spec: &Spec, name: &str) -> Result<(ChildPlan, Option<Root>)> {
     let mut env = spec.environment();
     let root = spec.root.as_deref().map(Root::open).transpose()?;
     let program = match (&spec.program, &root) {
@@ -122,24 +141,15 @@ pub(super) fn exec_plan(spec: &Spec, name: &str) -> Result<ChildPlan> {
     );
     plan.hostname = name.as_bytes().to_vec();
     plan.program_fd = program_fd;
-    plan.fs = super::fs::plan(spec.fs, root.as_ref(), name)?;
-    Ok(plan)
+    Ok((plan, root))
 }
 
 /// Puts where the container's network lives into `plan`: its `eth0`'s
-/// address and route (from `attach`'s lease, or the next free address), or
-/// the outside namespace to join. Returns the lease.
-pub(super) fn attach_plan(
-    lab: &Arc<LabInner>,
-    plan: &mut ChildPlan,
-    attach: Attach,
-) -> Result<Option<Lease>> {
-    match attach {
-        Attach::Bridge(lease) => {
-            let lease = match lease {
-                Some(lease) => lease,
-                None => lab.lease()?,
-            };
+/// address and route (from its lease), or without one the outside
+/// namespace to join.
+pub(super) fn attach_plan(lab: &LabInner, plan: &mut ChildPlan, lease: Option<&Lease>) {
+    match lease {
+        Some(lease) => {
             let subnet = lab.subnet();
             plan.net = Some(IfConfig {
                 addr: lease.addr(),
@@ -147,12 +157,8 @@ pub(super) fn attach_plan(
                 broadcast: subnet.broadcast(),
                 gateway: subnet.nth(1),
             });
-            Ok(Some(lease))
         }
-        Attach::Outside => {
-            plan.join_netns = Some(lab.outside_ns().as_raw_fd());
-            Ok(None)
-        }
+        None => plan.join_netns = Some(lab.outside_ns().as_raw_fd()),
     }
 }
 

@@ -1,0 +1,117 @@
+//! Every message survives its encoding.
+
+use super::*;
+
+fn context(addrs: Vec<Ipv4Addr>, hosts: Vec<HostEntry>) -> Context {
+    Context {
+        lab_fd: 5,
+        outside_fd: 6,
+        result_fd: 9,
+        addr: Ipv4Addr::new(10, 200, 0, 2),
+        port: "v1f".into(),
+        view: LabView {
+            subnet: "10.200.0.0/16".parse().unwrap(),
+            bridge: "br0".into(),
+            bridge_index: 3,
+            port_prefix: "t1fp".into(),
+            addrs,
+            hosts,
+        },
+    }
+}
+
+#[test]
+fn a_context_survives_the_environment() {
+    let hosts = vec![
+        HostEntry {
+            addr: Ipv4Addr::new(10, 200, 0, 9),
+            name: Some("a_test".into()),
+            aliases: vec!["db.lab".into(), "db".into()],
+        },
+        HostEntry {
+            addr: Ipv4Addr::new(198, 18, 0, 2),
+            name: None,
+            aliases: vec!["example.com".into()],
+        },
+    ];
+    for (addrs, hosts) in [
+        (Vec::new(), Vec::new()),
+        (
+            vec![Ipv4Addr::new(10, 200, 0, 3), Ipv4Addr::new(10, 200, 0, 4)],
+            hosts.clone(),
+        ),
+    ] {
+        let context = context(addrs, hosts);
+        assert_eq!(Context::decode(&context.encode()), Some(context));
+    }
+    let text = context(Vec::new(), hosts).encode();
+    assert_eq!(Context::decode(&text[..text.len() - 2]), None);
+    assert_eq!(Context::decode(&format!("{text}00")), None);
+    assert_eq!(Context::decode("zz"), None);
+}
+
+#[test]
+fn an_outcome_survives_the_pipe() {
+    let peer = |pid, ended: Option<&str>| Peer {
+        pid,
+        name: format!("peer {pid}: with spaces"),
+        addr: Ipv4Addr::new(10, 200, 0, 3),
+        ended: ended.map(str::to_owned),
+    };
+    for end in [
+        BodyEnd::Passed,
+        BodyEnd::Returned("Os { code: 2 }".into()),
+        BodyEnd::Panicked("line one\nline two\u{1e}".into()),
+    ] {
+        let outcome = Outcome {
+            end,
+            peers: vec![peer(7, None), peer(8, Some("exit status: 0"))],
+            in_force: vec!["fault partition a <-> b: 3 matched, 3 dropped".into()],
+        };
+        let bytes = outcome.encode();
+        assert_eq!(Outcome::decode(&bytes), Some(outcome));
+        assert_eq!(Outcome::decode(&bytes[..bytes.len() - 1]), None);
+    }
+    assert_eq!(Outcome::decode(&[9]), None);
+}
+
+#[test]
+fn every_stage_has_its_code() {
+    for &stage in Stage::ALL {
+        assert_eq!(Stage::from_code(stage.code()), Some(stage));
+    }
+    assert_eq!(Stage::from_code(Stage::ALL.len() as u16), None);
+}
+
+#[test]
+fn reports_survive_the_pipe() {
+    let reports = Stage::ALL
+        .iter()
+        .map(|&stage| Report::Failed {
+            stage,
+            errno: libc::EPERM,
+        })
+        .chain([
+            Report::Started,
+            Report::Configured,
+            Report::Released { pid: 4_000_000 },
+            Report::Failed {
+                stage: Stage::Exec,
+                errno: -1,
+            },
+        ]);
+    for report in reports {
+        assert_eq!(Report::decode(report.encode()), Some(report));
+    }
+    assert_eq!(Report::decode([0; Report::LEN]), None);
+    assert_eq!(Report::decode([3, 0, 0xff, 0xff, 0, 0, 0, 0]), None);
+}
+
+#[test]
+fn a_function_ref_survives_the_environment() {
+    for offset in [0, 1, u64::MAX, 0x1234_5678_9abc] {
+        let f = FunctionRef(offset);
+        assert_eq!(FunctionRef::decode(&f.encode()), Some(f));
+    }
+    assert_eq!(FunctionRef::decode("12"), None);
+}
