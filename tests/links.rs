@@ -540,7 +540,21 @@ fn conditions_are_carried_by_netem_or_by_the_emulator(net: Net) {
             !shown.contains("master"),
             "the port is still on the bridge: {shown}"
         );
+        // ARP goes through the emulator too: the gateway's own address
+        // answers (the lab's locally administered MAC), not the port's.
+        let ip = |args: &[&str]| {
+            let out = tool("ip").args(args).output().unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        ip(&["neigh", "flush", "all"]);
         assert!(best_rtt(net.gateway()) >= Duration::from_millis(10));
+        let [a, b, c, d] = net.gateway().octets();
+        let mac = format!("02:00:{a:02x}:{b:02x}:{c:02x}:{d:02x}");
+        let neighbours = ip(&["neigh", "show", &net.gateway().to_string()]);
+        assert!(
+            neighbours.contains(&mac),
+            "the gateway is not {mac}: {neighbours}"
+        );
         link.clear().unwrap();
         assert!(!ports().contains(&stand_in), "{}", ports());
         assert!(ports().contains(&format!(": {port}@")), "{}", ports());

@@ -180,6 +180,7 @@ pub(crate) fn set(
             let (_, wire) = wires.remove(at);
             let bridge = wire.bridge;
             if let Some(bridge) = bridge {
+                netns::run_in(port.netns.as_fd(), || arp_ignore(&port.name, false))?;
                 rtnl.set_master(index, bridge)?;
             }
             drop(wire);
@@ -273,6 +274,11 @@ fn start(port: &End, rtnl: &mut Rtnl, index: u32, name: &str, params: [Params; 2
                 .map_err(|e| Error::os(format!("open a packet socket on {what}"), e))
         };
         let sockets = netns::run_in(port.netns.as_fd(), || {
+            // Off the bridge, the port is an interface of the lab's own
+            // stack, which would answer the container's ARP requests for
+            // the gateway with the port's address (weak host model): the
+            // container would then reach the gateway past the emulator.
+            arp_ignore(&port.name, true)?;
             Ok((open(index, &port.name)?, open(far_index, &far)?))
         })?;
         crate::network::lab::wait_for(name, "forward on the bridge", || {
@@ -290,6 +296,17 @@ fn start(port: &End, rtnl: &mut Rtnl, index: u32, name: &str, params: [Params; 2
         }
     };
     spawn(name, socket, bridge_side, params, Some(bridge), None)
+}
+
+/// Makes the calling thread's namespace ignore (`ignore`) or answer the
+/// ARP requests that arrive on `link` (`net.ipv4.conf.<link>.arp_ignore`:
+/// 8, or the default 0).
+fn arp_ignore(link: &str, ignore: bool) -> Result<()> {
+    std::fs::write(
+        format!("/proc/sys/net/ipv4/conf/{link}/arp_ignore"),
+        if ignore { "8" } else { "0" },
+    )
+    .map_err(|e| Error::os(format!("set arp_ignore on {link}"), e))
 }
 
 /// Hands what interface `index` of `end` sends to a veth pair of its own
