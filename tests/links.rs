@@ -167,6 +167,11 @@ fn the_kernel_shows_in_the_namespace_what_the_api_set(net: Net) {
 #[netns_test(timeout = "60s")]
 #[needs("ping")]
 fn loss_over_thousands_of_echoes_is_within_binomial_bounds(net: Net) {
+    // The gateway's address resolved first: a lost ARP request would hold
+    // every echo back for the second before ARP tries again, and the
+    // kernel drops what does not fit its queue meanwhile (CI saw 1625 of
+    // 2000 lost that way). That is the loss working, not what this counts.
+    best_rtt(net.gateway());
     net.link()
         .unwrap()
         .set(Direction::Out, &conditions("loss=10%"))
