@@ -11,7 +11,9 @@
 
 use std::time::Duration;
 
-use netlink_packet_core::{DefaultNla, Emitable, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, Nla};
+use netlink_packet_core::{
+    DefaultNla, Emitable, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, Nla, NlasIterator,
+};
 use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcOption};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netns_harness_conditions::{Conditions, Distribution, Loss};
@@ -275,14 +277,8 @@ fn parse_netem(raw: &[u8], c: &mut Conditions) {
         c.loss = Loss::random(percent(field(2)));
     }
     c.duplicate = percent(field(4));
-    let mut rest = raw.get(NETEM_QOPT_LEN..).unwrap_or_default();
-    while rest.len() >= 4 {
-        let len = usize::from(u16::from_ne_bytes([rest[0], rest[1]]));
-        let kind = u16::from_ne_bytes([rest[2], rest[3]]) & netlink_packet_core::NLA_TYPE_MASK;
-        if len < 4 || len > rest.len() {
-            break;
-        }
-        let value = &rest[4..len];
+    for nla in NlasIterator::new(raw.get(NETEM_QOPT_LEN..).unwrap_or_default()).flatten() {
+        let (kind, value) = (nla.kind(), nla.value());
         let word = |i: usize| {
             value
                 .get(i * 4..i * 4 + 4)
@@ -319,7 +315,6 @@ fn parse_netem(raw: &[u8], c: &mut Conditions) {
             }
             _ => {}
         }
-        rest = &rest[len.next_multiple_of(4).min(rest.len())..];
     }
 }
 
@@ -327,15 +322,9 @@ fn parse_netem(raw: &[u8], c: &mut Conditions) {
 fn parse_tbf(raw: &[u8], c: &mut Conditions) {
     // TCA_TBF_PARMS comes first in a dump; the 64-bit rate only when the
     // rate does not fit 32 bits.
-    let mut rest = raw;
-    while rest.len() >= 4 {
-        let len = usize::from(u16::from_ne_bytes([rest[0], rest[1]]));
-        let kind = u16::from_ne_bytes([rest[2], rest[3]]) & netlink_packet_core::NLA_TYPE_MASK;
-        if len < 4 || len > rest.len() {
-            break;
-        }
-        let value = &rest[4..len];
-        match kind {
+    for nla in NlasIterator::new(raw).flatten() {
+        let value = nla.value();
+        match nla.kind() {
             TCA_TBF_PARMS if value.len() >= TBF_QOPT_LEN => {
                 let at =
                     |i: usize| u32::from_ne_bytes(value[i..i + 4].try_into().unwrap_or_default());
@@ -347,7 +336,6 @@ fn parse_tbf(raw: &[u8], c: &mut Conditions) {
             }
             _ => {}
         }
-        rest = &rest[len.next_multiple_of(4).min(rest.len())..];
     }
 }
 
