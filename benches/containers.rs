@@ -443,6 +443,58 @@ fn per_test_overhead(n: usize, rounds: usize) -> (f64, f64) {
     (libtest, nextest)
 }
 
+/// Set in copies of this benchmark that [`floor`] starts: `lab` builds a
+/// lab and exits, `container` also runs one container of `true` in it,
+/// `empty` exits at once.
+const FLOOR_VAR: &str = "NETNS_HARNESS_BENCH_FLOOR";
+
+/// A copy of this benchmark started by [`floor`].
+fn floor_child(what: &str) {
+    if what == "empty" {
+        return;
+    }
+    let lab = Lab::builder().build().expect("lab");
+    if what == "container" {
+        let status = lab
+            .spawn(&Spec::command("true"))
+            .expect("spawn")
+            .wait()
+            .expect("wait");
+        assert!(status.success(), "true failed: {status}");
+    }
+}
+
+/// What a fresh process pays, beyond starting and exiting, for a lab (its
+/// two namespaces, bridge, uplink and NAT), and for a lab and one container
+/// in it: the floor under the per-test overhead of a runner that starts a
+/// process per test, as nextest does. `n` processes of each kind, as many
+/// at once as nextest runs on this machine (one per CPU); ms per process,
+/// minus an empty process's. Most of it is the kernel's: it dismantles the
+/// namespaces and devices of exited processes in the background, holding
+/// the locks that the next process's setup needs.
+fn floor(n: usize) -> (f64, f64) {
+    let exe = std::env::current_exe().expect("the benchmark's path");
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    let per_process = |what: &str| {
+        let start = Instant::now();
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| {
+                    for _ in 0..n / workers {
+                        let mut c = Command::new(&exe);
+                        c.env(FLOOR_VAR, what);
+                        dies_with_test(&mut c);
+                        time_command(c);
+                    }
+                });
+            }
+        });
+        ms(start.elapsed()) / (n / workers * workers) as f64
+    };
+    let empty = per_process("empty");
+    (per_process("lab") - empty, per_process("container") - empty)
+}
+
 /// An SVG line chart of `ys` (ms) against their index (containers alive).
 fn chart(ys: &[f64], title: &str) -> String {
     let (w, h, pad) = (720.0, 360.0, 50.0);
@@ -499,6 +551,10 @@ fn chart(ys: &[f64], title: &str) -> String {
 }
 
 fn main() {
+    if let Ok(what) = std::env::var(FLOOR_VAR) {
+        floor_child(&what);
+        return;
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let (n, shell_n, probe_rounds, overhead_rounds) = if quick {
         (100, 30, 100, 1)
@@ -549,6 +605,7 @@ fn main() {
     let probes = probes(probe_rounds);
     let tests = 200;
     let (overhead_libtest, overhead_nextest) = per_test_overhead(tests, overhead_rounds);
+    let (floor_lab, floor_container) = floor(if quick { 100 } else { 400 });
 
     println!("{:<58} {:>10} {:>10} {:>10}", "", "p50", "p90", "p99");
     println!(
@@ -632,6 +689,14 @@ fn main() {
         "{:<58} {overhead_nextest:>8.2}ms",
         format!("#[netns_test] over #[test], {tests} tests, nextest")
     );
+    println!(
+        "{:<58} {floor_lab:>8.2}ms",
+        "a fresh process with a lab, beyond an empty one"
+    );
+    println!(
+        "{:<58} {floor_container:>8.2}ms",
+        "a fresh process with a lab and a container, same"
+    );
     println!("chart: {}", chart_path.display());
     println!(
         "bench: per_container_ms_p50={p50:.2} per_container_ms_p90={p90:.2} per_container_ms_p99={p99:.2} \
@@ -639,7 +704,8 @@ fn main() {
          per_test_overhead_nextest_ms={overhead_nextest:.2} scale500_s={:.2} mem_per_container_kib={:.0} \
          scale500_pings_ok={}/{} icmp_probe_us_p50={:.0} tcp_probe_us_p50={:.0} tcp_closed_probe_us_p50={:.0} \
          filtered_ms={:.0} fs_private_us={:.0} fs_overlay_us={:.0} link_spawn_us={:.0} \
-         link_set_us_p50={:.0} link_delay_start_ms={:.2} link_delay_set_us_p50={:.0}",
+         link_set_us_p50={:.0} link_delay_start_ms={:.2} link_delay_set_us_p50={:.0} \
+         process_lab_ms={floor_lab:.2} process_lab_container_ms={floor_container:.2}",
         scale.up_s,
         scale.mem_per_container_kib,
         scale.pings_ok,
