@@ -78,7 +78,7 @@ pub use common::error::{Error, Result};
 pub use common::settings::{
     CAPTURE_VAR, KEEP_SECONDS_VAR, KEEP_VAR, ROOTLESS_VAR, SEED_VAR, SKIP_VAR,
 };
-pub use common::subnet::Ipv4Subnet;
+pub use common::subnet::{Ipv4Subnet, Ipv6Subnet, Stack};
 pub use kernel::rootless::is_rootless;
 /// Runs a test function's body in a freshly cloned container on the test
 /// process's lab bridge, as an ordinary libtest (or nextest) test.
@@ -133,7 +133,7 @@ pub use kernel::rootless::is_rootless;
 pub use netns_harness_macros::netns_test;
 pub use network::fault::{Blackhole, Fault, Packets, Ways};
 pub use network::hosts::{GATEWAY_NAME, OUTSIDE_NAME};
-pub use network::lab::{DEFAULT_BRIDGE, DEFAULT_SUBNET, Lab, LabBuilder, UPLINK};
+pub use network::lab::{DEFAULT_BRIDGE, DEFAULT_SUBNET, DEFAULT_SUBNET6, Lab, LabBuilder, UPLINK};
 pub use network::link::{Conditions, Direction, Distribution, Link, LinkDown, Loss};
 pub use process::container::{Container, Frozen, Fs, OUTPUT_LIMIT, Spec, Stdio};
 pub use test::net::Net;

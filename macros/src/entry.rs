@@ -11,7 +11,7 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Attribute, Expr, ExprLit, FnArg, ItemFn, Lit, LitStr, Meta, Path, ReturnType, Token};
 
-const VALID: &str = "valid arguments are `timeout = \"10s\"`, `network = \"private\"`, `fs = \"host\"`, `link = \"latency=50ms loss=1%\"` and `crate = \"name\"`";
+const VALID: &str = "valid arguments are `timeout = \"10s\"`, `network = \"private\"`, `fs = \"host\"`, `link = \"latency=50ms loss=1%\"`, `ip = \"dual\"` and `crate = \"name\"`";
 
 /// The errors found so far in one `#[netns_test]`, combined into one
 /// [`syn::Error`] that expands to a `compile_error!` per error, each on its
@@ -57,6 +57,7 @@ enum Key {
     Network,
     Fs,
     Link,
+    Ip,
     Crate,
 }
 
@@ -68,6 +69,7 @@ impl Key {
             "network" => Some(Self::Network),
             "fs" => Some(Self::Fs),
             "link" => Some(Self::Link),
+            "ip" => Some(Self::Ip),
             "crate" => Some(Self::Crate),
             _ => None,
         }
@@ -80,6 +82,7 @@ impl Key {
             Self::Network => "network = \"private\"",
             Self::Fs => "fs = \"host\"",
             Self::Link => "link = \"latency=50ms loss=1%\"",
+            Self::Ip => "ip = \"dual\"",
             Self::Crate => "crate = \"name\"",
         }
     }
@@ -94,6 +97,8 @@ struct Configuration {
     fs: Option<&'static str>,
     /// The conditions of the test's `eth0`, checked.
     link: Option<String>,
+    /// The `netns_harness::Stack` variant.
+    ip: Option<&'static str>,
     krate: Option<Path>,
 }
 
@@ -146,6 +151,7 @@ impl Configuration {
             Key::Network => self.private = Some(parse_network(&value)?),
             Key::Fs => self.fs = Some(parse_fs(&value)?),
             Key::Link => self.link = Some(parse_link(&value)?),
+            Key::Ip => self.ip = Some(parse_ip(&value)?),
             Key::Crate => self.krate = Some(value.parse::<Path>()?),
         }
         Ok(())
@@ -214,6 +220,21 @@ fn parse_fs(lit: &LitStr) -> syn::Result<&'static str> {
             lit.span(),
             format!(
                 "invalid fs {other:?}: expected \"private\" (its own /tmp, /run, /var/tmp and /etc network files, the default), \"overlay\" (the same over a copy-on-write view of all the host's files) or \"host\" (the host's files as they are)"
+            ),
+        )),
+    }
+}
+
+/// The `Stack` variant `ip = "…"` names.
+fn parse_ip(lit: &LitStr) -> syn::Result<&'static str> {
+    match lit.value().as_str() {
+        "v4" => Ok("V4"),
+        "v6" => Ok("V6"),
+        "dual" => Ok("Dual"),
+        other => Err(syn::Error::new(
+            lit.span(),
+            format!(
+                "invalid ip {other:?}: expected \"v4\" (IPv4 only, the default), \"v6\" (IPv6 only) or \"dual\" (both)"
             ),
         )),
     }
@@ -422,6 +443,7 @@ fn expand(func: ItemFn, config: Configuration, has_test_attr: bool) -> TokenStre
     };
     let fs = syn::Ident::new(config.fs.unwrap_or("Private"), Span::call_site());
     let link = config.link.unwrap_or_default();
+    let stack = syn::Ident::new(config.ip.unwrap_or("V4"), Span::call_site());
     quote! {
         #return_check
         #(#attrs)*
@@ -439,6 +461,7 @@ fn expand(func: ItemFn, config: Configuration, has_test_attr: bool) -> TokenStre
                 network: #network,
                 fs: #krate::Fs::#fs,
                 link: #link,
+                stack: #krate::Stack::#stack,
                 entry: __netns_harness_entry,
             })
         }
@@ -492,6 +515,9 @@ mod tests {
         assert!(error(quote!(private)).starts_with("unknown argument `private`"));
         assert!(error(quote!(network = "public")).starts_with("invalid network \"public\""));
         assert!(error(quote!(fs = "overlayfs")).starts_with("invalid fs \"overlayfs\""));
+        assert!(error(quote!(ip = "ipv6")).starts_with(
+            "invalid ip \"ipv6\": expected \"v4\" (IPv4 only, the default), \"v6\" (IPv6 only) or \"dual\""
+        ));
         assert!(error(quote!(timeout = "10x")).starts_with("invalid timeout \"10x\""));
         assert_eq!(
             error(quote!(timeout)),
@@ -534,6 +560,10 @@ mod tests {
         assert_eq!(config.krate.unwrap().to_token_stream().to_string(), "nh");
         let config = Configuration::parse(quote!(fs = "host")).unwrap();
         assert_eq!(config.fs, Some("Host"));
+        let config = Configuration::parse(quote!(ip = "dual")).unwrap();
+        assert_eq!(config.ip, Some("Dual"));
+        let config = Configuration::parse(quote!(ip = "v6")).unwrap();
+        assert_eq!(config.ip, Some("V6"));
         let config = Configuration::parse(quote!(fs = "overlay")).unwrap();
         assert_eq!(config.fs, Some("Overlay"));
         let config = Configuration::parse(quote!()).unwrap();

@@ -15,10 +15,10 @@
 //! integers in little-endian order, strings and lists with a 32-bit length
 //! in front, and nothing left over at the end.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::RawFd;
 
-use crate::common::subnet::Ipv4Subnet;
+use crate::common::subnet::{Addressing, Ipv4Subnet, Ipv6Subnet, Stack};
 
 mod codec;
 use codec::*;
@@ -92,6 +92,10 @@ stages! {
     Carrier => "waiting for carrier on eth0 (30 s)",
     /// Adding the default route.
     Route => "adding the default route",
+    /// Giving `eth0` its IPv6 address.
+    Address6 => "giving eth0 its IPv6 address (is IPv6 disabled on this kernel?)",
+    /// Adding the IPv6 default route.
+    Route6 => "adding the IPv6 default route",
     /// Connecting standard input and output, and inherited descriptors.
     Stdio => "connecting standard streams and inherited descriptors",
     /// Closing every other descriptor on exec.
@@ -182,7 +186,7 @@ impl Report {
 /// addresses reserved for its peers and the prefix of its port names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct LabView {
-    pub subnet: Ipv4Subnet,
+    pub addressing: Addressing,
     pub bridge: String,
     pub bridge_index: u32,
     pub port_prefix: String,
@@ -195,8 +199,8 @@ pub(crate) struct LabView {
 /// A host of the lab by its names, as a line of a hosts file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct HostEntry {
-    /// Its address.
-    pub addr: Ipv4Addr,
+    /// Its addresses.
+    pub addrs: Vec<IpAddr>,
     /// Its own name: a container's, the gateway's or the outside host's;
     /// none for the aliases of a process on the outside host.
     pub name: Option<String>,
@@ -237,8 +241,15 @@ impl Context {
             .fd(self.result_fd)
             .addr(self.addr)
             .str(&self.port)
-            .addr(self.view.subnet.network())
-            .u8(self.view.subnet.prefix())
+            .u8(match self.view.addressing.stack {
+                Stack::V4 => 4,
+                Stack::V6 => 6,
+                Stack::Dual => 46,
+            })
+            .addr(self.view.addressing.subnet.network())
+            .u8(self.view.addressing.subnet.prefix())
+            .addr6(self.view.addressing.subnet6.network())
+            .u8(self.view.addressing.subnet6.prefix())
             .str(&self.view.bridge)
             .u32(self.view.bridge_index)
             .str(&self.view.port_prefix)
@@ -248,7 +259,10 @@ impl Context {
         }
         w.len(self.view.hosts.len());
         for host in &self.view.hosts {
-            w.addr(host.addr);
+            w.len(host.addrs.len());
+            for &addr in &host.addrs {
+                w.ip(addr);
+            }
             match &host.name {
                 None => w.u8(0),
                 Some(name) => w.u8(1).str(name),
@@ -267,14 +281,22 @@ impl Context {
         let mut r = Reader(&bytes);
         let (lab_fd, outside_fd, result_fd, addr) = (r.fd()?, r.fd()?, r.fd()?, r.addr()?);
         let port = r.str()?;
+        let stack = match r.u8()? {
+            4 => Stack::V4,
+            6 => Stack::V6,
+            46 => Stack::Dual,
+            _ => return None,
+        };
         let subnet = Ipv4Subnet::new(r.addr()?, r.u8()?).ok()?;
+        let subnet6 = Ipv6Subnet::new(r.addr6()?, r.u8()?).ok()?;
         let (bridge, bridge_index, port_prefix) = (r.str()?, r.u32()?, r.str()?);
         let count = r.len()?;
         let addrs = (0..count).map(|_| r.addr()).collect::<Option<_>>()?;
         let count = r.len()?;
         let hosts = (0..count)
             .map(|_| {
-                let addr = r.addr()?;
+                let count = r.len()?;
+                let addrs = (0..count).map(|_| r.ip()).collect::<Option<_>>()?;
                 let name = match r.u8()? {
                     0 => None,
                     1 => Some(r.str()?),
@@ -283,7 +305,7 @@ impl Context {
                 let count = r.len()?;
                 let aliases = (0..count).map(|_| r.str()).collect::<Option<_>>()?;
                 Some(HostEntry {
-                    addr,
+                    addrs,
                     name,
                     aliases,
                 })
@@ -296,7 +318,11 @@ impl Context {
             addr,
             port,
             view: LabView {
-                subnet,
+                addressing: Addressing {
+                    stack,
+                    subnet,
+                    subnet6,
+                },
                 bridge,
                 bridge_index,
                 port_prefix,

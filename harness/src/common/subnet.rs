@@ -1,10 +1,15 @@
-//! IPv4 subnets for labs, and the allocation of container addresses.
+//! IPv4 and IPv6 subnets for labs, which families a lab carries, and the
+//! allocation of container addresses.
 
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
 use crate::common::error::Error;
+
+mod v6;
+pub(crate) use v6::Addressing;
+pub use v6::{Ipv6Subnet, Stack};
 
 /// An IPv4 subnet such as `10.200.0.0/16`: a network address whose host bits
 /// are zero, and a prefix length.

@@ -15,7 +15,7 @@
 
 use std::convert::Infallible;
 use std::ffi::{CString, c_char};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use rustix::event::{PollFd, PollFlags, poll};
@@ -35,13 +35,29 @@ pub(crate) use fs::{
 };
 use net::*;
 
-/// The address a container's `eth0` gets, and its default route.
+/// The addresses a container's `eth0` gets, and its default routes: of
+/// each family its lab carries.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct IfConfig {
+    pub v4: Option<V4Config>,
+    pub v6: Option<V6Config>,
+}
+
+/// `eth0`'s IPv4 address and default route.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct V4Config {
     pub addr: Ipv4Addr,
     pub netmask: Ipv4Addr,
     pub broadcast: Ipv4Addr,
     pub gateway: Ipv4Addr,
+}
+
+/// `eth0`'s IPv6 address and default route.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct V6Config {
+    pub addr: Ipv6Addr,
+    pub prefix: u8,
+    pub gateway: Ipv6Addr,
 }
 
 /// Everything a cloned child needs, prepared before the clone so that the

@@ -80,7 +80,7 @@ fn named(name: &str) -> LinkMessage {
     link
 }
 
-/// `ip link add <name> address <mac> up type bridge forward_delay 0`
+/// `ip link add <name> address <mac> up type bridge forward_delay 0 mcast_snooping 0`
 fn bridge_request(name: &str, mac: [u8; 6]) -> NetlinkMessage<RouteNetlinkMessage> {
     let mut bridge = link(0, true);
     bridge.attributes = vec![
@@ -88,7 +88,13 @@ fn bridge_request(name: &str, mac: [u8; 6]) -> NetlinkMessage<RouteNetlinkMessag
         LinkAttribute::Address(mac.to_vec()),
         LinkAttribute::LinkInfo(vec![
             LinkInfo::Kind(InfoKind::Bridge),
-            LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::ForwardDelay(0)])),
+            // Without multicast snooping, the bridge floods IPv6 neighbour
+            // solicitations to every port (and its own stack) at once,
+            // instead of waiting for members to report.
+            LinkInfo::Data(InfoData::Bridge(vec![
+                InfoBridge::ForwardDelay(0),
+                InfoBridge::MulticastSnooping(false),
+            ])),
         ]),
     ];
     request(
@@ -330,7 +336,7 @@ impl Rtnl {
             .unwrap_or(DEFAULT_MTU))
     }
 
-    /// `ip link add <name> address <mac> up type bridge forward_delay 0`.
+    /// `ip link add <name> address <mac> up type bridge forward_delay 0 mcast_snooping 0`.
     /// A bridge without an address of its own takes the lowest of its
     /// ports', so it would change as containers come and go, and every
     /// container's cached gateway address with it.
@@ -475,6 +481,7 @@ impl Rtnl {
 }
 
 mod tc;
+mod v6;
 pub(crate) use tc::{Shaping, needs_netem};
 
 #[cfg(test)]

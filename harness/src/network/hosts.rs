@@ -8,12 +8,13 @@
 //! is written the table as it is when it starts; later changes do not
 //! reach its file.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::common::error::{Error, Result};
 use crate::common::protocol::HostEntry;
-use crate::network::lab::{Lab, LabInner};
+use crate::common::subnet::Addressing;
+use crate::network::lab::{Lab, LabInner, outside_addrs};
 
 /// The gateway's name in every container's `/etc/hosts` and in
 /// [`Lab::resolve`].
@@ -35,16 +36,20 @@ pub(crate) struct Hosts {
 }
 
 impl Hosts {
-    /// The table of a lab whose gateway and outside host have these
-    /// addresses, knowing the containers `known` already.
-    pub(crate) fn new(gateway: Ipv4Addr, outside: Ipv4Addr, known: Vec<HostEntry>) -> Self {
-        let entry = |addr, name: &str| HostEntry {
-            addr,
+    /// The table of a lab addressed as `addressing`, knowing the
+    /// containers `known` already.
+    pub(crate) fn new(addressing: &Addressing, known: Vec<HostEntry>) -> Self {
+        let entry = |addrs, name: &str| HostEntry {
+            addrs,
             name: Some(name.to_owned()),
             aliases: Vec::new(),
         };
+        let gateway = addressing.addrs(addressing.gateway());
         Self {
-            fixed: [entry(gateway, GATEWAY_NAME), entry(outside, OUTSIDE_NAME)],
+            fixed: [
+                entry(gateway, GATEWAY_NAME),
+                entry(outside_addrs(addressing), OUTSIDE_NAME),
+            ],
             containers: known.into_iter().map(|entry| (0, entry)).collect(),
             next: 1,
         }
@@ -107,13 +112,13 @@ impl Hosts {
         Ok(())
     }
 
-    /// Adds a container at `addr` (see [`Hosts::check`]); its number and
+    /// Adds a container at `addrs` (see [`Hosts::check`]); its number and
     /// the lines of its `/etc/hosts`.
     fn add(
         &mut self,
         name: Option<&str>,
         aliases: &[String],
-        addr: Ipv4Addr,
+        addrs: Vec<IpAddr>,
     ) -> Result<(u64, Vec<u8>)> {
         self.check(name, aliases)?;
         let id = self.next;
@@ -121,7 +126,7 @@ impl Hosts {
         self.containers.push((
             id,
             HostEntry {
-                addr,
+                addrs,
                 name: name.map(str::to_owned),
                 aliases: aliases.to_vec(),
             },
@@ -137,7 +142,9 @@ impl Hosts {
         for entry in self.entries() {
             let names: Vec<&str> = entry.names().map(String::as_str).collect();
             if !names.is_empty() {
-                text.push_str(&format!("{}\t{}\n", entry.addr, names.join(" ")));
+                for addr in &entry.addrs {
+                    text.push_str(&format!("{addr}\t{}\n", names.join(" ")));
+                }
             }
         }
         text.into_bytes()
@@ -149,7 +156,7 @@ impl Hosts {
         let addrs: Vec<IpAddr> = self
             .entries()
             .filter(|e| e.names().any(|n| n.eq_ignore_ascii_case(name)))
-            .map(|e| IpAddr::V4(e.addr))
+            .flat_map(|e| e.addrs.iter().copied())
             .collect();
         if addrs.is_empty() {
             let mut known: Vec<String> = Vec::new();
@@ -205,9 +212,9 @@ impl Registration {
         lab: &Arc<LabInner>,
         name: Option<&str>,
         aliases: &[String],
-        addr: Ipv4Addr,
+        addrs: Vec<IpAddr>,
     ) -> Result<(Self, Vec<u8>)> {
-        let (id, lines) = lab.hosts().add(name, aliases, addr)?;
+        let (id, lines) = lab.hosts().add(name, aliases, addrs)?;
         let registration = Self {
             lab: Arc::clone(lab),
             id,
@@ -255,27 +262,48 @@ impl Lab {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::subnet::Stack;
+    use std::net::Ipv4Addr;
+
+    fn addressing(stack: Stack) -> Addressing {
+        Addressing {
+            stack,
+            subnet: "10.0.0.0/24".parse().unwrap(),
+            subnet6: "fd00:7::/64".parse().unwrap(),
+        }
+    }
 
     fn hosts() -> Hosts {
         let known = vec![HostEntry {
-            addr: Ipv4Addr::new(10, 0, 0, 9),
+            addrs: vec![Ipv4Addr::new(10, 0, 0, 9).into()],
             name: Some("runner_test".into()),
             aliases: Vec::new(),
         }];
-        Hosts::new(
-            Ipv4Addr::new(10, 0, 0, 1),
-            Ipv4Addr::new(198, 18, 0, 2),
-            known,
-        )
+        Hosts::new(&addressing(Stack::V4), known)
+    }
+
+    #[test]
+    fn a_dual_stack_host_has_a_line_for_each_family() {
+        let lab = addressing(Stack::Dual);
+        let mut hosts = Hosts::new(&lab, Vec::new());
+        let web = Ipv4Addr::new(10, 0, 0, 2);
+        let (_, lines) = hosts.add(Some("web"), &[], lab.addrs(web)).unwrap();
+        let text = String::from_utf8(lines).unwrap();
+        let expected = "10.0.0.1\tgateway\nfd00:7::1\tgateway\n198.18.0.2\toutside\n\
+                        2001:db8::2\toutside\n10.0.0.2\tweb\nfd00:7::2\tweb\n";
+        assert!(text.ends_with(expected), "{text}");
+        assert_eq!(hosts.resolve("web").unwrap(), lab.addrs(web));
     }
 
     #[test]
     fn a_container_finds_the_fixed_hosts_those_before_it_and_itself() {
         let mut hosts = hosts();
         let web = Ipv4Addr::new(10, 0, 0, 2);
-        let (first, _) = hosts.add(Some("web"), &["www.lab".into()], web).unwrap();
+        let (first, _) = hosts
+            .add(Some("web"), &["www.lab".into()], vec![web.into()])
+            .unwrap();
         let (_, lines) = hosts
-            .add(Some("db"), &[], Ipv4Addr::new(10, 0, 0, 3))
+            .add(Some("db"), &[], vec![Ipv4Addr::new(10, 0, 0, 3).into()])
             .unwrap();
         let text = String::from_utf8(lines).unwrap();
         let expected = "10.0.0.1\tgateway\n198.18.0.2\toutside\n10.0.0.9\trunner_test\n\
@@ -296,17 +324,24 @@ mod tests {
     fn containers_may_share_a_name_but_not_an_alias() {
         let mut hosts = hosts();
         let (a, b) = (Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 3));
-        hosts.add(Some("case_1"), &["api".into()], a).unwrap();
-        hosts.add(Some("case_1"), &[], b).unwrap();
-        let outside = Ipv4Addr::new(198, 18, 0, 2);
-        hosts.add(None, &["example.test".into()], outside).unwrap();
+        hosts
+            .add(Some("case_1"), &["api".into()], vec![a.into()])
+            .unwrap();
+        hosts.add(Some("case_1"), &[], vec![b.into()]).unwrap();
+        hosts
+            .add(
+                None,
+                &["example.test".into()],
+                vec![Ipv4Addr::new(198, 18, 0, 2).into()],
+            )
+            .unwrap();
         assert_eq!(
             hosts.resolve("case_1").unwrap(),
             [IpAddr::V4(a), IpAddr::V4(b)]
         );
         let mut err = |name: Option<&str>, aliases: &[&str]| {
             let aliases: Vec<String> = aliases.iter().map(|a| (*a).to_owned()).collect();
-            let err = hosts.add(name, &aliases, b).unwrap_err();
+            let err = hosts.add(name, &aliases, vec![b.into()]).unwrap_err();
             assert!(matches!(err, Error::DuplicateName { .. }), "{err:?}");
             err.to_string()
         };

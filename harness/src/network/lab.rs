@@ -8,7 +8,7 @@
 //!                            └ ip_forward=1, masquerade 10.200.0.0/16 out of uplink
 //! ```
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::error::{Error, Result};
 use crate::common::protocol::LabView;
-use crate::common::subnet::{AddressPool, Ipv4Subnet};
+use crate::common::subnet::{AddressPool, Addressing, Ipv4Subnet, Ipv6Subnet, Stack};
 use crate::kernel::netlink::Socket;
 use crate::kernel::netns::SETUP_TIMEOUT;
 use crate::kernel::nftables;
@@ -26,6 +26,11 @@ use crate::{common::names, kernel::netns};
 
 /// The default lab subnet.
 pub const DEFAULT_SUBNET: &str = "10.200.0.0/16";
+pub use v6::DEFAULT_SUBNET6;
+use v6::{OUTSIDE_ADDR6, PUBLIC_ADDR6};
+
+mod v6;
+
 /// The default name of the lab's bridge.
 pub const DEFAULT_BRIDGE: &str = "br0";
 /// The name of the lab's link towards the outside network; the NAT rewrites
@@ -57,6 +62,8 @@ const RESERVED: [(Ipv4Addr, u8, &str); 5] = [
 #[must_use]
 pub struct LabBuilder {
     subnet: String,
+    subnet6: String,
+    stack: Stack,
     bridge: String,
 }
 
@@ -64,6 +71,8 @@ impl Default for LabBuilder {
     fn default() -> Self {
         Self {
             subnet: DEFAULT_SUBNET.to_owned(),
+            subnet6: DEFAULT_SUBNET6.to_owned(),
+            stack: Stack::default(),
             bridge: DEFAULT_BRIDGE.to_owned(),
         }
     }
@@ -79,6 +88,30 @@ impl LabBuilder {
         self
     }
 
+    /// Which IP families the bridge's network carries (default
+    /// [`Stack::V4`]). With IPv6 ([`Stack::Dual`], [`Stack::V6`]), the
+    /// gateway and every container get an address of the IPv6 subnet
+    /// ([`LabBuilder::subnet6`]) and a default route through the gateway,
+    /// at once (no duplicate address detection, no router
+    /// advertisements); the lab routes IPv6 to the outside host without
+    /// NAT, so the outside sees containers' own addresses. The uplink
+    /// and the outside host always carry both families.
+    pub fn stack(mut self, stack: Stack) -> Self {
+        self.stack = stack;
+        self
+    }
+
+    /// The IPv6 subnet of the bridge (default `fd00:200::/64`, unique local
+    /// addresses), used when the [`stack`](LabBuilder::stack) has IPv6: a
+    /// `/64`, not overlapping the uplink's `2001:db8::/64`, link-local or
+    /// multicast addresses. The gateway is `…::1`; a container's address
+    /// ends in its IPv4 address's host part, octet by octet (`10.200.1.5`
+    /// is `fd00:200::1:5`).
+    pub fn subnet6(mut self, subnet: &str) -> Self {
+        subnet.clone_into(&mut self.subnet6);
+        self
+    }
+
     /// The name of the bridge (default `br0`).
     pub fn bridge(mut self, name: &str) -> Self {
         name.clone_into(&mut self.bridge);
@@ -90,6 +123,11 @@ impl LabBuilder {
     /// containers are dropped, or when the process ends.
     pub fn build(self) -> Result<Lab> {
         let subnet = validate_subnet(&self.subnet)?;
+        let addressing = Addressing {
+            stack: self.stack,
+            subnet,
+            subnet6: v6::validate_subnet6(&self.subnet6)?,
+        };
         names::validate(&self.bridge)?;
         if self.bridge == UPLINK {
             return Err(Error::InvalidName {
@@ -104,7 +142,9 @@ impl LabBuilder {
         rtnl.set_up(LOOPBACK_INDEX)?;
         rtnl.add_bridge(&self.bridge, mac_for(subnet.nth(1)))?;
         let bridge_index = rtnl.link_index(&self.bridge)?;
-        rtnl.add_address(bridge_index, subnet.nth(1), subnet.prefix())?;
+        if self.stack.has_v4() {
+            rtnl.add_address(bridge_index, subnet.nth(1), subnet.prefix())?;
+        }
         rtnl.add_veth(
             UPLINK,
             None,
@@ -119,7 +159,26 @@ impl LabBuilder {
         let outside_eth0 = outside.link_index("eth0")?;
         outside.set_up(outside_eth0)?;
         outside.add_address(outside_eth0, OUTSIDE_ADDR, UPLINK_PREFIX)?;
-        nftables::install_masquerade(&mut nft, subnet, UPLINK)?;
+        if self.stack.has_v4() {
+            nftables::install_masquerade(&mut nft, subnet, UPLINK)?;
+        }
+        if let Some(gateway) = addressing.addr6(addressing.gateway()) {
+            let links = v6::Links {
+                bridge: &self.bridge,
+                bridge_index,
+                uplink: UPLINK,
+                uplink_index,
+                outside_eth0,
+            };
+            v6::configure(
+                &lab_ns,
+                &mut rtnl,
+                &mut outside,
+                &links,
+                gateway,
+                addressing.subnet6,
+            )?;
+        }
         // Both ends of the uplink carry traffic only once the kernel has
         // processed their carrier.
         wait_for(UPLINK, "come up", || Ok(rtnl.link_state(UPLINK)?.up))?;
@@ -128,14 +187,14 @@ impl LabBuilder {
         })?;
         Ok(Lab {
             inner: Arc::new(LabInner {
-                subnet,
+                addressing,
                 bridge: self.bridge,
                 bridge_index,
                 lab_ns,
                 outside_ns,
                 rtnl: Mutex::new(rtnl),
                 pool: Mutex::new(AddressPool::new(subnet)),
-                hosts: Mutex::new(Hosts::new(subnet.nth(1), OUTSIDE_ADDR, Vec::new())),
+                hosts: Mutex::new(Hosts::new(&addressing, Vec::new())),
                 port_prefix: "v".to_owned(),
                 next_port: AtomicU32::new(0),
                 next_view: AtomicU32::new(0),
@@ -146,17 +205,43 @@ impl LabBuilder {
 
 const LOOPBACK_INDEX: u32 = 1;
 
-/// The process's shared lab, once made or adopted.
-static SHARED: Mutex<Option<Lab>> = Mutex::new(None);
+/// The outside host's addresses that a lab addressed as `addressing`
+/// reaches: of the families its containers have (the outside host has
+/// both).
+pub(crate) fn outside_addrs(addressing: &Addressing) -> Vec<IpAddr> {
+    let v4 = addressing
+        .stack
+        .has_v4()
+        .then_some(IpAddr::V4(OUTSIDE_ADDR));
+    let v6 = addressing
+        .stack
+        .has_v6()
+        .then_some(IpAddr::V6(OUTSIDE_ADDR6));
+    v4.into_iter().chain(v6).collect()
+}
+
+/// The process's shared labs.
+struct Shared {
+    /// In a test container: the test's lab.
+    adopted: Option<Lab>,
+    /// Made by [`Lab::shared_with`], one per stack.
+    made: Vec<Lab>,
+}
+
+static SHARED: Mutex<Shared> = Mutex::new(Shared {
+    adopted: None,
+    made: Vec::new(),
+});
 
 /// Makes `lab` the process's shared lab: a test container's lab, which
 /// its body reaches through [`Lab::shared`] as through its `Net`.
 pub(crate) fn share(lab: &Lab) {
-    *lock(&SHARED) = Some(lab.clone());
+    lock(&SHARED).adopted = Some(lab.clone());
 }
 
 /// In the outside host's new namespace: `lo` up, and a netlink socket.
 fn outside_host() -> Result<Rtnl> {
+    no_dad_on_new_links("outside")?;
     let mut rtnl = Rtnl::open("outside")?;
     rtnl.set_up(LOOPBACK_INDEX)?;
     Ok(rtnl)
@@ -170,6 +255,7 @@ fn lab_router() -> Result<(Rtnl, Socket)> {
     // Bridge ports need no IPv6 address of their own: without one, a new
     // port costs no address generation, DAD or MLD (the bridge still
     // carries containers' IPv6 traffic).
+    no_dad_on_new_links("lab")?;
     if std::path::Path::new(IPV6_DEFAULT_DISABLE).exists() {
         std::fs::write(IPV6_DEFAULT_DISABLE, "1")
             .map_err(|e| Error::os("disable IPv6 addresses on the lab's ports", e))?;
@@ -181,6 +267,23 @@ fn lab_router() -> Result<(Rtnl, Socket)> {
 
 /// IPv6 for links created afterwards in the calling thread's namespace.
 const IPV6_DEFAULT_DISABLE: &str = "/proc/sys/net/ipv6/conf/default/disable_ipv6";
+
+/// Links created afterwards in the calling thread's namespace (`namespace`,
+/// for errors) use their IPv6 addresses at once, without duplicate address
+/// detection: until it ends (a second), a link-local address is tentative,
+/// and the lab's IPv6 forwarding to the outside host fails.
+fn no_dad_on_new_links(namespace: &str) -> Result<()> {
+    let path = "/proc/sys/net/ipv6/conf/default/accept_dad";
+    if std::path::Path::new(path).exists() {
+        std::fs::write(path, "0").map_err(|e| {
+            Error::os(
+                format!("turn off IPv6 duplicate address detection in the {namespace} namespace"),
+                e,
+            )
+        })?;
+    }
+    Ok(())
+}
 
 /// Polls `ready` until it holds, pausing 50 µs, then twice as long each
 /// time up to 5 ms, for at most [`SETUP_TIMEOUT`]; then fails with an
@@ -244,7 +347,7 @@ pub(crate) fn mac_for(addr: Ipv4Addr) -> [u8; 6] {
 
 /// The state shared by a lab and its containers.
 pub(crate) struct LabInner {
-    subnet: Ipv4Subnet,
+    addressing: Addressing,
     bridge: String,
     bridge_index: u32,
     lab_ns: OwnedFd,
@@ -280,7 +383,7 @@ impl LabInner {
     pub(crate) fn lease(self: &Arc<Self>) -> Result<Lease> {
         let mut pool = lock(&self.pool);
         let addr = pool.allocate().ok_or_else(|| Error::AddressesExhausted {
-            subnet: self.subnet.to_string(),
+            subnet: self.addressing.subnet.to_string(),
             capacity: pool.capacity(),
         })?;
         Ok(Lease {
@@ -303,7 +406,11 @@ impl LabInner {
     }
 
     pub(crate) fn subnet(&self) -> Ipv4Subnet {
-        self.subnet
+        self.addressing.subnet
+    }
+
+    pub(crate) fn addressing(&self) -> &Addressing {
+        &self.addressing
     }
 
     pub(crate) fn bridge(&self) -> &str {
@@ -329,14 +436,14 @@ impl LabInner {
     pub(crate) fn adopt(view: LabView, lab_ns: OwnedFd, outside_ns: OwnedFd) -> Result<Self> {
         let rtnl = netns::run_in(lab_ns.as_fd(), || Rtnl::open("lab"))?;
         Ok(Self {
-            subnet: view.subnet,
+            addressing: view.addressing,
             bridge: view.bridge,
             bridge_index: view.bridge_index,
             lab_ns,
             outside_ns,
             rtnl: Mutex::new(rtnl),
             pool: Mutex::new(AddressPool::from_list(view.addrs)),
-            hosts: Mutex::new(Hosts::new(view.subnet.nth(1), OUTSIDE_ADDR, view.hosts)),
+            hosts: Mutex::new(Hosts::new(&view.addressing, view.hosts)),
             port_prefix: view.port_prefix,
             next_port: AtomicU32::new(0),
             next_view: AtomicU32::new(0),
@@ -389,7 +496,7 @@ pub struct Lab {
 impl std::fmt::Debug for Lab {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Lab")
-            .field("subnet", &self.inner.subnet)
+            .field("addressing", &self.inner.addressing)
             .field("bridge", &self.inner.bridge)
             .finish_non_exhaustive()
     }
@@ -415,18 +522,40 @@ impl Lab {
     /// Inside the body of a [`netns_test`](crate::netns_test), this is the
     /// lab of the test's own network ([`Net::lab`](crate::Net::lab)).
     pub fn shared() -> Result<Lab> {
+        Lab::shared_with(Stack::default())
+    }
+
+    /// The process's shared lab whose network carries `stack`: one per
+    /// stack, each made on first use (see [`Lab::shared`]). Inside the
+    /// body of a [`netns_test`](crate::netns_test), the test's own lab,
+    /// whatever `stack`.
+    pub fn shared_with(stack: Stack) -> Result<Lab> {
         let mut shared = lock(&SHARED);
-        if let Some(lab) = &*shared {
+        if let Some(adopted) = &shared.adopted {
+            return Ok(adopted.clone());
+        }
+        if let Some(lab) = shared.made.iter().find(|lab| lab.stack() == stack) {
             return Ok(lab.clone());
         }
-        let lab = Lab::builder().build()?;
-        *shared = Some(lab.clone());
+        let lab = Lab::builder().stack(stack).build()?;
+        shared.made.push(lab.clone());
         Ok(lab)
     }
 
     /// The bridge's subnet.
     pub fn subnet(&self) -> Ipv4Subnet {
-        self.inner.subnet
+        self.inner.addressing.subnet
+    }
+
+    /// Which IP families the bridge's network carries.
+    pub fn stack(&self) -> Stack {
+        self.inner.addressing.stack
+    }
+
+    /// The bridge's IPv6 subnet, when its network carries IPv6.
+    pub fn subnet6(&self) -> Option<Ipv6Subnet> {
+        let addressing = &self.inner.addressing;
+        addressing.stack.has_v6().then_some(addressing.subnet6)
     }
 
     /// The bridge's name.
@@ -436,7 +565,13 @@ impl Lab {
 
     /// The gateway: the bridge's address, every container's default route.
     pub fn gateway(&self) -> Ipv4Addr {
-        self.inner.subnet.nth(1)
+        self.inner.addressing.gateway()
+    }
+
+    /// The gateway's IPv6 address, when the bridge's network carries IPv6.
+    pub fn gateway6(&self) -> Option<Ipv6Addr> {
+        let addressing = &self.inner.addressing;
+        addressing.addr6(addressing.gateway())
     }
 
     /// The NAT's public address: the lab's end of the uplink, which the
@@ -448,6 +583,17 @@ impl Lab {
     /// The address of the outside host, the far end of the uplink.
     pub fn outside_addr(&self) -> Ipv4Addr {
         OUTSIDE_ADDR
+    }
+
+    /// The lab's IPv6 address on the uplink: the outside host's route to
+    /// the bridge's IPv6 subnet (IPv6 is routed, not translated).
+    pub fn public_addr6(&self) -> Ipv6Addr {
+        PUBLIC_ADDR6
+    }
+
+    /// The outside host's IPv6 address.
+    pub fn outside_addr6(&self) -> Ipv6Addr {
+        OUTSIDE_ADDR6
     }
 
     /// The link between the lab and the outside host: [`Direction::Out`](crate::Direction::Out)

@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::process::{ExitStatus, Output};
 use std::sync::OnceLock;
@@ -193,6 +193,7 @@ pub struct Container {
     process: Process,
     netns: OwnedFd,
     addr: Ipv4Addr,
+    addr6: Option<Ipv6Addr>,
     stdin: Option<File>,
     stdout: Option<File>,
     stderr: Option<File>,
@@ -216,6 +217,13 @@ impl Container {
     /// outside address).
     pub fn addr(&self) -> Ipv4Addr {
         self.addr
+    }
+
+    /// The IPv6 address of its `eth0`, when its lab carries IPv6 (see
+    /// [`LabBuilder::stack`](crate::LabBuilder::stack)); for a process
+    /// on the outside host, the outside host's.
+    pub fn addr6(&self) -> Option<Ipv6Addr> {
+        self.addr6
     }
 
     /// Its network namespace, e.g. for [`Prober::in_netns`](crate::probe::Prober::in_netns).

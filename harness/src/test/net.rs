@@ -1,9 +1,9 @@
 //! `Net`: what a `#[netns_test]` body knows of its network.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::common::error::Result;
-use crate::common::subnet::Ipv4Subnet;
+use crate::common::subnet::{Ipv4Subnet, Stack};
 use crate::network::lab::Lab;
 use crate::network::link::{End, Link};
 use crate::process::container::{Container, Spec};
@@ -72,9 +72,27 @@ impl Net {
         self.addr
     }
 
+    /// This container's IPv6 address, when its lab carries IPv6 (see
+    /// [`Net::stack`]).
+    pub fn addr6(&self) -> Option<Ipv6Addr> {
+        self.lab.inner.addressing().addr6(self.addr)
+    }
+
+    /// Which IP families this container's network carries: what
+    /// `#[netns_test(ip = "…")]` asked for.
+    pub fn stack(&self) -> Stack {
+        self.lab.stack()
+    }
+
     /// The gateway, this container's default route.
     pub fn gateway(&self) -> Ipv4Addr {
         self.lab.gateway()
+    }
+
+    /// The gateway's IPv6 address, this container's IPv6 default route,
+    /// when its lab carries IPv6.
+    pub fn gateway6(&self) -> Option<Ipv6Addr> {
+        self.lab.gateway6()
     }
 
     /// The lab's subnet.
@@ -91,6 +109,12 @@ impl Net {
     /// The outside host's address.
     pub fn outside_addr(&self) -> Ipv4Addr {
         self.lab.outside_addr()
+    }
+
+    /// The outside host's IPv6 address (IPv6 reaches it routed, without
+    /// NAT: it sees [`Net::addr6`] as the source).
+    pub fn outside_addr6(&self) -> Ipv6Addr {
+        self.lab.outside_addr6()
     }
 
     /// Blackholes `addr` for this container until the guard is dropped:

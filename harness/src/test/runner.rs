@@ -23,7 +23,7 @@ use crate::common::settings::{SEED_VAR, SKIP_VAR};
 use crate::network::lab::{Lab, Lease};
 use crate::network::link::{self, Conditions};
 use crate::process::container::{self, Attach, Container};
-use crate::{Fs, Spec, Stdio, common::names, kernel::sys};
+use crate::{Fs, Spec, Stack, Stdio, common::names, kernel::sys};
 
 /// Carries a test container's [`Context`] into it.
 const CONTEXT_VAR: &str = "NETNS_HARNESS_TEST_CONTEXT";
@@ -55,6 +55,8 @@ pub struct Test {
     /// The conditions of what its `eth0` sends, as text (checked by the
     /// macro; empty for none).
     pub link: &'static str,
+    /// Which IP families its network carries.
+    pub stack: Stack,
     /// The function the container runs: the body, adapted.
     pub entry: fn(),
 }
@@ -316,8 +318,8 @@ enum Verdict {
 #[track_caller]
 pub fn run_test(test: &Test) {
     let lab = match test.network {
-        Network::Shared => Lab::shared(),
-        Network::Private => Lab::builder().build(),
+        Network::Shared => Lab::shared_with(test.stack),
+        Network::Private => Lab::builder().stack(test.stack).build(),
     };
     let verdict = lab.and_then(|lab| run(&lab, test));
     match verdict {
@@ -451,7 +453,7 @@ fn start(lab: &Lab, test: &Test) -> Result<Started> {
     // itself (which its spawn adds to this process's table).
     let mut hosts = inner.hosts().containers();
     hosts.push(HostEntry {
-        addr: own.addr(),
+        addrs: inner.addressing().addrs(own.addr()),
         name: Some(test.hostname()),
         aliases: Vec::new(),
     });
@@ -462,7 +464,7 @@ fn start(lab: &Lab, test: &Test) -> Result<Started> {
         addr: own.addr(),
         port: port.clone(),
         view: LabView {
-            subnet: inner.subnet(),
+            addressing: *inner.addressing(),
             bridge: inner.bridge().to_owned(),
             bridge_index: inner.bridge_index(),
             port_prefix: view_prefix.clone(),

@@ -2,7 +2,7 @@
 //! little-endian order, strings and lists with a 32-bit length in front,
 //! nothing left over at the end; hex text for environment variables.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
 
 /// Builds a message's bytes.
@@ -32,6 +32,19 @@ impl Writer {
     pub(super) fn addr(&mut self, addr: Ipv4Addr) -> &mut Self {
         self.0.extend_from_slice(&addr.octets());
         self
+    }
+
+    pub(super) fn addr6(&mut self, addr: Ipv6Addr) -> &mut Self {
+        self.0.extend_from_slice(&addr.octets());
+        self
+    }
+
+    /// An address of either family: its version, then its bytes.
+    pub(super) fn ip(&mut self, addr: IpAddr) -> &mut Self {
+        match addr {
+            IpAddr::V4(addr) => self.u8(4).addr(addr),
+            IpAddr::V6(addr) => self.u8(6).addr6(addr),
+        }
     }
 
     pub(super) fn len(&mut self, len: usize) -> &mut Self {
@@ -91,6 +104,19 @@ impl Reader<'_> {
     pub(super) fn addr(&mut self) -> Option<Ipv4Addr> {
         let octets: [u8; 4] = self.take(4)?.try_into().ok()?;
         Some(Ipv4Addr::from(octets))
+    }
+
+    pub(super) fn addr6(&mut self) -> Option<Ipv6Addr> {
+        let octets: [u8; 16] = self.take(16)?.try_into().ok()?;
+        Some(Ipv6Addr::from(octets))
+    }
+
+    pub(super) fn ip(&mut self) -> Option<IpAddr> {
+        match self.u8()? {
+            4 => Some(IpAddr::V4(self.addr()?)),
+            6 => Some(IpAddr::V6(self.addr6()?)),
+            _ => None,
+        }
     }
 
     pub(super) fn len(&mut self) -> Option<usize> {

@@ -1,8 +1,9 @@
 //! Every message survives its encoding.
 
 use super::*;
+use std::net::Ipv6Addr;
 
-fn context(addrs: Vec<Ipv4Addr>, hosts: Vec<HostEntry>) -> Context {
+fn context(stack: Stack, addrs: Vec<Ipv4Addr>, hosts: Vec<HostEntry>) -> Context {
     Context {
         lab_fd: 5,
         outside_fd: 6,
@@ -10,7 +11,11 @@ fn context(addrs: Vec<Ipv4Addr>, hosts: Vec<HostEntry>) -> Context {
         addr: Ipv4Addr::new(10, 200, 0, 2),
         port: "v1f".into(),
         view: LabView {
-            subnet: "10.200.0.0/16".parse().unwrap(),
+            addressing: Addressing {
+                stack,
+                subnet: "10.200.0.0/16".parse().unwrap(),
+                subnet6: "fd00:7::/64".parse().unwrap(),
+            },
             bridge: "br0".into(),
             bridge_index: 3,
             port_prefix: "t1fp".into(),
@@ -24,27 +29,32 @@ fn context(addrs: Vec<Ipv4Addr>, hosts: Vec<HostEntry>) -> Context {
 fn a_context_survives_the_environment() {
     let hosts = vec![
         HostEntry {
-            addr: Ipv4Addr::new(10, 200, 0, 9),
+            addrs: vec![
+                Ipv4Addr::new(10, 200, 0, 9).into(),
+                "fd00:7::9".parse::<Ipv6Addr>().unwrap().into(),
+            ],
             name: Some("a_test".into()),
             aliases: vec!["db.lab".into(), "db".into()],
         },
         HostEntry {
-            addr: Ipv4Addr::new(198, 18, 0, 2),
+            addrs: vec![Ipv4Addr::new(198, 18, 0, 2).into()],
             name: None,
             aliases: vec!["example.com".into()],
         },
     ];
-    for (addrs, hosts) in [
-        (Vec::new(), Vec::new()),
+    for (stack, addrs, hosts) in [
+        (Stack::V4, Vec::new(), Vec::new()),
         (
+            Stack::Dual,
             vec![Ipv4Addr::new(10, 200, 0, 3), Ipv4Addr::new(10, 200, 0, 4)],
             hosts.clone(),
         ),
+        (Stack::V6, Vec::new(), hosts.clone()),
     ] {
-        let context = context(addrs, hosts);
+        let context = context(stack, addrs, hosts);
         assert_eq!(Context::decode(&context.encode()), Some(context));
     }
-    let text = context(Vec::new(), hosts).encode();
+    let text = context(Stack::Dual, Vec::new(), hosts).encode();
     assert_eq!(Context::decode(&text[..text.len() - 2]), None);
     assert_eq!(Context::decode(&format!("{text}00")), None);
     assert_eq!(Context::decode("zz"), None);

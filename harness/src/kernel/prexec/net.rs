@@ -2,7 +2,7 @@
 //! route, set with the classic interface ioctls (no parsing, no allocation).
 
 use std::ffi::c_char;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::BorrowedFd;
 
 use rustix::fs::{Mode, OFlags};
@@ -80,9 +80,80 @@ pub(super) const SIOCSIFADDR: Opcode = libc::SIOCSIFADDR as Opcode;
 pub(super) const SIOCSIFNETMASK: Opcode = libc::SIOCSIFNETMASK as Opcode;
 pub(super) const SIOCSIFBRDADDR: Opcode = libc::SIOCSIFBRDADDR as Opcode;
 pub(super) const SIOCADDRT: Opcode = libc::SIOCADDRT as Opcode;
+pub(super) const SIOCGIFINDEX: Opcode = libc::SIOCGIFINDEX as Opcode;
+
+/// The `struct in6_rtmsg` of `SIOCADDRT` on an IPv6 socket.
+#[repr(C)]
+struct In6RtMsg {
+    dst: libc::in6_addr,
+    src: libc::in6_addr,
+    gateway: libc::in6_addr,
+    kind: u32,
+    dst_len: u16,
+    src_len: u16,
+    metric: u32,
+    info: libc::c_ulong,
+    flags: u32,
+    ifindex: libc::c_int,
+}
+
+/// The route type of `in6_rtmsg`: a unicast route (`RTN_UNICAST`; the
+/// kernel takes it as the route's type).
+const RTN_UNICAST: u32 = 1;
+
+fn in6(addr: Ipv6Addr) -> libc::in6_addr {
+    libc::in6_addr {
+        s6_addr: addr.octets(),
+    }
+}
+
+/// Gives `eth0` (interface `index`) its IPv6 address, usable at once
+/// (duplicate address detection is off), and the default route through
+/// the gateway, with `SIOCSIFADDR` and `SIOCADDRT` on an IPv6 socket.
+fn configure_v6(v6: &V6Config, index: libc::c_int) -> Result<(), Failure> {
+    let sock = rustix::net::socket_with(
+        AddressFamily::INET6,
+        SocketType::DGRAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .at(Stage::Address6)?;
+    let sock = std::mem::ManuallyDrop::new(sock);
+    let sock = std::os::fd::AsFd::as_fd(&*sock);
+    let req = libc::in6_ifreq {
+        ifr6_addr: in6(v6.addr),
+        ifr6_prefixlen: u32::from(v6.prefix),
+        ifr6_ifindex: index,
+    };
+    // SAFETY: SIOCSIFADDR on an IPv6 socket reads a struct in6_ifreq.
+    unsafe { ioctl(sock, Setter::<SIOCSIFADDR, libc::in6_ifreq>::new(req)) }.at(Stage::Address6)?;
+    // The kernel finishes the address's (skipped) duplicate address
+    // detection on a work queue: until then the address is tentative, and
+    // neither a source nor bindable. It is usable once a socket binds it.
+    let usable = rustix::net::SocketAddrV6::new(v6.addr, 0, 0, 0);
+    await_until(Stage::Address6, || match rustix::net::bind(sock, &usable) {
+        Ok(()) => Ok(true),
+        Err(Errno::ADDRNOTAVAIL) => Ok(false),
+        Err(e) => Err(Failure(Stage::Address6, e)),
+    })?;
+    let route = In6RtMsg {
+        dst: in6(Ipv6Addr::UNSPECIFIED),
+        src: in6(Ipv6Addr::UNSPECIFIED),
+        gateway: in6(v6.gateway),
+        kind: RTN_UNICAST,
+        dst_len: 0,
+        src_len: 0,
+        metric: 1,
+        info: 0,
+        flags: (libc::RTF_UP | libc::RTF_GATEWAY).into(),
+        ifindex: index,
+    };
+    // SAFETY: SIOCADDRT on an IPv6 socket reads a struct in6_rtmsg.
+    unsafe { ioctl(sock, Setter::<SIOCADDRT, In6RtMsg>::new(route)) }.at(Stage::Route6)
+}
 
 /// Brings `lo` and `eth0` up (without IPv6 duplicate address detection)
-/// and gives `eth0` its address and default route, with the classic
+/// and gives `eth0` its addresses and default routes, with the classic
 /// interface ioctls (no parsing, no allocation).
 pub(super) fn configure_network(net: &IfConfig) -> Result<(), Failure> {
     let sock = rustix::net::socket_with(
@@ -117,15 +188,26 @@ pub(super) fn configure_network(net: &IfConfig) -> Result<(), Failure> {
         eth.ifr_ifru.ifru_addr = sockaddr(addr);
         eth
     };
-    set_if::<SIOCSIFADDR>(sock, eth0(net.addr)).at(Stage::Address)?;
-    set_if::<SIOCSIFNETMASK>(sock, eth0(net.netmask)).at(Stage::Address)?;
-    set_if::<SIOCSIFBRDADDR>(sock, eth0(net.broadcast)).at(Stage::Address)?;
+    if let Some(v4) = &net.v4 {
+        set_if::<SIOCSIFADDR>(sock, eth0(v4.addr)).at(Stage::Address)?;
+        set_if::<SIOCSIFNETMASK>(sock, eth0(v4.netmask)).at(Stage::Address)?;
+        set_if::<SIOCSIFBRDADDR>(sock, eth0(v4.broadcast)).at(Stage::Address)?;
+    }
     await_running(sock)?;
+    if let Some(v6) = &net.v6 {
+        let mut eth = ifreq(b"eth0");
+        get_if::<SIOCGIFINDEX>(sock, &mut eth).at(Stage::Address6)?;
+        // SAFETY: SIOCGIFINDEX filled the index member of the union.
+        configure_v6(v6, unsafe { eth.ifr_ifru.ifru_ifindex })?;
+    }
+    let Some(v4) = &net.v4 else {
+        return Ok(());
+    };
     // SAFETY: an all-zero rtentry is valid.
     let mut route: RtEntry = unsafe { std::mem::zeroed() };
     route.rt_dst = sockaddr(Ipv4Addr::UNSPECIFIED);
     route.rt_genmask = sockaddr(Ipv4Addr::UNSPECIFIED);
-    route.rt_gateway = sockaddr(net.gateway);
+    route.rt_gateway = sockaddr(v4.gateway);
     route.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
     // SAFETY: SIOCADDRT reads a struct rtentry.
     unsafe { ioctl(sock, Setter::<SIOCADDRT, RtEntry>::new(route)) }.at(Stage::Route)
@@ -133,20 +215,31 @@ pub(super) fn configure_network(net: &IfConfig) -> Result<(), Failure> {
 
 /// Waits until `eth0` is operationally up (`IFF_RUNNING`): the kernel
 /// processes carrier changes asynchronously, and until then drops what the
-/// link sends. Polls with growing pauses for at most 30 s.
+/// link sends.
 pub(super) fn await_running(sock: BorrowedFd<'_>) -> Result<(), Failure> {
-    let start = rustix::time::clock_gettime(ClockId::Monotonic);
-    let mut pause_ns = 20_000;
-    loop {
+    await_until(Stage::Carrier, || {
         let mut eth = ifreq(b"eth0");
         get_if::<SIOCGIFFLAGS>(sock, &mut eth).at(Stage::Carrier)?;
         // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
-        if unsafe { eth.ifr_ifru.ifru_flags } & libc::IFF_RUNNING as libc::c_short != 0 {
+        Ok(unsafe { eth.ifr_ifru.ifru_flags } & libc::IFF_RUNNING as libc::c_short != 0)
+    })
+}
+
+/// Polls `ready` with growing pauses until it holds, for at most 30 s;
+/// then fails at `stage`.
+fn await_until(
+    stage: Stage,
+    mut ready: impl FnMut() -> Result<bool, Failure>,
+) -> Result<(), Failure> {
+    let start = rustix::time::clock_gettime(ClockId::Monotonic);
+    let mut pause_ns = 20_000;
+    loop {
+        if ready()? {
             return Ok(());
         }
         let now = rustix::time::clock_gettime(ClockId::Monotonic);
         if now.tv_sec - start.tv_sec > 30 {
-            return Err(Failure(Stage::Carrier, Errno::TIMEDOUT));
+            return Err(Failure(stage, Errno::TIMEDOUT));
         }
         let _ = rustix::thread::nanosleep(&Timespec {
             tv_sec: 0,

@@ -68,7 +68,7 @@ fn a_veth_request_is_read_back_with_its_peer_in_its_namespace() {
 }
 
 #[test]
-fn a_bridge_request_has_its_address_and_no_forward_delay() {
+fn a_bridge_request_has_its_address_no_forward_delay_and_no_snooping() {
     let mac = [0x02, 0, 10, 200, 0, 1];
     let (flags, message) = parsed(bridge_request("br0", mac));
     assert_eq!(flags, CREATE);
@@ -82,7 +82,10 @@ fn a_bridge_request_has_its_address_and_no_forward_delay() {
             LinkAttribute::Address(mac.to_vec()),
             LinkAttribute::LinkInfo(vec![
                 LinkInfo::Kind(InfoKind::Bridge),
-                LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::ForwardDelay(0)])),
+                LinkInfo::Data(InfoData::Bridge(vec![
+                    InfoBridge::ForwardDelay(0),
+                    InfoBridge::MulticastSnooping(false),
+                ])),
             ]),
         ]
     );

@@ -6,7 +6,7 @@ use super::*;
 use crate::common::error::{Error, Result};
 use crate::common::protocol::{FUNCTION_VAR, FunctionRef, Report};
 use crate::kernel::packet::Recording;
-use crate::kernel::prexec::{ChildPlan, IfConfig};
+use crate::kernel::prexec::{ChildPlan, IfConfig, V4Config, V6Config};
 use crate::kernel::rtnl::Peer;
 use crate::kernel::spawner::Reports;
 use crate::kernel::sys;
@@ -52,7 +52,15 @@ pub(crate) fn spawn(
     let addr = lease
         .as_ref()
         .map_or(crate::network::lab::OUTSIDE_ADDR, Lease::addr);
-    let (registration, hosts) = Registration::add(lab, own_name, &spec.aliases, addr)?;
+    let addrs = match lease {
+        Some(_) => lab.addressing().addrs(addr),
+        None => crate::network::lab::outside_addrs(lab.addressing()),
+    };
+    let addr6 = addrs.iter().find_map(|a| match a {
+        std::net::IpAddr::V6(a) => Some(*a),
+        std::net::IpAddr::V4(_) => None,
+    });
+    let (registration, hosts) = Registration::add(lab, own_name, &spec.aliases, addrs)?;
     plan.fs = super::fs::plan(spec.fs, root.as_ref(), &name, &hosts)?;
     attach_plan(lab, &mut plan, lease.as_ref());
     plan.keep.clone_from(&extras.inherit);
@@ -79,6 +87,7 @@ pub(crate) fn spawn(
         process,
         netns,
         addr,
+        addr6,
         stdin,
         stdout,
         stderr,
@@ -150,12 +159,22 @@ pub(super) fn exec_plan(spec: &Spec, name: &str) -> Result<(ChildPlan, Option<Ro
 pub(super) fn attach_plan(lab: &LabInner, plan: &mut ChildPlan, lease: Option<&Lease>) {
     match lease {
         Some(lease) => {
-            let subnet = lab.subnet();
-            plan.net = Some(IfConfig {
+            let lab = lab.addressing();
+            let subnet = lab.subnet;
+            let v4 = lab.stack.has_v4().then(|| V4Config {
                 addr: lease.addr(),
                 netmask: subnet.netmask(),
                 broadcast: subnet.broadcast(),
-                gateway: subnet.nth(1),
+                gateway: lab.gateway(),
+            });
+            let v6 = lab.addr6(lease.addr()).zip(lab.addr6(lab.gateway()));
+            plan.net = Some(IfConfig {
+                v4,
+                v6: v6.map(|(addr, gateway)| V6Config {
+                    addr,
+                    prefix: lab.subnet6.prefix(),
+                    gateway,
+                }),
             });
         }
         None => plan.join_netns = Some(lab.outside_ns().as_raw_fd()),

@@ -10,6 +10,7 @@ fn hostnames_come_from_the_function_name() {
         network: Network::Shared,
         fs: Fs::Private,
         link: "",
+        stack: Stack::V4,
         entry: || {},
     };
     assert_eq!(

@@ -1,0 +1,237 @@
+//! IPv6: dual-stack and IPv6-only labs. Containers get their addresses and
+//! default routes at once (`ip -6 addr`, `ip -6 route` inside them say
+//! so), reach each other, the gateway and the outside host over IPv6
+//! (`ping -6`), the outside host sees their own addresses (routed, no
+//! NAT), IPv6-only containers have no IPv4, names resolve to both
+//! families with libc's resolver, `#[netns_test(ip = "…")]` gives a test
+//! such a network, and a bad IPv6 subnet is a typed error.
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::time::Duration;
+
+use netns_harness::prelude::*;
+use netns_harness::{Error, Stack};
+use netns_harness_suite::{find_line, needs};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn lab(stack: Stack) -> Lab {
+    Lab::builder().stack(stack).build().expect("lab")
+}
+
+/// Runs `program args` in a new container of `lab`: its exit code and
+/// output (standard error with it).
+fn run(lab: &Lab, program: &str, args: &[&str]) -> (Option<i32>, String) {
+    let spec = Spec::command(program)
+        .args(args)
+        .stdout(Stdio::Piped)
+        .stderr_to_stdout();
+    let out = lab
+        .spawn(&spec)
+        .expect("spawn")
+        .output(TIMEOUT)
+        .expect("output");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// `ping -c1` of `addr` from a new container of `lab`: whether it answered.
+fn pings(lab: &Lab, addr: IpAddr) -> (bool, String) {
+    let family = if addr.is_ipv6() { "-6" } else { "-4" };
+    let (code, out) = run(lab, "ping", &[family, "-c1", "-W2", &addr.to_string()]);
+    (code == Some(0), out)
+}
+
+fn sleeper(lab: &Lab) -> Container {
+    lab.spawn(&Spec::command("sleep").arg("600"))
+        .expect("spawn")
+}
+
+#[needs("ip")]
+#[test]
+fn a_dual_stack_container_has_both_addresses_and_default_routes_at_once() {
+    let lab = lab(Stack::Dual);
+    assert_eq!(lab.stack(), Stack::Dual);
+    let (code, out) = run(
+        &lab,
+        "sh",
+        &[
+            "-c",
+            "ip -6 addr show dev eth0; ip -6 route; ip -4 addr show dev eth0",
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let gateway6 = lab
+        .gateway6()
+        .expect("a dual-stack lab has an IPv6 gateway");
+    assert_eq!(gateway6, "fd00:200::1".parse::<Ipv6Addr>().unwrap());
+    // The next container takes the next address: both families end alike.
+    let container = sleeper(&lab);
+    let (v4, v6) = (
+        container.addr(),
+        container.addr6().expect("an IPv6 address"),
+    );
+    assert_eq!(v6.segments()[7], u16::from(v4.octets()[3]), "{v4} {v6}");
+    assert!(lab.subnet6().unwrap().contains(v6), "{v6}");
+    assert!(out.contains("inet6 fd00:200::"), "no IPv6 address: {out}");
+    assert!(
+        !out.contains("tentative"),
+        "duplicate address detection ran: {out}"
+    );
+    assert!(
+        out.contains(&format!("default via {gateway6} dev eth0")),
+        "no IPv6 default route: {out}"
+    );
+    assert!(out.contains("inet 10.200."), "no IPv4 address: {out}");
+}
+
+#[needs("ping")]
+#[test]
+fn dual_stack_containers_reach_each_other_the_gateway_and_the_outside_over_ipv6() {
+    let lab = lab(Stack::Dual);
+    let peer = sleeper(&lab);
+    for addr in [
+        IpAddr::V6(peer.addr6().unwrap()),
+        IpAddr::V6(lab.gateway6().unwrap()),
+        IpAddr::V6(lab.outside_addr6()),
+        IpAddr::V4(peer.addr()),
+        IpAddr::V4(lab.outside_addr()),
+    ] {
+        let (answered, out) = pings(&lab, addr);
+        assert!(answered, "ping {addr} failed: {out}");
+    }
+    // An address of the subnet that no container has: no answer.
+    let nobody = lab.subnet6().unwrap().network().segments();
+    let nobody = Ipv6Addr::new(nobody[0], nobody[1], 0, 0, 0, 0, 0xdead, 0xbeef);
+    let (answered, out) = pings(&lab, IpAddr::V6(nobody));
+    assert!(!answered, "{nobody} answered: {out}");
+}
+
+#[needs("ping", "ip")]
+#[test]
+fn an_ipv6_only_container_has_no_ipv4_and_reaches_the_outside_over_ipv6() {
+    let lab = lab(Stack::V6);
+    assert_eq!(
+        lab.subnet6().map(|s| s.to_string()).as_deref(),
+        Some("fd00:200::/64")
+    );
+    let (code, out) = run(&lab, "sh", &["-c", "ip -4 addr show dev eth0; ip -4 route"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("inet "), "an IPv4 address: {out}");
+    assert!(!out.contains("default"), "an IPv4 route: {out}");
+    let (answered, out) = pings(&lab, IpAddr::V6(lab.outside_addr6()));
+    assert!(answered, "{out}");
+    let (answered, out) = pings(&lab, IpAddr::V4(lab.outside_addr()));
+    assert!(!answered, "reached the outside over IPv4: {out}");
+}
+
+#[needs("nc")]
+#[test]
+fn the_outside_host_sees_a_containers_own_ipv6_address() {
+    let lab = lab(Stack::Dual);
+    // netcat-openbsd says where a connection came from on standard error.
+    let mut server = lab
+        .spawn_outside(
+            &Spec::command("nc")
+                .args(["-6", "-n", "-v", "-l", "-p", "7000"])
+                .stdout(Stdio::Piped)
+                .stderr_to_stdout(),
+        )
+        .expect("spawn the server");
+    let stdout = server.take_stdout().expect("its output");
+    let outside = lab.outside_addr6().to_string();
+    let script = format!("until echo hi | nc -6 -n -N {outside} 7000; do sleep 0.05; done");
+    let mut client = lab
+        .spawn(&Spec::command("sh").args(["-c", &script]))
+        .expect("spawn the client");
+    let line = find_line(stdout, TIMEOUT, |l| {
+        l.starts_with("Connection received on ")
+    });
+    let own = client.addr6().unwrap().to_string();
+    let line = line.expect("the outside host received no connection");
+    assert!(
+        line.starts_with(&format!("Connection received on {own} ")),
+        "the outside saw {line:?}, not {own}"
+    );
+    client.wait_timeout(TIMEOUT).expect("the client ends");
+}
+
+#[needs("getent")]
+#[test]
+fn names_resolve_to_both_families_with_libcs_resolver() {
+    let lab = lab(Stack::Dual);
+    let db = lab
+        .spawn(&Spec::command("sleep").arg("600").name("db"))
+        .expect("spawn db");
+    let (code, out) = run(
+        &lab,
+        "sh",
+        &[
+            "-c",
+            "getent ahostsv6 db; getent ahostsv4 db; getent ahostsv6 outside",
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    for addr in [
+        db.addr6().unwrap().to_string(),
+        db.addr().to_string(),
+        lab.outside_addr6().to_string(),
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with(&addr)),
+            "{addr} missing: {out}"
+        );
+    }
+    assert_eq!(
+        lab.resolve("db").unwrap(),
+        [IpAddr::V4(db.addr()), IpAddr::V6(db.addr6().unwrap())]
+    );
+}
+
+#[test]
+fn a_bad_ipv6_subnet_is_a_typed_error() {
+    for (subnet, says) in [
+        ("fd00:1::/48", "is a /64"),
+        ("2001:db8::/64", "the lab's uplink"),
+        ("fd00:1::5/64", "host bits are set"),
+        ("10.0.0.0/24", "not an IPv6 address"),
+    ] {
+        let err = Lab::builder()
+            .stack(Stack::Dual)
+            .subnet6(subnet)
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidSubnet { .. }), "{err:?}");
+        assert!(err.to_string().contains(says), "{subnet}: {err}");
+    }
+}
+
+#[netns_test(ip = "dual")]
+fn a_dual_stack_test_knows_both_of_its_addresses(net: Net) {
+    assert_eq!(net.stack(), Stack::Dual);
+    let addr6 = net.addr6().expect("an IPv6 address");
+    let own = std::fs::read_to_string("/proc/net/if_inet6").unwrap();
+    let hex: String = addr6.octets().iter().map(|b| format!("{b:02x}")).collect();
+    assert!(own.contains(&hex), "{addr6} is not on eth0: {own}");
+    let peer = net.spawn(&Spec::command("sleep").arg("60")).unwrap();
+    assert!(peer.addr6().is_some());
+    let socket = std::net::UdpSocket::bind("[::]:0").unwrap();
+    socket
+        .connect((net.outside_addr6(), 9))
+        .expect("a route to the outside host over IPv6");
+}
+
+#[netns_test(ip = "v6")]
+fn an_ipv6_only_test_has_no_ipv4_route(net: Net) {
+    assert_eq!(net.stack(), Stack::V6);
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    let err = socket.connect((net.outside_addr(), 9)).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc_enetunreach()), "{err}");
+}
+
+/// `ENETUNREACH` on Linux.
+fn libc_enetunreach() -> i32 {
+    101
+}
