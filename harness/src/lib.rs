@@ -64,6 +64,7 @@
 //!    `main`). Tests come last: the runner uses the tools to report.
 
 #![warn(clippy::unwrap_used)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod common;
 mod kernel;
@@ -72,7 +73,11 @@ mod process;
 mod test;
 mod tools;
 
-pub use tools::{capture, conntrack, doctor, matrix, probe};
+#[cfg(feature = "capture")]
+pub use tools::capture;
+pub use tools::doctor;
+#[cfg(feature = "probe")]
+pub use tools::{conntrack, matrix, probe};
 
 pub use common::error::{Error, Result};
 pub use common::settings::{
@@ -147,7 +152,7 @@ pub mod prelude {
 /// The runtime the `#[netns_test]` expansion calls; not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::test::runner::{
-        Network, Test, TestResult, block_on, run_in_container, run_test,
-    };
+    pub use crate::__netns_harness_async_body as async_body;
+    pub use crate::test::runner::{Network, Test, TestResult, run_in_container, run_test};
+    pub use crate::test::runtime;
 }

@@ -236,16 +236,6 @@ impl<E: Debug> TestResult for Result<(), E> {
     }
 }
 
-/// Runs a future to completion on a fresh single-threaded tokio runtime
-/// (with I/O and timers), as the body of an `async` test.
-pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("netns-harness: cannot start a tokio runtime: {e}"))
-        .block_on(future)
-}
-
 /// The container side: runs the body of test `name` on a thread named
 /// after it (as libtest would), reports how it ended to the runner and
 /// exits (0 passed, 1 returned an error, 101 panicked). With
@@ -493,7 +483,7 @@ fn start(lab: &Lab, test: &Test) -> Result<Started> {
     }
     let extras = container::Extras {
         inherit: vec![context.lab_fd, context.outside_fd, context.result_fd],
-        capture: crate::common::settings::get().capture,
+        capture: cfg!(feature = "capture") && crate::common::settings::get().capture,
         port: Some(port),
     };
     let container = container::spawn(inner, &spec, Attach::Bridge(Some(own)), &extras)?;
