@@ -662,6 +662,11 @@ mod tests {
         assert_eq!(config.fs, Some("Host"));
         let config = Configuration::parse(quote!(fs = "overlay"), false).unwrap();
         assert_eq!(config.fs, Some("Overlay"));
+        let config =
+            Configuration::parse(quote!(flavor = "multi_thread", worker_threads = 4), true)
+                .unwrap();
+        assert_eq!(config.flavor.map(|(f, _)| f), Some(Flavor::MultiThread));
+        assert_eq!(config.worker_threads.map(|(n, _)| n), Some(4));
         let config = Configuration::parse(quote!(), false).unwrap();
         assert!(config.timeout_ms.is_none() && config.private.is_none() && config.fs.is_none());
     }
