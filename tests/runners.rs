@@ -175,9 +175,14 @@ fn assert_fixture_semantics(run: &Run, one_process: bool) {
         !text.contains("PASSING-OUTPUT"),
         "a passing test's output was shown:\n{text}"
     );
+    // A body's own tracing subscriber writes there too: its events, and the
+    // harness's (the peer it spawned), come in order with its prints.
     assert_in_order(
         &text,
         &[
+            "FAILING-TRACING-EVENT",
+            "container spawned",
+            "helper",
             "FAILING-STDOUT-1",
             "FAILING-STDERR-2",
             "FAILING-STDOUT-3",
@@ -185,7 +190,7 @@ fn assert_fixture_semantics(run: &Run, one_process: bool) {
         ],
     );
     assert!(
-        text.contains("tests/fixture.rs:30:5"),
+        text.contains("tests/fixture.rs:37:5"),
         "the panic's location is missing:\n{text}"
     );
     assert!(
