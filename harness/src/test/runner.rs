@@ -318,7 +318,7 @@ pub fn run_test(test: &Test) {
     match verdict {
         Ok(Verdict::Passed) => tracing::info!(test = name, ?elapsed, "test passed"),
         Ok(Verdict::Failed(message)) => {
-            tracing::info!(test = name, ?elapsed, message, "test failed");
+            tracing::info!(test = name, ?elapsed, failure = message, "test failed");
             panic!("{message}")
         }
         Err(err @ Error::Unsupported { .. }) if crate::common::settings::get().skip_unsupported => {
