@@ -123,6 +123,21 @@ pub fn tool(program: &str) -> Command {
     command
 }
 
+/// The cargo that runs this test (`CARGO`), or the one in `PATH`. Panics,
+/// naming what to install, when there is none or it does not run: the test
+/// fails, it never passes without having run.
+pub fn cargo() -> PathBuf {
+    let cargo = require(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let version = tool(&cargo.to_string_lossy()).arg("--version").output();
+    assert!(
+        version.as_ref().is_ok_and(|o| o.status.success()),
+        "this test needs cargo, and {} --version failed ({version:?}); install {}",
+        cargo.display(),
+        package_of("cargo")
+    );
+    cargo
+}
+
 /// A command that runs `program` (with the arguments one adds) as PID 1 of
 /// a PID namespace of its own, with a fresh `/proc`, so that it and every
 /// process it starts (cargo, and the compilers and test binaries cargo

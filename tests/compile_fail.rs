@@ -3,8 +3,14 @@
 //! it, so a missing function would show up as another error).
 //! Regenerate the expected output with
 //! `TRYBUILD=overwrite cargo test --test compile_fail -- --include-ignored`.
+//!
+//! trybuild builds the cases against this package's dependencies, where
+//! the harness has all its features; what a crate without them sees is
+//! checked on `tests/minimal`, built by cargo.
 
-use netns_harness_suite::{needs, tree_dies_with_test};
+use std::path::Path;
+
+use netns_harness_suite::{cargo, needs, tree_dies_with_test};
 
 /// trybuild runs cargo, which runs rustc: they run in a PID namespace that
 /// dies with this test, so that none of them outlives it.
@@ -29,4 +35,44 @@ fn misuses_of_netns_test_are_compile_errors() {
 #[ignore = "run by misuses_of_netns_test_are_compile_errors, in a PID namespace of its own"]
 fn compile_fail_cases() {
     trybuild::TestCases::new().compile_fail("tests/ui/*.rs");
+}
+
+/// With none of the harness's optional features (`tests/minimal`), plain
+/// bodies build, and an `async fn` body is one compile error, on its
+/// `async`, naming the `tokio` feature.
+#[needs("unshare")]
+#[test]
+fn an_async_body_without_the_tokio_feature_is_an_error_naming_it() {
+    let minimal = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/minimal");
+    let source = std::fs::read_to_string(minimal.join("src/lib.rs")).expect("the minimal crate");
+    let (line, text) = source
+        .lines()
+        .enumerate()
+        .find(|(_, text)| text.contains("async fn an_async_body"))
+        .expect("the minimal crate's async test");
+    let column = text.find("async").expect("its `async`");
+    let out = tree_dies_with_test(cargo())
+        .args([
+            "check",
+            "--tests",
+            "--message-format=short",
+            "--manifest-path",
+        ])
+        .arg(minimal.join("Cargo.toml"))
+        .env(
+            "CARGO_TARGET_DIR",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/minimal"),
+        )
+        .output()
+        .expect("run cargo check on tests/minimal");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    print!("{stderr}");
+    assert!(!out.status.success(), "the async body compiled");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains(": error")).collect();
+    let at = format!("src/lib.rs:{}:{}: error: ", line + 1, column + 1);
+    assert!(
+        matches!(&errors[..], [one] if one.starts_with(&at)
+            && one.contains("needs the `tokio` feature of netns-harness")),
+        "expected one error at {at}naming the feature, got {errors:#?}"
+    );
 }

@@ -50,6 +50,58 @@ async fn an_async_body_gets_a_tokio_runtime(net: Net) {
 }
 
 #[netns_test]
+async fn an_async_body_runs_on_the_current_thread_by_default() {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    assert_eq!(
+        Handle::current().runtime_flavor(),
+        RuntimeFlavor::CurrentThread
+    );
+    let body = std::thread::current().id();
+    let task = tokio::spawn(async { std::thread::current().id() });
+    assert_eq!(
+        task.await.unwrap(),
+        body,
+        "a task ran off the body's thread"
+    );
+}
+
+/// Two tasks that each wait, blocking their thread, until both run: they
+/// can only meet on two worker threads at once.
+#[netns_test(flavor = "multi_thread", worker_threads = 2, timeout = "20s")]
+async fn a_multi_thread_body_runs_tasks_on_its_worker_threads() {
+    use std::sync::{Arc, Condvar, Mutex};
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    assert_eq!(
+        Handle::current().runtime_flavor(),
+        RuntimeFlavor::MultiThread
+    );
+    assert_eq!(Handle::current().metrics().num_workers(), 2);
+    let running = Arc::new((Mutex::new(0), Condvar::new()));
+    let tasks: Vec<_> = (0..2)
+        .map(|_| {
+            let running = Arc::clone(&running);
+            tokio::spawn(async move {
+                let (count, changed) = &*running;
+                let mut count = count.lock().unwrap();
+                *count += 1;
+                changed.notify_all();
+                let (count, _) = changed
+                    .wait_timeout_while(count, Duration::from_secs(5), |n| *n < 2)
+                    .unwrap();
+                assert_eq!(*count, 2, "the other task never ran alongside this one");
+                std::thread::current().id()
+            })
+        })
+        .collect();
+    let mut threads = Vec::new();
+    for task in tasks {
+        threads.push(task.await.unwrap());
+    }
+    assert_ne!(threads[0], threads[1]);
+    assert!(!threads.contains(&std::thread::current().id()));
+}
+
+#[netns_test]
 fn a_body_may_return_ok() -> Result<(), String> {
     if std::process::id() == 1 {
         Ok(())

@@ -18,8 +18,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use netns_harness_suite::{
-    dies_with_test, eventually, namespace_holders, needs, package_of, require, tool,
-    tree_dies_with_test,
+    cargo, dies_with_test, eventually, namespace_holders, needs, require, tool, tree_dies_with_test,
 };
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -49,21 +48,6 @@ const COORDINATED: [&str; 5] = [
     "probe_from_private",
     "probe_from_shared",
 ];
-
-/// The cargo that runs this test (`CARGO`), or the one in `PATH`. Panics,
-/// naming what to install, when there is none or it does not run: the test
-/// fails, it never passes without having run.
-fn cargo() -> PathBuf {
-    let cargo = require(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    let version = tool(&cargo.to_string_lossy()).arg("--version").output();
-    assert!(
-        version.as_ref().is_ok_and(|o| o.status.success()),
-        "this test needs cargo, and {} --version failed ({version:?}); install {}",
-        cargo.display(),
-        package_of("cargo")
-    );
-    cargo
-}
 
 /// `cargo` with `subcommand` on the fixture crate, in a PID namespace that
 /// dies with the test, with everything cargo starts.
@@ -191,9 +175,14 @@ fn assert_fixture_semantics(run: &Run, one_process: bool) {
         !text.contains("PASSING-OUTPUT"),
         "a passing test's output was shown:\n{text}"
     );
+    // A body's own tracing subscriber writes there too: its events, and the
+    // harness's (the peer it spawned), come in order with its prints.
     assert_in_order(
         &text,
         &[
+            "FAILING-TRACING-EVENT",
+            "container spawned",
+            "helper",
             "FAILING-STDOUT-1",
             "FAILING-STDERR-2",
             "FAILING-STDOUT-3",
@@ -201,7 +190,7 @@ fn assert_fixture_semantics(run: &Run, one_process: bool) {
         ],
     );
     assert!(
-        text.contains("tests/fixture.rs:30:5"),
+        text.contains("tests/fixture.rs:37:5"),
         "the panic's location is missing:\n{text}"
     );
     assert!(

@@ -29,6 +29,34 @@
 //! # Ok::<(), netns_harness::Error>(())
 //! ```
 //!
+//! # Features
+//!
+//! All three are on by default; `default-features = false` keeps labs,
+//! containers, links, faults, the [`doctor`] and `#[netns_test]` with plain
+//! `fn` bodies, and drops their dependencies:
+//!
+//! - `probe`: the prober ([`probe`]), the reachability matrix ([`matrix`])
+//!   and the NAT's table ([`conntrack`]); pulls in `pnet`.
+//! - `capture`: recording a link ([`capture`], [`Lab::capture_outside`]),
+//!   each test's bridge port, and the pcap of a failed test's report;
+//!   pulls in `pcap-file`, and `probe` (a capture finds a probe's flows).
+//!   Without it, a failed test's report says `capture: off`.
+//! - `tokio`: `async fn` bodies of [`netns_test`], on a tokio runtime. Without
+//!   it, an `async fn` test is a compile error, on its `async`, that names
+//!   the feature.
+//!
+//! # Observability
+//!
+//! The harness logs its steps with [`tracing`](https://docs.rs/tracing):
+//! a lab built and a container spawned (`debug`, with how long each took),
+//! a container torn down (`debug`), the waits for links to come up and for
+//! a port to forward (`trace`, with what and how long), a test's start,
+//! its body's end (`debug`) and its verdict (`info`). Nothing is formatted
+//! unless a subscriber wants the event. A subscriber installed in a test's
+//! body sees what happens in the body's process (the peers it spawns), and
+//! writes where the body prints: with `with_test_writer()`, its lines are
+//! part of the test's captured output, shown when the test fails.
+//!
 //! # Privileges
 //!
 //! As root, labs are created directly. Otherwise the process enters a user
@@ -60,10 +88,18 @@
 //!    (what a failed test leaves: its report, its pcap, its network kept on
 //!    request).
 //! 6. `test`: the runtime behind [`netns_test`] (`runner`), [`Net`],
-//!    `output` (a body's output, bounded) and `entry` (what runs before
-//!    `main`). Tests come last: the runner uses the tools to report.
+//!    `output` (a body's output, bounded), `runtime` (the tokio runtime of
+//!    `async` bodies) and `entry` (what runs before `main`). Tests come
+//!    last: the runner uses the tools to report.
+//!
+//! Without a feature, a module is left out (`probe`, `matrix`,
+//! `conntrack`, `capture`) or replaced by a stand-in of the same name that
+//! cannot be used (`kernel::packet`, `tools::failure::pcap`,
+//! `test::runtime`: `*_off.rs`), so the code around it reads the same with
+//! every feature set.
 
 #![warn(clippy::unwrap_used)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod common;
 mod kernel;
@@ -72,7 +108,11 @@ mod process;
 mod test;
 mod tools;
 
-pub use tools::{capture, conntrack, doctor, matrix, probe};
+#[cfg(feature = "capture")]
+pub use tools::capture;
+pub use tools::doctor;
+#[cfg(feature = "probe")]
+pub use tools::{conntrack, matrix, probe};
 
 pub use common::error::{Error, Result};
 pub use common::settings::{
@@ -95,7 +135,7 @@ pub use kernel::rootless::is_rootless;
 ///     assert!(ping.success());
 /// }
 ///
-/// #[netns_test(timeout = "5s", network = "private")]
+/// #[netns_test(timeout = "5s", network = "private", flavor = "multi_thread", worker_threads = 2)]
 /// async fn talks_to_a_peer(net: Net) -> Result<(), std::io::Error> {
 ///     let peer = net.spawn(&Spec::command("sleep").arg("30")).unwrap();
 ///     let _ = peer.addr();
@@ -106,9 +146,13 @@ pub use kernel::rootless::is_rootless;
 /// - The body runs in a container (new network, mount, PID, UTS and IPC
 ///   namespaces; `eth0` on the bridge; hostname = the function's name) that
 ///   re-executes the test binary; it runs exactly once, as PID 1.
-/// - `fn` or `async fn` (a single-threaded tokio runtime is started in the
-///   container); returning `()` or `Result<(), E>` with `E: Debug`; taking
-///   nothing or one [`Net`].
+/// - `fn` or `async fn` (with the `tokio` feature, on by default: a tokio
+///   runtime is started in the container); returning `()` or
+///   `Result<(), E>` with `E: Debug`; taking nothing or one [`Net`].
+/// - `flavor = "current_thread"` (the default: the body and its tasks on
+///   one thread) or `flavor = "multi_thread"`, with `worker_threads = 4`
+///   (one per CPU unless given), for an `async fn`, as `#[tokio::test]`
+///   spells them.
 /// - `timeout = "10s"` (`ms`, `s`, `m`; default 60 s): on expiry the
 ///   container and every process in it are killed and the test fails.
 /// - `network = "private"`: a lab of the test's own instead of the process's
@@ -139,6 +183,11 @@ pub use process::container::{Container, Frozen, Fs, OUTPUT_LIMIT, Spec, Stdio};
 pub use test::net::Net;
 pub use test::runner::MAX_PEERS;
 
+/// The README's code blocks, compiled as doctests (`cargo test --doc`).
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// What a test file needs: `use netns_harness::prelude::*;`.
 pub mod prelude {
     pub use crate::{Conditions, Container, Direction, Fs, Lab, Net, Spec, Stdio, netns_test};
@@ -147,7 +196,7 @@ pub mod prelude {
 /// The runtime the `#[netns_test]` expansion calls; not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::test::runner::{
-        Network, Test, TestResult, block_on, run_in_container, run_test,
-    };
+    pub use crate::__netns_harness_async_body as async_body;
+    pub use crate::test::runner::{Network, Test, TestResult, run_in_container, run_test};
+    pub use crate::test::runtime;
 }

@@ -11,7 +11,7 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Attribute, Expr, ExprLit, FnArg, ItemFn, Lit, LitStr, Meta, Path, ReturnType, Token};
 
-const VALID: &str = "valid arguments are `timeout = \"10s\"`, `network = \"private\"`, `fs = \"host\"`, `link = \"latency=50ms loss=1%\"`, `ip = \"dual\"` and `crate = \"name\"`";
+const VALID: &str = "valid arguments are `timeout = \"10s\"`, `network = \"private\"`, `fs = \"host\"`, `link = \"latency=50ms loss=1%\"`, `ip = \"dual\"`, `flavor = \"multi_thread\"`, `worker_threads = 4` and `crate = \"name\"`";
 
 /// The errors found so far in one `#[netns_test]`, combined into one
 /// [`syn::Error`] that expands to a `compile_error!` per error, each on its
@@ -58,6 +58,8 @@ enum Key {
     Fs,
     Link,
     Ip,
+    Flavor,
+    WorkerThreads,
     Crate,
 }
 
@@ -70,6 +72,8 @@ impl Key {
             "fs" => Some(Self::Fs),
             "link" => Some(Self::Link),
             "ip" => Some(Self::Ip),
+            "flavor" => Some(Self::Flavor),
+            "worker_threads" => Some(Self::WorkerThreads),
             "crate" => Some(Self::Crate),
             _ => None,
         }
@@ -83,12 +87,24 @@ impl Key {
             Self::Fs => "fs = \"host\"",
             Self::Link => "link = \"latency=50ms loss=1%\"",
             Self::Ip => "ip = \"dual\"",
+            Self::Flavor => "flavor = \"multi_thread\"",
+            Self::WorkerThreads => "worker_threads = 4",
             Self::Crate => "crate = \"name\"",
         }
     }
 }
 
-/// The arguments of one `#[netns_test(...)]`, each set at most once.
+/// The tokio runtime an `async fn` body runs on, as `#[tokio::test]`
+/// names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flavor {
+    CurrentThread,
+    MultiThread,
+}
+
+/// The arguments of one `#[netns_test(...)]`, each set at most once. The
+/// runtime's arguments keep the span of their name, for the errors that
+/// concern the argument as a whole.
 #[derive(Default)]
 struct Configuration {
     timeout_ms: Option<u64>,
@@ -99,15 +115,20 @@ struct Configuration {
     link: Option<String>,
     /// The `netns_harness::Stack` variant.
     ip: Option<&'static str>,
+    flavor: Option<(Flavor, Span)>,
+    worker_threads: Option<(usize, Span)>,
     krate: Option<Path>,
 }
 
 impl Configuration {
-    /// Parses `timeout = "…", network = "…", fs = "…", crate = "…"`. Every
-    /// argument is checked, and the error holds one error per bad argument:
-    /// unknown, given twice, without a value, with a value that is not a
-    /// string or not a valid timeout, network, filesystem or crate path.
-    fn parse(args: TokenStream) -> syn::Result<Self> {
+    /// Parses `timeout = "…", network = "…", fs = "…", link = "…",
+    /// flavor = "…", worker_threads = N, crate = "…"` for a function that
+    /// is `async` or not. Every argument is checked, and the error holds one
+    /// error per bad argument: unknown, given twice, without a value, with a
+    /// value of the wrong kind or not a valid timeout, network, filesystem,
+    /// link, flavor, number of workers or crate path, or a runtime argument
+    /// that does not apply ([`Configuration::check_runtime`]).
+    fn parse(args: TokenStream, is_async: bool) -> syn::Result<Self> {
         let mut config = Self::default();
         let mut given = Vec::new();
         let mut errors = Errors::default();
@@ -130,7 +151,37 @@ impl Configuration {
             given.push(key);
             errors.check(config.set(key, &meta));
         }
+        errors.check(config.check_runtime(is_async));
         errors.finish(config)
+    }
+
+    /// Rejects runtime arguments that do not apply, as `#[tokio::test]`
+    /// does: any on a function that is not `async` (it has no runtime), and
+    /// `worker_threads` without `flavor = "multi_thread"`. Each error is on
+    /// the argument's name.
+    fn check_runtime(&self, is_async: bool) -> syn::Result<()> {
+        let mut errors = Errors::default();
+        if !is_async {
+            let given = [
+                self.flavor.map(|(_, span)| (span, "flavor")),
+                self.worker_threads
+                    .map(|(_, span)| (span, "worker_threads")),
+            ];
+            for (span, name) in given.into_iter().flatten() {
+                errors.push(syn::Error::new(
+                    span,
+                    format!("`{name}` only applies to an `async fn`, which runs on a tokio runtime; this body is a plain `fn`"),
+                ));
+            }
+        } else if let Some((_, span)) = self.worker_threads
+            && self.flavor.map(|(flavor, _)| flavor) != Some(Flavor::MultiThread)
+        {
+            errors.push(syn::Error::new(
+                span,
+                "`worker_threads` needs `flavor = \"multi_thread\"`: the `current_thread` runtime (the default) runs everything on the body's thread",
+            ));
+        }
+        errors.finish(())
     }
 
     /// Sets `key`, given for the first time as `meta`.
@@ -145,14 +196,19 @@ impl Configuration {
                 ),
             ));
         };
-        let value = string_value(&nv.value, key)?;
+        let string = || string_value(&nv.value, key);
+        let name = nv.path.span();
         match key {
-            Key::Timeout => self.timeout_ms = Some(parse_timeout(&value)?),
-            Key::Network => self.private = Some(parse_network(&value)?),
-            Key::Fs => self.fs = Some(parse_fs(&value)?),
-            Key::Link => self.link = Some(parse_link(&value)?),
-            Key::Ip => self.ip = Some(parse_ip(&value)?),
-            Key::Crate => self.krate = Some(value.parse::<Path>()?),
+            Key::Timeout => self.timeout_ms = Some(parse_timeout(&string()?)?),
+            Key::Network => self.private = Some(parse_network(&string()?)?),
+            Key::Fs => self.fs = Some(parse_fs(&string()?)?),
+            Key::Link => self.link = Some(parse_link(&string()?)?),
+            Key::Ip => self.ip = Some(parse_ip(&string()?)?),
+            Key::Flavor => self.flavor = Some((parse_flavor(&string()?)?, name)),
+            Key::WorkerThreads => {
+                self.worker_threads = Some((parse_worker_threads(&nv.value)?, name));
+            }
+            Key::Crate => self.krate = Some(string()?.parse::<Path>()?),
         }
         Ok(())
     }
@@ -237,6 +293,41 @@ fn parse_ip(lit: &LitStr) -> syn::Result<&'static str> {
                 "invalid ip {other:?}: expected \"v4\" (IPv4 only, the default), \"v6\" (IPv6 only) or \"dual\" (both)"
             ),
         )),
+    }
+}
+
+/// `flavor = "…"`: a tokio runtime, spelled as `#[tokio::test]` spells it.
+fn parse_flavor(lit: &LitStr) -> syn::Result<Flavor> {
+    match lit.value().as_str() {
+        "current_thread" => Ok(Flavor::CurrentThread),
+        "multi_thread" => Ok(Flavor::MultiThread),
+        other => Err(syn::Error::new(
+            lit.span(),
+            format!(
+                "invalid flavor {other:?}: expected \"current_thread\" (everything on the body's thread, the default) or \"multi_thread\" (a pool of worker threads)"
+            ),
+        )),
+    }
+}
+
+/// `worker_threads = N`: a whole number of at least 1, unquoted as
+/// `#[tokio::test]` takes it.
+fn parse_worker_threads(expr: &Expr) -> syn::Result<usize> {
+    let Expr::Lit(ExprLit {
+        lit: Lit::Int(int), ..
+    }) = expr
+    else {
+        return Err(syn::Error::new_spanned(
+            expr,
+            "the value must be a whole number, e.g. `worker_threads = 4`",
+        ));
+    };
+    match int.base10_parse::<usize>()? {
+        0 => Err(syn::Error::new(
+            int.span(),
+            "`worker_threads` must be at least 1",
+        )),
+        n => Ok(n),
     }
 }
 
@@ -373,7 +464,7 @@ pub(crate) fn netns_test(args: TokenStream, item: TokenStream) -> TokenStream {
         }
     };
     match (
-        Configuration::parse(args),
+        Configuration::parse(args, func.sig.asyncness.is_some()),
         check_signature(&func),
         existing_test_attribute(&func.attrs),
     ) {
@@ -393,10 +484,44 @@ fn with_item(errors: TokenStream, item: TokenStream) -> TokenStream {
     quote!(#errors #item)
 }
 
+/// The call of an `async` body with arguments `args`: on the runtime the
+/// configuration names, through the harness's `async_body!`, which is a
+/// compile error naming the feature when the harness has no `tokio`.
+fn async_call(
+    krate: &TokenStream,
+    span: Span,
+    config: &Configuration,
+    args: TokenStream,
+) -> TokenStream {
+    let flavor = match config.flavor {
+        Some((Flavor::MultiThread, _)) => {
+            let workers = match config.worker_threads {
+                Some((n, _)) => quote!(::core::option::Option::Some(#n)),
+                None => quote!(::core::option::Option::None),
+            };
+            quote!(#krate::__private::runtime::Flavor::MultiThread { worker_threads: #workers })
+        }
+        Some((Flavor::CurrentThread, _)) | None => {
+            quote!(#krate::__private::runtime::Flavor::CurrentThread)
+        }
+    };
+    // The invocation's span is where the error of a harness without
+    // `tokio` shows: each of its tokens gets the span of `async`.
+    let here: TokenStream = krate
+        .clone()
+        .into_iter()
+        .map(|mut token| {
+            token.set_span(span);
+            token
+        })
+        .collect();
+    quote_spanned!(span=> #here::__private::async_body!(#flavor, __netns_harness_body(#args)))
+}
+
 /// The test function: our `#[test]` (unless `has_test_attr`: another macro
 /// gave it one), which runs the body in a container.
 fn expand(func: ItemFn, config: Configuration, has_test_attr: bool) -> TokenStream {
-    let krate = runtime_crate(config.krate);
+    let krate = runtime_crate(config.krate.clone());
     let ItemFn {
         attrs,
         vis,
@@ -430,10 +555,9 @@ fn expand(func: ItemFn, config: Configuration, has_test_attr: bool) -> TokenStre
         Some(FnArg::Typed(param)) => quote_spanned!(param.ty.span()=> #krate::Net::current()),
         _ => quote!(),
     };
-    let call = if asyncness.is_some() {
-        quote!(#krate::__private::block_on(__netns_harness_body(#args)))
-    } else {
-        quote!(__netns_harness_body(#args))
+    let call = match asyncness {
+        Some(token) => async_call(&krate, token.span, &config, args),
+        None => quote!(__netns_harness_body(#args)),
     };
     let timeout_ms = config.timeout_ms.unwrap_or(60_000);
     let network = if config.private.unwrap_or(false) {
@@ -498,7 +622,7 @@ mod tests {
 
     /// The message of every error in what `Configuration::parse` returns.
     fn argument_errors(args: TokenStream) -> Vec<String> {
-        messages(Configuration::parse(args))
+        messages(Configuration::parse(args, true))
     }
 
     #[test]
@@ -552,21 +676,28 @@ mod tests {
 
     #[test]
     fn good_arguments_are_set() {
-        let config =
-            Configuration::parse(quote!(timeout = "5s", network = "private", crate = "nh"))
-                .unwrap();
+        let config = Configuration::parse(
+            quote!(timeout = "5s", network = "private", crate = "nh"),
+            false,
+        )
+        .unwrap();
         assert_eq!(config.timeout_ms, Some(5_000));
         assert_eq!(config.private, Some(true));
         assert_eq!(config.krate.unwrap().to_token_stream().to_string(), "nh");
-        let config = Configuration::parse(quote!(fs = "host")).unwrap();
+        let config = Configuration::parse(quote!(fs = "host"), false).unwrap();
         assert_eq!(config.fs, Some("Host"));
-        let config = Configuration::parse(quote!(ip = "dual")).unwrap();
+        let config = Configuration::parse(quote!(ip = "dual"), false).unwrap();
         assert_eq!(config.ip, Some("Dual"));
-        let config = Configuration::parse(quote!(ip = "v6")).unwrap();
+        let config = Configuration::parse(quote!(ip = "v6"), false).unwrap();
         assert_eq!(config.ip, Some("V6"));
-        let config = Configuration::parse(quote!(fs = "overlay")).unwrap();
+        let config = Configuration::parse(quote!(fs = "overlay"), false).unwrap();
         assert_eq!(config.fs, Some("Overlay"));
-        let config = Configuration::parse(quote!()).unwrap();
+        let config =
+            Configuration::parse(quote!(flavor = "multi_thread", worker_threads = 4), true)
+                .unwrap();
+        assert_eq!(config.flavor.map(|(f, _)| f), Some(Flavor::MultiThread));
+        assert_eq!(config.worker_threads.map(|(n, _)| n), Some(4));
+        let config = Configuration::parse(quote!(), false).unwrap();
         assert!(config.timeout_ms.is_none() && config.private.is_none() && config.fs.is_none());
     }
 

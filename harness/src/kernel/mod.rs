@@ -6,6 +6,8 @@ pub(crate) mod frames;
 pub(crate) mod netlink;
 pub(crate) mod netns;
 pub(crate) mod nftables;
+// Without the `capture` feature, a stand-in that records nothing.
+#[cfg_attr(not(feature = "capture"), path = "packet_off.rs")]
 pub(crate) mod packet;
 pub(crate) mod prexec;
 pub(crate) mod rootless;

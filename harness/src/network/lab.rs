@@ -122,6 +122,7 @@ impl LabBuilder {
     /// and NAT. Everything is released when the [`Lab`] and all its
     /// containers are dropped, or when the process ends.
     pub fn build(self) -> Result<Lab> {
+        let started = Instant::now();
         let subnet = validate_subnet(&self.subnet)?;
         let addressing = Addressing {
             stack: self.stack,
@@ -185,6 +186,7 @@ impl LabBuilder {
         wait_for("eth0 of the outside host", "come up", || {
             Ok(outside.link_state("eth0")?.up)
         })?;
+        tracing::debug!(%subnet, bridge = self.bridge, elapsed = ?started.elapsed(), "lab built");
         Ok(Lab {
             inner: Arc::new(LabInner {
                 addressing,
@@ -293,7 +295,8 @@ pub(crate) fn wait_for(
     what: &'static str,
     mut ready: impl FnMut() -> Result<bool>,
 ) -> Result<()> {
-    let deadline = Instant::now() + SETUP_TIMEOUT;
+    let started = Instant::now();
+    let deadline = started + SETUP_TIMEOUT;
     let mut pause = Duration::from_micros(50);
     while !ready()? {
         if Instant::now() >= deadline {
@@ -306,6 +309,7 @@ pub(crate) fn wait_for(
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(5));
     }
+    tracing::trace!(name, what, waited = ?started.elapsed(), "waited");
     Ok(())
 }
 

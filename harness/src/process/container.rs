@@ -362,5 +362,9 @@ impl Drop for Container {
             eprintln!("netns-harness: {e}");
         }
         self._port.take();
+        tracing::debug!(
+            container = self.process.name,
+            "container killed and off the bridge; reaped next"
+        );
     }
 }

@@ -238,16 +238,6 @@ impl<E: Debug> TestResult for Result<(), E> {
     }
 }
 
-/// Runs a future to completion on a fresh single-threaded tokio runtime
-/// (with I/O and timers), as the body of an `async` test.
-pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("netns-harness: cannot start a tokio runtime: {e}"))
-        .block_on(future)
-}
-
 /// The container side: runs the body of test `name` on a thread named
 /// after it (as libtest would), reports how it ended to the runner and
 /// exits (0 passed, 1 returned an error, 101 panicked). With
@@ -296,6 +286,7 @@ pub fn run_in_container<R: TestResult + 'static>(name: &'static str, body: fn() 
         }
         Err(_) => (BodyEnd::Panicked(lock(&MESSAGE).clone()), 101),
     };
+    tracing::debug!(test = display_name(name), ?end, "body ended");
     let in_force = match end {
         BodyEnd::Panicked(_) => std::mem::take(&mut *lock(&IN_FORCE)),
         // What is still in force: faults went with their guards, links
@@ -317,31 +308,41 @@ enum Verdict {
 /// panics, with the body's panic message, if it failed.
 #[track_caller]
 pub fn run_test(test: &Test) {
+    let started = Instant::now();
+    let name = test.display_name();
+    tracing::debug!(test = name, network = ?test.network, timeout = ?test.timeout, "test started");
     let lab = match test.network {
         Network::Shared => Lab::shared_with(test.stack),
         Network::Private => Lab::builder().stack(test.stack).build(),
     };
     let verdict = lab.and_then(|lab| run(&lab, test));
+    let elapsed = started.elapsed();
     match verdict {
-        Ok(Verdict::Passed) => {}
-        Ok(Verdict::Failed(message)) => panic!("{message}"),
+        Ok(Verdict::Passed) => tracing::info!(test = name, ?elapsed, "test passed"),
+        Ok(Verdict::Failed(message)) => {
+            tracing::info!(test = name, ?elapsed, failure = message, "test failed");
+            panic!("{message}")
+        }
         Err(err @ Error::Unsupported { .. }) if crate::common::settings::get().skip_unsupported => {
+            tracing::info!(test = name, reason = %err, "test skipped");
             // Straight to the terminal: libtest hides what passing tests print.
             let _ = writeln!(
                 std::io::stderr(),
-                "netns-harness: skipped {} ({SKIP_VAR}=1): {err}",
-                test.display_name()
+                "netns-harness: skipped {name} ({SKIP_VAR}=1): {err}"
             );
         }
-        Err(err) => panic!(
-            "netns-harness: cannot run {} in a container: {err}{}",
-            test.display_name(),
-            if matches!(err, Error::Unsupported { .. }) {
-                format!("; or set {SKIP_VAR}=1 to skip such tests on this machine")
-            } else {
-                String::new()
-            }
-        ),
+        Err(err) => {
+            tracing::warn!(test = name, error = %err, "test could not run");
+            panic!(
+                "netns-harness: cannot run {} in a container: {err}{}",
+                test.display_name(),
+                if matches!(err, Error::Unsupported { .. }) {
+                    format!("; or set {SKIP_VAR}=1 to skip such tests on this machine")
+                } else {
+                    String::new()
+                }
+            )
+        }
     }
 }
 
@@ -354,12 +355,19 @@ fn run(lab: &Lab, test: &Test) -> Result<Verdict> {
         seed,
     } = start(lab, test)?;
     let capture = container.take_capture();
-    let deadline = Instant::now() + test.timeout;
+    let waiting = Instant::now();
+    let deadline = waiting + test.timeout;
     let keep = crate::common::settings::get().keep_on_failure;
     let watched = crate::test::output::watch(container.take_stdout(), result, deadline, |result| {
         keep && panicked(result)
     })
     .map_err(|e| Error::os(format!("read the output of {}", test.display_name()), e))?;
+    tracing::trace!(
+        test = test.display_name(),
+        reported = watched.is_some(),
+        waited = ?waiting.elapsed(),
+        "waited for the body's result"
+    );
     let (verdict, said) = match watched {
         None => {
             // Kill first, whatever the body does (floods its link, forks,
@@ -495,7 +503,7 @@ fn start(lab: &Lab, test: &Test) -> Result<Started> {
     }
     let extras = container::Extras {
         inherit: vec![context.lab_fd, context.outside_fd, context.result_fd],
-        capture: crate::common::settings::get().capture,
+        capture: cfg!(feature = "capture") && crate::common::settings::get().capture,
         port: Some(port),
     };
     let container = container::spawn(inner, &spec, Attach::Bridge(Some(own)), &extras)?;

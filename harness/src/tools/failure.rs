@@ -8,13 +8,16 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 use crate::common::protocol::{Outcome, Peer};
-use crate::common::settings::{self, CAPTURE_VAR, KEEP_VAR};
+use crate::common::settings::{self, KEEP_VAR};
 use crate::kernel::packet::Recording;
 use crate::network::lab::Lab;
 use crate::network::link::{Conditions, Direction};
 use crate::process::container::Container;
-use crate::tools::capture::Capture;
 use crate::{kernel::sys, tools::snapshot};
+
+// Without the `capture` feature no test is recorded, and a stand-in says so.
+#[cfg_attr(not(feature = "capture"), path = "failure/pcap_off.rs")]
+mod pcap;
 
 /// Where a failed test's artifacts go: under the Cargo target directory
 /// (`CARGO_TARGET_DIR`, or the one the test binary was built in),
@@ -244,20 +247,11 @@ fn write_artifacts(
     capture: Option<Recording>,
 ) -> std::io::Result<()> {
     make_dir(dir)?;
-    if let Some(capture) = capture {
-        let seen = Capture::of(capture, own_port).stop();
-        let path = dir.join("capture.pcap");
-        seen.write_pcap(&path).map_err(std::io::Error::other)?;
-        let _ = writeln!(
-            out,
-            "capture of {own_port}: {} frames (the last {} KiB at most) in {} (tcpdump -nr it)",
-            seen.frames(),
-            crate::tools::capture::RING_BYTES / 1024,
-            path.display()
-        );
-    } else {
-        let _ = writeln!(out, "capture: off ({CAPTURE_VAR}=0)");
-    }
+    let line = match capture {
+        Some(recording) => pcap::write(dir, own_port, recording)?,
+        None => pcap::off(),
+    };
+    out.push_str(&line);
     sys::create_file(&dir.join("report.txt"))?.write_all(out.as_bytes())
 }
 

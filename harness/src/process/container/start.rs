@@ -29,6 +29,7 @@ pub(crate) fn spawn(
     attach: Attach,
     extras: &Extras,
 ) -> Result<Container> {
+    let started = std::time::Instant::now();
     let name = match (&spec.name, &attach) {
         (Some(name), _) => name.clone(),
         (None, Attach::Bridge(_)) => format!("c{}", NEXT_NAME.fetch_add(1, Ordering::Relaxed)),
@@ -83,6 +84,7 @@ pub(crate) fn spawn(
         });
     }
     let [stdin, stdout, stderr] = streams.map(|s| s.parent);
+    tracing::debug!(container = process.name, %addr, pid = process.pid, elapsed = ?started.elapsed(), "container spawned");
     Ok(Container {
         process,
         netns,

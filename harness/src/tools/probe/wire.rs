@@ -15,20 +15,21 @@ use pnet::packet::tcp::{MutableTcpPacket, TcpFlags, TcpPacket};
 use std::fs::File;
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 pub(super) fn io_error(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |e| Error::os(what, e)
 }
 
-/// A raw IPv4 socket of one protocol, opened close-on-exec.
+/// A raw IPv4 socket of one protocol, opened close-on-exec
+/// ([`sys::raw_socket`]).
 ///
 /// pnet's `transport_channel` opens its socket without `SOCK_CLOEXEC` and
 /// cannot be given one, and setting `FD_CLOEXEC` afterwards leaves a window
 /// in which a container cloned by another thread inherits the socket; so
 /// the prober opens its raw sockets itself (pnet still builds and parses
-/// the packets). Reads return whole IPv4 datagrams, header included.
+/// the packets).
 pub(super) struct RawSocket {
     pub(super) file: File,
 }
@@ -39,21 +40,8 @@ impl RawSocket {
     /// # References
     /// `raw(7)`
     pub(super) fn open(protocol: IpNextHeaderProtocol) -> std::io::Result<RawSocket> {
-        // SAFETY: socket takes no pointers.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_INET,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::c_int::from(protocol.0),
-            )
-        };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: socket succeeded, so `fd` is open and ours alone.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(RawSocket {
-            file: File::from(fd),
+            file: File::from(sys::raw_socket(protocol.0)?),
         })
     }
 
