@@ -235,3 +235,18 @@ fn an_ipv6_only_test_has_no_ipv4_route(net: Net) {
 fn libc_enetunreach() -> i32 {
     101
 }
+
+#[needs("ping")]
+#[test]
+fn cutting_the_lab_off_cuts_ipv6_too() {
+    let lab = lab(Stack::Dual);
+    let outside = IpAddr::V6(lab.outside_addr6());
+    assert!(pings(&lab, outside).0);
+    let fault = lab.cut_off(netns_harness::Ways::Both).unwrap();
+    let (answered, out) = pings(&lab, outside);
+    assert!(!answered, "IPv6 crossed a cut-off lab: {out}");
+    assert!(pings(&lab, IpAddr::V6(lab.gateway6().unwrap())).0);
+    assert!(fault.counts().unwrap().1 > 0);
+    drop(fault);
+    assert!(pings(&lab, outside).0);
+}

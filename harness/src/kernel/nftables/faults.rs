@@ -48,7 +48,7 @@ const NFTA_FWD_SREG_DEV: u16 = 1;
 pub(crate) enum FaultHook {
     /// The bridge's forward hook (`table bridge`).
     BridgeForward,
-    /// The IPv4 forward hook (`table ip`).
+    /// The forward hook of both IP families (`table inet`).
     Forward,
     /// A device's ingress or egress (`table netdev`).
     Device { name: String, egress: bool },
@@ -58,7 +58,7 @@ impl FaultHook {
     fn family(&self) -> NetfilterProtoFamily {
         match self {
             FaultHook::BridgeForward => NetfilterProtoFamily::Bridge,
-            FaultHook::Forward => NetfilterProtoFamily::IPv4,
+            FaultHook::Forward => NetfilterProtoFamily::Inet,
             FaultHook::Device { .. } => NetfilterProtoFamily::NetDev,
         }
     }
