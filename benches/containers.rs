@@ -16,7 +16,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio as ProcessStdi
 use std::time::{Duration, Instant};
 
 use netns_harness::probe::{ProbeOptions, Prober};
-use netns_harness::{Conditions, Container, Direction, Fs, Lab, Spec, Stdio};
+use netns_harness::{Conditions, Container, Direction, Fs, Lab, Spec, Stack, Stdio};
 use netns_harness_suite::{dies_with_test, tool, tree_dies_with_test};
 
 /// Percentile `p` (0 to 100) of `samples`, which it sorts.
@@ -79,6 +79,21 @@ fn fs_cost(lab: &Lab, n: usize) -> FsCost {
         private_us: percentile(&mut private_diffs, 50),
         overlay_us: percentile(&mut overlay_diffs, 50),
     }
+}
+
+/// What IPv6 costs: `n` containers in an IPv4 lab and in a dual-stack one,
+/// interleaved; the p50 of each, in ms.
+fn dual_stack_cost(v4: &Lab, n: usize) -> (f64, f64) {
+    let dual = Lab::builder()
+        .subnet("10.251.0.0/16")
+        .stack(Stack::Dual)
+        .build()
+        .expect("a dual-stack lab");
+    let spec = Spec::command("sleep").arg("600");
+    let (mut v4s, mut duals): (Vec<f64>, Vec<f64>) = (0..n)
+        .map(|_| (one_container(v4, &spec), one_container(&dual, &spec)))
+        .unzip();
+    (percentile(&mut v4s, 50), percentile(&mut duals, 50))
 }
 
 /// What link conditions cost: `n` pairs of containers spawned with a rate
@@ -580,6 +595,7 @@ fn main() {
     drop(shell);
     let fs = fs_cost(&lab, n);
     let link = link_cost(&lab, n);
+    let (v4_ms, dual_ms) = dual_stack_cost(&lab, n);
     drop(lab);
     let (p50, p90, p99) = (
         percentile(&mut harness, 50),
@@ -639,6 +655,14 @@ fn main() {
     println!(
         "{:<58} {:>8.0}us",
         "Fs::Overlay - Fs::Host, median of rounds", fs.overlay_us
+    );
+    println!(
+        "{:<58} {v4_ms:>8.2}ms",
+        format!("per container, IPv4 lab, {n} interleaved")
+    );
+    println!(
+        "{:<58} {dual_ms:>8.2}ms",
+        format!("per container, dual-stack lab, {n} interleaved")
     );
     println!(
         "{:<58} {:>8.0}us",
@@ -705,7 +729,8 @@ fn main() {
          scale500_pings_ok={}/{} icmp_probe_us_p50={:.0} tcp_probe_us_p50={:.0} tcp_closed_probe_us_p50={:.0} \
          filtered_ms={:.0} fs_private_us={:.0} fs_overlay_us={:.0} link_spawn_us={:.0} \
          link_set_us_p50={:.0} link_delay_start_ms={:.2} link_delay_set_us_p50={:.0} \
-         process_lab_ms={floor_lab:.2} process_lab_container_ms={floor_container:.2}",
+         process_lab_ms={floor_lab:.2} process_lab_container_ms={floor_container:.2} \
+         v4_container_ms={v4_ms:.2} dualstack_container_ms={dual_ms:.2}",
         scale.up_s,
         scale.mem_per_container_kib,
         scale.pings_ok,
