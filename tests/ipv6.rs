@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use netns_harness::prelude::*;
 use netns_harness::{Error, Stack};
-use netns_harness_suite::{find_line, needs};
+use netns_harness_suite::{find_line, in_netns, needs};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -127,10 +127,9 @@ fn an_ipv6_only_container_has_no_ipv4_and_reaches_the_outside_over_ipv6() {
     assert!(!answered, "reached the outside over IPv4: {out}");
 }
 
-#[needs("nc")]
-#[test]
-fn the_outside_host_sees_a_containers_own_ipv6_address() {
-    let lab = lab(Stack::Dual);
+/// The source address the outside host sees on a TCP connection over IPv6
+/// from a new container of `lab`, and that container.
+fn seen_from_outside(lab: &Lab) -> (String, Container) {
     // netcat-openbsd says where a connection came from on standard error.
     let mut server = lab
         .spawn_outside(
@@ -146,16 +145,46 @@ fn the_outside_host_sees_a_containers_own_ipv6_address() {
     let mut client = lab
         .spawn(&Spec::command("sh").args(["-c", &script]))
         .expect("spawn the client");
-    let line = find_line(stdout, TIMEOUT, |l| {
-        l.starts_with("Connection received on ")
-    });
-    let own = client.addr6().unwrap().to_string();
-    let line = line.expect("the outside host received no connection");
-    assert!(
-        line.starts_with(&format!("Connection received on {own} ")),
-        "the outside saw {line:?}, not {own}"
-    );
+    let prefix = "Connection received on ";
+    let line = find_line(stdout, TIMEOUT, move |l| l.starts_with(prefix))
+        .expect("the outside host received no connection");
     client.wait_timeout(TIMEOUT).expect("the client ends");
+    let source = line[prefix.len()..].split(' ').next().unwrap_or_default();
+    (source.to_owned(), client)
+}
+
+#[needs("nc")]
+#[test]
+fn the_outside_host_sees_a_containers_own_ipv6_address() {
+    let lab = lab(Stack::Dual);
+    let (source, client) = seen_from_outside(&lab);
+    assert_eq!(source, client.addr6().unwrap().to_string());
+}
+
+#[needs("nc", "nft")]
+#[test]
+fn with_nat66_the_outside_host_sees_the_labs_address() {
+    let lab = Lab::builder()
+        .stack(Stack::Dual)
+        .nat66(true)
+        .build()
+        .unwrap();
+    let (source, client) = seen_from_outside(&lab);
+    assert_eq!(source, lab.public_addr6().to_string());
+    assert_ne!(source, client.addr6().unwrap().to_string());
+    let table = in_netns(
+        lab.lab_netns(),
+        "nft",
+        &["list", "table", "ip6", "netns_harness"],
+    );
+    assert!(
+        table.contains("ip6 saddr fd00:200::/64 oifname \"uplink\" counter packets")
+            && !table.contains("counter packets 0 "),
+        "{table}"
+    );
+    // No route back from the outside: it reaches only the lab's address.
+    let routes = in_netns(lab.outside_netns(), "ip", &["-6", "route"]);
+    assert!(!routes.contains("fd00:200::/64"), "{routes}");
 }
 
 #[needs("getent")]

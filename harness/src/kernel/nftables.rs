@@ -18,7 +18,7 @@ use netlink_packet_netfilter::{
 };
 
 use crate::common::error::{Error, Result};
-use crate::common::subnet::Ipv4Subnet;
+use crate::common::subnet::{Ipv4Subnet, Ipv6Subnet};
 use crate::kernel::netlink::{Refusal, Socket, request};
 
 /// `NFNL_SUBSYS_NFTABLES`: the subsystem a batch of nf_tables messages is
@@ -33,9 +33,62 @@ const NF_ACCEPT: u32 = 1;
 const NF_IP_PRI_NAT_SRC: u32 = 100;
 /// `NFT_PAYLOAD_NETWORK_HEADER` of `enum nft_payload_bases`.
 const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
-/// Where `saddr` is in an IPv4 header, and its length.
+/// Where `saddr` is in an IPv4 header, and in an IPv6 header.
 const IPV4_SADDR_OFFSET: u32 = 12;
-const IPV4_ADDR_LEN: u32 = 4;
+const IPV6_SADDR_OFFSET: u32 = 8;
+
+/// Whose traffic a masquerade rewrites: a subnet of either family.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Sources {
+    V4(Ipv4Subnet),
+    V6(Ipv6Subnet),
+}
+
+impl Sources {
+    /// The table's family, and its name in `nft`'s syntax.
+    fn family(self) -> (NetfilterProtoFamily, &'static str) {
+        match self {
+            Sources::V4(_) => (NetfilterProtoFamily::IPv4, "ip"),
+            Sources::V6(_) => (NetfilterProtoFamily::IPv6, "ip6"),
+        }
+    }
+
+    /// Where the source address is in the network header.
+    fn offset(self) -> u32 {
+        match self {
+            Sources::V4(_) => IPV4_SADDR_OFFSET,
+            Sources::V6(_) => IPV6_SADDR_OFFSET,
+        }
+    }
+
+    /// The network's address and its mask, as the header has them.
+    fn network_and_mask(self) -> (Vec<u8>, Vec<u8>) {
+        match self {
+            Sources::V4(subnet) => (
+                subnet.network().octets().to_vec(),
+                subnet.netmask().octets().to_vec(),
+            ),
+            Sources::V6(subnet) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(subnet.prefix()))
+                    .unwrap_or(0);
+                (
+                    subnet.network().octets().to_vec(),
+                    mask.to_be_bytes().to_vec(),
+                )
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sources::V4(subnet) => write!(f, "ip saddr {subnet}"),
+            Sources::V6(subnet) => write!(f, "ip6 saddr {subnet}"),
+        }
+    }
+}
 
 /// The expressions `netlink-packet-netfilter` has no type for: their names
 /// (`counter`, `masq`) and the counter's attributes (`enum
@@ -87,8 +140,12 @@ fn bare(name: &str) -> Expressions {
 
 /// The messages of the transaction that installs
 /// `table ip netns_harness { chain postrouting { type nat hook postrouting priority srcnat; policy accept;
-///  ip saddr <subnet> oifname "<uplink>" counter masquerade } }`.
-fn masquerade_batch(subnet: Ipv4Subnet, uplink: &str) -> Vec<NetlinkMessage<NetfilterMessage>> {
+///  ip saddr <subnet> oifname "<uplink>" counter masquerade } }`, or its
+/// `ip6` twin.
+fn masquerade_batch(sources: Sources, uplink: &str) -> Vec<NetlinkMessage<NetfilterMessage>> {
+    let (family, _) = sources.family();
+    let (network, mask) = sources.network_and_mask();
+    let len = u32::try_from(network.len()).unwrap_or(u32::MAX);
     let mut ifname = vec![0u8; libc::IFNAMSIZ];
     for (dst, src) in ifname.iter_mut().zip(uplink.as_bytes()) {
         *dst = *src;
@@ -109,24 +166,24 @@ fn masquerade_batch(subnet: Ipv4Subnet, uplink: &str) -> Vec<NetlinkMessage<Netf
         ],
     });
     let expressions = [
-        // ip saddr & mask == network
+        // saddr & mask == network
         Expressions::Payload(vec![
             Payload::DestinationRegister(Register::Reg1),
             Payload::Base(NFT_PAYLOAD_NETWORK_HEADER),
-            Payload::Offset(IPV4_SADDR_OFFSET),
-            Payload::Len(IPV4_ADDR_LEN),
+            Payload::Offset(sources.offset()),
+            Payload::Len(len),
         ]),
         Expressions::Bitwise(vec![
             Bitwise::SourceRegister(Register::Reg1),
             Bitwise::DestinationRegister(Register::Reg1),
-            Bitwise::Length(IPV4_ADDR_LEN),
-            Bitwise::Mask(DataAttribute::Value(subnet.netmask().octets().to_vec())),
-            Bitwise::Xor(DataAttribute::Value(vec![0; 4])),
+            Bitwise::Length(len),
+            Bitwise::Mask(DataAttribute::Value(mask)),
+            Bitwise::Xor(DataAttribute::Value(vec![0; network.len()])),
         ]),
         Expressions::Cmp(vec![
             Cmp::SourceRegister(Register::Reg1),
             Cmp::Op(Operator::Equal),
-            Cmp::Data(DataAttribute::Value(subnet.network().octets().to_vec())),
+            Cmp::Data(DataAttribute::Value(network)),
         ]),
         // oifname == uplink
         Expressions::Meta(vec![
@@ -150,27 +207,29 @@ fn masquerade_batch(subnet: Ipv4Subnet, uplink: &str) -> Vec<NetlinkMessage<Netf
     });
     vec![
         batch(ControlMessage::BatchBegin),
-        nft(table, NLM_F_CREATE | NLM_F_ACK),
-        nft(chain, NLM_F_CREATE | NLM_F_ACK),
-        nft(rule, NLM_F_CREATE | NLM_F_APPEND | NLM_F_ACK),
+        nft_of(family, table, NLM_F_CREATE | NLM_F_ACK),
+        nft_of(family, chain, NLM_F_CREATE | NLM_F_ACK),
+        nft_of(family, rule, NLM_F_CREATE | NLM_F_APPEND | NLM_F_ACK),
         batch(ControlMessage::BatchEnd),
     ]
 }
 
 /// Installs, in one transaction,
 /// `table ip netns_harness { chain postrouting { type nat hook postrouting priority srcnat; policy accept;
-///  ip saddr <subnet> oifname "<uplink>" counter masquerade } }`.
+///  ip saddr <subnet> oifname "<uplink>" counter masquerade } }`, or its
+/// `ip6` twin for an IPv6 subnet.
 pub(crate) fn install_masquerade(
     socket: &mut Socket,
-    subnet: Ipv4Subnet,
+    sources: Sources,
     uplink: &str,
 ) -> Result<()> {
+    let (_, family) = sources.family();
     socket
-        .transact(&mut masquerade_batch(subnet, uplink))
+        .transact(&mut masquerade_batch(sources, uplink))
         .map(drop)
         .map_err(|Refusal { error, message }| Error::Netlink {
             operation: format!(
-                "add nftables rule \"ip saddr {subnet} oifname {uplink} masquerade\" (table ip {TABLE})"
+                "add nftables rule \"{sources} oifname {uplink} masquerade\" (table {family} {TABLE})"
             ),
             namespace: "lab",
             source: error,
@@ -301,7 +360,7 @@ mod tests {
     #[test]
     fn the_masquerade_batch_is_read_back_as_one_transaction() {
         let subnet: Ipv4Subnet = "10.200.0.0/16".parse().unwrap();
-        let batch: Vec<_> = masquerade_batch(subnet, "uplink")
+        let batch: Vec<_> = masquerade_batch(Sources::V4(subnet), "uplink")
             .into_iter()
             .map(parsed)
             .collect();
@@ -348,6 +407,26 @@ mod tests {
         let mut ifname = b"uplink".to_vec();
         ifname.resize(libc::IFNAMSIZ, 0);
         assert_eq!(compared, [vec![10, 200, 0, 0], ifname]);
+    }
+
+    #[test]
+    fn an_ipv6_masquerade_compares_the_ipv6_source() {
+        let subnet: Ipv6Subnet = "fd00:200::/64".parse().unwrap();
+        let batch: Vec<_> = masquerade_batch(Sources::V6(subnet), "uplink")
+            .into_iter()
+            .map(parsed)
+            .collect();
+        assert!(
+            batch[1..4]
+                .iter()
+                .all(|(_, m)| m.header.family == NetfilterProtoFamily::IPv6)
+        );
+        let NetfilterMessageInner::NfTables(NfTablesMessage::NewRule(rule)) = &batch[3].1.inner
+        else {
+            panic!("not a rule: {:?}", batch[3].1);
+        };
+        let (_, compared) = expressions(rule);
+        assert_eq!(compared[0], subnet.network().octets());
     }
 
     #[test]

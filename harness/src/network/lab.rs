@@ -64,6 +64,7 @@ pub struct LabBuilder {
     subnet: String,
     subnet6: String,
     stack: Stack,
+    nat66: bool,
     bridge: String,
 }
 
@@ -73,6 +74,7 @@ impl Default for LabBuilder {
             subnet: DEFAULT_SUBNET.to_owned(),
             subnet6: DEFAULT_SUBNET6.to_owned(),
             stack: Stack::default(),
+            nat66: false,
             bridge: DEFAULT_BRIDGE.to_owned(),
         }
     }
@@ -109,6 +111,17 @@ impl LabBuilder {
     /// is `fd00:200::1:5`).
     pub fn subnet6(mut self, subnet: &str) -> Self {
         subnet.clone_into(&mut self.subnet6);
+        self
+    }
+
+    /// Whether the lab translates IPv6 too (default `false`: IPv6 is
+    /// routed, as IPv6 networks are, and the outside host sees
+    /// containers' own addresses). With NAT66, the gateway masquerades
+    /// what containers send to the outside behind
+    /// [`Lab::public_addr6`], as it does for IPv4, and the outside host has
+    /// no route back to the bridge's IPv6 subnet.
+    pub fn nat66(mut self, nat66: bool) -> Self {
+        self.nat66 = nat66;
         self
     }
 
@@ -161,24 +174,24 @@ impl LabBuilder {
         outside.set_up(outside_eth0)?;
         outside.add_address(outside_eth0, OUTSIDE_ADDR, UPLINK_PREFIX)?;
         if self.stack.has_v4() {
-            nftables::install_masquerade(&mut nft, subnet, UPLINK)?;
+            nftables::install_masquerade(&mut nft, nftables::Sources::V4(subnet), UPLINK)?;
         }
         if let Some(gateway) = addressing.addr6(addressing.gateway()) {
-            let links = v6::Links {
+            let setup = v6::Setup {
                 bridge: &self.bridge,
                 bridge_index,
                 uplink: UPLINK,
                 uplink_index,
                 outside_eth0,
-            };
-            v6::configure(
-                &lab_ns,
-                &mut rtnl,
-                &mut outside,
-                &links,
                 gateway,
-                addressing.subnet6,
-            )?;
+                subnet6: addressing.subnet6,
+                routed: !self.nat66,
+            };
+            v6::configure(&lab_ns, &mut rtnl, &mut outside, &setup)?;
+            if self.nat66 {
+                let sources = nftables::Sources::V6(addressing.subnet6);
+                nftables::install_masquerade(&mut nft, sources, UPLINK)?;
+            }
         }
         // Both ends of the uplink carry traffic only once the kernel has
         // processed their carrier.

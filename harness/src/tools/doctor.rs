@@ -223,9 +223,9 @@ fn kernel_objects() -> Vec<Finding> {
             "the kernel needs CONFIG_VETH (modprobe veth)",
         ),
     });
-    let masquerade = crate::DEFAULT_SUBNET
-        .parse()
-        .and_then(|subnet| nftables::install_masquerade(&mut nft, subnet, crate::UPLINK));
+    let masquerade = crate::DEFAULT_SUBNET.parse().and_then(|subnet| {
+        nftables::install_masquerade(&mut nft, nftables::Sources::V4(subnet), crate::UPLINK)
+    });
     checks.push(match masquerade {
         Ok(()) => Finding::ok("nf_tables", "masquerade rule installed"),
         Err(e) => Finding::failed(

@@ -74,26 +74,29 @@ pub(crate) fn validate_subnet6(text: &str) -> Result<Ipv6Subnet> {
     Ok(subnet)
 }
 
-/// The links of a new lab that carry IPv6.
-pub(crate) struct Links<'a> {
+/// A new lab's IPv6: its links, its gateway's address and subnet, and
+/// whether the outside host routes to the subnet (no NAT66).
+pub(crate) struct Setup<'a> {
     pub bridge: &'a str,
     pub bridge_index: u32,
     pub uplink: &'a str,
     pub uplink_index: u32,
     pub outside_eth0: u32,
+    pub gateway: Ipv6Addr,
+    pub subnet6: Ipv6Subnet,
+    pub routed: bool,
 }
 
-/// Gives a new lab IPv6: forwarding, the gateway's and the uplink's
-/// addresses (IPv6 is off on the lab's links until then, so that bridge
-/// ports get none), the outside host's, and its route back to the bridge's
+/// Gives a new lab IPv6 as `setup` says: forwarding, the gateway's and
+/// the uplink's addresses (IPv6 is off on the lab's links until then, so
+/// that bridge ports get none), the outside host's, and unless it
+/// translates (NAT66) the outside host's route back to the bridge's
 /// subnet.
 pub(crate) fn configure(
     lab_ns: &OwnedFd,
     lab: &mut Rtnl,
     outside: &mut Rtnl,
-    links: &Links<'_>,
-    gateway: Ipv6Addr,
-    subnet6: Ipv6Subnet,
+    setup: &Setup<'_>,
 ) -> Result<()> {
     netns::run_in(lab_ns.as_fd(), || {
         let write = |path: String, value: &str| {
@@ -101,15 +104,19 @@ pub(crate) fn configure(
                 .map_err(|e| Error::os(format!("write {value} to {path} in the lab namespace"), e))
         };
         write("/proc/sys/net/ipv6/conf/all/forwarding".into(), "1")?;
-        for link in [links.bridge, links.uplink] {
+        for link in [setup.bridge, setup.uplink] {
             write(format!("/proc/sys/net/ipv6/conf/{link}/disable_ipv6"), "0")?;
         }
         Ok(())
     })?;
-    lab.add_address6(links.bridge_index, gateway, subnet6.prefix())?;
-    lab.add_address6(links.uplink_index, PUBLIC_ADDR6, UPLINK_PREFIX6)?;
-    outside.add_address6(links.outside_eth0, OUTSIDE_ADDR6, UPLINK_PREFIX6)?;
-    outside.add_route6(subnet6.network(), subnet6.prefix(), PUBLIC_ADDR6)
+    let subnet6 = setup.subnet6;
+    lab.add_address6(setup.bridge_index, setup.gateway, subnet6.prefix())?;
+    lab.add_address6(setup.uplink_index, PUBLIC_ADDR6, UPLINK_PREFIX6)?;
+    outside.add_address6(setup.outside_eth0, OUTSIDE_ADDR6, UPLINK_PREFIX6)?;
+    if setup.routed {
+        outside.add_route6(subnet6.network(), subnet6.prefix(), PUBLIC_ADDR6)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
