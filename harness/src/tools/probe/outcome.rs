@@ -181,7 +181,12 @@ pub enum TcpMode {
     /// A plain `connect()`, for namespaces without raw sockets; a
     /// connection that succeeds is closed at once. The kernel reports an
     /// ICMP "administratively prohibited" to `connect()` as host
-    /// unreachable, so that is the reason given.
+    /// unreachable, so that is the reason given (ICMPv6's as prohibited).
+    ///
+    /// Over IPv6 the kernel may take an ICMPv6 error about the first SYN
+    /// as a soft error and report it only when the retransmitted SYN
+    /// (after 1 s) meets it again, as measured on Linux 6.18 with `nc -6`
+    /// too: give such probes a timeout above 1 s.
     Connect,
 }
 
