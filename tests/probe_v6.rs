@@ -182,38 +182,24 @@ fn tcp_over_ipv6_open_closed_dropped_and_rejected(net: Net) {
         let args: Vec<&str> = rule.split(' ').collect();
         in_netns(peer.netns(), "nft", &args);
     }
-    type Verdict = fn(&TcpOutcome) -> bool;
-    let open: Verdict = |o| o.is_open();
-    let closed: Verdict = |o| matches!(o, TcpOutcome::Closed { .. });
+    type Verdict<'v> = &'v dyn Fn(&TcpOutcome) -> bool;
+    let open = |o: &TcpOutcome| o.is_open();
+    let closed = |o: &TcpOutcome| matches!(o, TcpOutcome::Closed { .. });
     let filtered = |reason| move |o: &TcpOutcome| *o == TcpOutcome::Filtered { reason };
-    // Port, SYN verdict, connect() verdict (the kernel reports ICMPv6
-    // "administratively prohibited" to connect() as EACCES), what nc says.
-    let cases: [(
-        u16,
-        &dyn Fn(&TcpOutcome) -> bool,
-        &dyn Fn(&TcpOutcome) -> bool,
-        &str,
-    ); 5] = [
-        (8080, &open, &open, "succeeded"),
-        (8081, &closed, &closed, "Connection refused"),
-        (
-            9000,
-            &filtered(Reason::Timeout),
-            &filtered(Reason::Timeout),
-            "timed out",
-        ),
+    // Port, the verdict of both the SYN and the connect() probe (unlike
+    // IPv4's, the kernel reports ICMPv6 "administratively prohibited" to
+    // connect() as such: EACCES), what nc says.
+    let cases: [(u16, Verdict<'_>, &str); 5] = [
+        (8080, &open, "succeeded"),
+        (8081, &closed, "Connection refused"),
+        (9000, &filtered(Reason::Timeout), "timed out"),
         // nft's plain `reject` in an ip6 table: ICMPv6 port unreachable.
-        (9001, &closed, &closed, "Connection refused"),
-        (
-            9002,
-            &filtered(Reason::Prohibited),
-            &filtered(Reason::Prohibited),
-            "Permission denied",
-        ),
+        (9001, &closed, "Connection refused"),
+        (9002, &filtered(Reason::Prohibited), "Permission denied"),
     ];
-    for (port, syn_verdict, connect_verdict, nc_says) in cases {
+    for (port, verdict, nc_says) in cases {
         let syn = Prober::here().tcp(addr, port, options()).unwrap();
-        assert!(syn_verdict(&syn), "SYN probe of [{addr}]:{port}: {syn}");
+        assert!(verdict(&syn), "SYN probe of [{addr}]:{port}: {syn}");
         // The kernel reports an ICMPv6 error to connect() once the SYN
         // was retransmitted, after 1 s (nc -6 takes that second too).
         let slow = options().timeout(Duration::from_secs(3));
@@ -221,7 +207,7 @@ fn tcp_over_ipv6_open_closed_dropped_and_rejected(net: Net) {
             .tcp(addr, port, slow.tcp_mode(TcpMode::Connect))
             .unwrap();
         assert!(
-            connect_verdict(&connect),
+            verdict(&connect),
             "connect() probe of [{addr}]:{port}: {connect}"
         );
         let (_, text) = run_here(
@@ -443,4 +429,86 @@ fn a_capture_finds_a_v6_flow_among_others_and_tcpdump_reads_it(net: Net) {
         .read_to_end(&mut raw)
         .unwrap();
     assert!(raw.len() > 24, "an empty pcap");
+}
+
+#[needs("nsenter", "ip", "nft", "sh", "conntrack")]
+#[netns_test(timeout = "30s")]
+fn a_nat66_rewrite_is_seen_by_the_capture_and_conntrack_as_the_conntrack_tool_says(net: Net) {
+    // me --(bridge, fd00:99::/64)-- router --(veth, fd00:98::/64)-- server;
+    // the router masquerades what leaves towards the server, which has
+    // no route back to fd00:99::/64: only translated flows are answered.
+    add_own_v6(&net);
+    let (server, _) = start_listener(&net, &["v6:8080"]);
+    let (router, via) = sleeper(&net);
+    let (inside, outside): (Ipv6Addr, Ipv6Addr) =
+        ("fd00:98::1".parse().unwrap(), "fd00:98::2".parse().unwrap());
+    let peer = format!("netns {}", server.pid());
+    let mut link = vec![
+        "link", "add", "up0", "type", "veth", "peer", "name", "down0",
+    ];
+    link.extend(peer.split(' '));
+    in_netns(router.netns(), "ip", &link);
+    for (netns, addr) in [(router.netns(), inside), (server.netns(), outside)] {
+        let (cidr, dev) = (
+            format!("{addr}/64"),
+            if addr == inside { "up0" } else { "down0" },
+        );
+        in_netns(
+            netns,
+            "ip",
+            &["-6", "addr", "add", &cidr, "dev", dev, "nodad"],
+        );
+        in_netns(netns, "ip", &["link", "set", dev, "up"]);
+    }
+    let forwarding = "echo 1 > /proc/sys/net/ipv6/conf/all/forwarding";
+    in_netns(router.netns(), "sh", &["-c", forwarding]);
+    for rule in [
+        "add table ip6 nat",
+        "add chain ip6 nat post { type nat hook postrouting priority 100 ; }",
+        "add rule ip6 nat post oifname up0 masquerade",
+    ] {
+        let args: Vec<&str> = rule.split(' ').collect();
+        in_netns(router.netns(), "nft", &args);
+    }
+    let own = own_netns();
+    let via = via.to_string();
+    in_netns(
+        own.as_fd(),
+        "ip",
+        &["-6", "route", "add", "fd00:98::/64", "via", &via],
+    );
+
+    let capture = Capture::start(server.netns(), "down0").unwrap();
+    let slow = options().timeout(Duration::from_secs(3));
+    let echo = Prober::here().icmp_flow(outside, slow).unwrap();
+    assert!(echo.outcome.is_reachable(), "{}", echo.outcome);
+    let syn = Prober::here().tcp_flow(outside, 8080, slow).unwrap();
+    assert!(syn.outcome.is_open(), "{}", syn.outcome);
+    let seen = capture.stop();
+    let table = netns_harness::conntrack::Table::read(router.netns()).unwrap();
+    for (flow, protocol) in [(echo.flow, "icmpv6"), (syn.flow, "tcp")] {
+        let translation = seen.assert_translated(&flow, inside);
+        assert!(translation.replies >= 1, "{flow}: {translation}");
+        let entry = table.assert_translated(&flow, inside);
+        assert_eq!(
+            entry.translated_source(),
+            (translation.src, translation.src_port),
+            "conntrack ({entry}) and the capture ({translation}) disagree on {flow}"
+        );
+        // The conntrack tool lists the same tuples.
+        let listing = in_netns(
+            router.netns(),
+            "conntrack",
+            &["-L", "-f", "ipv6", "-p", protocol],
+        );
+        let line = listing
+            .lines()
+            .find(|l| l.contains(&format!(" {} ", entry.original)))
+            .unwrap_or_else(|| panic!("conntrack -L lists no {}:\n{listing}", entry.original));
+        assert!(
+            line.contains(&format!(" {} ", entry.reply)),
+            "conntrack -L shows another reply tuple than {}: {line}",
+            entry.reply
+        );
+    }
 }
