@@ -107,7 +107,7 @@ impl RawSocket {
         let buf = &buf[..n.min(buf.len())];
         Ok(
             family::payload_of(self.family, buf).map(|payload| Received {
-                from: from.ip().to_canonical(),
+                from: from.ip(),
                 payload,
             }),
         )

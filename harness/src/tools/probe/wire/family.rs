@@ -8,7 +8,7 @@ use pnet::packet::icmpv6::Icmpv6Types;
 use pnet::packet::ip::{IpNextHeaderProtocol, IpNextHeaderProtocols};
 use pnet::packet::ipv4::Ipv4Packet;
 use pnet::packet::ipv6::Ipv6Packet;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::super::Reason;
 
@@ -52,7 +52,7 @@ impl Family {
     /// The unspecified address (`0.0.0.0`, `::`), to bind to.
     pub(in crate::tools::probe) fn unspecified(self) -> IpAddr {
         match self {
-            Family::V4 => IpAddr::from([0u8; 4]),
+            Family::V4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             Family::V6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         }
     }
