@@ -42,7 +42,7 @@ fn ping_peer() {
     std::io::stdin()
         .read_line(&mut peer)
         .expect("read the peer's address");
-    let peer = peer.trim().parse().expect("an IPv4 address");
+    let peer: std::net::IpAddr = peer.trim().parse().expect("an IP address");
     let options = ProbeOptions::default().count(3);
     let outcome = Prober::here().icmp(peer, options).expect("probe");
     println!("ping {peer}: {outcome}");

@@ -86,18 +86,19 @@ pub(crate) fn fd_is_open(fd: RawFd) -> bool {
     rustix::io::fcntl_getfd(unsafe { BorrowedFd::borrow_raw(fd) }).is_ok()
 }
 
-/// A raw IPv4 socket of `protocol` (an `IPPROTO_*` number) in the calling
+/// A raw socket of `family` (IPv4 or IPv6) and `protocol` (an `IPPROTO_*` number) in the calling
 /// thread's namespace, opened close-on-exec (so no container cloned by
-/// another thread meanwhile inherits it). Reads return whole IPv4
-/// datagrams, header included.
+/// another thread meanwhile inherits it). Reads of an IPv4 one return
+/// whole datagrams, header included; of an IPv6 one, what follows the
+/// header.
 ///
 /// # References
-/// `raw(7)`
-pub(crate) fn raw_socket(protocol: u8) -> io::Result<OwnedFd> {
-    use rustix::net::{AddressFamily, Protocol, SocketFlags, SocketType, socket_with};
+/// `raw(7)`, `ipv6(7)`
+pub(crate) fn raw_socket(family: rustix::net::AddressFamily, protocol: u8) -> io::Result<OwnedFd> {
+    use rustix::net::{Protocol, SocketFlags, SocketType, socket_with};
     let protocol = std::num::NonZeroU32::new(u32::from(protocol)).map(Protocol::from_raw);
     Ok(socket_with(
-        AddressFamily::INET,
+        family,
         SocketType::RAW,
         SocketFlags::CLOEXEC,
         protocol,

@@ -1,161 +1,27 @@
 //! Packet capture on an interface of a lab namespace: what the far side of
-//! the NAT saw, and which of the flows a probe sent ([`Observations::find`]).
+//! the NAT saw, and which of the flows a probe sent ([`Observations::find`]),
+//! over IPv4 and IPv6: whether the NAT (NAT44, or NAT66 where one is set
+//! up) rewrote its source, or it was routed as sent (IPv6's default).
 //! The frames are recorded by `crate::kernel::packet` (every frame whole up to
 //! [`SNAPLEN`], with its true length; a bounded stop even on a flooded
 //! port).
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::time::SystemTime;
 
-use pnet::packet::ethernet::{EtherTypes, EthernetPacket};
-use pnet::packet::icmp::IcmpPacket;
-use pnet::packet::ip::{IpNextHeaderProtocol, IpNextHeaderProtocols};
-use pnet::packet::ipv4::Ipv4Packet;
-use pnet::packet::tcp::{TcpFlags, TcpPacket};
-use pnet::packet::udp::UdpPacket;
+use pnet::packet::tcp::TcpFlags;
 
 use crate::common::error::{Error, Result};
 pub use crate::kernel::packet::{DRAIN_TIME, RING_BYTES, SNAPLEN};
 use crate::kernel::packet::{Frame, Recording};
 use crate::tools::probe::{Flow, Mark};
 
-/// The transport protocol of a captured packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    /// ICMP, with its type.
-    Icmp(u8),
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-    /// Another IP protocol number.
-    Other(u8),
-}
-
-/// One IPv4 packet seen on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Observed {
-    /// Its protocol.
-    pub protocol: Protocol,
-    /// Its source address.
-    pub src: Ipv4Addr,
-    /// Its source port (TCP and UDP).
-    pub src_port: Option<u16>,
-    /// Its destination address.
-    pub dst: Ipv4Addr,
-    /// Its destination port (TCP and UDP).
-    pub dst_port: Option<u16>,
-}
-
-impl fmt::Display for Observed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let end = |addr: Ipv4Addr, port: Option<u16>| match port {
-            Some(port) => format!("{addr}:{port}"),
-            None => addr.to_string(),
-        };
-        let protocol = match self.protocol {
-            Protocol::Icmp(kind) => format!("icmp type {kind}"),
-            Protocol::Tcp => "tcp".to_owned(),
-            Protocol::Udp => "udp".to_owned(),
-            Protocol::Other(n) => format!("ip proto {n}"),
-        };
-        write!(
-            f,
-            "{protocol} {} > {}",
-            end(self.src, self.src_port),
-            end(self.dst, self.dst_port)
-        )
-    }
-}
-
-/// The fields of an IPv4 packet that tell flows apart.
-struct Parsed<'f> {
-    observed: Observed,
-    /// ICMP echo (request or reply): its identifier.
-    echo_id: Option<u16>,
-    /// TCP: sequence number, acknowledgement number, flags.
-    tcp: Option<(u32, u32, u8)>,
-    /// The transport payload (ICMP: after the 8-byte header).
-    payload: &'f [u8],
-}
-
-/// Fills in what the transport header and payload of `parsed` say.
-fn parse_transport<'f>(
-    parsed: &mut Parsed<'f>,
-    protocol: IpNextHeaderProtocol,
-    transport: &'f [u8],
-) -> Option<()> {
-    match protocol {
-        IpNextHeaderProtocols::Tcp => {
-            let tcp = TcpPacket::new(transport)?;
-            parsed.observed.protocol = Protocol::Tcp;
-            parsed.observed.src_port = Some(tcp.get_source());
-            parsed.observed.dst_port = Some(tcp.get_destination());
-            parsed.tcp = Some((
-                tcp.get_sequence(),
-                tcp.get_acknowledgement(),
-                tcp.get_flags(),
-            ));
-            let offset = usize::from(tcp.get_data_offset()) * 4;
-            parsed.payload = transport.get(offset..).unwrap_or_default();
-        }
-        IpNextHeaderProtocols::Udp => {
-            let udp = UdpPacket::new(transport)?;
-            parsed.observed.protocol = Protocol::Udp;
-            parsed.observed.src_port = Some(udp.get_source());
-            parsed.observed.dst_port = Some(udp.get_destination());
-            parsed.payload = transport.get(UdpPacket::minimum_packet_size()..)?;
-        }
-        IpNextHeaderProtocols::Icmp => {
-            let kind = IcmpPacket::new(transport)?.get_icmp_type().0;
-            parsed.observed.protocol = Protocol::Icmp(kind);
-            // Echo reply (0) and request (8): identifier, sequence, data.
-            if kind == 0 || kind == 8 {
-                parsed.echo_id = Some(u16::from_be_bytes([*transport.get(4)?, *transport.get(5)?]));
-            }
-            parsed.payload = transport.get(8..).unwrap_or_default();
-        }
-        _ => {}
-    }
-    Some(())
-}
-
-fn parse(frame: &[u8]) -> Option<Parsed<'_>> {
-    let ethernet = EthernetPacket::new(frame)?;
-    if ethernet.get_ethertype() != EtherTypes::Ipv4 {
-        return None;
-    }
-    // Borrow the IP packet from `frame` itself, so the payload outlives
-    // the parsers.
-    let ip = Ipv4Packet::new(frame.get(EthernetPacket::minimum_packet_size()..)?)?;
-    let header = usize::from(ip.get_header_length()) * 4;
-    let total = usize::from(ip.get_total_length());
-    let start = EthernetPacket::minimum_packet_size() + header;
-    // A truncated frame has fewer bytes than the IP header says; a
-    // segmentation-offload frame may say 0.
-    let end = match total {
-        0 => frame.len(),
-        total => frame.len().min(start + total.saturating_sub(header)),
-    };
-    let transport = frame.get(start..end)?;
-    let mut parsed = Parsed {
-        observed: Observed {
-            protocol: Protocol::Other(ip.get_next_level_protocol().0),
-            src: ip.get_source(),
-            src_port: None,
-            dst: ip.get_destination(),
-            dst_port: None,
-        },
-        echo_id: None,
-        tcp: None,
-        payload: &[],
-    };
-    parse_transport(&mut parsed, ip.get_next_level_protocol(), transport)?;
-    Some(parsed)
-}
+mod parse;
+pub use parse::{Observed, Protocol};
+use parse::{Parsed, parse};
 
 impl crate::Lab {
     /// Starts capturing on the outside host's end of the uplink: what the
@@ -210,10 +76,14 @@ impl Capture {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Translation {
     /// The flow's source address as seen there: the NAT's public address
-    /// when it was translated, the private one when it leaked.
-    pub src: Ipv4Addr,
+    /// when it was translated, the private one when it leaked or was
+    /// routed as sent (IPv6 without NAT66).
+    pub src: IpAddr,
     /// Its source port as seen there; for ICMP, the echo identifier.
     pub src_port: u16,
+    /// Whether its source address was rewritten on the way (NAT44,
+    /// NAT66); `false` when it arrived from the address it was sent from.
+    pub rewritten: bool,
     /// How many of the flow's packets were seen going out.
     pub packets: usize,
     /// How many answers to it were seen coming back to `src:src_port`.
@@ -221,24 +91,32 @@ pub struct Translation {
 }
 
 impl fmt::Display for Translation {
+    /// `seen from 198.18.0.1:40001, rewritten (1 packets out, 1 replies)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let source = SocketAddr::new(self.src, self.src_port);
+        let how = if self.rewritten {
+            "rewritten"
+        } else {
+            "as sent"
+        };
         write!(
             f,
-            "seen from {}:{} ({} packets out, {} replies)",
-            self.src, self.src_port, self.packets, self.replies
+            "seen from {source}, {how} ({} packets out, {} replies)",
+            self.packets, self.replies
         )
     }
 }
 
 /// Whether `packet` is one the flow sent (with its source as seen here).
-fn outgoing(flow: &Flow, packet: &Parsed<'_>) -> Option<(Ipv4Addr, u16)> {
+fn outgoing(flow: &Flow, packet: &Parsed<'_>) -> Option<(IpAddr, u16)> {
     let seen = &packet.observed;
     if seen.dst != flow.dst {
         return None;
     }
     let ours = match flow.mark {
         Mark::Icmp { token } => {
-            seen.protocol == Protocol::Icmp(8) && packet.payload.starts_with(token.as_bytes())
+            seen.protocol == Protocol::echo_request(flow.dst)
+                && packet.payload.starts_with(token.as_bytes())
         }
         Mark::Udp { token } => {
             seen.protocol == Protocol::Udp
@@ -262,14 +140,14 @@ fn outgoing(flow: &Flow, packet: &Parsed<'_>) -> Option<(Ipv4Addr, u16)> {
 }
 
 /// Whether `packet` answers the flow, whose source was seen as `src:port`.
-fn answers(flow: &Flow, (src, port): (Ipv4Addr, u16), packet: &Parsed<'_>) -> bool {
+fn answers(flow: &Flow, (src, port): (IpAddr, u16), packet: &Parsed<'_>) -> bool {
     let seen = &packet.observed;
     if seen.src != flow.dst || seen.dst != src {
         return false;
     }
     match flow.mark {
         Mark::Icmp { token } => {
-            seen.protocol == Protocol::Icmp(0)
+            seen.protocol == Protocol::echo_reply(flow.dst)
                 && packet.echo_id == Some(port)
                 && packet.payload.starts_with(token.as_bytes())
         }
@@ -374,7 +252,9 @@ impl Observations {
     /// Finds `flow` among the packets seen, by what marks it (its token,
     /// or its TCP initial sequence number), not by its addresses: how its
     /// source looked here, and how many of its packets and answers were
-    /// seen. `None` when none of its packets crossed the interface.
+    /// seen, and whether its source address was rewritten on the way
+    /// ([`Translation::rewritten`]). `None` when none of its packets
+    /// crossed the interface.
     pub fn find(&self, flow: &Flow) -> Option<Translation> {
         let parsed: Vec<Parsed<'_>> = self.frames.iter().filter_map(|f| parse(&f.data)).collect();
         let mut out = parsed.iter().filter_map(|p| outgoing(flow, p));
@@ -384,14 +264,15 @@ impl Observations {
         Some(Translation {
             src: source.0,
             src_port: source.1,
+            rewritten: source.0 != flow.src,
             packets,
             replies,
         })
     }
 
     /// Asserts that `flow` crossed the interface with its source rewritten
-    /// to `public`, and that its private source address never appeared
-    /// there; returns how it was seen.
+    /// to `public` (NAT44, or NAT66 for an IPv6 flow), and that its private
+    /// source address never appeared there; returns how it was seen.
     ///
     /// ```no_run
     /// use netns_harness::prelude::*;
@@ -412,16 +293,11 @@ impl Observations {
     /// seen, was seen untranslated or translated to another address, or
     /// when the private address appeared on the interface.
     #[track_caller]
-    pub fn assert_translated(&self, flow: &Flow, public: Ipv4Addr) -> Translation {
-        let Some(seen) = self.find(flow) else {
-            panic!(
-                "the flow {flow} was not seen on {}; {}",
-                self.interface,
-                self.listing()
-            );
-        };
+    pub fn assert_translated(&self, flow: &Flow, public: impl Into<IpAddr>) -> Translation {
+        let public = public.into();
+        let seen = self.assert_seen(flow);
         assert!(
-            seen.src != flow.src,
+            seen.rewritten,
             "the flow {flow} crossed {} untranslated, from its private address {}; {}",
             self.interface,
             flow.src,
@@ -447,39 +323,40 @@ impl Observations {
         );
         seen
     }
+
+    /// Asserts that `flow` crossed the interface from the very address it
+    /// was sent from, routed without NAT (IPv6's default in a lab);
+    /// returns how it was seen.
+    ///
+    /// # Panics
+    /// Naming the flow and listing the packets seen, when the flow was not
+    /// seen, or was seen with its source rewritten.
+    #[track_caller]
+    pub fn assert_not_translated(&self, flow: &Flow) -> Translation {
+        let seen = self.assert_seen(flow);
+        assert!(
+            !seen.rewritten,
+            "the flow {flow} crossed {} translated to {}, not from its own address; {}",
+            self.interface,
+            seen.src,
+            self.listing()
+        );
+        seen
+    }
+
+    /// How `flow` was seen; panics, listing the packets, if it was not.
+    #[track_caller]
+    fn assert_seen(&self, flow: &Flow) -> Translation {
+        let Some(seen) = self.find(flow) else {
+            panic!(
+                "the flow {flow} was not seen on {}; {}",
+                self.interface,
+                self.listing()
+            );
+        };
+        seen
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::kernel::packet::Ring;
-
-    #[test]
-    fn a_truncated_frame_keeps_its_true_length_in_the_pcap() {
-        let mut ring = Ring::default();
-        let buf = vec![7u8; 64];
-        ring.push(&buf, 70_000); // truncated: 64 bytes kept of 70000
-        ring.push(&buf[..60], 60); // whole
-        let seen = Observations {
-            interface: "eth0".to_owned(),
-            frames: ring.frames.into(),
-            packets: Vec::new(),
-        };
-        assert_eq!(
-            seen.frame_lengths().collect::<Vec<_>>(),
-            [(64, 70_000), (60, 60)]
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("truncated.pcap");
-        seen.write_pcap(&path).unwrap();
-        let file = std::fs::File::open(&path).unwrap();
-        let mut reader = pcap_file::pcap::PcapReader::new(file).unwrap();
-        assert_eq!(reader.header().snaplen, SNAPLEN as u32);
-        let mut lengths = Vec::new();
-        while let Some(packet) = reader.next_packet() {
-            let packet = packet.unwrap();
-            lengths.push((packet.data.len(), packet.orig_len));
-        }
-        assert_eq!(lengths, [(64, 70_000), (60, 60)]);
-    }
-}
+mod tests;

@@ -1,5 +1,6 @@
 //! The NAT's connection-tracking table, read over netlink (ctnetlink,
-//! `NETLINK_NETFILTER`) in the lab namespace: what `conntrack -L` lists.
+//! `NETLINK_NETFILTER`) in the lab namespace: what `conntrack -L` lists,
+//! IPv4 and IPv6 entries alike.
 //!
 //! An entry's original tuple is the flow as the container sent it; its
 //! reply tuple is what the far side answers to, so its destination is the
@@ -9,7 +10,7 @@
 //! ([`Observations::find`](crate::tools::capture::Observations::find)).
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::os::fd::BorrowedFd;
 
 use netlink_packet_core::{DefaultNla, NLA_TYPE_MASK, NLM_F_DUMP, Nla, parse_u8, parse_u16_be};
@@ -29,11 +30,14 @@ use crate::tools::probe::{Flow, Mark};
 /// `NFNETLINK_V0`
 const NFNETLINK_V0: u8 = 0;
 
-/// The ICMP attributes of `enum ctattr_l4proto`, which
+/// The ICMP and ICMPv6 attributes of `enum ctattr_l4proto`, which
 /// `netlink-packet-netfilter` leaves untyped.
 const CTA_PROTO_ICMP_ID: u16 = 4;
 const CTA_PROTO_ICMP_TYPE: u16 = 5;
 const CTA_PROTO_ICMP_CODE: u16 = 6;
+const CTA_PROTO_ICMPV6_ID: u16 = 7;
+const CTA_PROTO_ICMPV6_TYPE: u16 = 8;
+const CTA_PROTO_ICMPV6_CODE: u16 = 9;
 
 /// The ports of a [`Tuple`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -45,11 +49,12 @@ pub enum Ports {
         /// The destination port.
         dst: u16,
     },
-    /// ICMP: the echo identifier, type and code.
+    /// ICMP or ICMPv6: the echo identifier, type and code.
     Icmp {
         /// The identifier.
         id: u16,
-        /// The type (8 for an echo request in the original direction).
+        /// The type (8 for an echo request in the original direction, 128
+        /// for an ICMPv6 one).
         kind: u8,
         /// The code.
         code: u8,
@@ -63,10 +68,10 @@ pub enum Ports {
 pub struct Tuple {
     /// The IP protocol number.
     pub protocol: u8,
-    /// The source address.
-    pub src: Ipv4Addr,
-    /// The destination address.
-    pub dst: Ipv4Addr,
+    /// The source address, IPv4 or IPv6.
+    pub src: IpAddr,
+    /// The destination address, of the same family.
+    pub dst: IpAddr,
     /// Ports, or ICMP identifier.
     pub ports: Ports,
 }
@@ -98,7 +103,7 @@ pub struct Entry {
 impl Entry {
     /// The original source as translated by the NAT (the reply tuple's
     /// destination): address and port, or ICMP identifier.
-    pub fn translated_source(&self) -> (Ipv4Addr, u16) {
+    pub fn translated_source(&self) -> (IpAddr, u16) {
         let port = match self.reply.ports {
             Ports::Ports { dst, .. } => dst,
             Ports::Icmp { id, .. } => id,
@@ -113,7 +118,7 @@ impl Entry {
     }
 
     /// Whether the entry is the one `flow` made: its original tuple is the
-    /// flow's protocol, addresses and ports (ICMP: identifier).
+    /// flow's protocol, addresses and ports (ICMP, ICMPv6: identifier).
     pub fn is_of(&self, flow: &Flow) -> bool {
         let o = &self.original;
         let ports = match (o.ports, flow.mark) {
@@ -132,6 +137,7 @@ impl fmt::Display for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = match self.original.protocol {
             1 => "icmp".to_owned(),
+            58 => "icmpv6".to_owned(),
             6 => "tcp".to_owned(),
             17 => "udp".to_owned(),
             n => format!("proto {n}"),
@@ -140,8 +146,9 @@ impl fmt::Display for Entry {
     }
 }
 
-/// The IPv4 entries of a namespace's connection-tracking table, as read
-/// at one moment (`conntrack -L -f ipv4`).
+/// The IPv4 and IPv6 entries of a namespace's connection-tracking table,
+/// as read at one moment (`conntrack -L -f ipv4` and `conntrack -L -f
+/// ipv6`).
 #[derive(Clone, Debug)]
 pub struct Table {
     entries: Vec<Entry>,
@@ -167,7 +174,7 @@ impl Table {
     /// }
     /// ```
     pub fn read(netns: BorrowedFd<'_>) -> Result<Table> {
-        let operation = "list the connection-tracking table (conntrack -L -f ipv4)";
+        let operation = "list the connection-tracking table (conntrack -L)";
         let mut socket = netns::run_in(netns, || {
             Socket::open(libc::NETLINK_NETFILTER).map_err(|e| {
                 Error::os(
@@ -200,13 +207,14 @@ impl Table {
     }
 
     /// Asserts that the table tracks `flow` with its source translated to
-    /// `public`; returns its entry.
+    /// `public` (NAT44, or NAT66 for an IPv6 flow); returns its entry.
     ///
     /// # Panics
     /// Naming the flow and listing the table, when the flow has no entry,
     /// or an entry without source NAT or translated to another address.
     #[track_caller]
-    pub fn assert_translated(&self, flow: &Flow, public: Ipv4Addr) -> &Entry {
+    pub fn assert_translated(&self, flow: &Flow, public: impl Into<IpAddr>) -> &Entry {
+        let public = public.into();
         let Some(entry) = self.find(flow) else {
             panic!("the flow {flow} has no conntrack entry; {self}");
         };
@@ -238,17 +246,18 @@ impl fmt::Display for Table {
     }
 }
 
-/// `conntrack -L -f ipv4`: the `IPCTNL_MSG_CT_GET` dump request.
+/// `conntrack -L`: the `IPCTNL_MSG_CT_GET` dump request, for every family
+/// (`AF_UNSPEC`: IPv4 and IPv6).
 fn dump_request() -> netlink_packet_core::NetlinkMessage<NetfilterMessage> {
-    let header = NetfilterHeader::new(NetfilterProtoFamily::IPv4, NFNETLINK_V0, 0);
+    let header = NetfilterHeader::new(NetfilterProtoFamily::Unspec, NFNETLINK_V0, 0);
     request(
         NetfilterMessage::new(header, ConntrackMessage::Get(Vec::new())),
         NLM_F_DUMP,
     )
 }
 
-/// An entry from an `IPCTNL_MSG_CT_NEW` reply; `None` for anything but
-/// IPv4.
+/// An entry from an `IPCTNL_MSG_CT_NEW` reply; `None` for anything but an
+/// IPv4 or IPv6 connection.
 fn entry(reply: &NetfilterMessage) -> Option<Entry> {
     let NetfilterMessageInner::Conntrack(ConntrackMessage::New(attributes)) = &reply.inner else {
         return None;
@@ -286,8 +295,8 @@ fn tuple(nest: &[TupleAttribute]) -> Option<Tuple> {
             TupleAttribute::Ip(ip) => {
                 for attribute in ip {
                     match attribute {
-                        IPTuple::SourceAddress(IpAddr::V4(addr)) => src = Some(*addr),
-                        IPTuple::DestinationAddress(IpAddr::V4(addr)) => dst = Some(*addr),
+                        IPTuple::SourceAddress(addr) => src = Some(*addr),
+                        IPTuple::DestinationAddress(addr) => dst = Some(*addr),
                         _ => {}
                     }
                 }
@@ -301,9 +310,15 @@ fn tuple(nest: &[TupleAttribute]) -> Option<Tuple> {
                         ProtoTuple::Other(nla) => {
                             let value = value_of(nla);
                             match nla.kind() & NLA_TYPE_MASK {
-                                CTA_PROTO_ICMP_ID => id = parse_u16_be(&value).ok(),
-                                CTA_PROTO_ICMP_TYPE => kind = parse_u8(&value).ok(),
-                                CTA_PROTO_ICMP_CODE => code = parse_u8(&value).ok(),
+                                CTA_PROTO_ICMP_ID | CTA_PROTO_ICMPV6_ID => {
+                                    id = parse_u16_be(&value).ok();
+                                }
+                                CTA_PROTO_ICMP_TYPE | CTA_PROTO_ICMPV6_TYPE => {
+                                    kind = parse_u8(&value).ok();
+                                }
+                                CTA_PROTO_ICMP_CODE | CTA_PROTO_ICMPV6_CODE => {
+                                    code = parse_u8(&value).ok();
+                                }
                                 _ => {}
                             }
                         }
@@ -316,7 +331,7 @@ fn tuple(nest: &[TupleAttribute]) -> Option<Tuple> {
     }
     let protocol = protocol?;
     let ports = match (Protocol::from(protocol), sport, dport, id) {
-        (Protocol::Icmp, _, _, Some(id)) => Ports::Icmp {
+        (Protocol::Icmp | Protocol::Ipv6Icmp, _, _, Some(id)) => Ports::Icmp {
             id,
             kind: kind.unwrap_or(0),
             code: code.unwrap_or(0),
@@ -333,149 +348,4 @@ fn tuple(nest: &[TupleAttribute]) -> Option<Tuple> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A tuple nest as the kernel writes it (`ctnetlink_dump_tuples`).
-    fn tuple_nest(t: &Tuple) -> Vec<TupleAttribute> {
-        let mut proto = vec![ProtoTuple::Protocol(Protocol::from(t.protocol))];
-        match t.ports {
-            Ports::Ports { src, dst } => {
-                proto.push(ProtoTuple::SourcePort(src));
-                proto.push(ProtoTuple::DestinationPort(dst));
-            }
-            Ports::Icmp { id, kind, code } => {
-                proto.push(ProtoTuple::Other(DefaultNla::new(
-                    CTA_PROTO_ICMP_ID,
-                    id.to_be_bytes().to_vec(),
-                )));
-                proto.push(ProtoTuple::Other(DefaultNla::new(
-                    CTA_PROTO_ICMP_TYPE,
-                    vec![kind],
-                )));
-                proto.push(ProtoTuple::Other(DefaultNla::new(
-                    CTA_PROTO_ICMP_CODE,
-                    vec![code],
-                )));
-            }
-            Ports::None => {}
-        }
-        vec![
-            TupleAttribute::Ip(vec![
-                IPTuple::SourceAddress(IpAddr::V4(t.src)),
-                IPTuple::DestinationAddress(IpAddr::V4(t.dst)),
-            ]),
-            TupleAttribute::Proto(proto),
-        ]
-    }
-
-    /// The reply the kernel sends for an entry, serialized and parsed back.
-    fn reply_of(original: &Tuple, reply: &Tuple, status: Status) -> NetfilterMessage {
-        let header = NetfilterHeader::new(NetfilterProtoFamily::IPv4, NFNETLINK_V0, 0);
-        let message = NetfilterMessage::new(
-            header,
-            ConntrackMessage::New(vec![
-                ConntrackAttribute::CtaTupleOrig(tuple_nest(original)),
-                ConntrackAttribute::CtaTupleReply(tuple_nest(reply)),
-                ConntrackAttribute::CtaStatus(status),
-            ]),
-        );
-        let bytes = crate::kernel::netlink::bytes_of(request(message, 0));
-        match netlink_packet_core::NetlinkMessage::<NetfilterMessage>::deserialize(&bytes)
-            .unwrap()
-            .payload
-        {
-            netlink_packet_core::NetlinkPayload::InnerMessage(m) => m,
-            other => panic!("not a netfilter message: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn the_dump_request_asks_for_ipv4_entries() {
-        let bytes = crate::kernel::netlink::bytes_of(dump_request());
-        let message =
-            netlink_packet_core::NetlinkMessage::<NetfilterMessage>::deserialize(&bytes).unwrap();
-        assert_eq!(message.header.flags & NLM_F_DUMP, NLM_F_DUMP);
-        let netlink_packet_core::NetlinkPayload::InnerMessage(get) = message.payload else {
-            panic!("not a netfilter message");
-        };
-        assert_eq!(get.header.family, NetfilterProtoFamily::IPv4);
-        assert_eq!(get.inner, ConntrackMessage::Get(Vec::new()).into());
-    }
-
-    #[test]
-    fn an_icmp_entry_is_read_back_with_its_identifier() {
-        let original = Tuple {
-            protocol: 1,
-            src: Ipv4Addr::new(10, 200, 0, 2),
-            dst: Ipv4Addr::new(198, 18, 0, 2),
-            ports: Ports::Icmp {
-                id: 4242,
-                kind: 8,
-                code: 0,
-            },
-        };
-        let reply = Tuple {
-            src: original.dst,
-            dst: Ipv4Addr::new(198, 18, 0, 1),
-            ports: Ports::Icmp {
-                id: 4242,
-                kind: 0,
-                code: 0,
-            },
-            ..original
-        };
-        let entry = entry(&reply_of(&original, &reply, Status::Confirmed)).expect("an entry");
-        assert_eq!((entry.original, entry.reply), (original, reply));
-        assert!(!entry.is_source_nat());
-        assert_eq!(entry.translated_source(), (reply.dst, 4242));
-    }
-
-    #[test]
-    fn an_entry_is_read_back_with_both_tuples_and_its_translation() {
-        let original = Tuple {
-            protocol: 17,
-            src: Ipv4Addr::new(10, 200, 0, 2),
-            dst: Ipv4Addr::new(198, 18, 0, 2),
-            ports: Ports::Ports {
-                src: 40000,
-                dst: 53,
-            },
-        };
-        let reply = Tuple {
-            protocol: 17,
-            src: original.dst,
-            dst: Ipv4Addr::new(198, 18, 0, 1),
-            ports: Ports::Ports {
-                src: 53,
-                dst: 40001,
-            },
-        };
-        let status = Status::from_bits_retain(0x1be);
-        let entry = entry(&reply_of(&original, &reply, status)).expect("an entry");
-        assert_eq!((entry.original, entry.reply), (original, reply));
-        assert!(entry.is_source_nat());
-        assert_eq!(
-            entry.translated_source(),
-            (Ipv4Addr::new(198, 18, 0, 1), 40001)
-        );
-        let token = crate::tools::probe::Token::random();
-        let flow = Flow {
-            src: original.src,
-            src_port: 40000,
-            dst: original.dst,
-            dst_port: 53,
-            mark: Mark::Udp { token },
-        };
-        assert!(entry.is_of(&flow));
-        assert!(!entry.is_of(&Flow {
-            src_port: 40001,
-            ..flow
-        }));
-        assert_eq!(
-            entry.to_string(),
-            "udp src=10.200.0.2 dst=198.18.0.2 sport=40000 dport=53 \
-             src=198.18.0.2 dst=198.18.0.1 sport=53 dport=40001"
-        );
-    }
-}
+mod tests;

@@ -186,9 +186,12 @@ fn kernel_objects() -> Vec<Finding> {
         let rtnl = Rtnl::open("doctor")?;
         let nft = Socket::open(libc::NETLINK_NETFILTER)
             .map_err(|e| Error::os("open an nf_tables socket", e))?;
-        let raw = crate::kernel::sys::raw_socket(libc::IPPROTO_ICMP as u8)
-            .map(drop)
-            .map_err(|e| Error::os("open a raw ICMP socket", e));
+        let raw = crate::kernel::sys::raw_socket(
+            rustix::net::AddressFamily::INET,
+            libc::IPPROTO_ICMP as u8,
+        )
+        .map(drop)
+        .map_err(|e| Error::os("open a raw ICMP socket", e));
         Ok((rtnl, nft, raw))
     });
     let (netns, (mut rtnl, mut nft, raw)) = match created {

@@ -1,8 +1,9 @@
-//! Reachability matrices: who reaches whom, by ICMP and TCP ports, printed
-//! as a table and compared with what was expected.
+//! Reachability matrices: who reaches whom, by ICMP and TCP ports, over
+//! IPv4 or IPv6 (each endpoint is probed at the address it was given),
+//! printed as a table and compared with what was expected.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::common::error::Result;
 use crate::network::lab::Lab;
@@ -32,16 +33,24 @@ impl fmt::Display for Check {
 #[derive(Clone, Debug)]
 pub struct Endpoint {
     name: String,
-    addr: Ipv4Addr,
+    addr: IpAddr,
     prober: Prober,
 }
 
 impl Endpoint {
-    /// An endpoint of one's own making.
-    pub fn new(name: impl Into<String>, addr: Ipv4Addr, prober: Prober) -> Endpoint {
+    /// An endpoint of one's own making, probed at `addr` (IPv4 or IPv6)
+    /// and probing from `prober`'s namespace.
+    ///
+    /// ```no_run
+    /// use std::net::Ipv6Addr;
+    /// use netns_harness::matrix::Endpoint;
+    /// use netns_harness::probe::Prober;
+    /// let me = Endpoint::new("me", "fd00:99::2".parse::<Ipv6Addr>().unwrap(), Prober::here());
+    /// ```
+    pub fn new(name: impl Into<String>, addr: impl Into<IpAddr>, prober: Prober) -> Endpoint {
         Endpoint {
             name: name.into(),
-            addr,
+            addr: addr.into(),
             prober,
         }
     }
@@ -50,7 +59,7 @@ impl Endpoint {
     pub fn container(container: &Container) -> Result<Endpoint> {
         Ok(Endpoint::new(
             container.name(),
-            container.addr(),
+            IpAddr::from(container.addr()),
             Prober::in_netns(container.netns())?,
         ))
     }
@@ -59,7 +68,7 @@ impl Endpoint {
     pub fn gateway(lab: &Lab) -> Result<Endpoint> {
         Ok(Endpoint::new(
             "gateway",
-            lab.gateway(),
+            IpAddr::from(lab.gateway()),
             Prober::in_netns(lab.lab_netns())?,
         ))
     }
@@ -68,7 +77,7 @@ impl Endpoint {
     pub fn outside(lab: &Lab) -> Result<Endpoint> {
         Ok(Endpoint::new(
             "outside",
-            lab.outside_addr(),
+            IpAddr::from(lab.outside_addr()),
             Prober::in_netns(lab.outside_netns())?,
         ))
     }

@@ -1,6 +1,8 @@
 //! The prober: ICMP echo, TCP (SYN or `connect()`) and UDP reachability,
-//! from any network namespace of a lab, with raw sockets and packets built
-//! and parsed by pnet.
+//! over IPv4 and IPv6 alike (ICMPv6 echo and errors, TCP SYN over raw IPv6
+//! sockets), from any network namespace of a lab, with raw sockets and
+//! packets built and parsed by pnet. A probe speaks the family of the
+//! address it is given.
 //!
 //! A [`Prober`] belongs to one namespace: the calling thread's
 //! ([`Prober::here`]) or another one ([`Prober::in_netns`]), whose sockets
@@ -20,12 +22,11 @@
 //! Every socket a probe opens is close-on-exec from its creation, so no
 //! container started meanwhile by another thread inherits it.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pnet::packet::Packet;
 use pnet::packet::ip::{IpNextHeaderProtocol, IpNextHeaderProtocols};
 use pnet::packet::tcp::TcpFlags;
 
@@ -75,9 +76,9 @@ impl Prober {
         }
     }
 
-    fn raw_socket(&self, protocol: IpNextHeaderProtocol) -> Result<RawSocket> {
+    fn raw_socket(&self, family: Family, protocol: IpNextHeaderProtocol) -> Result<RawSocket> {
         self.inside(|| {
-            RawSocket::open(protocol).map_err(io_error(
+            RawSocket::open(family, protocol).map_err(io_error(
                 "open a raw socket (it needs CAP_NET_RAW; use TcpMode::Connect without it)",
             ))
         })
@@ -85,18 +86,15 @@ impl Prober {
 
     /// The source address the namespace would use towards `dst`, or the
     /// reason it has no route.
-    fn source_for(&self, dst: Ipv4Addr) -> Result<std::result::Result<Ipv4Addr, Reason>> {
+    fn source_for(&self, dst: IpAddr) -> Result<std::result::Result<IpAddr, Reason>> {
         self.inside(|| {
-            let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+            let socket = UdpSocket::bind((Family::of(dst).unspecified(), 0))
                 .map_err(io_error("open a UDP socket"))?;
             match socket.connect((dst, 9)) {
-                Ok(()) => match socket
+                Ok(()) => Ok(Ok(socket
                     .local_addr()
                     .map_err(io_error("read a socket's address"))?
-                {
-                    SocketAddr::V4(addr) => Ok(Ok(*addr.ip())),
-                    SocketAddr::V6(_) => Ok(Err(Reason::NoRoute)),
-                },
+                    .ip())),
                 Err(e) => Reason::from_send_error(&e)
                     .map(Err)
                     .ok_or_else(|| Error::os(format!("look up the route to {dst}"), e)),
@@ -104,34 +102,49 @@ impl Prober {
         })
     }
 
-    /// Sends ICMP echo requests to `dst` and waits for their replies.
+    /// Sends ICMP echo requests to `dst` (ICMPv6 ones to an IPv6 address)
+    /// and waits for their replies.
     ///
     /// ```no_run
+    /// use std::net::{Ipv4Addr, Ipv6Addr};
     /// use netns_harness::probe::{ProbeOptions, Prober};
-    /// let outcome = Prober::here().icmp("10.200.0.1".parse().unwrap(), ProbeOptions::default())?;
+    /// let outcome = Prober::here().icmp(Ipv4Addr::new(10, 200, 0, 1), ProbeOptions::default())?;
+    /// assert!(outcome.is_reachable(), "{outcome}");
+    /// let dst: Ipv6Addr = "fd00:99::1".parse().unwrap();
+    /// let outcome = Prober::here().icmp(dst, ProbeOptions::default())?;
     /// assert!(outcome.is_reachable(), "{outcome}");
     /// # Ok::<(), netns_harness::Error>(())
     /// ```
-    pub fn icmp(&self, dst: Ipv4Addr, options: ProbeOptions) -> Result<IcmpOutcome> {
-        self.icmp_flow(dst, options).map(|sent| sent.outcome)
+    pub fn icmp(&self, dst: impl Into<IpAddr>, options: ProbeOptions) -> Result<IcmpOutcome> {
+        self.echo(dst.into(), options).map(|sent| sent.outcome)
     }
 
     /// As [`Prober::icmp`], and returns the flow sent: echoes with a random
     /// identifier, each carrying the flow's random [`Token`] as payload.
     ///
     /// ```no_run
+    /// use std::net::Ipv4Addr;
     /// use netns_harness::probe::{ProbeOptions, Prober};
-    /// let sent = Prober::here().icmp_flow("198.18.0.2".parse().unwrap(), ProbeOptions::default())?;
+    /// let sent = Prober::here().icmp_flow(Ipv4Addr::new(198, 18, 0, 2), ProbeOptions::default())?;
     /// println!("{}: {}", sent.flow, sent.outcome);
     /// # Ok::<(), netns_harness::Error>(())
     /// ```
-    pub fn icmp_flow(&self, dst: Ipv4Addr, options: ProbeOptions) -> Result<Sent<IcmpOutcome>> {
+    pub fn icmp_flow(
+        &self,
+        dst: impl Into<IpAddr>,
+        options: ProbeOptions,
+    ) -> Result<Sent<IcmpOutcome>> {
+        self.echo(dst.into(), options)
+    }
+
+    fn echo(&self, dst: IpAddr, options: ProbeOptions) -> Result<Sent<IcmpOutcome>> {
         options.validate()?;
-        validate_destination(dst)?;
+        let dst = validate_destination(dst)?;
+        let family = Family::of(dst);
         let id = next_id();
         let token = Token::random();
         let mut flow = Flow {
-            src: Ipv4Addr::UNSPECIFIED,
+            src: family.unspecified(),
             src_port: id,
             dst,
             dst_port: 0,
@@ -147,7 +160,7 @@ impl Prober {
             Ok(src) => src,
             Err(reason) => return unreachable(reason, flow),
         };
-        let socket = self.raw_socket(IpNextHeaderProtocols::Icmp)?;
+        let socket = self.raw_socket(family, family.icmp())?;
         let mut buf = vec![0u8; 2048];
         let mut tally = EchoTally::default();
         let mut next_send = Instant::now();
@@ -157,9 +170,9 @@ impl Prober {
             if tally.sent_at.len() < usize::from(options.count) && now >= next_send {
                 let seq = tally.sent_at.len() as u16;
                 let mut echo = [0u8; ECHO_LEN];
-                let packet = echo_request(&mut echo, id, seq, &token);
+                let packet = echo_request(&mut echo, (flow.src, dst), id, seq, &token);
                 tally.sent_at.push(Instant::now());
-                if let Err(e) = socket.send_to(packet.packet(), dst) {
+                if let Err(e) = socket.send_to(packet, dst) {
                     return match Reason::from_send_error(&e) {
                         Some(reason) => unreachable(reason, flow),
                         None => Err(Error::os(format!("send an ICMP echo to {dst}"), e)),
@@ -184,10 +197,24 @@ impl Prober {
         Ok(Sent { outcome, flow })
     }
 
-    /// Probes TCP port `port` of `dst`.
-    pub fn tcp(&self, dst: Ipv4Addr, port: u16, options: ProbeOptions) -> Result<TcpOutcome> {
+    /// Probes TCP port `port` of `dst`, over IPv4 or IPv6.
+    ///
+    /// ```no_run
+    /// use std::net::Ipv6Addr;
+    /// use netns_harness::probe::{ProbeOptions, Prober};
+    /// let server: Ipv6Addr = "fd00:99::3".parse().unwrap();
+    /// let outcome = Prober::here().tcp(server, 8080, ProbeOptions::default())?;
+    /// assert!(outcome.is_open(), "{outcome}");
+    /// # Ok::<(), netns_harness::Error>(())
+    /// ```
+    pub fn tcp(
+        &self,
+        dst: impl Into<IpAddr>,
+        port: u16,
+        options: ProbeOptions,
+    ) -> Result<TcpOutcome> {
         options.validate()?;
-        validate_destination(dst)?;
+        let dst = validate_destination(dst.into())?;
         validate_port(port)?;
         match options.tcp_mode {
             TcpMode::Syn => self.tcp_syn(dst, port, options.timeout).map(|s| s.outcome),
@@ -201,12 +228,12 @@ impl Prober {
     /// the flow could not be told apart: that is an [`Error::InvalidProbe`].
     pub fn tcp_flow(
         &self,
-        dst: Ipv4Addr,
+        dst: impl Into<IpAddr>,
         port: u16,
         options: ProbeOptions,
     ) -> Result<Sent<TcpOutcome>> {
         options.validate()?;
-        validate_destination(dst)?;
+        let dst = validate_destination(dst.into())?;
         validate_port(port)?;
         if options.tcp_mode == TcpMode::Connect {
             return Err(Error::InvalidProbe {
@@ -218,7 +245,7 @@ impl Prober {
         self.tcp_syn(dst, port, options.timeout)
     }
 
-    fn tcp_connect(&self, dst: Ipv4Addr, port: u16, timeout: Duration) -> Result<TcpOutcome> {
+    fn tcp_connect(&self, dst: IpAddr, port: u16, timeout: Duration) -> Result<TcpOutcome> {
         self.inside(|| {
             let start = Instant::now();
             Ok(
@@ -236,18 +263,22 @@ impl Prober {
                     },
                     Err(e) => match Reason::from_send_error(&e) {
                         Some(reason) => TcpOutcome::Filtered { reason },
-                        None => return Err(Error::os(format!("connect to {dst}:{port}"), e)),
+                        None => {
+                            let to = SocketAddr::new(dst, port);
+                            return Err(Error::os(format!("connect to {to}"), e));
+                        }
                     },
                 },
             )
         })
     }
 
-    fn tcp_syn(&self, dst: Ipv4Addr, port: u16, timeout: Duration) -> Result<Sent<TcpOutcome>> {
+    fn tcp_syn(&self, dst: IpAddr, port: u16, timeout: Duration) -> Result<Sent<TcpOutcome>> {
+        let family = Family::of(dst);
         let sport = syn_source_port();
         let seq = random_u64() as u32;
         let mut flow = Flow {
-            src: Ipv4Addr::UNSPECIFIED,
+            src: family.unspecified(),
             src_port: sport,
             dst,
             dst_port: port,
@@ -259,14 +290,17 @@ impl Prober {
             Err(reason) => return done(TcpOutcome::Filtered { reason }, flow),
         };
         let sockets = SynSockets {
-            tcp: self.raw_socket(IpNextHeaderProtocols::Tcp)?,
-            icmp: self.raw_socket(IpNextHeaderProtocols::Icmp)?,
+            tcp: self.raw_socket(family, IpNextHeaderProtocols::Tcp)?,
+            icmp: self.raw_socket(family, family.icmp())?,
         };
         let start = Instant::now();
         if let Err(e) = sockets.send(&flow, seq, TcpFlags::SYN) {
             return match Reason::from_send_error(&e) {
                 Some(reason) => done(TcpOutcome::Filtered { reason }, flow),
-                None => Err(Error::os(format!("send a TCP SYN to {dst}:{port}"), e)),
+                None => Err(Error::os(
+                    format!("send a TCP SYN to {}", SocketAddr::new(dst, port)),
+                    e,
+                )),
             };
         }
         let deadline = start + timeout;
@@ -289,26 +323,24 @@ impl Prober {
                     let _ = sockets.send(&flow, seq.wrapping_add(1), TcpFlags::RST);
                     break TcpOutcome::Open { rtt };
                 }
-                Some(SynAnswer::Icmp(code)) => match Reason::from_icmp_code(code) {
-                    Reason::PortUnreachable => break TcpOutcome::Closed { rtt },
-                    reason => break TcpOutcome::Filtered { reason },
-                },
+                Some(SynAnswer::Icmp(Reason::PortUnreachable)) => break TcpOutcome::Closed { rtt },
+                Some(SynAnswer::Icmp(reason)) => break TcpOutcome::Filtered { reason },
             }
         };
         done(outcome, flow)
     }
 
     /// Sends `payload` to UDP port `port` of `dst` and waits for a reply or
-    /// an ICMP error.
+    /// an ICMP (ICMPv6) error.
     pub fn udp(
         &self,
-        dst: Ipv4Addr,
+        dst: impl Into<IpAddr>,
         port: u16,
         payload: &[u8],
         options: ProbeOptions,
     ) -> Result<UdpOutcome> {
-        self.udp_datagram(dst, port, payload, options)
-            .map(|(outcome, _)| outcome)
+        self.udp_datagram(dst.into(), port, payload, options)
+            .map(|(outcome, ..)| outcome)
     }
 
     /// As [`Prober::udp`], with the flow's random [`Token`] appended to
@@ -316,7 +348,7 @@ impl Prober {
     /// [`Token::LEN`] bytes), and returns the flow sent.
     pub fn udp_flow(
         &self,
-        dst: Ipv4Addr,
+        dst: impl Into<IpAddr>,
         port: u16,
         payload: &[u8],
         options: ProbeOptions,
@@ -324,42 +356,42 @@ impl Prober {
         let token = Token::random();
         let mut datagram = payload.to_vec();
         datagram.extend_from_slice(token.as_bytes());
-        let (outcome, src) = self.udp_datagram(dst, port, &datagram, options)?;
+        let (outcome, from, to) = self.udp_datagram(dst.into(), port, &datagram, options)?;
         let flow = Flow {
-            src: *src.ip(),
-            src_port: src.port(),
-            dst,
-            dst_port: port,
+            src: from.ip(),
+            src_port: from.port(),
+            dst: to.ip(),
+            dst_port: to.port(),
             mark: Mark::Udp { token },
         };
         Ok(Sent { outcome, flow })
     }
 
-    /// Sends `datagram`; returns the outcome and the socket's own address.
+    /// Sends `datagram`; returns the outcome, the socket's own address and
+    /// where it sent (`dst` as validated).
     fn udp_datagram(
         &self,
-        dst: Ipv4Addr,
+        dst: IpAddr,
         port: u16,
         datagram: &[u8],
         options: ProbeOptions,
-    ) -> Result<(UdpOutcome, std::net::SocketAddrV4)> {
+    ) -> Result<(UdpOutcome, SocketAddr, SocketAddr)> {
         options.validate()?;
-        validate_destination(dst)?;
+        let dst = validate_destination(dst)?;
         validate_port(port)?;
-        let socket = self.inside(|| {
-            UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(io_error("open a UDP socket"))
-        })?;
-        let local = |socket: &UdpSocket| match socket.local_addr() {
-            Ok(SocketAddr::V4(addr)) => addr,
-            _ => std::net::SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+        let unspecified = Family::of(dst).unspecified();
+        let socket = self
+            .inside(|| UdpSocket::bind((unspecified, 0)).map_err(io_error("open a UDP socket")))?;
+        let local = |socket: &UdpSocket| {
+            socket
+                .local_addr()
+                .unwrap_or(SocketAddr::new(unspecified, 0))
         };
-        if let Err(e) = socket.connect((dst, port)) {
+        let to = SocketAddr::new(dst, port);
+        if let Err(e) = socket.connect(to) {
             return match Reason::from_send_error(&e) {
-                Some(reason) => Ok((UdpOutcome::Unreachable { reason }, local(&socket))),
-                None => Err(Error::os(
-                    format!("connect a UDP socket to {dst}:{port}"),
-                    e,
-                )),
+                Some(reason) => Ok((UdpOutcome::Unreachable { reason }, local(&socket), to)),
+                None => Err(Error::os(format!("connect a UDP socket to {to}"), e)),
             };
         }
         let src = local(&socket);
@@ -369,8 +401,8 @@ impl Prober {
         let start = Instant::now();
         if let Err(e) = socket.send(datagram) {
             return match Reason::from_send_error(&e) {
-                Some(reason) => Ok((UdpOutcome::Unreachable { reason }, src)),
-                None => Err(Error::os(format!("send to {dst}:{port}"), e)),
+                Some(reason) => Ok((UdpOutcome::Unreachable { reason }, src, to)),
+                None => Err(Error::os(format!("send to {to}"), e)),
             };
         }
         let mut buf = [0u8; 2048];
@@ -389,9 +421,9 @@ impl Prober {
             }
             Err(e) => match Reason::from_send_error(&e) {
                 Some(reason) => UdpOutcome::Unreachable { reason },
-                None => return Err(Error::os(format!("receive from {dst}:{port}"), e)),
+                None => return Err(Error::os(format!("receive from {to}"), e)),
             },
         };
-        Ok((outcome, src))
+        Ok((outcome, src, to))
     }
 }

@@ -5,7 +5,7 @@
 
 use pnet::packet::ip::IpNextHeaderProtocols;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 
@@ -60,6 +60,14 @@ impl Token {
     }
 }
 
+#[cfg(test)]
+impl Token {
+    /// A token of these bytes, for packets with known checksums.
+    pub(crate) fn from_bytes(bytes: [u8; Self::LEN]) -> Token {
+        Token(bytes)
+    }
+}
+
 impl fmt::Display for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
@@ -99,12 +107,13 @@ pub enum Mark {
 /// table, among any number of other flows with the same addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Flow {
-    /// The source address (unspecified when the namespace had no route).
-    pub src: Ipv4Addr,
+    /// The source address, of the destination's family (unspecified when
+    /// the namespace had no route).
+    pub src: IpAddr,
     /// The source port; for ICMP, the echo identifier.
     pub src_port: u16,
-    /// The destination address.
-    pub dst: Ipv4Addr,
+    /// The destination address: IPv4 or IPv6.
+    pub dst: IpAddr,
     /// The destination port; 0 for ICMP.
     pub dst_port: u16,
     /// What marks its packets.
@@ -112,9 +121,10 @@ pub struct Flow {
 }
 
 impl Flow {
-    /// Its IP protocol number (1 ICMP, 6 TCP, 17 UDP).
+    /// Its IP protocol number (1 ICMP, 58 ICMPv6, 6 TCP, 17 UDP).
     pub fn protocol(&self) -> u8 {
         match self.mark {
+            Mark::Icmp { .. } if self.dst.is_ipv6() => IpNextHeaderProtocols::Icmpv6.0,
             Mark::Icmp { .. } => IpNextHeaderProtocols::Icmp.0,
             Mark::Tcp { .. } => IpNextHeaderProtocols::Tcp.0,
             Mark::Udp { .. } => IpNextHeaderProtocols::Udp.0,
@@ -123,13 +133,20 @@ impl Flow {
 }
 
 impl fmt::Display for Flow {
+    /// `icmp echo 10.0.0.2 > 198.18.0.2 id 7 token …`,
+    /// `tcp [fd00::2]:61000 > [fd00::3]:80 isn 41`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (src, dst) = (self.src, self.dst);
-        let (sport, dport) = (self.src_port, self.dst_port);
+        let from = SocketAddr::new(src, self.src_port);
+        let to = SocketAddr::new(dst, self.dst_port);
         match self.mark {
-            Mark::Icmp { token } => write!(f, "icmp echo {src} > {dst} id {sport} token {token}"),
-            Mark::Udp { token } => write!(f, "udp {src}:{sport} > {dst}:{dport} token {token}"),
-            Mark::Tcp { isn } => write!(f, "tcp {src}:{sport} > {dst}:{dport} isn {isn}"),
+            Mark::Icmp { token } => {
+                let icmp = if dst.is_ipv6() { "icmp6" } else { "icmp" };
+                let id = self.src_port;
+                write!(f, "{icmp} echo {src} > {dst} id {id} token {token}")
+            }
+            Mark::Udp { token } => write!(f, "udp {from} > {to} token {token}"),
+            Mark::Tcp { isn } => write!(f, "tcp {from} > {to} isn {isn}"),
         }
     }
 }

@@ -1,28 +1,28 @@
-//! Probes on the wire: raw sockets opened close-on-exec, the packets a
-//! probe sends (built with pnet), and what the answers that come back mean
-//! for it (unit-tested without privileges).
+//! Probes on the wire, over IPv4 and IPv6: raw sockets opened
+//! close-on-exec, the packets a probe sends (built with pnet), and what the
+//! answers that come back mean for it (unit-tested without privileges).
 
 use super::*;
 use crate::common::error::{Error, Result};
 use crate::kernel::sys;
 use pnet::packet::Packet;
-use pnet::packet::icmp::echo_reply::EchoReplyPacket;
-use pnet::packet::icmp::echo_request::MutableEchoRequestPacket;
-use pnet::packet::icmp::{IcmpPacket, IcmpTypes};
 use pnet::packet::ip::{IpNextHeaderProtocol, IpNextHeaderProtocols};
-use pnet::packet::ipv4::Ipv4Packet;
 use pnet::packet::tcp::{MutableTcpPacket, TcpFlags, TcpPacket};
-use std::fs::File;
-use std::io::Read;
-use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::AsRawFd;
+use rustix::net::{RecvFlags, SendFlags};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
+
+mod family;
+mod icmp;
+pub(super) use family::Family;
+pub(super) use icmp::*;
 
 pub(super) fn io_error(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |e| Error::os(what, e)
 }
 
-/// A raw IPv4 socket of one protocol, opened close-on-exec
+/// A raw IPv4 or IPv6 socket of one protocol, opened close-on-exec
 /// ([`sys::raw_socket`]).
 ///
 /// pnet's `transport_channel` opens its socket without `SOCK_CLOEXEC` and
@@ -30,19 +30,36 @@ pub(super) fn io_error(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ 
 /// in which a container cloned by another thread inherits the socket; so
 /// the prober opens its raw sockets itself (pnet still builds and parses
 /// the packets).
+///
+/// The kernel builds the IP header of what is sent (no `IP_HDRINCL`, no
+/// `IPV6_HDRINCL`), choosing the source address by its routes; reads
+/// return the transport bytes ([`RawSocket::recv`] strips the IPv4 header
+/// an IPv4 raw socket returns; an IPv6 one returns none).
 pub(super) struct RawSocket {
-    pub(super) file: File,
+    fd: OwnedFd,
+    family: Family,
+}
+
+/// A datagram a [`RawSocket`] read.
+pub(super) struct Received<'b> {
+    /// Who sent it.
+    pub(super) from: IpAddr,
+    /// Its transport bytes (ICMP message, TCP segment).
+    pub(super) payload: &'b [u8],
 }
 
 impl RawSocket {
-    /// Opens a raw socket of `protocol` in the calling thread's namespace.
+    /// Opens a raw socket of `family` and `protocol` in the calling
+    /// thread's namespace.
     ///
     /// # References
-    /// `raw(7)`
-    pub(super) fn open(protocol: IpNextHeaderProtocol) -> std::io::Result<RawSocket> {
-        Ok(RawSocket {
-            file: File::from(sys::raw_socket(protocol.0)?),
-        })
+    /// `raw(7)`, `ipv6(7)`
+    pub(super) fn open(
+        family: Family,
+        protocol: IpNextHeaderProtocol,
+    ) -> std::io::Result<RawSocket> {
+        let fd = sys::raw_socket(family.domain(), protocol.0)?;
+        Ok(RawSocket { fd, family })
     }
 
     /// Sends `packet` (a transport header and payload; the kernel adds the
@@ -50,74 +67,56 @@ impl RawSocket {
     ///
     /// # References
     /// `sendto(2)`
-    pub(super) fn send_to(&self, packet: &[u8], dst: Ipv4Addr) -> std::io::Result<()> {
-        let addr = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: 0,
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(dst).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
+    pub(super) fn send_to(&self, packet: &[u8], dst: IpAddr) -> std::io::Result<()> {
         loop {
-            // SAFETY: `packet` and `addr` are valid for the lengths given.
-            let sent = unsafe {
-                libc::sendto(
-                    self.file.as_raw_fd(),
-                    packet.as_ptr().cast(),
-                    packet.len(),
-                    0,
-                    (&raw const addr).cast(),
-                    size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                )
-            };
-            if sent >= 0 {
-                return Ok(());
-            }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(err);
+            match rustix::net::sendto(
+                &self.fd,
+                packet,
+                SendFlags::empty(),
+                &SocketAddr::new(dst, 0),
+            ) {
+                Ok(_) => return Ok(()),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
             }
         }
     }
 
     /// Receives one datagram (call it once [`sys::poll_any`] said the
-    /// socket is readable): its IPv4 packet.
-    pub(super) fn recv<'b>(&self, buf: &'b mut [u8]) -> std::io::Result<Option<Ipv4Packet<'b>>> {
-        let n = (&self.file).read(buf)?;
-        Ok(Ipv4Packet::new(&buf[..n]))
+    /// socket is readable); `None` for one too short to parse, or when a
+    /// signal interrupted the read.
+    ///
+    /// # References
+    /// `recvfrom(2)`
+    pub(super) fn recv<'b>(&self, buf: &'b mut [u8]) -> std::io::Result<Option<Received<'b>>> {
+        let (n, _, from) = match rustix::net::recvfrom(&self.fd, &mut *buf, RecvFlags::empty()) {
+            Ok(received) => received,
+            Err(rustix::io::Errno::INTR) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(from) = from.and_then(|a| SocketAddr::try_from(a).ok()) else {
+            return Ok(None);
+        };
+        let buf = &buf[..n.min(buf.len())];
+        Ok(
+            family::payload_of(self.family, buf).map(|payload| Received {
+                from: from.ip(),
+                payload,
+            }),
+        )
     }
 
     pub(super) fn raw_fd(&self) -> std::os::fd::RawFd {
-        self.file.as_raw_fd()
+        self.fd.as_raw_fd()
     }
 }
 
-/// An echo request's length: its header, then a [`Token`].
-pub(super) const ECHO_LEN: usize = 8 + Token::LEN;
-
-/// Builds an echo request with `id`, `seq` and `token` as payload in `buf`.
-pub(super) fn echo_request<'b>(
-    buf: &'b mut [u8; ECHO_LEN],
-    id: u16,
-    seq: u16,
-    token: &Token,
-) -> MutableEchoRequestPacket<'b> {
-    let mut packet = MutableEchoRequestPacket::new(buf).expect("ECHO_LEN bytes hold an echo");
-    packet.set_icmp_type(IcmpTypes::EchoRequest);
-    packet.set_identifier(id);
-    packet.set_sequence_number(seq);
-    packet.set_payload(token.as_bytes());
-    let checksum = pnet::util::checksum(packet.packet(), 1);
-    packet.set_checksum(checksum);
-    packet
-}
-
-/// Builds a TCP segment without options in `buf`.
+/// Builds a TCP segment without options in `buf`, its checksum over the
+/// pseudo-header of `src` and `dst` (raw sockets leave it to us).
 pub(super) fn tcp_segment(
     buf: &mut [u8; 20],
-    (src, sport): (Ipv4Addr, u16),
-    (dst, dport): (Ipv4Addr, u16),
+    (src, sport): (IpAddr, u16),
+    (dst, dport): (IpAddr, u16),
     seq: u32,
     ack: u32,
     flags: u8,
@@ -130,7 +129,9 @@ pub(super) fn tcp_segment(
     segment.set_data_offset(5);
     segment.set_flags(flags);
     segment.set_window(64240);
-    let checksum = pnet::packet::tcp::ipv4_checksum(&segment.to_immutable(), &src, &dst);
+    // The checksum is the TCP header's ninth 16-bit word.
+    let checksum =
+        family::pseudo_header_checksum(segment.packet(), 8, src, dst, IpNextHeaderProtocols::Tcp);
     segment.set_checksum(checksum);
     segment
 }
@@ -142,12 +143,12 @@ pub(super) enum SynAnswer {
     Accepted,
     /// A reset: the port is closed.
     Reset,
-    /// An ICMP destination-unreachable error, with its code.
-    Icmp(u8),
+    /// An ICMP error, and what it means.
+    Icmp(Reason),
 }
 
-/// A SYN probe's raw sockets: TCP to send and read answers, ICMP to read
-/// errors.
+/// A SYN probe's raw sockets, of its destination's family: TCP to send
+/// and read answers, ICMP (ICMPv6) to read errors.
 pub(super) struct SynSockets {
     pub(super) tcp: RawSocket,
     pub(super) icmp: RawSocket,
@@ -181,22 +182,19 @@ impl SynSockets {
         let Some(ready) = sys::poll_any(&fds, left).map_err(io_error("wait for TCP"))? else {
             return Ok(None);
         };
-        if ready == 0 {
-            let Some(ip) = self.tcp.recv(buf).map_err(io_error("receive TCP"))? else {
-                return Ok(None);
-            };
-            let answer = TcpPacket::new(ip.payload())
-                .and_then(|segment| syn_answer(ip.get_source(), &segment, flow, seq));
-            Ok(answer)
-        } else {
-            let Some(ip) = self.icmp.recv(buf).map_err(io_error("receive ICMP"))? else {
-                return Ok(None);
-            };
-            let answer = IcmpPacket::new(ip.payload()).and_then(|packet| {
-                icmp_error_about_tcp(&packet, flow.dst, flow.dst_port, flow.src_port)
-            });
-            Ok(answer.map(SynAnswer::Icmp))
-        }
+        let (socket, what) = match ready {
+            0 => (&self.tcp, "receive TCP"),
+            _ => (&self.icmp, "receive ICMP"),
+        };
+        let Some(received) = socket.recv(buf).map_err(io_error(what))? else {
+            return Ok(None);
+        };
+        Ok(match ready {
+            0 => TcpPacket::new(received.payload)
+                .and_then(|segment| syn_answer(received.from, &segment, flow, seq)),
+            _ => icmp_error_about_tcp(received.payload, flow.dst, flow.dst_port, flow.src_port)
+                .map(SynAnswer::Icmp),
+        })
     }
 }
 
@@ -204,7 +202,7 @@ impl SynSockets {
 /// number `seq`: nothing unless it comes from its destination port to its
 /// source port and acknowledges that SYN.
 pub(super) fn syn_answer(
-    from: Ipv4Addr,
+    from: IpAddr,
     segment: &TcpPacket<'_>,
     flow: &Flow,
     seq: u32,
@@ -275,12 +273,12 @@ impl EchoTally {
     }
 }
 
-/// Waits at most `left` for the next ICMP packet on `socket`; what it says
-/// about the echoes `id` to `dst`, if anything.
+/// Waits at most `left` for the next ICMP (ICMPv6) packet on `socket`;
+/// what it says about the echoes `id` to `dst`, if anything.
 pub(super) fn next_icmp_answer(
     socket: &RawSocket,
     buf: &mut [u8],
-    dst: Ipv4Addr,
+    dst: IpAddr,
     id: u16,
     left: Duration,
 ) -> Result<Option<IcmpAnswer>> {
@@ -290,73 +288,10 @@ pub(super) fn next_icmp_answer(
     {
         return Ok(None);
     }
-    let Some(ip) = socket.recv(buf).map_err(io_error("receive ICMP"))? else {
+    let Some(received) = socket.recv(buf).map_err(io_error("receive ICMP"))? else {
         return Ok(None);
     };
-    let from = IpAddr::V4(ip.get_source());
-    Ok(IcmpPacket::new(ip.payload()).and_then(|packet| classify_icmp(&packet, from, dst, id)))
-}
-
-pub(super) enum IcmpAnswer {
-    Reply(u16),
-    Error(Reason),
-}
-
-/// What an ICMP packet from `from` says about our echoes `id` to `dst`.
-pub(super) fn classify_icmp(
-    packet: &IcmpPacket<'_>,
-    from: IpAddr,
-    dst: Ipv4Addr,
-    id: u16,
-) -> Option<IcmpAnswer> {
-    match packet.get_icmp_type() {
-        IcmpTypes::EchoReply if from == IpAddr::V4(dst) => {
-            let reply = EchoReplyPacket::new(packet.packet())?;
-            (reply.get_identifier() == id).then(|| IcmpAnswer::Reply(reply.get_sequence_number()))
-        }
-        IcmpTypes::DestinationUnreachable => {
-            let (inner, data) = quoted(packet)?;
-            let echo_id = u16::from_be_bytes([*data.get(4)?, *data.get(5)?]);
-            let ours = inner.get_destination() == dst
-                && inner.get_next_level_protocol() == IpNextHeaderProtocols::Icmp
-                && data.first() == Some(&IcmpTypes::EchoRequest.0)
-                && echo_id == id;
-            ours.then(|| IcmpAnswer::Error(Reason::from_icmp_code(packet.get_icmp_code().0)))
-        }
-        _ => None,
-    }
-}
-
-/// The code of an ICMP destination-unreachable error about our SYN from
-/// `sport` to `dst:dport`, if `packet` is one.
-pub(super) fn icmp_error_about_tcp(
-    packet: &IcmpPacket<'_>,
-    dst: Ipv4Addr,
-    dport: u16,
-    sport: u16,
-) -> Option<u8> {
-    if packet.get_icmp_type() != IcmpTypes::DestinationUnreachable {
-        return None;
-    }
-    let (inner, data) = quoted(packet)?;
-    let ports = (
-        u16::from_be_bytes([*data.first()?, *data.get(1)?]),
-        u16::from_be_bytes([*data.get(2)?, *data.get(3)?]),
-    );
-    let ours = inner.get_destination() == dst
-        && inner.get_next_level_protocol() == IpNextHeaderProtocols::Tcp
-        && ports == (sport, dport);
-    ours.then(|| packet.get_icmp_code().0)
-}
-
-/// The IPv4 header an ICMP error quotes, and the transport bytes after it.
-pub(super) fn quoted<'p>(packet: &'p IcmpPacket<'_>) -> Option<(Ipv4Packet<'p>, &'p [u8])> {
-    // type, code, checksum, 4 unused bytes, then the quoted datagram
-    let inner_bytes = packet.packet().get(8..)?;
-    let inner = Ipv4Packet::new(inner_bytes)?;
-    let header_len = usize::from(inner.get_header_length()) * 4;
-    let data = inner_bytes.get(header_len..)?;
-    Some((inner, data))
+    Ok(classify_icmp(received.payload, received.from, dst, id))
 }
 
 #[cfg(test)]
