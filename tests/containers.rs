@@ -250,7 +250,7 @@ fn each_container_has_its_own_address_and_port_on_the_bridge() {
     let b = sleeper(&lab, "b");
     assert_ne!(a.addr(), b.addr());
     for c in [&a, &b] {
-        assert!(lab.subnet().contains(c.addr()));
+        assert!(lab.subnet().contains(c.addr4().unwrap()));
         assert_ne!(c.addr(), lab.gateway());
     }
     // ip in the lab namespace: the bridge has the gateway address, and
@@ -278,7 +278,11 @@ fn each_container_has_its_own_address_and_port_on_the_bridge() {
     );
     let mac = format!(
         "02:00:{}",
-        c.addr().octets().map(|o| format!("{o:02x}")).join(":")
+        c.addr4()
+            .unwrap()
+            .octets()
+            .map(|o| format!("{o:02x}"))
+            .join(":")
     );
     assert!(
         neighbours.contains(&format!("{} dev eth0 lladdr {mac}", c.addr())),
@@ -371,7 +375,11 @@ fn the_gateway_keeps_its_mac_as_containers_come_and_go() {
     };
     let gateway = format!(
         "02:00:{}",
-        lab.gateway().octets().map(|o| format!("{o:02x}")).join(":")
+        lab.gateway4()
+            .unwrap()
+            .octets()
+            .map(|o| format!("{o:02x}"))
+            .join(":")
     );
     assert_eq!(mac(), gateway);
     let first = sleeper(&lab, "first");

@@ -91,7 +91,7 @@ fn a_full_subnet_says_so_and_recovers_when_a_container_goes() {
     assert_eq!(bridge_ports(&lab), 5);
     held.pop();
     let freed = lab.spawn(&Spec::command("sleep").arg("600")).unwrap();
-    assert!(lab.subnet().contains(freed.addr()));
+    assert!(lab.subnet().contains(freed.addr4().unwrap()));
 }
 
 #[needs("nsenter", "ip", "ping")]

@@ -70,7 +70,7 @@ fn a_dual_stack_container_has_both_addresses_and_default_routes_at_once() {
     // The next container takes the next address: both families end alike.
     let container = sleeper(&lab);
     let (v4, v6) = (
-        container.addr(),
+        container.addr4().expect("an IPv4 address"),
         container.addr6().expect("an IPv6 address"),
     );
     assert_eq!(v6.segments()[7], u16::from(v4.octets()[3]), "{v4} {v6}");
@@ -96,8 +96,8 @@ fn dual_stack_containers_reach_each_other_the_gateway_and_the_outside_over_ipv6(
         IpAddr::V6(peer.addr6().unwrap()),
         IpAddr::V6(lab.gateway6().unwrap()),
         IpAddr::V6(lab.outside_addr6()),
-        IpAddr::V4(peer.addr()),
-        IpAddr::V4(lab.outside_addr()),
+        peer.addr(),
+        lab.outside_addr(),
     ] {
         let (answered, out) = pings(&lab, addr);
         assert!(answered, "ping {addr} failed: {out}");
@@ -123,7 +123,7 @@ fn an_ipv6_only_container_has_no_ipv4_and_reaches_the_outside_over_ipv6() {
     assert!(!out.contains("default"), "an IPv4 route: {out}");
     let (answered, out) = pings(&lab, IpAddr::V6(lab.outside_addr6()));
     assert!(answered, "{out}");
-    let (answered, out) = pings(&lab, IpAddr::V4(lab.outside_addr()));
+    let (answered, out) = pings(&lab, IpAddr::V4(lab.outside_addr4()));
     assert!(!answered, "reached the outside over IPv4: {out}");
 }
 
@@ -213,10 +213,7 @@ fn names_resolve_to_both_families_with_libcs_resolver() {
             "{addr} missing: {out}"
         );
     }
-    assert_eq!(
-        lab.resolve("db").unwrap(),
-        [IpAddr::V4(db.addr()), IpAddr::V6(db.addr6().unwrap())]
-    );
+    assert_eq!(lab.resolve("db").unwrap(), db.addrs());
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! and the same seed drops the same packets.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::time::Duration;
 
 use netns_harness::prelude::*;
@@ -19,7 +19,7 @@ fn conditions(text: &str) -> Conditions {
 }
 
 /// The best round trip of five echoes to `dst`.
-fn best_rtt(dst: Ipv4Addr) -> Duration {
+fn best_rtt(dst: IpAddr) -> Duration {
     let options = ProbeOptions::default()
         .count(5)
         .interval(Duration::from_millis(20))
@@ -31,7 +31,7 @@ fn best_rtt(dst: Ipv4Addr) -> Duration {
 }
 
 /// The smallest round trip `ping` reports to `dst`, in milliseconds.
-fn ping_min_ms(dst: Ipv4Addr) -> f64 {
+fn ping_min_ms(dst: IpAddr) -> f64 {
     let out = tool("ping")
         .args(["-n", "-q", "-c", "3", "-i", "0.05", &dst.to_string()])
         .output()
@@ -553,7 +553,7 @@ fn conditions_are_carried_by_netem_or_by_the_emulator(net: Net) {
         };
         ip(&["neigh", "flush", "all"]);
         assert!(best_rtt(net.gateway()) >= Duration::from_millis(10));
-        let [a, b, c, d] = net.gateway().octets();
+        let [a, b, c, d] = net.gateway4().unwrap().octets();
         let mac = format!("02:00:{a:02x}:{b:02x}:{c:02x}:{d:02x}");
         let neighbours = ip(&["neigh", "show", &net.gateway().to_string()]);
         assert!(

@@ -30,7 +30,7 @@ fn run(lab: &Lab, spec: Spec) -> (IpAddr, Option<i32>, String) {
         .expect("spawn");
     let out = container.output(TIMEOUT).expect("output");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    (IpAddr::V4(container.addr()), out.status.code(), text)
+    (container.addr(), out.status.code(), text)
 }
 
 fn sleeper(lab: &Lab, spec: Spec) -> Container {
@@ -56,10 +56,6 @@ fn found(out: &str, name: &str, addr: IpAddr) -> bool {
     })
 }
 
-fn v4(addr: std::net::Ipv4Addr) -> IpAddr {
-    IpAddr::V4(addr)
-}
-
 #[needs("getent", "sh")]
 #[test]
 fn getent_finds_the_gateway_the_outside_earlier_containers_and_itself() {
@@ -74,10 +70,10 @@ fn getent_finds_the_gateway_the_outside_earlier_containers_and_itself() {
         let (addr, code, out) = run(&lab, spec);
         assert_eq!(code, Some(0), "{fs:?}: {out}");
         for (name, expected) in [
-            (GATEWAY_NAME, v4(lab.gateway())),
-            (OUTSIDE_NAME, v4(lab.outside_addr())),
-            ("web", v4(web.addr())),
-            ("www.web.test", v4(web.addr())),
+            (GATEWAY_NAME, lab.gateway()),
+            (OUTSIDE_NAME, lab.outside_addr()),
+            ("web", web.addr()),
+            ("www.web.test", web.addr()),
             ("asker", addr),
         ] {
             assert!(found(&out, name, expected), "{fs:?}: {name}: {out}");
@@ -92,7 +88,7 @@ fn getent_finds_the_gateway_the_outside_earlier_containers_and_itself() {
         );
         assert_eq!(
             lab.resolve("www.web.test").unwrap(),
-            [v4(web.addr())],
+            [web.addr()],
             "resolve agrees with the file"
         );
     }
@@ -141,15 +137,12 @@ fn a_later_container_is_not_in_an_earlier_ones_file_but_resolve_finds_it() {
         )
         .unwrap();
     let late = sleeper(&lab, Spec::command("sleep").name("late"));
-    assert_eq!(lab.resolve("late").unwrap(), [v4(late.addr())]);
+    assert_eq!(lab.resolve("late").unwrap(), [late.addr()]);
     early.take_stdin().unwrap().write_all(b"go\n").unwrap();
     let out = early.output(TIMEOUT).unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "status 2\n");
     let (_, code, out) = run(&lab, getent_script(&["late"]));
-    assert!(
-        code == Some(0) && found(&out, "late", v4(late.addr())),
-        "{out}"
-    );
+    assert!(code == Some(0) && found(&out, "late", late.addr()), "{out}");
 }
 
 #[needs("ping")]
@@ -183,12 +176,12 @@ fn a_body_finds_names_with_libc_and_resolve(net: Net) {
     let hostname = std::fs::read_to_string("/etc/hostname").unwrap();
     let hostname = hostname.trim();
     // libc, through this container's /etc/hosts.
-    assert!(lookup(hostname).unwrap().contains(&v4(net.addr())));
+    assert!(lookup(hostname).unwrap().contains(&net.addr()));
     assert!(lookup("localhost").unwrap().iter().any(IpAddr::is_loopback));
-    assert!(lookup("gateway").unwrap().contains(&v4(net.gateway())));
-    assert!(lookup("outside").unwrap().contains(&v4(net.outside_addr())));
+    assert!(lookup("gateway").unwrap().contains(&net.gateway()));
+    assert!(lookup("outside").unwrap().contains(&net.outside_addr()));
     // The registry the runner passed on, and this body's own peers.
-    assert_eq!(net.resolve(hostname).unwrap(), [v4(net.addr())]);
+    assert_eq!(net.resolve(hostname).unwrap(), [net.addr()]);
     let peer = net
         .spawn(
             &Spec::command("sleep")
@@ -197,11 +190,11 @@ fn a_body_finds_names_with_libc_and_resolve(net: Net) {
                 .alias("peer.body.test"),
         )
         .unwrap();
-    assert_eq!(net.resolve("peer.body.test").unwrap(), [v4(peer.addr())]);
+    assert_eq!(net.resolve("peer.body.test").unwrap(), [peer.addr()]);
     let (_, code, out) = run(net.lab(), getent_script(&["peer.body.test", hostname]));
     assert_eq!(code, Some(0), "{out}");
-    assert!(found(&out, "peer.body.test", v4(peer.addr())), "{out}");
-    assert!(found(&out, hostname, v4(net.addr())), "{out}");
+    assert!(found(&out, "peer.body.test", peer.addr()), "{out}");
+    assert!(found(&out, hostname, net.addr()), "{out}");
     // This container's own file was written before the peer started.
     assert!(lookup("peer.body.test").is_err());
     drop(peer);
@@ -289,7 +282,7 @@ fn bad_names_are_typed_errors_that_leave_nothing_behind() {
     );
     drop(holder);
     let again = lab.spawn(&sleep().alias("taken.test")).unwrap();
-    assert_eq!(lab.resolve("taken.test").unwrap(), [v4(again.addr())]);
+    assert_eq!(lab.resolve("taken.test").unwrap(), [again.addr()]);
 }
 
 #[needs("getent", "sh")]
@@ -299,7 +292,7 @@ fn an_alias_of_a_process_on_the_outside_host_names_the_outside_address() {
     let server = lab
         .spawn_outside(&Spec::command("sleep").arg("600").alias("example.test"))
         .unwrap();
-    let outside = v4(lab.outside_addr());
+    let outside = lab.outside_addr();
     assert_eq!(lab.resolve("example.test").unwrap(), [outside]);
     let (_, code, out) = run(&lab, getent_script(&["example.test"]));
     assert!(

@@ -5,7 +5,7 @@
 //! sent nothing finds nothing, however busy its neighbours are.
 
 use std::io::{BufRead, BufReader};
-use std::net::{IpAddr, Ipv4Addr, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::time::Duration;
 
 use netns_harness::conntrack::{Entry, Table};
@@ -190,9 +190,9 @@ fn busy_neighbour() {
 /// own address, fresh identifiers and tokens.
 fn flows_never_sent(net: &Net, udp_port: u16) -> [Flow; 3] {
     let flow = |src_port, dst_port, mark| Flow {
-        src: IpAddr::from(net.addr()),
+        src: net.addr(),
         src_port,
-        dst: IpAddr::from(net.outside_addr()),
+        dst: net.outside_addr(),
         dst_port,
         mark,
     };

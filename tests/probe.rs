@@ -2,7 +2,7 @@
 //! tool (`ping`, `nc`, `ss`, `nft`) run in the same place.
 
 use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
@@ -86,11 +86,11 @@ fn run_here(program: &str, args: &[&str]) -> (bool, String) {
     tool_in(std::process::id(), program, args)
 }
 
-fn ping(addr: Ipv4Addr) -> (bool, String) {
+fn ping(addr: IpAddr) -> (bool, String) {
     run_here("ping", &["-c", "1", "-W", "1", &addr.to_string()])
 }
 
-fn nc(addr: Ipv4Addr, port: u16) -> (bool, String) {
+fn nc(addr: IpAddr, port: u16) -> (bool, String) {
     run_here(
         "nc",
         &["-v", "-z", "-w", "1", &addr.to_string(), &port.to_string()],

@@ -5,7 +5,7 @@
 //! that a stray `fork` in another thread cannot stall, and bounded memory
 //! for output without end.
 
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use netns_harness_suite::{needs, open_descriptors, run_test_in_child};
 const TIMEOUT: Duration = Duration::from_secs(2);
 const TIMEOUT_GRACE: Duration = Duration::from_secs(2);
 
-fn flood(to: Ipv4Addr) -> ! {
+fn flood(to: IpAddr) -> ! {
     let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
     let payload = [0u8; 1400];
     loop {

@@ -352,7 +352,7 @@ pub(crate) struct Peer {
     /// Its name.
     pub name: String,
     /// Its address.
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     /// How it ended; `None` while it runs.
     pub ended: Option<String>,
 }
@@ -385,7 +385,7 @@ impl Outcome {
         };
         w.len(self.peers.len());
         for peer in &self.peers {
-            w.u32(peer.pid).str(&peer.name).addr(peer.addr);
+            w.u32(peer.pid).str(&peer.name).ip(peer.addr);
             match &peer.ended {
                 None => w.u8(0),
                 Some(how) => w.u8(1).str(how),
@@ -410,7 +410,7 @@ impl Outcome {
         let count = r.len()?;
         let peers = (0..count)
             .map(|_| {
-                let (pid, name, addr) = (r.u32()?, r.str()?, r.addr()?);
+                let (pid, name, addr) = (r.u32()?, r.str()?, r.ip()?);
                 let ended = match r.u8()? {
                     0 => None,
                     1 => Some(r.str()?),

@@ -232,19 +232,24 @@ impl Rtnl {
             .map(drop)
     }
 
-    /// `ip route add blackhole <addr>/32` (`add`), or `ip route del` of it.
-    pub(crate) fn blackhole(&mut self, addr: Ipv4Addr, add: bool) -> Result<()> {
+    /// `ip route add blackhole <addr>/32` (or `/128`) (`add`), or `ip route
+    /// del` of it.
+    pub(crate) fn blackhole(&mut self, addr: IpAddr, add: bool) -> Result<()> {
         use netlink_packet_route::route::{
             RouteAddress, RouteAttribute, RouteProtocol, RouteScope, RouteType,
         };
         let mut route = RouteMessage::default();
-        route.header.address_family = AddressFamily::Inet;
-        route.header.destination_prefix_length = 32;
+        let (family, len) = match addr {
+            IpAddr::V4(_) => (AddressFamily::Inet, 32),
+            IpAddr::V6(_) => (AddressFamily::Inet6, 128),
+        };
+        route.header.address_family = family;
+        route.header.destination_prefix_length = len;
         route.header.table = libc::RT_TABLE_MAIN;
         route.header.protocol = RouteProtocol::Static;
         route.header.scope = RouteScope::Universe;
         route.header.kind = RouteType::BlackHole;
-        route.attributes = vec![RouteAttribute::Destination(RouteAddress::Inet(addr))];
+        route.attributes = vec![RouteAttribute::Destination(RouteAddress::from(addr))];
         let (message, flags, verb) = match add {
             true => (
                 RouteNetlinkMessage::NewRoute(route),

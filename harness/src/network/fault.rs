@@ -6,7 +6,7 @@
 //! and the kernel heals it too if the process ends any other way. And a
 //! destination blackholed in a container ([`Blackhole`], a route).
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::os::fd::BorrowedFd;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
@@ -238,8 +238,26 @@ impl Lab {
     /// Cuts `a` off from `b` (containers of this lab, by address), one way
     /// (what `a` sends to `b` is lost) or both, until the returned guard
     /// is dropped. Frames are dropped on the bridge, ARP included.
-    pub fn partition(&self, a: Ipv4Addr, b: Ipv4Addr, ways: Ways) -> Result<Fault> {
-        let rule = |from: Ipv4Addr, to: Ipv4Addr| {
+    pub fn partition(
+        &self,
+        a: impl Into<IpAddr>,
+        b: impl Into<IpAddr>,
+        ways: Ways,
+    ) -> Result<Fault> {
+        let (a, b) = (a.into(), b.into());
+        let number = |addr: IpAddr| {
+            self.inner
+                .addressing()
+                .number_of(addr)
+                .ok_or_else(|| Error::InvalidFault {
+                    reason: format!(
+                        "{addr} is not an address of this lab's bridge ({}); partition its containers by their addresses",
+                        self.subnet()
+                    ),
+                })
+        };
+        let (from, to) = (number(a)?, number(b)?);
+        let rule = |from, to| {
             let mut rule: Vec<nftables::Expression> = Vec::new();
             rule.extend(nftables::ether(true, mac_for(from)));
             rule.extend(nftables::ether(false, mac_for(to)));
@@ -247,9 +265,9 @@ impl Lab {
             rule.push(nftables::drop_verdict());
             rule
         };
-        let mut rules = vec![rule(a, b)];
+        let mut rules = vec![rule(from, to)];
         if ways == Ways::Both {
-            rules.push(rule(b, a));
+            rules.push(rule(to, from));
         }
         let arrow = if ways == Ways::Both { "<->" } else { "->" };
         Fault::install(
@@ -292,7 +310,7 @@ impl Lab {
 /// `blackhole` route, so that what is sent there is discarded at once.
 pub struct Blackhole {
     rtnl: Rtnl,
-    addr: Ipv4Addr,
+    addr: IpAddr,
 }
 
 impl std::fmt::Debug for Blackhole {
@@ -303,7 +321,7 @@ impl std::fmt::Debug for Blackhole {
 
 impl Blackhole {
     /// Blackholes `addr` in the namespace `netns`.
-    pub(crate) fn add(netns: BorrowedFd<'_>, addr: Ipv4Addr) -> Result<Blackhole> {
+    pub(crate) fn add(netns: BorrowedFd<'_>, addr: IpAddr) -> Result<Blackhole> {
         let mut rtnl = netns::run_in(netns, || Rtnl::open("container"))?;
         rtnl.blackhole(addr, true)?;
         Ok(Blackhole { rtnl, addr })

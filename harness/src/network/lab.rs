@@ -580,9 +580,26 @@ impl Lab {
         &self.inner.bridge
     }
 
-    /// The gateway: the bridge's address, every container's default route.
-    pub fn gateway(&self) -> Ipv4Addr {
-        self.inner.addressing.gateway()
+    /// Of `v4` and `v6`, the address of the family the bridge's network
+    /// carries first: IPv4, unless it is IPv6-only.
+    fn primary(&self, v4: Ipv4Addr, v6: Ipv6Addr) -> IpAddr {
+        match self.inner.addressing.stack {
+            Stack::V6 => IpAddr::V6(v6),
+            Stack::V4 | Stack::Dual => IpAddr::V4(v4),
+        }
+    }
+
+    /// The gateway: the bridge's address, every container's default
+    /// route; its IPv4 address, unless the lab is IPv6-only.
+    pub fn gateway(&self) -> IpAddr {
+        let addressing = &self.inner.addressing;
+        addressing.addrs(addressing.gateway())[0]
+    }
+
+    /// The gateway's IPv4 address, when the bridge's network carries IPv4.
+    pub fn gateway4(&self) -> Option<Ipv4Addr> {
+        let addressing = &self.inner.addressing;
+        addressing.stack.has_v4().then(|| addressing.gateway())
     }
 
     /// The gateway's IPv6 address, when the bridge's network carries IPv6.
@@ -591,24 +608,40 @@ impl Lab {
         addressing.addr6(addressing.gateway())
     }
 
-    /// The NAT's public address: the lab's end of the uplink, which the
-    /// outside network sees as the source of every container's traffic.
-    pub fn public_addr(&self) -> Ipv4Addr {
+    /// The lab's end of the uplink: the NAT's public address, which the
+    /// outside network sees as the source of every container's IPv4
+    /// traffic ([`Lab::public_addr4`]); in an IPv6-only lab,
+    /// [`Lab::public_addr6`].
+    pub fn public_addr(&self) -> IpAddr {
+        self.primary(PUBLIC_ADDR, PUBLIC_ADDR6)
+    }
+
+    /// The NAT's public IPv4 address, the lab's end of the uplink.
+    pub fn public_addr4(&self) -> Ipv4Addr {
         PUBLIC_ADDR
     }
 
-    /// The address of the outside host, the far end of the uplink.
-    pub fn outside_addr(&self) -> Ipv4Addr {
-        OUTSIDE_ADDR
-    }
-
     /// The lab's IPv6 address on the uplink: the outside host's route to
-    /// the bridge's IPv6 subnet (IPv6 is routed, not translated).
+    /// the bridge's IPv6 subnet (IPv6 is routed, not translated), or with
+    /// [`LabBuilder::nat66`] the source the outside host sees.
     pub fn public_addr6(&self) -> Ipv6Addr {
         PUBLIC_ADDR6
     }
 
-    /// The outside host's IPv6 address.
+    /// The address of the outside host, the far end of the uplink: of the
+    /// family [`Lab::gateway`] has.
+    pub fn outside_addr(&self) -> IpAddr {
+        self.primary(OUTSIDE_ADDR, OUTSIDE_ADDR6)
+    }
+
+    /// The outside host's IPv4 address (it has one whatever the lab's
+    /// stack).
+    pub fn outside_addr4(&self) -> Ipv4Addr {
+        OUTSIDE_ADDR
+    }
+
+    /// The outside host's IPv6 address (it has one whatever the lab's
+    /// stack).
     pub fn outside_addr6(&self) -> Ipv6Addr {
         OUTSIDE_ADDR6
     }

@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::process::{ExitStatus, Output};
 use std::sync::OnceLock;
@@ -71,7 +71,7 @@ pub(crate) enum Event<'a> {
         /// Its name.
         name: &'a str,
         /// Its address.
-        addr: Ipv4Addr,
+        addr: IpAddr,
         /// Its pid.
         pid: u32,
     },
@@ -192,8 +192,8 @@ pub struct Container {
     // returned.
     process: Process,
     netns: OwnedFd,
-    addr: Ipv4Addr,
-    addr6: Option<Ipv6Addr>,
+    /// Its addresses, of the families its lab carries, IPv4 first.
+    addrs: Vec<IpAddr>,
     stdin: Option<File>,
     stdout: Option<File>,
     stderr: Option<File>,
@@ -213,17 +213,33 @@ impl Container {
         &self.process.name
     }
 
-    /// The address of its `eth0` (for a process on the outside host, the
-    /// outside address).
-    pub fn addr(&self) -> Ipv4Addr {
-        self.addr
+    /// The address of its `eth0`: its IPv4 address, or in an IPv6-only
+    /// lab its IPv6 address (see [`LabBuilder::stack`](crate::LabBuilder::stack)).
+    /// For a process on the outside host, the outside host's address of
+    /// that family.
+    pub fn addr(&self) -> IpAddr {
+        self.addrs[0]
     }
 
-    /// The IPv6 address of its `eth0`, when its lab carries IPv6 (see
-    /// [`LabBuilder::stack`](crate::LabBuilder::stack)); for a process
-    /// on the outside host, the outside host's.
+    /// Its IPv4 address, when its lab carries IPv4.
+    pub fn addr4(&self) -> Option<Ipv4Addr> {
+        self.addrs.iter().find_map(|addr| match addr {
+            IpAddr::V4(addr) => Some(*addr),
+            IpAddr::V6(_) => None,
+        })
+    }
+
+    /// Its IPv6 address, when its lab carries IPv6.
     pub fn addr6(&self) -> Option<Ipv6Addr> {
-        self.addr6
+        self.addrs.iter().find_map(|addr| match addr {
+            IpAddr::V6(addr) => Some(*addr),
+            IpAddr::V4(_) => None,
+        })
+    }
+
+    /// Its addresses: of each family its lab carries, IPv4 first.
+    pub fn addrs(&self) -> &[IpAddr] {
+        &self.addrs
     }
 
     /// Its network namespace, e.g. for [`Prober::in_netns`](crate::probe::Prober::in_netns).
@@ -241,8 +257,8 @@ impl Container {
 
     /// Blackholes `addr` for this container until the guard is dropped
     /// (see [`Net::blackhole`](crate::Net::blackhole)).
-    pub fn blackhole(&self, addr: Ipv4Addr) -> Result<crate::Blackhole> {
-        crate::network::fault::Blackhole::add(self.netns.as_fd(), addr)
+    pub fn blackhole(&self, addr: impl Into<IpAddr>) -> Result<crate::Blackhole> {
+        crate::network::fault::Blackhole::add(self.netns.as_fd(), addr.into())
     }
 
     /// Stops every process of the container (SIGSTOP) until the guard is

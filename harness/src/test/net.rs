@@ -1,6 +1,6 @@
 //! `Net`: what a `#[netns_test]` body knows of its network.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::common::error::Result;
 use crate::common::subnet::{Ipv4Subnet, Stack};
@@ -67,15 +67,24 @@ impl Net {
         ))
     }
 
-    /// This container's address (on its `eth0`).
-    pub fn addr(&self) -> Ipv4Addr {
-        self.addr
+    /// This container's address (on its `eth0`): its IPv4 address,
+    /// unless its network is IPv6-only (see [`Net::stack`]).
+    pub fn addr(&self) -> IpAddr {
+        self.addressing().addrs(self.addr)[0]
     }
 
-    /// This container's IPv6 address, when its lab carries IPv6 (see
-    /// [`Net::stack`]).
+    /// This container's IPv4 address, when its network carries IPv4.
+    pub fn addr4(&self) -> Option<Ipv4Addr> {
+        self.stack().has_v4().then_some(self.addr)
+    }
+
+    /// This container's IPv6 address, when its network carries IPv6.
     pub fn addr6(&self) -> Option<Ipv6Addr> {
-        self.lab.inner.addressing().addr6(self.addr)
+        self.addressing().addr6(self.addr)
+    }
+
+    fn addressing(&self) -> &crate::common::subnet::Addressing {
+        self.lab.inner.addressing()
     }
 
     /// Which IP families this container's network carries: what
@@ -84,30 +93,36 @@ impl Net {
         self.lab.stack()
     }
 
-    /// The gateway, this container's default route.
-    pub fn gateway(&self) -> Ipv4Addr {
+    /// The gateway, this container's default route (see [`Lab::gateway`]).
+    pub fn gateway(&self) -> IpAddr {
         self.lab.gateway()
     }
 
+    /// The gateway's IPv4 address, when this container's network carries
+    /// IPv4.
+    pub fn gateway4(&self) -> Option<Ipv4Addr> {
+        self.lab.gateway4()
+    }
+
     /// The gateway's IPv6 address, this container's IPv6 default route,
-    /// when its lab carries IPv6.
+    /// when its network carries IPv6.
     pub fn gateway6(&self) -> Option<Ipv6Addr> {
         self.lab.gateway6()
     }
 
-    /// The lab's subnet.
+    /// The lab's IPv4 subnet.
     pub fn subnet(&self) -> Ipv4Subnet {
         self.lab.subnet()
     }
 
-    /// The NAT's public address: what the outside sees as this container's
-    /// source address.
-    pub fn public_addr(&self) -> Ipv4Addr {
+    /// What the outside sees as this container's source address: the
+    /// NAT's public address (see [`Lab::public_addr`]).
+    pub fn public_addr(&self) -> IpAddr {
         self.lab.public_addr()
     }
 
-    /// The outside host's address.
-    pub fn outside_addr(&self) -> Ipv4Addr {
+    /// The outside host's address, of the family [`Net::addr`] has.
+    pub fn outside_addr(&self) -> IpAddr {
         self.lab.outside_addr()
     }
 
@@ -120,10 +135,10 @@ impl Net {
     /// Blackholes `addr` for this container until the guard is dropped:
     /// what it sends there is discarded (`connect` and `send` fail with
     /// `EINVAL`, as with `ip route add blackhole`).
-    pub fn blackhole(&self, addr: Ipv4Addr) -> Result<crate::Blackhole> {
+    pub fn blackhole(&self, addr: impl Into<IpAddr>) -> Result<crate::Blackhole> {
         let own = std::fs::File::open("/proc/thread-self/ns/net")
             .map_err(|e| crate::Error::os("open this container's network namespace", e))?;
-        crate::network::fault::Blackhole::add(std::os::fd::AsFd::as_fd(&own), addr)
+        crate::network::fault::Blackhole::add(std::os::fd::AsFd::as_fd(&own), addr.into())
     }
 
     /// The addresses of the lab's host named `name`: the gateway
@@ -141,7 +156,7 @@ impl Net {
     /// #[netns_test]
     /// fn finds_its_peer(net: Net) {
     ///     let peer = net.spawn(&Spec::command("sleep").arg("30").alias("db")).unwrap();
-    ///     assert_eq!(net.resolve("db").unwrap(), [std::net::IpAddr::V4(peer.addr())]);
+    ///     assert_eq!(net.resolve("db").unwrap(), [peer.addr()]);
     /// }
     /// ```
     pub fn resolve(&self, name: &str) -> Result<Vec<std::net::IpAddr>> {

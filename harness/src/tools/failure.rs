@@ -301,7 +301,7 @@ mod tests {
         let peer = |pid, ended: Option<&str>| Peer {
             pid,
             name: format!("p{pid}"),
-            addr: Ipv4Addr::new(10, 200, 0, 3),
+            addr: Ipv4Addr::new(10, 200, 0, 3).into(),
             ended: ended.map(str::to_owned),
         };
         assert_eq!(

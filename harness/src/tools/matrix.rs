@@ -59,7 +59,7 @@ impl Endpoint {
     pub fn container(container: &Container) -> Result<Endpoint> {
         Ok(Endpoint::new(
             container.name(),
-            IpAddr::from(container.addr()),
+            container.addr(),
             Prober::in_netns(container.netns())?,
         ))
     }
@@ -68,7 +68,7 @@ impl Endpoint {
     pub fn gateway(lab: &Lab) -> Result<Endpoint> {
         Ok(Endpoint::new(
             "gateway",
-            IpAddr::from(lab.gateway()),
+            lab.gateway(),
             Prober::in_netns(lab.lab_netns())?,
         ))
     }
@@ -77,7 +77,7 @@ impl Endpoint {
     pub fn outside(lab: &Lab) -> Result<Endpoint> {
         Ok(Endpoint::new(
             "outside",
-            IpAddr::from(lab.outside_addr()),
+            lab.outside_addr(),
             Prober::in_netns(lab.outside_netns())?,
         ))
     }

@@ -65,7 +65,7 @@ fn an_outcome_survives_the_pipe() {
     let peer = |pid, ended: Option<&str>| Peer {
         pid,
         name: format!("peer {pid}: with spaces"),
-        addr: Ipv4Addr::new(10, 200, 0, 3),
+        addr: "fd00:200::3".parse().unwrap(),
         ended: ended.map(str::to_owned),
     };
     for end in [

@@ -79,6 +79,27 @@ impl Addressing {
         self.stack.has_v6().then(|| self.subnet6.with_id(id))
     }
 
+    /// The number (IPv4 address) of the host of the lab at `addr`, of
+    /// either family; `None` for an address outside the lab's subnets.
+    pub(crate) fn number_of(&self, addr: IpAddr) -> Option<Ipv4Addr> {
+        match addr {
+            IpAddr::V4(addr) => (self.stack.has_v4() && self.subnet.contains(addr)).then_some(addr),
+            IpAddr::V6(addr) => {
+                let id =
+                    u128::from(addr) & !(u128::MAX << (128 - u32::from(self.subnet6.prefix())));
+                let octet = |shift: u32| {
+                    u32::try_from((id >> shift) & 0xffff)
+                        .ok()
+                        .filter(|o| *o <= 0xff)
+                };
+                let host = octet(32)? << 16 | octet(16)? << 8 | octet(0)?;
+                let number = Ipv4Addr::from(u32::from(self.subnet.network()).wrapping_add(host));
+                let fits = (id >> 48) == 0 && self.subnet.contains(number);
+                (self.stack.has_v6() && self.subnet6.contains(addr) && fits).then_some(number)
+            }
+        }
+    }
+
     /// The gateway's number (its IPv4 address).
     pub(crate) fn gateway(&self) -> Ipv4Addr {
         self.subnet.nth(1)
@@ -243,6 +264,23 @@ mod tests {
             v6.addrs(wide.gateway()),
             ["fd00:200::1".parse::<IpAddr>().unwrap()]
         );
+        let dual = lab("10.200.0.0/16");
+        let host: Ipv4Addr = "10.200.1.5".parse().unwrap();
+        for addr in dual.addrs(host) {
+            assert_eq!(dual.number_of(addr), Some(host), "{addr}");
+        }
+        for stranger in [
+            "fd00:200::1:100",
+            "fd00:201::5",
+            "10.201.0.5",
+            "fd00:200::1:0:0:5",
+        ] {
+            assert_eq!(
+                dual.number_of(stranger.parse().unwrap()),
+                None,
+                "{stranger}"
+            );
+        }
     }
 
     #[test]

@@ -57,11 +57,7 @@ pub(crate) fn spawn(
         Some(_) => lab.addressing().addrs(addr),
         None => crate::network::lab::outside_addrs(lab.addressing()),
     };
-    let addr6 = addrs.iter().find_map(|a| match a {
-        std::net::IpAddr::V6(a) => Some(*a),
-        std::net::IpAddr::V4(_) => None,
-    });
-    let (registration, hosts) = Registration::add(lab, own_name, &spec.aliases, addrs)?;
+    let (registration, hosts) = Registration::add(lab, own_name, &spec.aliases, addrs.clone())?;
     plan.fs = super::fs::plan(spec.fs, root.as_ref(), &name, &hosts)?;
     attach_plan(lab, &mut plan, lease.as_ref());
     plan.keep.clone_from(&extras.inherit);
@@ -79,7 +75,7 @@ pub(crate) fn spawn(
     if let Some(watcher) = WATCHER.get() {
         watcher(&Event::Started {
             name: &process.name,
-            addr,
+            addr: addrs[0],
             pid: process.pid,
         });
     }
@@ -88,8 +84,7 @@ pub(crate) fn spawn(
     Ok(Container {
         process,
         netns,
-        addr,
-        addr6,
+        addrs,
         stdin,
         stdout,
         stderr,
