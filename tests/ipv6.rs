@@ -253,13 +253,9 @@ fn a_dual_stack_test_knows_both_of_its_addresses(net: Net) {
 fn an_ipv6_only_test_has_no_ipv4_route(net: Net) {
     assert_eq!(net.stack(), Stack::V6);
     let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-    let err = socket.connect((net.outside_addr(), 9)).unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc_enetunreach()), "{err}");
-}
-
-/// `ENETUNREACH` on Linux.
-fn libc_enetunreach() -> i32 {
-    101
+    let err = socket.connect((net.lab().outside_addr4(), 9)).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENETUNREACH), "{err}");
+    assert!(net.outside_addr().is_ipv6() && net.addr().is_ipv6());
 }
 
 #[needs("ping")]

@@ -251,7 +251,7 @@ impl Lab {
     /// use netns_harness::{Lab, Spec};
     /// let lab = Lab::shared()?;
     /// let db = lab.spawn(&Spec::command("sleep").arg("60").name("db").alias("db.lab"))?;
-    /// assert_eq!(lab.resolve("db.lab")?, [std::net::IpAddr::V4(db.addr())]);
+    /// assert_eq!(lab.resolve("db.lab")?, [db.addr()]);
     /// # Ok::<(), netns_harness::Error>(())
     /// ```
     pub fn resolve(&self, name: &str) -> Result<Vec<IpAddr>> {

@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
@@ -124,19 +125,35 @@ pub(crate) fn report(
     seed: u64,
 ) -> String {
     let mut out = format!("\n--- netns-harness report for {test} ---\n");
+    let list = |addrs: &[IpAddr]| {
+        addrs
+            .iter()
+            .map(IpAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let _ = writeln!(
         out,
         "container {} ({}):",
         container.name(),
-        container.addr()
+        list(container.addrs())
     );
     push_state(&mut out, snapshot::namespace_state(container.netns()));
+    let (mut subnets, mut gateways) = (Vec::new(), Vec::new());
+    if let Some(gateway) = lab.gateway4() {
+        subnets.push(lab.subnet().to_string());
+        gateways.push(IpAddr::V4(gateway));
+    }
+    if let (Some(subnet), Some(gateway)) = (lab.subnet6(), lab.gateway6()) {
+        subnets.push(subnet.to_string());
+        gateways.push(IpAddr::V6(gateway));
+    }
     let _ = writeln!(
         out,
         "lab {} (gateway {}, NAT as {}):",
-        lab.subnet(),
-        lab.gateway(),
-        lab.public_addr()
+        subnets.join(", "),
+        list(&gateways),
+        lab.public_addr4()
     );
     let own_port = container.port_name().unwrap_or_default();
     push_state(
