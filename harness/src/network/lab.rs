@@ -17,10 +17,9 @@ use std::time::{Duration, Instant};
 use crate::common::error::{Error, Result};
 use crate::common::protocol::LabView;
 use crate::common::subnet::{AddressPool, Addressing, Ipv4Subnet, Ipv6Subnet, Stack};
-use crate::kernel::netlink::Socket;
 use crate::kernel::netns::SETUP_TIMEOUT;
 use crate::kernel::nftables;
-use crate::kernel::rtnl::{Peer, Rtnl};
+use crate::kernel::rtnl::Rtnl;
 use crate::network::hosts::Hosts;
 use crate::{common::names, kernel::netns};
 
@@ -29,7 +28,9 @@ pub const DEFAULT_SUBNET: &str = "10.200.0.0/16";
 pub use v6::DEFAULT_SUBNET6;
 use v6::{OUTSIDE_ADDR6, PUBLIC_ADDR6};
 
+mod build;
 mod v6;
+pub use build::LabBuilder;
 
 /// The default name of the lab's bridge.
 pub const DEFAULT_BRIDGE: &str = "br0";
@@ -44,182 +45,6 @@ const UPLINK_PREFIX: u8 = 24;
 const PUBLIC_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 /// The outside host's address.
 pub(crate) const OUTSIDE_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
-/// Ranges a lab subnet may not overlap.
-const RESERVED: [(Ipv4Addr, u8, &str); 5] = [
-    (
-        UPLINK_SUBNET,
-        UPLINK_PREFIX,
-        "the lab's uplink to the outside network",
-    ),
-    (Ipv4Addr::new(0, 0, 0, 0), 8, "\"this network\""),
-    (Ipv4Addr::new(127, 0, 0, 0), 8, "loopback"),
-    (Ipv4Addr::new(224, 0, 0, 0), 4, "multicast"),
-    (Ipv4Addr::new(240, 0, 0, 0), 4, "reserved"),
-];
-
-/// Settings of a lab; see [`Lab::builder`].
-#[derive(Clone, Debug)]
-#[must_use]
-pub struct LabBuilder {
-    subnet: String,
-    subnet6: String,
-    stack: Stack,
-    nat66: bool,
-    bridge: String,
-}
-
-impl Default for LabBuilder {
-    fn default() -> Self {
-        Self {
-            subnet: DEFAULT_SUBNET.to_owned(),
-            subnet6: DEFAULT_SUBNET6.to_owned(),
-            stack: Stack::default(),
-            nat66: false,
-            bridge: DEFAULT_BRIDGE.to_owned(),
-        }
-    }
-}
-
-impl LabBuilder {
-    /// The subnet of the bridge, in CIDR notation (default `10.200.0.0/16`).
-    /// The gateway is its first host; containers get the following ones.
-    /// It must be a `/8` to `/30` and not overlap `198.18.0.0/24` (the
-    /// uplink), loopback, multicast or other reserved ranges.
-    pub fn subnet(mut self, subnet: &str) -> Self {
-        subnet.clone_into(&mut self.subnet);
-        self
-    }
-
-    /// Which IP families the bridge's network carries (default
-    /// [`Stack::V4`]). With IPv6 ([`Stack::Dual`], [`Stack::V6`]), the
-    /// gateway and every container get an address of the IPv6 subnet
-    /// ([`LabBuilder::subnet6`]) and a default route through the gateway,
-    /// at once (no duplicate address detection, no router
-    /// advertisements); the lab routes IPv6 to the outside host without
-    /// NAT, so the outside sees containers' own addresses. The uplink
-    /// and the outside host always carry both families.
-    pub fn stack(mut self, stack: Stack) -> Self {
-        self.stack = stack;
-        self
-    }
-
-    /// The IPv6 subnet of the bridge (default `fd00:200::/64`, unique local
-    /// addresses), used when the [`stack`](LabBuilder::stack) has IPv6: a
-    /// `/64`, not overlapping the uplink's `2001:db8::/64`, link-local or
-    /// multicast addresses. The gateway is `…::1`; a container's address
-    /// ends in its IPv4 address's host part, octet by octet (`10.200.1.5`
-    /// is `fd00:200::1:5`).
-    pub fn subnet6(mut self, subnet: &str) -> Self {
-        subnet.clone_into(&mut self.subnet6);
-        self
-    }
-
-    /// Whether the lab translates IPv6 too (default `false`: IPv6 is
-    /// routed, as IPv6 networks are, and the outside host sees
-    /// containers' own addresses). With NAT66, the gateway masquerades
-    /// what containers send to the outside behind
-    /// [`Lab::public_addr6`], as it does for IPv4, and the outside host has
-    /// no route back to the bridge's IPv6 subnet.
-    pub fn nat66(mut self, nat66: bool) -> Self {
-        self.nat66 = nat66;
-        self
-    }
-
-    /// The name of the bridge (default `br0`).
-    pub fn bridge(mut self, name: &str) -> Self {
-        name.clone_into(&mut self.bridge);
-        self
-    }
-
-    /// Creates the lab: its namespaces, bridge, gateway, uplink, forwarding
-    /// and NAT. Everything is released when the [`Lab`] and all its
-    /// containers are dropped, or when the process ends.
-    pub fn build(self) -> Result<Lab> {
-        let started = Instant::now();
-        let subnet = validate_subnet(&self.subnet)?;
-        let addressing = Addressing {
-            stack: self.stack,
-            subnet,
-            subnet6: v6::validate_subnet6(&self.subnet6)?,
-        };
-        names::validate(&self.bridge)?;
-        if self.bridge == UPLINK {
-            return Err(Error::InvalidName {
-                name: self.bridge,
-                reason: format!(
-                    "{UPLINK:?} is the name of the lab's uplink; choose another bridge name"
-                ),
-            });
-        }
-        let (outside_ns, mut outside) = crate::kernel::userns::create_netns(outside_host)?;
-        let (lab_ns, (mut rtnl, mut nft)) = crate::kernel::userns::create_netns(lab_router)?;
-        rtnl.set_up(LOOPBACK_INDEX)?;
-        rtnl.add_bridge(&self.bridge, mac_for(subnet.nth(1)))?;
-        let bridge_index = rtnl.link_index(&self.bridge)?;
-        if self.stack.has_v4() {
-            rtnl.add_address(bridge_index, subnet.nth(1), subnet.prefix())?;
-        }
-        rtnl.add_veth(
-            UPLINK,
-            None,
-            &Peer {
-                name: "eth0",
-                netns: outside_ns.as_fd(),
-                mac: None,
-            },
-        )?;
-        let uplink_index = rtnl.link_index(UPLINK)?;
-        rtnl.add_address(uplink_index, PUBLIC_ADDR, UPLINK_PREFIX)?;
-        let outside_eth0 = outside.link_index("eth0")?;
-        outside.set_up(outside_eth0)?;
-        outside.add_address(outside_eth0, OUTSIDE_ADDR, UPLINK_PREFIX)?;
-        if self.stack.has_v4() {
-            nftables::install_masquerade(&mut nft, nftables::Sources::V4(subnet), UPLINK)?;
-        }
-        if let Some(gateway) = addressing.addr6(addressing.gateway()) {
-            let setup = v6::Setup {
-                bridge: &self.bridge,
-                bridge_index,
-                uplink: UPLINK,
-                uplink_index,
-                outside_eth0,
-                gateway,
-                subnet6: addressing.subnet6,
-                routed: !self.nat66,
-            };
-            v6::configure(&lab_ns, &mut rtnl, &mut outside, &setup)?;
-            if self.nat66 {
-                let sources = nftables::Sources::V6(addressing.subnet6);
-                nftables::install_masquerade(&mut nft, sources, UPLINK)?;
-            }
-        }
-        // Both ends of the uplink carry traffic only once the kernel has
-        // processed their carrier.
-        wait_for(UPLINK, "come up", || Ok(rtnl.link_state(UPLINK)?.up))?;
-        wait_for("eth0 of the outside host", "come up", || {
-            Ok(outside.link_state("eth0")?.up)
-        })?;
-        tracing::debug!(%subnet, bridge = self.bridge, elapsed = ?started.elapsed(), "lab built");
-        Ok(Lab {
-            inner: Arc::new(LabInner {
-                addressing,
-                bridge: self.bridge,
-                bridge_index,
-                lab_ns,
-                outside_ns,
-                rtnl: Mutex::new(rtnl),
-                pool: Mutex::new(AddressPool::new(subnet)),
-                hosts: Mutex::new(Hosts::new(&addressing, Vec::new())),
-                port_prefix: "v".to_owned(),
-                next_port: AtomicU32::new(0),
-                next_view: AtomicU32::new(0),
-            }),
-        })
-    }
-}
-
-const LOOPBACK_INDEX: u32 = 1;
-
 /// The outside host's addresses that a lab addressed as `addressing`
 /// reaches: of the families its containers have (the outside host has
 /// both).
@@ -254,52 +79,6 @@ pub(crate) fn share(lab: &Lab) {
     lock(&SHARED).adopted = Some(lab.clone());
 }
 
-/// In the outside host's new namespace: `lo` up, and a netlink socket.
-fn outside_host() -> Result<Rtnl> {
-    no_dad_on_new_links("outside")?;
-    let mut rtnl = Rtnl::open("outside")?;
-    rtnl.set_up(LOOPBACK_INDEX)?;
-    Ok(rtnl)
-}
-
-/// In the lab's new namespace: forwarding on, no IPv6 addresses on ports
-/// to come, and netlink sockets for links and nf_tables.
-fn lab_router() -> Result<(Rtnl, Socket)> {
-    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
-        .map_err(|e| Error::os("enable IPv4 forwarding in the lab namespace", e))?;
-    // Bridge ports need no IPv6 address of their own: without one, a new
-    // port costs no address generation, DAD or MLD (the bridge still
-    // carries containers' IPv6 traffic).
-    no_dad_on_new_links("lab")?;
-    if std::path::Path::new(IPV6_DEFAULT_DISABLE).exists() {
-        std::fs::write(IPV6_DEFAULT_DISABLE, "1")
-            .map_err(|e| Error::os("disable IPv6 addresses on the lab's ports", e))?;
-    }
-    let nft = Socket::open(libc::NETLINK_NETFILTER)
-        .map_err(|e| Error::os("open an nf_tables socket in the lab namespace", e))?;
-    Ok((Rtnl::open("lab")?, nft))
-}
-
-/// IPv6 for links created afterwards in the calling thread's namespace.
-const IPV6_DEFAULT_DISABLE: &str = "/proc/sys/net/ipv6/conf/default/disable_ipv6";
-
-/// Links created afterwards in the calling thread's namespace (`namespace`,
-/// for errors) use their IPv6 addresses at once, without duplicate address
-/// detection: until it ends (a second), a link-local address is tentative,
-/// and the lab's IPv6 forwarding to the outside host fails.
-fn no_dad_on_new_links(namespace: &str) -> Result<()> {
-    let path = "/proc/sys/net/ipv6/conf/default/accept_dad";
-    if std::path::Path::new(path).exists() {
-        std::fs::write(path, "0").map_err(|e| {
-            Error::os(
-                format!("turn off IPv6 duplicate address detection in the {namespace} namespace"),
-                e,
-            )
-        })?;
-    }
-    Ok(())
-}
-
 /// Polls `ready` until it holds, pausing 50 µs, then twice as long each
 /// time up to 5 ms, for at most [`SETUP_TIMEOUT`]; then fails with an
 /// [`Error::Timeout`] saying that `name` did not `what`.
@@ -324,34 +103,6 @@ pub(crate) fn wait_for(
     }
     tracing::trace!(name, what, waited = ?started.elapsed(), "waited");
     Ok(())
-}
-
-fn validate_subnet(text: &str) -> Result<Ipv4Subnet> {
-    let subnet: Ipv4Subnet = text.parse()?;
-    let invalid = |reason: String| Error::InvalidSubnet {
-        subnet: text.to_owned(),
-        reason,
-    };
-    if !(8..=30).contains(&subnet.prefix()) {
-        return Err(invalid(format!(
-            "a /{} has {}; use a prefix from /8 to /30 (a /30 holds the gateway and one container)",
-            subnet.prefix(),
-            if subnet.prefix() > 30 {
-                "no room for a gateway and a container"
-            } else {
-                "more addresses than a lab can use"
-            }
-        )));
-    }
-    for (network, prefix, what) in RESERVED {
-        let reserved = Ipv4Subnet::new(network, prefix)?;
-        if subnet.overlaps(&reserved) {
-            return Err(invalid(format!(
-                "it overlaps {reserved}, {what}; choose another range such as {DEFAULT_SUBNET}"
-            )));
-        }
-    }
-    Ok(subnet)
 }
 
 /// A locally administered MAC derived from the address, so that a reused
