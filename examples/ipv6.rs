@@ -53,7 +53,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The prober, from db, over both families.
     let prober = Prober::in_netns(db.netns())?;
-    for dst in [IpAddr::V4(lab.outside_addr4()), lab.outside_addr6().into()] {
+    for dst in [
+        IpAddr::V4(lab.outside_addr4()),
+        lab.outside_addr6().ok_or("no IPv6 outside")?.into(),
+    ] {
         let outcome = prober.icmp(dst, ProbeOptions::default())?;
         println!("prober: ICMP echo to {dst}: {outcome}");
     }
@@ -68,7 +71,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    for dst in [IpAddr::V4(lab.outside_addr4()), lab.outside_addr6().into()] {
+    for dst in [
+        IpAddr::V4(lab.outside_addr4()),
+        lab.outside_addr6().ok_or("no IPv6 outside")?.into(),
+    ] {
         let outcome: TcpOutcome = tcp(dst)?;
         println!("prober: TCP SYN to {dst} port {PORT} (server bound to 0.0.0.0): {outcome}");
     }

@@ -4,7 +4,7 @@
 //! containers and between the lab and the outside, and how each heals.
 
 use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use netns_harness::prelude::*;
@@ -18,11 +18,15 @@ use netns_harness_suite::{in_netns, needs, run_test_in_child_with, tool};
 fn numbered() {
     let args: Vec<String> = std::env::args().collect();
     let dst = (
-        args[1].parse::<Ipv4Addr>().unwrap(),
+        args[1].parse::<IpAddr>().unwrap(),
         args[2].parse::<u16>().unwrap(),
     );
     let count: u32 = args[3].parse().unwrap();
-    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+    let any = match dst.0 {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    let socket = UdpSocket::bind((any, 0)).unwrap();
     for n in 0..count {
         socket.send_to(&n.to_be_bytes(), dst).unwrap();
         std::thread::sleep(Duration::from_millis(1));
@@ -32,11 +36,15 @@ fn numbered() {
 
 /// The numbers that arrive at `socket` when a peer sends `count` of them.
 fn arrivals(net: &Net, socket: &UdpSocket, count: u32) -> Vec<u32> {
-    let port = socket.local_addr().unwrap().port().to_string();
+    let local = socket.local_addr().unwrap();
     let mut peer = net
         .spawn(
             &Spec::function(numbered)
-                .args([net.addr().to_string(), port, count.to_string()])
+                .args([
+                    local.ip().to_string(),
+                    local.port().to_string(),
+                    count.to_string(),
+                ])
                 .stdout(Stdio::Piped),
         )
         .unwrap();
@@ -60,7 +68,19 @@ fn ruleset() -> String {
 #[netns_test]
 #[needs("nft")]
 fn every_10th_datagram_to_a_port_is_dropped_the_same_ones_every_run(net: Net) {
-    let socket = UdpSocket::bind((net.addr(), 5353)).unwrap();
+    drops_every_10th_datagram(&net, net.addr());
+}
+
+#[netns_test(ip = "dual")]
+#[needs("nft")]
+fn every_10th_ipv6_datagram_to_a_port_is_dropped_too(net: Net) {
+    drops_every_10th_datagram(&net, net.addr6().unwrap().into());
+}
+
+/// Drops every 10th datagram sent to `addr`, this container's, twice,
+/// then heals: the same ones every time, counted by nf_tables.
+fn drops_every_10th_datagram(net: &Net, addr: IpAddr) {
+    let socket = UdpSocket::bind((addr, 5353)).unwrap();
     socket
         .set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
@@ -74,7 +94,7 @@ fn every_10th_datagram_to_a_port_is_dropped_the_same_ones_every_run(net: Net) {
             fault.description(),
             "drop every 10th udp to port 5353 into eth0"
         );
-        assert_eq!(arrivals(&net, &socket, 100), expected);
+        assert_eq!(arrivals(net, &socket, 100), expected);
         assert_eq!(fault.counts().unwrap(), (100, 10));
         let rules = ruleset();
         assert!(
@@ -84,7 +104,7 @@ fn every_10th_datagram_to_a_port_is_dropped_the_same_ones_every_run(net: Net) {
         );
     }
     // Healed: everything arrives, and nft lists no fault.
-    assert_eq!(arrivals(&net, &socket, 100), (0..100).collect::<Vec<_>>());
+    assert_eq!(arrivals(net, &socket, 100), (0..100).collect::<Vec<_>>());
     assert!(!ruleset().contains("netns_harness_fault"), "{}", ruleset());
 }
 
@@ -129,6 +149,17 @@ fn the_3rd_syn_ack_is_dropped_and_tcp_recovers(net: Net) {
 #[netns_test]
 #[needs("ping")]
 fn a_partition_cuts_two_peers_apart_until_it_heals(net: Net) {
+    partitions_two_peers(&net, Container::addr);
+}
+
+#[netns_test(ip = "dual")]
+#[needs("ping")]
+fn a_partition_by_ipv6_addresses_cuts_ipv6_too(net: Net) {
+    partitions_two_peers(&net, |c| c.addr6().unwrap().into());
+}
+
+/// Partitions two new peers of `net`, named by `addr`, and heals them.
+fn partitions_two_peers(net: &Net, addr: fn(&Container) -> IpAddr) {
     let [a, b] = [0, 1].map(|_| net.spawn(&Spec::command("sleep").arg("60")).unwrap());
     let reaches = |from: &Container, to: &Container| {
         let options = ProbeOptions::default()
@@ -136,16 +167,16 @@ fn a_partition_cuts_two_peers_apart_until_it_heals(net: Net) {
             .timeout(Duration::from_millis(500));
         Prober::in_netns(from.netns())
             .unwrap()
-            .icmp(to.addr(), options)
+            .icmp(addr(to), options)
             .unwrap()
             .is_reachable()
     };
     assert!(reaches(&a, &b));
-    let fault = net.lab().partition(a.addr(), b.addr(), Ways::Both).unwrap();
+    let fault = net.lab().partition(addr(&a), addr(&b), Ways::Both).unwrap();
     assert!(!reaches(&a, &b) && !reaches(&b, &a));
     // Nobody else is cut off.
     let ping = tool("ping")
-        .args(["-c1", "-W1", &a.addr().to_string()])
+        .args(["-c1", "-W1", &addr(&a).to_string()])
         .status()
         .unwrap();
     assert!(ping.success(), "the body lost its way to a peer");
@@ -351,32 +382,45 @@ fn a_frozen_peer_answers_nothing_until_it_thaws(net: Net) {
 #[netns_test]
 #[needs("ip")]
 fn a_blackholed_destination_is_unreachable_until_the_guard_drops(net: Net) {
+    blackholes_a_peer(&net, Container::addr, net.gateway());
+}
+
+#[netns_test(ip = "dual")]
+#[needs("ip")]
+fn an_ipv6_destination_can_be_blackholed_too(net: Net) {
+    let gateway = net.gateway6().unwrap().into();
+    blackholes_a_peer(&net, |c| c.addr6().unwrap().into(), gateway);
+}
+
+/// Blackholes a new peer of `net` at `addr`, checks that `other` (of the
+/// same family) is still reached, and lifts it.
+fn blackholes_a_peer(net: &Net, addr: fn(&Container) -> IpAddr, other: IpAddr) {
     let peer = net.spawn(&Spec::command("sleep").arg("60")).unwrap();
-    let socket = UdpSocket::bind((net.addr(), 0)).unwrap();
-    socket.send_to(b"x", (peer.addr(), 9)).unwrap();
-    let hole = net.blackhole(peer.addr()).unwrap();
-    let routes = tool("ip")
-        .args(["route", "show", "type", "blackhole"])
-        .output()
-        .unwrap();
-    let routes = String::from_utf8_lossy(&routes.stdout);
+    let (family, any) = match other {
+        IpAddr::V4(_) => ("-4", IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        IpAddr::V6(_) => ("-6", IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+    };
+    let socket = UdpSocket::bind((any, 0)).unwrap();
+    socket.send_to(b"x", (addr(&peer), 9)).unwrap();
+    let hole = net.blackhole(addr(&peer)).unwrap();
+    let blackholes = || {
+        let out = tool("ip")
+            .args([family, "route", "show", "type", "blackhole"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let routes = blackholes();
     assert!(
-        routes.contains(&format!("blackhole {}", peer.addr())),
+        routes.contains(&format!("blackhole {}", addr(&peer))),
         "{routes}"
     );
-    let err = socket.send_to(b"x", (peer.addr(), 9)).unwrap_err();
+    let err = socket.send_to(b"x", (addr(&peer), 9)).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
     // Only that destination.
-    socket.send_to(b"x", (net.gateway(), 9)).unwrap();
+    socket.send_to(b"x", (other, 9)).unwrap();
     drop(hole);
-    socket.send_to(b"x", (peer.addr(), 9)).unwrap();
-    let routes = tool("ip")
-        .args(["route", "show", "type", "blackhole"])
-        .output()
-        .unwrap();
-    assert!(
-        routes.stdout.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&routes.stdout)
-    );
+    socket.send_to(b"x", (addr(&peer), 9)).unwrap();
+    let routes = blackholes();
+    assert!(routes.is_empty(), "{routes}");
 }

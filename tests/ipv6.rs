@@ -95,7 +95,7 @@ fn dual_stack_containers_reach_each_other_the_gateway_and_the_outside_over_ipv6(
     for addr in [
         IpAddr::V6(peer.addr6().unwrap()),
         IpAddr::V6(lab.gateway6().unwrap()),
-        IpAddr::V6(lab.outside_addr6()),
+        IpAddr::V6(lab.outside_addr6().unwrap()),
         peer.addr(),
         lab.outside_addr(),
     ] {
@@ -121,7 +121,7 @@ fn an_ipv6_only_container_has_no_ipv4_and_reaches_the_outside_over_ipv6() {
     assert_eq!(code, Some(0), "{out}");
     assert!(!out.contains("inet "), "an IPv4 address: {out}");
     assert!(!out.contains("default"), "an IPv4 route: {out}");
-    let (answered, out) = pings(&lab, IpAddr::V6(lab.outside_addr6()));
+    let (answered, out) = pings(&lab, IpAddr::V6(lab.outside_addr6().unwrap()));
     assert!(answered, "{out}");
     let (answered, out) = pings(&lab, IpAddr::V4(lab.outside_addr4()));
     assert!(!answered, "reached the outside over IPv4: {out}");
@@ -140,7 +140,7 @@ fn seen_from_outside(lab: &Lab) -> (String, Container) {
         )
         .expect("spawn the server");
     let stdout = server.take_stdout().expect("its output");
-    let outside = lab.outside_addr6().to_string();
+    let outside = lab.outside_addr6().unwrap().to_string();
     let script = format!("until echo hi | nc -6 -n -N {outside} 7000; do sleep 0.05; done");
     let mut client = lab
         .spawn(&Spec::command("sh").args(["-c", &script]))
@@ -170,7 +170,7 @@ fn with_nat66_the_outside_host_sees_the_labs_address() {
         .build()
         .unwrap();
     let (source, client) = seen_from_outside(&lab);
-    assert_eq!(source, lab.public_addr6().to_string());
+    assert_eq!(source, lab.public_addr6().unwrap().to_string());
     assert_ne!(source, client.addr6().unwrap().to_string());
     let table = in_netns(
         lab.lab_netns(),
@@ -206,7 +206,7 @@ fn names_resolve_to_both_families_with_libcs_resolver() {
     for addr in [
         db.addr6().unwrap().to_string(),
         db.addr().to_string(),
-        lab.outside_addr6().to_string(),
+        lab.outside_addr6().unwrap().to_string(),
     ] {
         assert!(
             out.lines().any(|l| l.starts_with(&addr)),
@@ -245,7 +245,7 @@ fn a_dual_stack_test_knows_both_of_its_addresses(net: Net) {
     assert!(peer.addr6().is_some());
     let socket = std::net::UdpSocket::bind("[::]:0").unwrap();
     socket
-        .connect((net.outside_addr6(), 9))
+        .connect((net.outside_addr6().unwrap(), 9))
         .expect("a route to the outside host over IPv6");
 }
 
@@ -262,7 +262,7 @@ fn an_ipv6_only_test_has_no_ipv4_route(net: Net) {
 #[test]
 fn cutting_the_lab_off_cuts_ipv6_too() {
     let lab = lab(Stack::Dual);
-    let outside = IpAddr::V6(lab.outside_addr6());
+    let outside = IpAddr::V6(lab.outside_addr6().unwrap());
     assert!(pings(&lab, outside).0);
     let fault = lab.cut_off(netns_harness::Ways::Both).unwrap();
     let (answered, out) = pings(&lab, outside);

@@ -126,7 +126,7 @@ fn icmpv6_echo_verdicts_agree_with_ping(net: Net) {
     let reachable = [
         (v6(&peer), 2),
         (net.gateway6().unwrap(), 1),
-        (net.outside_addr6(), 1),
+        (net.outside_addr6().unwrap(), 1),
     ];
     for (dst, count) in reachable {
         let sent = Prober::here()
@@ -353,7 +353,7 @@ fn a_capture_finds_each_of_several_v6_flows_and_tcpdump_reads_it(net: Net) {
     let (echo, syn, theirs, routed) = std::thread::scope(|s| {
         let theirs = s.spawn(|| icmp(&neighbour_prober, addr, 3).unwrap());
         let echo = s.spawn(|| icmp(&Prober::here(), addr, 1).unwrap());
-        let routed = s.spawn(|| icmp(&Prober::here(), net.outside_addr6(), 1).unwrap());
+        let routed = s.spawn(|| icmp(&Prober::here(), net.outside_addr6().unwrap(), 1).unwrap());
         let syn = Prober::here().tcp_flow(addr, 8080, options()).unwrap();
         let join = |t: std::thread::ScopedJoinHandle<'_, _>| t.join().unwrap();
         (join(echo), syn, join(theirs), join(routed))
@@ -426,7 +426,7 @@ fn nat66_through_the_gateway_agrees_with_the_capture_conntrack_and_its_tool() {
         .nat66(true)
         .build()
         .unwrap();
-    let public = lab.public_addr6();
+    let public = lab.public_addr6().unwrap();
     let _server = listening(lab.spawn_outside(&listener_on(&["v6:8080"])));
     let client = lab.spawn(&Spec::command("sleep").arg("600")).unwrap();
     let prober = Prober::in_netns(client.netns()).unwrap();
@@ -434,9 +434,13 @@ fn nat66_through_the_gateway_agrees_with_the_capture_conntrack_and_its_tool() {
     // the gateway translated is answered.
     let capture = lab.capture_outside().unwrap();
     let slow = options().timeout(Duration::from_secs(3));
-    let echo = prober.icmp_flow(lab.outside_addr6(), slow).unwrap();
+    let echo = prober
+        .icmp_flow(lab.outside_addr6().unwrap(), slow)
+        .unwrap();
     assert!(echo.outcome.is_reachable(), "{}", echo.outcome);
-    let syn = prober.tcp_flow(lab.outside_addr6(), 8080, slow).unwrap();
+    let syn = prober
+        .tcp_flow(lab.outside_addr6().unwrap(), 8080, slow)
+        .unwrap();
     assert!(syn.outcome.is_open(), "{}", syn.outcome);
     let seen = capture.stop();
     let table = Table::read(lab.lab_netns()).unwrap();

@@ -18,7 +18,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::RawFd;
 
-use crate::common::subnet::{Addressing, Ipv4Subnet, Ipv6Subnet, Stack};
+use crate::common::subnet::Addressing;
 
 mod codec;
 use codec::*;
@@ -241,15 +241,7 @@ impl Context {
             .fd(self.result_fd)
             .addr(self.addr)
             .str(&self.port)
-            .u8(match self.view.addressing.stack {
-                Stack::V4 => 4,
-                Stack::V6 => 6,
-                Stack::Dual => 46,
-            })
-            .addr(self.view.addressing.subnet.network())
-            .u8(self.view.addressing.subnet.prefix())
-            .addr6(self.view.addressing.subnet6.network())
-            .u8(self.view.addressing.subnet6.prefix())
+            .addressing(&self.view.addressing)
             .str(&self.view.bridge)
             .u32(self.view.bridge_index)
             .str(&self.view.port_prefix)
@@ -281,14 +273,7 @@ impl Context {
         let mut r = Reader(&bytes);
         let (lab_fd, outside_fd, result_fd, addr) = (r.fd()?, r.fd()?, r.fd()?, r.addr()?);
         let port = r.str()?;
-        let stack = match r.u8()? {
-            4 => Stack::V4,
-            6 => Stack::V6,
-            46 => Stack::Dual,
-            _ => return None,
-        };
-        let subnet = Ipv4Subnet::new(r.addr()?, r.u8()?).ok()?;
-        let subnet6 = Ipv6Subnet::new(r.addr6()?, r.u8()?).ok()?;
+        let addressing = r.addressing()?;
         let (bridge, bridge_index, port_prefix) = (r.str()?, r.u32()?, r.str()?);
         let count = r.len()?;
         let addrs = (0..count).map(|_| r.addr()).collect::<Option<_>>()?;
@@ -318,11 +303,7 @@ impl Context {
             addr,
             port,
             view: LabView {
-                addressing: Addressing {
-                    stack,
-                    subnet,
-                    subnet6,
-                },
+                addressing,
                 bridge,
                 bridge_index,
                 port_prefix,

@@ -68,15 +68,10 @@ impl Sources {
                 subnet.network().octets().to_vec(),
                 subnet.netmask().octets().to_vec(),
             ),
-            Sources::V6(subnet) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(subnet.prefix()))
-                    .unwrap_or(0);
-                (
-                    subnet.network().octets().to_vec(),
-                    mask.to_be_bytes().to_vec(),
-                )
-            }
+            Sources::V6(subnet) => (
+                subnet.network().octets().to_vec(),
+                subnet.mask().to_be_bytes().to_vec(),
+            ),
         }
     }
 }
@@ -102,11 +97,6 @@ const NFTA_COUNTER_PACKETS: u16 = 2;
 pub(crate) const TABLE: &str = "netns_harness";
 /// Its chain hooked at postrouting.
 pub(crate) const CHAIN: &str = "postrouting";
-
-/// An nf_tables message of the `ip` family.
-fn nft(message: NfTablesMessage, flags: u16) -> NetlinkMessage<NetfilterMessage> {
-    nft_of(NetfilterProtoFamily::IPv4, message, flags)
-}
 
 /// An nf_tables message of `family`.
 fn nft_of(
@@ -237,23 +227,25 @@ pub(crate) fn install_masquerade(
         })
 }
 
-/// The packets and bytes the lab's masquerade rule has counted (`nft list
-/// chain ip netns_harness postrouting`).
-pub(crate) fn masquerade_counter(socket: &mut Socket) -> Result<(u64, u64)> {
+/// The packets and bytes the lab's masquerade rule of `sources` has
+/// counted (`nft list chain ip netns_harness postrouting`, or `ip6`).
+pub(crate) fn masquerade_counter(socket: &mut Socket, sources: Sources) -> Result<(u64, u64)> {
+    let (family, name) = sources.family();
     let query = NfTablesMessage::GetRule(RuleMessage {
         attributes: vec![
             RuleAttribute::Table(TABLE.to_owned()),
             RuleAttribute::Chain(CHAIN.to_owned()),
         ],
     });
-    let rules = socket
-        .dump(nft(query, NLM_F_DUMP))
-        .map_err(|Refusal { error, message }| Error::Netlink {
-            operation: format!("list the rules of table ip {TABLE}"),
-            namespace: "lab",
-            source: error,
-            kernel_message: message,
-        })?;
+    let rules =
+        socket
+            .dump(nft_of(family, query, NLM_F_DUMP))
+            .map_err(|Refusal { error, message }| Error::Netlink {
+                operation: format!("list the rules of table {name} {TABLE}"),
+                namespace: "lab",
+                source: error,
+                kernel_message: message,
+            })?;
     Ok(rules
         .iter()
         .flat_map(counters)
@@ -444,7 +436,7 @@ mod tests {
                 RuleAttribute::Expressions(vec![bare(EXPR_MASQ).into(), counter.into()]),
             ],
         });
-        let (_, rule) = parsed(nft(rule, 0));
+        let (_, rule) = parsed(nft_of(NetfilterProtoFamily::IPv4, rule, 0));
         assert_eq!(counters(&rule), [(10, 840)]);
     }
 }

@@ -27,8 +27,8 @@ pub enum Ways {
     Both,
 }
 
-/// Which packets a packet fault looks at: IPv4 of one protocol, with
-/// optional ports and TCP flags.
+/// Which packets a packet fault looks at: IPv4 or IPv6 packets of one
+/// transport protocol, with optional ports and TCP flags.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[must_use]
 pub struct Packets {
@@ -65,9 +65,14 @@ impl Packets {
         Self::protocol(6, "tcp")
     }
 
-    /// ICMP messages.
+    /// ICMP messages (IPv4's).
     pub fn icmp() -> Self {
         Self::protocol(1, "icmp")
+    }
+
+    /// ICMPv6 messages, neighbour discovery's included.
+    pub fn icmpv6() -> Self {
+        Self::protocol(58, "icmpv6")
     }
 
     /// Only those from port `port`.
@@ -117,12 +122,19 @@ impl Packets {
                 ),
             });
         }
-        if self.protocol == 1 && (self.src_port.is_some() || self.dst_port.is_some()) {
+        let icmp = match self.protocol {
+            1 => Some("ICMP"),
+            58 => Some("ICMPv6"),
+            _ => None,
+        };
+        if let Some(icmp) = icmp
+            && (self.src_port.is_some() || self.dst_port.is_some())
+        {
             return Err(Error::InvalidFault {
-                reason: "ICMP has no ports; use Packets::udp() or Packets::tcp()".to_owned(),
+                reason: format!("{icmp} has no ports; use Packets::udp() or Packets::tcp()"),
             });
         }
-        let mut out: Vec<nftables::Expression> = nftables::ipv4_protocol(self.protocol).into();
+        let mut out: Vec<nftables::Expression> = nftables::l4_protocol(self.protocol).into();
         if let Some(port) = self.src_port {
             out.extend(nftables::transport_u16(0, port));
         }
@@ -252,7 +264,7 @@ impl Lab {
                 .ok_or_else(|| Error::InvalidFault {
                     reason: format!(
                         "{addr} is not an address of this lab's bridge ({}); partition its containers by their addresses",
-                        self.subnet()
+                        self.subnets()
                     ),
                 })
         };
@@ -300,7 +312,7 @@ impl Lab {
             self.lab_netns(),
             "lab",
             &FaultHook::Forward,
-            format!("cut {} {arrow} outside", self.subnet()),
+            format!("cut {} {arrow} outside", self.subnets()),
             rules,
         )
     }

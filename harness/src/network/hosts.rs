@@ -270,6 +270,7 @@ mod tests {
             stack,
             subnet: "10.0.0.0/24".parse().unwrap(),
             subnet6: "fd00:7::/64".parse().unwrap(),
+            nat66: false,
         }
     }
 

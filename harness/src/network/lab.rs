@@ -173,10 +173,6 @@ impl LabInner {
         format!("t{:x}p", self.next_view.fetch_add(1, Ordering::Relaxed))
     }
 
-    pub(crate) fn subnet(&self) -> Ipv4Subnet {
-        self.addressing.subnet
-    }
-
     pub(crate) fn addressing(&self) -> &Addressing {
         &self.addressing
     }
@@ -315,6 +311,15 @@ impl Lab {
         self.inner.addressing.subnet
     }
 
+    /// The bridge's subnets of the families its network carries, as
+    /// text: `10.200.0.0/16, fd00:200::/64`.
+    pub(crate) fn subnets(&self) -> String {
+        let a = &self.inner.addressing;
+        let v4 = a.stack.has_v4().then(|| a.subnet.to_string());
+        let v6 = a.stack.has_v6().then(|| a.subnet6.to_string());
+        v4.into_iter().chain(v6).collect::<Vec<_>>().join(", ")
+    }
+
     /// Which IP families the bridge's network carries.
     pub fn stack(&self) -> Stack {
         self.inner.addressing.stack
@@ -359,24 +364,29 @@ impl Lab {
         addressing.addr6(addressing.gateway())
     }
 
-    /// The lab's end of the uplink: the NAT's public address, which the
-    /// outside network sees as the source of every container's IPv4
-    /// traffic ([`Lab::public_addr4`]); in an IPv6-only lab,
-    /// [`Lab::public_addr6`].
+    /// The lab's end of the uplink, of the family [`Lab::gateway`] has:
+    /// the NAT's public address, which the outside network sees as the
+    /// source of every container's IPv4 traffic ([`Lab::public_addr4`]).
+    /// In an IPv6-only lab, [`Lab::public_addr6`]: a source the outside
+    /// sees only with [`LabBuilder::nat66`]; IPv6 is routed otherwise, and
+    /// the outside sees containers' own addresses.
     pub fn public_addr(&self) -> IpAddr {
         self.primary(PUBLIC_ADDR, PUBLIC_ADDR6)
     }
 
-    /// The NAT's public IPv4 address, the lab's end of the uplink.
+    /// The lab's IPv4 address on the uplink: the source the outside sees
+    /// for containers' IPv4 traffic (the uplink has it whatever the lab's
+    /// stack; an IPv6-only lab sends no IPv4 there).
     pub fn public_addr4(&self) -> Ipv4Addr {
         PUBLIC_ADDR
     }
 
-    /// The lab's IPv6 address on the uplink: the outside host's route to
-    /// the bridge's IPv6 subnet (IPv6 is routed, not translated), or with
-    /// [`LabBuilder::nat66`] the source the outside host sees.
-    pub fn public_addr6(&self) -> Ipv6Addr {
-        PUBLIC_ADDR6
+    /// The lab's IPv6 address on the uplink, when the lab carries IPv6:
+    /// the outside host's route to the bridge's IPv6 subnet (IPv6 is
+    /// routed, not translated), or with [`LabBuilder::nat66`] the source
+    /// the outside host sees.
+    pub fn public_addr6(&self) -> Option<Ipv6Addr> {
+        self.inner.addressing.stack.has_v6().then_some(PUBLIC_ADDR6)
     }
 
     /// The address of the outside host, the far end of the uplink: of the
@@ -391,10 +401,14 @@ impl Lab {
         OUTSIDE_ADDR
     }
 
-    /// The outside host's IPv6 address (it has one whatever the lab's
-    /// stack).
-    pub fn outside_addr6(&self) -> Ipv6Addr {
-        OUTSIDE_ADDR6
+    /// The outside host's IPv6 address, when the lab carries IPv6 (the
+    /// uplink and the outside host have IPv6 only then).
+    pub fn outside_addr6(&self) -> Option<Ipv6Addr> {
+        self.inner
+            .addressing
+            .stack
+            .has_v6()
+            .then_some(OUTSIDE_ADDR6)
     }
 
     /// The link between the lab and the outside host: [`Direction::Out`](crate::Direction::Out)

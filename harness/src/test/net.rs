@@ -115,8 +115,9 @@ impl Net {
         self.lab.subnet()
     }
 
-    /// What the outside sees as this container's source address: the
-    /// NAT's public address (see [`Lab::public_addr`]).
+    /// The lab's end of the uplink: what the outside sees as this
+    /// container's source address when the lab translates it (always for
+    /// IPv4; see [`Lab::public_addr`]).
     pub fn public_addr(&self) -> IpAddr {
         self.lab.public_addr()
     }
@@ -126,9 +127,10 @@ impl Net {
         self.lab.outside_addr()
     }
 
-    /// The outside host's IPv6 address (IPv6 reaches it routed, without
-    /// NAT: it sees [`Net::addr6`] as the source).
-    pub fn outside_addr6(&self) -> Ipv6Addr {
+    /// The outside host's IPv6 address, when this container's network
+    /// carries IPv6 (it sees [`Net::addr6`] as the source: IPv6 is routed,
+    /// unless the lab was built with [`LabBuilder::nat66`](crate::LabBuilder::nat66)).
+    pub fn outside_addr6(&self) -> Option<Ipv6Addr> {
         self.lab.outside_addr6()
     }
 

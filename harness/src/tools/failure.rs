@@ -139,21 +139,24 @@ pub(crate) fn report(
         list(container.addrs())
     );
     push_state(&mut out, snapshot::namespace_state(container.netns()));
-    let (mut subnets, mut gateways) = (Vec::new(), Vec::new());
-    if let Some(gateway) = lab.gateway4() {
-        subnets.push(lab.subnet().to_string());
-        gateways.push(IpAddr::V4(gateway));
+    let gateways: Vec<IpAddr> = (lab.gateway4().map(IpAddr::V4).into_iter())
+        .chain(lab.gateway6().map(IpAddr::V6))
+        .collect();
+    let mut nat = Vec::new();
+    if lab.gateway4().is_some() {
+        nat.push(format!("NAT as {}", lab.public_addr4()));
     }
-    if let (Some(subnet), Some(gateway)) = (lab.subnet6(), lab.gateway6()) {
-        subnets.push(subnet.to_string());
-        gateways.push(IpAddr::V6(gateway));
+    match lab.public_addr6() {
+        Some(public) if lab.inner.addressing().nat66 => nat.push(format!("NAT66 as {public}")),
+        Some(_) => nat.push("IPv6 routed".to_owned()),
+        None => {}
     }
     let _ = writeln!(
         out,
-        "lab {} (gateway {}, NAT as {}):",
-        subnets.join(", "),
+        "lab {} (gateway {}, {}):",
+        lab.subnets(),
         list(&gateways),
-        lab.public_addr4()
+        nat.join("; ")
     );
     let own_port = container.port_name().unwrap_or_default();
     push_state(

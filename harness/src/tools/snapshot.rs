@@ -16,6 +16,7 @@ use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, Rou
 
 use crate::common::error::Result;
 use crate::kernel::netlink::Socket;
+use crate::kernel::nftables::Sources;
 use crate::kernel::rtnl::Rtnl;
 use crate::network::lab::LabInner;
 use crate::{kernel::netns, kernel::nftables};
@@ -199,17 +200,25 @@ pub(crate) fn lab_state(lab: &LabInner, own_port: &str, peer_prefix: &str) -> Re
     if others > 0 {
         let _ = writeln!(out, "  ({others} ports of other tests on {})", lab.bridge());
     }
-    let (packets, bytes) = netns::run_in(lab.lab_ns().as_fd(), || {
-        let mut socket = Socket::open(libc::NETLINK_NETFILTER)
-            .map_err(|e| crate::Error::os("open an nf_tables socket in the lab namespace", e))?;
-        nftables::masquerade_counter(&mut socket)
-    })?;
-    let _ = writeln!(
-        out,
-        "  nat: ip saddr {} oifname \"{}\" masquerade: {packets} packets, {bytes} bytes",
-        lab.subnet(),
-        crate::UPLINK
-    );
+    let addressing = lab.addressing();
+    let v4 = addressing
+        .stack
+        .has_v4()
+        .then_some(Sources::V4(addressing.subnet));
+    let v6 = addressing.nat66.then_some(Sources::V6(addressing.subnet6));
+    for sources in v4.into_iter().chain(v6) {
+        let (packets, bytes) = netns::run_in(lab.lab_ns().as_fd(), || {
+            let mut socket = Socket::open(libc::NETLINK_NETFILTER).map_err(|e| {
+                crate::Error::os("open an nf_tables socket in the lab namespace", e)
+            })?;
+            nftables::masquerade_counter(&mut socket, sources)
+        })?;
+        let _ = writeln!(
+            out,
+            "  nat: {sources} oifname \"{}\" masquerade: {packets} packets, {bytes} bytes",
+            crate::UPLINK
+        );
+    }
     Ok(out)
 }
 

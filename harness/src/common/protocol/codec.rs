@@ -5,6 +5,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
 
+use crate::common::subnet::{Addressing, Ipv4Subnet, Ipv6Subnet, Stack};
+
 /// Builds a message's bytes.
 #[derive(Default)]
 pub(super) struct Writer(Vec<u8>);
@@ -45,6 +47,23 @@ impl Writer {
             IpAddr::V4(addr) => self.u8(4).addr(addr),
             IpAddr::V6(addr) => self.u8(6).addr6(addr),
         }
+    }
+
+    /// Which families a lab carries, in which subnets: its stack, its
+    /// subnets (address and prefix length each), whether it translates
+    /// IPv6.
+    pub(super) fn addressing(&mut self, a: &Addressing) -> &mut Self {
+        let stack = match a.stack {
+            Stack::V4 => 4,
+            Stack::V6 => 6,
+            Stack::Dual => 46,
+        };
+        self.u8(stack)
+            .addr(a.subnet.network())
+            .u8(a.subnet.prefix())
+            .addr6(a.subnet6.network())
+            .u8(a.subnet6.prefix())
+            .u8(u8::from(a.nat66))
     }
 
     pub(super) fn len(&mut self, len: usize) -> &mut Self {
@@ -117,6 +136,21 @@ impl Reader<'_> {
             6 => Some(IpAddr::V6(self.addr6()?)),
             _ => None,
         }
+    }
+
+    pub(super) fn addressing(&mut self) -> Option<Addressing> {
+        let stack = match self.u8()? {
+            4 => Stack::V4,
+            6 => Stack::V6,
+            46 => Stack::Dual,
+            _ => return None,
+        };
+        Some(Addressing {
+            stack,
+            subnet: Ipv4Subnet::new(self.addr()?, self.u8()?).ok()?,
+            subnet6: Ipv6Subnet::new(self.addr6()?, self.u8()?).ok()?,
+            nat66: self.u8()? != 0,
+        })
     }
 
     pub(super) fn len(&mut self) -> Option<usize> {

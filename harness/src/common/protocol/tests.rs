@@ -1,6 +1,7 @@
 //! Every message survives its encoding.
 
 use super::*;
+use crate::common::subnet::Stack;
 use std::net::Ipv6Addr;
 
 fn context(stack: Stack, addrs: Vec<Ipv4Addr>, hosts: Vec<HostEntry>) -> Context {
@@ -15,6 +16,7 @@ fn context(stack: Stack, addrs: Vec<Ipv4Addr>, hosts: Vec<HostEntry>) -> Context
                 stack,
                 subnet: "10.200.0.0/16".parse().unwrap(),
                 subnet6: "fd00:7::/64".parse().unwrap(),
+                nat66: stack == Stack::V6,
             },
             bridge: "br0".into(),
             bridge_index: 3,

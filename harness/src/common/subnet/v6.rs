@@ -11,7 +11,8 @@ use crate::common::error::Error;
 /// containers' addresses and default routes. Shown as
 /// `#[netns_test(ip = "…")]` spells it: `v4`, `v6`, `dual`.
 ///
-/// The outside network always carries both.
+/// The uplink and the outside host carry IPv4 always, and IPv6 when
+/// the lab does.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Stack {
     /// IPv4 only (the default): containers have an IPv6 link-local
@@ -58,6 +59,8 @@ pub(crate) struct Addressing {
     pub stack: Stack,
     pub subnet: Ipv4Subnet,
     pub subnet6: Ipv6Subnet,
+    /// Whether the lab translates IPv6 (else it routes it).
+    pub nat66: bool,
 }
 
 impl Addressing {
@@ -85,8 +88,7 @@ impl Addressing {
         match addr {
             IpAddr::V4(addr) => (self.stack.has_v4() && self.subnet.contains(addr)).then_some(addr),
             IpAddr::V6(addr) => {
-                let id =
-                    u128::from(addr) & !(u128::MAX << (128 - u32::from(self.subnet6.prefix())));
+                let id = u128::from(addr) & !self.subnet6.mask();
                 let octet = |shift: u32| {
                     u32::try_from((id >> shift) & 0xffff)
                         .ok()
@@ -143,7 +145,8 @@ impl Ipv6Subnet {
         Ok(subnet)
     }
 
-    fn mask(&self) -> u128 {
+    /// The mask of the network bits.
+    pub(crate) fn mask(&self) -> u128 {
         u128::MAX
             .checked_shl(128 - u32::from(self.prefix))
             .unwrap_or(0)
@@ -236,6 +239,7 @@ mod tests {
             stack: Stack::Dual,
             subnet: subnet.parse().unwrap(),
             subnet6: "fd00:200::/64".parse().unwrap(),
+            nat66: false,
         };
         let of = |a: &str| {
             lab("10.200.0.0/16")

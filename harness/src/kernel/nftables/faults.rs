@@ -132,14 +132,11 @@ pub(crate) fn ifname(input: bool, name: &str) -> [Expressions; 2] {
     compare(meta(key), padded)
 }
 
-/// `meta protocol == ip` and `meta l4proto == protocol`.
-pub(crate) fn ipv4_protocol(protocol: u8) -> [Expressions; 4] {
-    let [a, b] = compare(
-        meta(MetaKey::EtherTypeProtocol),
-        0x0800u16.to_be_bytes().to_vec(),
-    );
-    let [c, d] = compare(meta(MetaKey::L4Proto), vec![protocol]);
-    [a, b, c, d]
+/// `meta l4proto == protocol`: IPv4 or IPv6 packets of that transport
+/// protocol (a netdev hook sets it for both families, and for nothing
+/// else).
+pub(crate) fn l4_protocol(protocol: u8) -> [Expressions; 2] {
+    compare(meta(MetaKey::L4Proto), vec![protocol])
 }
 
 /// The transport header's 16 bits at `offset` equal `value` (a port).

@@ -108,7 +108,16 @@ impl LabBuilder {
             stack: self.stack,
             subnet,
             subnet6: v6::validate_subnet6(&self.subnet6)?,
+            nat66: self.nat66,
         };
+        if self.nat66 && !self.stack.has_v6() {
+            return Err(Error::InvalidSubnet {
+                subnet: self.subnet6,
+                reason: "NAT66 translates the lab's IPv6 subnet, but the lab carries IPv4 only; \
+                         add .stack(Stack::Dual) or .stack(Stack::V6), or drop .nat66(true)"
+                    .to_owned(),
+            });
+        }
         names::validate(&self.bridge)?;
         if self.bridge == UPLINK {
             return Err(Error::InvalidName {
@@ -152,10 +161,10 @@ impl LabBuilder {
                 outside_eth0,
                 gateway,
                 subnet6: addressing.subnet6,
-                routed: !self.nat66,
+                routed: !addressing.nat66,
             };
             v6::configure(&lab_ns, &mut rtnl, &mut outside, &setup)?;
-            if self.nat66 {
+            if addressing.nat66 {
                 let sources = nftables::Sources::V6(addressing.subnet6);
                 nftables::install_masquerade(&mut nft, sources, UPLINK)?;
             }
