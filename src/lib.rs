@@ -171,7 +171,8 @@ pub fn tree_dies_with_test(program: impl AsRef<OsStr>) -> Command {
 pub struct HostState(Vec<(String, String)>);
 
 impl HostState {
-    /// Reads the host's state with `ip`, `nft`, `sysctl` and `ls`.
+    /// Reads the host's state with `ip`, `nft`, `cat` (of the sysctls the
+    /// harness writes in its namespaces) and `ls`.
     pub fn capture() -> Self {
         let run = |cmd: &str, args: &[&str]| {
             let out = tool(cmd)
@@ -190,7 +191,16 @@ impl HostState {
             run("ip", &["route"]),
             run("ip", &["-6", "route"]),
             run("nft", &["list", "ruleset"]),
-            run("cat", &["/proc/sys/net/ipv4/ip_forward"]),
+            // The settings the harness writes in the lab's namespaces.
+            run(
+                "cat",
+                &[
+                    "/proc/sys/net/ipv4/ip_forward",
+                    "/proc/sys/net/ipv6/conf/all/forwarding",
+                    "/proc/sys/net/ipv6/conf/default/disable_ipv6",
+                    "/proc/sys/net/ipv6/conf/default/accept_dad",
+                ],
+            ),
             run("ls", &["-A", "/run/netns"]),
         ])
     }

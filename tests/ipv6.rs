@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use netns_harness::prelude::*;
 use netns_harness::{Error, Stack};
-use netns_harness_suite::{find_line, in_netns, needs};
+use netns_harness_suite::{HostState, find_line, in_netns, needs};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -73,7 +73,9 @@ fn a_dual_stack_container_has_both_addresses_and_default_routes_at_once() {
         container.addr4().expect("an IPv4 address"),
         container.addr6().expect("an IPv6 address"),
     );
-    assert_eq!(v6.segments()[7], u16::from(v4.octets()[3]), "{v4} {v6}");
+    let [_, _, b, c] = v4.octets();
+    let expected = Ipv6Addr::new(0xfd00, 0x200, 0, 0, 0, 0, b.into(), c.into());
+    assert_eq!(v6, expected, "{v4}");
     assert!(lab.subnet6().unwrap().contains(v6), "{v6}");
     assert!(out.contains("inet6 fd00:200::"), "no IPv6 address: {out}");
     assert!(
@@ -232,6 +234,23 @@ fn a_bad_ipv6_subnet_is_a_typed_error() {
         assert!(matches!(err, Error::InvalidSubnet { .. }), "{err:?}");
         assert!(err.to_string().contains(says), "{subnet}: {err}");
     }
+    let err = Lab::builder().nat66(true).build().unwrap_err();
+    assert!(err.to_string().contains("carries IPv4 only"), "{err}");
+}
+
+#[needs("ip", "nft")]
+#[test]
+fn a_dual_stack_lab_with_nat66_leaves_the_host_as_it_was() {
+    let before = HostState::capture();
+    let lab = Lab::builder()
+        .stack(Stack::Dual)
+        .nat66(true)
+        .build()
+        .unwrap();
+    let (answered, out) = pings(&lab, IpAddr::V6(lab.outside_addr6().unwrap()));
+    assert!(answered, "{out}");
+    drop(lab);
+    HostState::capture().assert_unchanged(&before);
 }
 
 #[netns_test(ip = "dual")]

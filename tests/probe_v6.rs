@@ -366,11 +366,17 @@ fn a_capture_finds_each_of_several_v6_flows_and_tcpdump_reads_it(net: Net) {
 
     // Each flow found by its token or ISN, from its own address: IPv6 is
     // routed, not translated, on the bridge as beyond the gateway. The
-    // SYN, then the prober's reset and the kernel's.
+    // SYN, then the prober's reset and the kernel's (the last may still be
+    // on its way when the capture stops).
     let sent = |t: Translation| (t.src, t.rewritten, t.packets, t.replies);
     assert_eq!(sent(found(&seen, &echo.flow)), (me, false, 1, 1));
     assert_eq!(sent(found(&seen, &theirs.flow)), (other, false, 3, 3));
-    assert_eq!(sent(found(&seen, &syn.flow)), (me, false, 3, 1));
+    let (src, rewritten, packets, replies) = sent(found(&seen, &syn.flow));
+    assert_eq!((src, rewritten, replies), (me, false, 1));
+    assert!(
+        (2..=3).contains(&packets),
+        "{packets} packets of the SYN's flow"
+    );
     assert_eq!(sent(found(&beyond, &routed.flow)), (me, false, 1, 1));
     assert_eq!(seen.find(&routed.flow), None, "seen on the server's link");
     let echoes = seen.packets().iter();

@@ -82,6 +82,11 @@ pub(super) const SIOCSIFBRDADDR: Opcode = libc::SIOCSIFBRDADDR as Opcode;
 pub(super) const SIOCADDRT: Opcode = libc::SIOCADDRT as Opcode;
 pub(super) const SIOCGIFINDEX: Opcode = libc::SIOCGIFINDEX as Opcode;
 
+// The kernel's layouts of `struct rtentry` and `struct in6_rtmsg` on
+// x86_64 and other LP64 targets.
+const _: () = assert!(std::mem::size_of::<RtEntry>() == 120);
+const _: () = assert!(std::mem::size_of::<In6RtMsg>() == 80);
+
 /// The `struct in6_rtmsg` of `SIOCADDRT` on an IPv6 socket.
 #[repr(C)]
 struct In6RtMsg {
@@ -107,19 +112,28 @@ fn in6(addr: Ipv6Addr) -> libc::in6_addr {
     }
 }
 
-/// Gives `eth0` (interface `index`) its IPv6 address, usable at once
-/// (duplicate address detection is off), and the default route through
-/// the gateway, with `SIOCSIFADDR` and `SIOCADDRT` on an IPv6 socket.
-fn configure_v6(v6: &V6Config, index: libc::c_int) -> Result<(), Failure> {
+/// A datagram socket of `family` for interface ioctls (failing at
+/// `stage`), left open: it is close-on-exec, and closing it by dropping
+/// would go through libc.
+fn ioctl_socket(family: AddressFamily, stage: Stage) -> Result<BorrowedFd<'static>, Failure> {
     let sock = rustix::net::socket_with(
-        AddressFamily::INET6,
+        family,
         SocketType::DGRAM,
         rustix::net::SocketFlags::CLOEXEC,
         None,
     )
-    .at(Stage::Address6)?;
-    let sock = std::mem::ManuallyDrop::new(sock);
-    let sock = std::os::fd::AsFd::as_fd(&*sock);
+    .at(stage)?;
+    let fd = rustix::fd::IntoRawFd::into_raw_fd(sock);
+    // SAFETY: the descriptor was just opened, and nothing closes it before
+    // exec.
+    Ok(unsafe { BorrowedFd::borrow_raw(fd) })
+}
+
+/// Gives `eth0` (interface `index`) its IPv6 address, usable at once
+/// (duplicate address detection is off), and the default route through
+/// the gateway, with `SIOCSIFADDR` and `SIOCADDRT` on an IPv6 socket.
+fn configure_v6(v6: &V6Config, index: libc::c_int) -> Result<(), Failure> {
+    let sock = ioctl_socket(AddressFamily::INET6, Stage::Address6)?;
     let req = libc::in6_ifreq {
         ifr6_addr: in6(v6.addr),
         ifr6_prefixlen: u32::from(v6.prefix),
@@ -156,16 +170,7 @@ fn configure_v6(v6: &V6Config, index: libc::c_int) -> Result<(), Failure> {
 /// and gives `eth0` its addresses and default routes, with the classic
 /// interface ioctls (no parsing, no allocation).
 pub(super) fn configure_network(net: &IfConfig) -> Result<(), Failure> {
-    let sock = rustix::net::socket_with(
-        AddressFamily::INET,
-        SocketType::DGRAM,
-        rustix::net::SocketFlags::CLOEXEC,
-        None,
-    )
-    .at(Stage::Loopback)?;
-    // Closed at exec (close-on-exec): dropping it would go through libc.
-    let sock = std::mem::ManuallyDrop::new(sock);
-    let sock = std::os::fd::AsFd::as_fd(&*sock);
+    let sock = ioctl_socket(AddressFamily::INET, Stage::Loopback)?;
     // IPv6 link-local addresses usable at once, without duplicate address
     // detection (best effort: IPv6 may be off).
     if let Ok(dad) = rustix::fs::open(

@@ -149,3 +149,47 @@ fn a_forwarding_bridge_port_is_found_in_its_link_info() {
     let state = LinkState::of(&named("v1"));
     assert!(!state.up && !state.forwarding);
 }
+
+#[test]
+fn ipv6_address_and_route_requests_are_read_back() {
+    let addr: std::net::Ipv6Addr = "fd00:200::1".parse().unwrap();
+    let (flags, message) = parsed(v6::address6_request(3, addr, 64));
+    assert_eq!(flags, CREATE);
+    let RouteNetlinkMessage::NewAddress(address) = message else {
+        panic!("not RTM_NEWADDR: {message:?}");
+    };
+    assert_eq!(
+        (
+            address.header.family,
+            address.header.prefix_len,
+            address.header.index
+        ),
+        (AddressFamily::Inet6, 64, 3)
+    );
+    assert!(address.attributes.contains(&AddressAttribute::Flags(
+        netlink_packet_route::address::AddressFlags::Nodad
+    )));
+    assert!(
+        address
+            .attributes
+            .contains(&AddressAttribute::Local(addr.into()))
+    );
+    let (network, gateway) = (
+        "fd00:200::".parse().unwrap(),
+        "2001:db8::1".parse().unwrap(),
+    );
+    let (flags, message) = parsed(v6::route6_request(network, 64, gateway));
+    assert_eq!(flags, CREATE);
+    let RouteNetlinkMessage::NewRoute(route) = message else {
+        panic!("not RTM_NEWROUTE: {message:?}");
+    };
+    use netlink_packet_route::route::{RouteAddress, RouteAttribute};
+    assert_eq!(route.header.destination_prefix_length, 64);
+    assert_eq!(
+        route.attributes,
+        [
+            RouteAttribute::Destination(RouteAddress::Inet6(network)),
+            RouteAttribute::Gateway(RouteAddress::Inet6(gateway)),
+        ]
+    );
+}

@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NetlinkMessage};
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -13,23 +13,55 @@ use super::Rtnl;
 use crate::common::error::Result;
 use crate::kernel::netlink::request;
 
+/// `ip -6 address add <addr>/<prefix> dev <index> nodad`
+pub(super) fn address6_request(
+    index: u32,
+    addr: Ipv6Addr,
+    prefix: u8,
+) -> NetlinkMessage<RouteNetlinkMessage> {
+    let mut address = AddressMessage::default();
+    address.header.family = AddressFamily::Inet6;
+    address.header.prefix_len = prefix;
+    address.header.index = index;
+    address.attributes = vec![
+        AddressAttribute::Local(IpAddr::V6(addr)),
+        AddressAttribute::Address(IpAddr::V6(addr)),
+        AddressAttribute::Flags(AddressFlags::Nodad),
+    ];
+    request(
+        RouteNetlinkMessage::NewAddress(address),
+        NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+    )
+}
+
+/// `ip -6 route add <network>/<prefix> via <gateway>`
+pub(super) fn route6_request(
+    network: Ipv6Addr,
+    prefix: u8,
+    gateway: Ipv6Addr,
+) -> NetlinkMessage<RouteNetlinkMessage> {
+    let mut route = RouteMessage::default();
+    route.header.address_family = AddressFamily::Inet6;
+    route.header.destination_prefix_length = prefix;
+    route.header.table = libc::RT_TABLE_MAIN;
+    route.header.protocol = RouteProtocol::Static;
+    route.header.scope = RouteScope::Universe;
+    route.header.kind = RouteType::Unicast;
+    route.attributes = vec![
+        RouteAttribute::Destination(RouteAddress::Inet6(network)),
+        RouteAttribute::Gateway(RouteAddress::Inet6(gateway)),
+    ];
+    request(
+        RouteNetlinkMessage::NewRoute(route),
+        NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+    )
+}
+
 impl Rtnl {
     /// `ip -6 address add <addr>/<prefix> dev <index> nodad`: usable at
     /// once, without duplicate address detection.
     pub(crate) fn add_address6(&mut self, index: u32, addr: Ipv6Addr, prefix: u8) -> Result<()> {
-        let mut address = AddressMessage::default();
-        address.header.family = AddressFamily::Inet6;
-        address.header.prefix_len = prefix;
-        address.header.index = index;
-        address.attributes = vec![
-            AddressAttribute::Local(IpAddr::V6(addr)),
-            AddressAttribute::Address(IpAddr::V6(addr)),
-            AddressAttribute::Flags(AddressFlags::Nodad),
-        ];
-        let msg = request(
-            RouteNetlinkMessage::NewAddress(address),
-            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-        );
+        let msg = address6_request(index, addr, prefix);
         self.request(
             || format!("add address {addr}/{prefix} to link {index}"),
             msg,
@@ -44,21 +76,7 @@ impl Rtnl {
         prefix: u8,
         gateway: Ipv6Addr,
     ) -> Result<()> {
-        let mut route = RouteMessage::default();
-        route.header.address_family = AddressFamily::Inet6;
-        route.header.destination_prefix_length = prefix;
-        route.header.table = libc::RT_TABLE_MAIN;
-        route.header.protocol = RouteProtocol::Static;
-        route.header.scope = RouteScope::Universe;
-        route.header.kind = RouteType::Unicast;
-        route.attributes = vec![
-            RouteAttribute::Destination(RouteAddress::Inet6(network)),
-            RouteAttribute::Gateway(RouteAddress::Inet6(gateway)),
-        ];
-        let msg = request(
-            RouteNetlinkMessage::NewRoute(route),
-            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-        );
+        let msg = route6_request(network, prefix, gateway);
         self.request(
             || format!("add the route {network}/{prefix} via {gateway}"),
             msg,

@@ -80,7 +80,7 @@ pub(crate) fn spawn(
         });
     }
     let [stdin, stdout, stderr] = streams.map(|s| s.parent);
-    tracing::debug!(container = process.name, %addr, pid = process.pid, elapsed = ?started.elapsed(), "container spawned");
+    tracing::debug!(container = process.name, addrs = ?addrs, pid = process.pid, elapsed = ?started.elapsed(), "container spawned");
     Ok(Container {
         process,
         netns,
