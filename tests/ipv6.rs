@@ -113,7 +113,7 @@ fn dual_stack_containers_reach_each_other_the_gateway_and_the_outside_over_ipv6(
 
 #[needs("ping", "ip")]
 #[test]
-fn an_ipv6_only_container_has_no_ipv4_and_reaches_the_outside_over_ipv6() {
+fn an_ipv6_only_container_has_no_ipv4_and_reaches_its_peers_and_the_outside_over_ipv6() {
     let lab = lab(Stack::V6);
     assert_eq!(
         lab.subnet6().map(|s| s.to_string()).as_deref(),
@@ -123,8 +123,13 @@ fn an_ipv6_only_container_has_no_ipv4_and_reaches_the_outside_over_ipv6() {
     assert_eq!(code, Some(0), "{out}");
     assert!(!out.contains("inet "), "an IPv4 address: {out}");
     assert!(!out.contains("default"), "an IPv4 route: {out}");
-    let (answered, out) = pings(&lab, IpAddr::V6(lab.outside_addr6().unwrap()));
-    assert!(answered, "{out}");
+    let peer = sleeper(&lab);
+    assert_eq!((peer.addrs().len(), peer.addr4()), (1, None));
+    assert!(peer.addr().is_ipv6() && lab.gateway().is_ipv6());
+    for addr in [peer.addr(), lab.gateway(), lab.outside_addr()] {
+        let (answered, out) = pings(&lab, addr);
+        assert!(answered, "ping {addr} failed: {out}");
+    }
     let (answered, out) = pings(&lab, IpAddr::V4(lab.outside_addr4()));
     assert!(!answered, "reached the outside over IPv4: {out}");
 }
