@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use netns_harness::prelude::*;
 use netns_harness::{Error, Stack};
-use netns_harness_suite::{HostState, find_line, in_netns, needs};
+use netns_harness_suite::{HostState, find_line, in_netns, needs, run_test_in_child_with};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -295,4 +295,40 @@ fn cutting_the_lab_off_cuts_ipv6_too() {
     assert!(fault.counts().unwrap().1 > 0);
     drop(fault);
     assert!(pings(&lab, outside).0);
+}
+
+/// Fails on purpose in a dual-stack network: its report must show both
+/// families.
+#[netns_test(ip = "dual")]
+#[ignore = "fails on purpose; run by a_dual_stack_failure_report_shows_both_families"]
+fn a_failing_dual_stack_test(net: Net) {
+    panic!("deliberately, at {:?}", net.addr6());
+}
+
+#[test]
+fn a_dual_stack_failure_report_shows_both_families() {
+    let name = "a_failing_dual_stack_test";
+    let run = run_test_in_child_with(name, &["--nocapture"], TIMEOUT).expect("it ended");
+    assert!(!run.status.success(), "{}", run.output);
+    let container = run
+        .output
+        .lines()
+        .find(|l| l.starts_with("container a_failing_dual_ ("))
+        .unwrap_or_else(|| panic!("no container line: {}", run.output));
+    assert!(
+        container.contains(", fd00:200::") && container.contains("(10.200."),
+        "{container}"
+    );
+    for line in [
+        "lab 10.200.0.0/16, fd00:200::/64 (gateway 10.200.0.1, fd00:200::1, \
+         NAT as 198.18.0.1; IPv6 routed):",
+        "  route default via fd00:200::1 dev eth0",
+        "  route fd00:200::/64 dev eth0",
+    ] {
+        assert!(
+            run.output.contains(line),
+            "{line:?} missing: {}",
+            run.output
+        );
+    }
 }

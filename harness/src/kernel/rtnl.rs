@@ -394,10 +394,10 @@ impl Rtnl {
             .collect())
     }
 
-    /// Every IPv4 address of the namespace (`ip -4 addr`).
+    /// Every address of the namespace, of both families (`ip addr`).
     pub(crate) fn addresses(&mut self) -> Result<Vec<AddressMessage>> {
         let mut query = AddressMessage::default();
-        query.header.family = AddressFamily::Inet;
+        query.header.family = AddressFamily::Unspec;
         let replies = self.dump("list addresses", RouteNetlinkMessage::GetAddress(query))?;
         Ok(replies
             .into_iter()
@@ -408,11 +408,11 @@ impl Rtnl {
             .collect())
     }
 
-    /// Every IPv4 route of the namespace, of every table (`ip -4 route
-    /// show table all`).
+    /// Every route of the namespace, of both families and every table
+    /// (`ip route show table all`, and `ip -6`).
     pub(crate) fn routes(&mut self) -> Result<Vec<RouteMessage>> {
         let mut query = RouteMessage::default();
-        query.header.address_family = AddressFamily::Inet;
+        query.header.address_family = AddressFamily::Unspec;
         let replies = self.dump("list routes", RouteNetlinkMessage::GetRoute(query))?;
         Ok(replies
             .into_iter()
@@ -423,10 +423,10 @@ impl Rtnl {
             .collect())
     }
 
-    /// Every IPv4 neighbour of the namespace (`ip -4 neigh`).
+    /// Every neighbour of the namespace, of both families (`ip neigh`).
     pub(crate) fn neighbours(&mut self) -> Result<Vec<NeighbourMessage>> {
         let mut query = NeighbourMessage::default();
-        query.header.family = AddressFamily::Inet;
+        query.header.family = AddressFamily::Unspec;
         let replies = self.dump("list neighbours", RouteNetlinkMessage::GetNeighbour(query))?;
         Ok(replies
             .into_iter()

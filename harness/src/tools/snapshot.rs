@@ -101,7 +101,8 @@ fn link_line(link: &LinkMessage, names: &Names, ips: &str) -> String {
     format!("  link {} {state}{mac} {ips}", names.of(link.header.index))
 }
 
-/// `  route default via 10.200.0.1 dev eth0`, for the main table's routes.
+/// `  route default via 10.200.0.1 dev eth0`, for the main table's routes
+/// (of IPv6, those beyond the link: not link-local nor multicast).
 fn route_line(route: &RouteMessage, names: &Names) -> Option<String> {
     if route.header.table != RouteHeader::RT_TABLE_MAIN {
         return None;
@@ -109,11 +110,16 @@ fn route_line(route: &RouteMessage, names: &Names) -> Option<String> {
     let (mut dst, mut via, mut dev) = (None, None, None);
     for attribute in &route.attributes {
         match attribute {
-            RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = Some(*ip),
-            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => via = Some(*ip),
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = Some(IpAddr::V4(*ip)),
+            RouteAttribute::Destination(RouteAddress::Inet6(ip)) => dst = Some(IpAddr::V6(*ip)),
+            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => via = Some(IpAddr::V4(*ip)),
+            RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => via = Some(IpAddr::V6(*ip)),
             RouteAttribute::Oif(index) => dev = Some(names.of(*index)),
             _ => {}
         }
+    }
+    if dst.is_some_and(|ip| link_scoped(ip) || ip.is_multicast()) {
+        return None;
     }
     let prefix = route.header.destination_prefix_length;
     let dst = match dst {
@@ -126,13 +132,16 @@ fn route_line(route: &RouteMessage, names: &Names) -> Option<String> {
 }
 
 /// `  neigh 10.200.0.1 dev eth0 lladdr 02:00:0a:c8:00:01 REACHABLE`, for
-/// IPv4 neighbours.
+/// neighbours of either family (of IPv6, not link-local nor multicast ones).
 fn neighbour_line(neighbour: &NeighbourMessage, names: &Names) -> Option<String> {
     let (mut ip, mut mac) = (None, None);
     for attribute in &neighbour.attributes {
         match attribute {
             NeighbourAttribute::Destination(NeighbourAddress::Inet(addr)) => {
                 ip = Some(IpAddr::V4(*addr));
+            }
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(addr)) => {
+                ip = Some(IpAddr::V6(*addr)).filter(|ip| !link_scoped(*ip) && !ip.is_multicast());
             }
             NeighbourAttribute::LinkLayerAddress(addr) => mac = Some(lladdr(addr)),
             _ => {}
@@ -145,6 +154,11 @@ fn neighbour_line(neighbour: &NeighbourMessage, names: &Names) -> Option<String>
         names.of(neighbour.header.ifindex),
         neighbour_state(neighbour.header.state)
     ))
+}
+
+/// Whether `ip` is an IPv6 link-local address.
+fn link_scoped(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
 }
 
 /// A hardware address as `ip` prints it.
