@@ -9,7 +9,9 @@
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
+use netns_harness::matrix::{Check, Endpoint, Matrix};
 use netns_harness::prelude::*;
+use netns_harness::probe::ProbeOptions;
 use netns_harness::{Error, Stack};
 use netns_harness_suite::{HostState, find_line, in_netns, needs, run_test_in_child_with};
 
@@ -329,6 +331,34 @@ fn a_dual_stack_failure_report_shows_both_families() {
             run.output.contains(line),
             "{line:?} missing: {}",
             run.output
+        );
+    }
+}
+
+#[test]
+fn an_ipv6_only_matrix_shows_routed_ipv6_open_from_outside_unless_nat66() {
+    for nat66 in [false, true] {
+        let lab = Lab::builder()
+            .stack(Stack::V6)
+            .nat66(nat66)
+            .build()
+            .unwrap();
+        let [a, b] = [0, 1].map(|_| sleeper(&lab));
+        let endpoints = [
+            Endpoint::container(&a).unwrap(),
+            Endpoint::container(&b).unwrap(),
+            Endpoint::gateway(&lab).unwrap(),
+            Endpoint::outside(&lab).unwrap(),
+        ];
+        let options = ProbeOptions::default().timeout(Duration::from_millis(500));
+        let matrix = Matrix::probe(&endpoints, &[Check::Icmp], options).unwrap();
+        println!("nat66 {nat66}:\n{matrix}");
+        // Routed IPv6: the outside host has a route back to every
+        // container. NAT66: it reaches the lab's uplink only.
+        matrix.assert_expected(|from, to, _| !(nat66 && from == "outside") || to == "outside");
+        assert_eq!(
+            matrix.reaches("outside", a.name(), Check::Icmp),
+            Some(!nat66)
         );
     }
 }
