@@ -214,26 +214,71 @@ impl HostState {
 }
 
 /// Runs `program` with `args` in the network namespace `netns` (e.g.
-/// [`netns_harness::Lab::lab_netns`]) with `nsenter`, and returns its
-/// standard output. Panics if it fails.
-pub fn in_netns(netns: BorrowedFd<'_>, program: &str, args: &[&str]) -> String {
+/// [`netns_harness::Lab::lab_netns`] or a container's) with `nsenter`.
+fn nsenter(netns: BorrowedFd<'_>, program: &str, args: &[&str]) -> std::process::Output {
     let path = format!(
         "--net=/proc/{}/fd/{}",
         std::process::id(),
         netns.as_raw_fd()
     );
-    let out = tool("nsenter")
+    tool("nsenter")
         .arg(path)
-        .arg(program)
+        .arg(require(program))
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("run nsenter {program}: {e}"));
+        .unwrap_or_else(|e| panic!("run nsenter {program}: {e}"))
+}
+
+/// Runs `program` with `args` in the network namespace `netns`: whether
+/// it succeeded, and its standard output followed by its standard error.
+pub fn run_in_netns(netns: BorrowedFd<'_>, program: &str, args: &[&str]) -> (bool, String) {
+    let out = nsenter(netns, program, args);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// Runs `program` with `args` in the network namespace `netns`, and
+/// returns its standard output. Panics if it fails.
+pub fn in_netns(netns: BorrowedFd<'_>, program: &str, args: &[&str]) -> String {
+    let out = nsenter(netns, program, args);
     assert!(
         out.status.success(),
         "{program} {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Checks the `conntrack` tool against the harness: in the lab namespace
+/// `lab_netns`, `conntrack -L` lists `flow` (by its protocol and source)
+/// on a line with `entry`'s original tuple and its reply tuple.
+pub fn conntrack_tool_agrees(
+    lab_netns: BorrowedFd<'_>,
+    flow: &netns_harness::probe::Flow,
+    entry: &netns_harness::conntrack::Entry,
+) {
+    use netns_harness::probe::Mark;
+    let v6 = flow.src.is_ipv6();
+    let protocol = match flow.mark {
+        Mark::Icmp { .. } if v6 => "icmpv6",
+        Mark::Icmp { .. } => "icmp",
+        Mark::Tcp { .. } => "tcp",
+        Mark::Udp { .. } => "udp",
+    };
+    let family = if v6 { "ipv6" } else { "ipv4" };
+    let src = flow.src.to_string();
+    let args = ["-L", "-f", family, "-p", protocol, "--orig-src", &src];
+    let listing = in_netns(lab_netns, "conntrack", &args);
+    let line = listing
+        .lines()
+        .find(|l| l.contains(&format!(" {} ", entry.original)))
+        .unwrap_or_else(|| panic!("conntrack -L lists no {}:\n{listing}", entry.original));
+    assert!(
+        line.contains(&format!(" {} ", entry.reply)),
+        "conntrack -L shows another reply tuple than {}: {line}",
+        entry.reply
+    );
 }
 
 /// How many ports `lab`'s bridge has, as `ip link show master` lists them.

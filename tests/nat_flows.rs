@@ -8,10 +8,10 @@ use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::time::Duration;
 
-use netns_harness::conntrack::{Entry, Table};
+use netns_harness::conntrack::Table;
 use netns_harness::prelude::*;
 use netns_harness::probe::{Flow, Mark, ProbeOptions, Prober, Token};
-use netns_harness_suite::{in_netns, needs, serve_outside};
+use netns_harness_suite::{conntrack_tool_agrees, needs, serve_outside};
 use rstest::rstest;
 
 fn options() -> ProbeOptions {
@@ -36,32 +36,6 @@ fn tcp_listener() {
     let listener = TcpListener::bind(("0.0.0.0", port)).unwrap();
     println!("listening");
     for _ in listener.incoming() {}
-}
-
-/// What the `conntrack` tool lists in the lab namespace for `flow`: the
-/// line with its original tuple, which must also show the reply tuple
-/// the harness read.
-fn conntrack_tool_agrees(net: &Net, flow: &Flow, entry: &Entry) {
-    let protocol = match flow.mark {
-        Mark::Icmp { .. } => "icmp",
-        Mark::Tcp { .. } => "tcp",
-        Mark::Udp { .. } => "udp",
-    };
-    let src = flow.src.to_string();
-    let listing = in_netns(
-        net.lab().lab_netns(),
-        "conntrack",
-        &["-L", "-f", "ipv4", "-p", protocol, "--orig-src", &src],
-    );
-    let line = listing
-        .lines()
-        .find(|l| l.contains(&format!(" {} ", entry.original)))
-        .unwrap_or_else(|| panic!("conntrack -L lists no {}:\n{listing}", entry.original));
-    assert!(
-        line.contains(&format!(" {} ", entry.reply)),
-        "conntrack -L shows another reply tuple than {}: {line}",
-        entry.reply
-    );
 }
 
 /// Which probe a case sends.
@@ -153,7 +127,7 @@ fn each_test_finds_its_own_flow_through_the_shared_nat(#[case] kind: Kind, #[cas
         "conntrack ({entry}) and the capture ({translation}) disagree on {flow}"
     );
     // And the third: the conntrack tool.
-    conntrack_tool_agrees(&net, &flow, entry);
+    conntrack_tool_agrees(net.lab().lab_netns(), &flow, entry);
 }
 
 /// In a peer: sends ICMP, TCP and UDP flows to the outside host (address

@@ -12,7 +12,7 @@ use netns_harness::prelude::*;
 use netns_harness::probe::{
     IcmpOutcome, ProbeOptions, Prober, Reason, TcpMode, TcpOutcome, UdpOutcome,
 };
-use netns_harness_suite::{in_netns, needs, read_line, require, serve_outside, tool};
+use netns_harness_suite::{in_netns, needs, read_line, require, run_in_netns, serve_outside, tool};
 
 fn options() -> ProbeOptions {
     ProbeOptions::default().timeout(Duration::from_secs(1))
@@ -69,16 +69,8 @@ fn sleeper(net: &Net) -> Container {
 /// Runs a system tool in `pid`'s network namespace (pid as this container
 /// sees it); returns (success, stdout + stderr).
 fn tool_in(pid: u32, program: &str, args: &[&str]) -> (bool, String) {
-    require(program);
-    let out = tool("nsenter")
-        .arg(format!("--net=/proc/{pid}/ns/net"))
-        .arg(program)
-        .args(args)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+    let netns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+    run_in_netns(std::os::fd::AsFd::as_fd(&netns), program, args)
 }
 
 /// Runs a system tool here.

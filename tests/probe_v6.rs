@@ -8,7 +8,7 @@
 //! test builds a lab of its own (`LabBuilder::nat66`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
 use netns_harness::Stack;
@@ -18,7 +18,9 @@ use netns_harness::prelude::*;
 use netns_harness::probe::{
     Flow, IcmpOutcome, Mark, ProbeOptions, Prober, Reason, TcpMode, TcpOutcome, UdpOutcome,
 };
-use netns_harness_suite::{eventually, in_netns, needs, read_line, require, tool};
+use netns_harness_suite::{
+    conntrack_tool_agrees, eventually, in_netns, needs, read_line, require, run_in_netns, tool,
+};
 
 fn options() -> ProbeOptions {
     ProbeOptions::default().timeout(Duration::from_secs(1))
@@ -36,33 +38,15 @@ fn own_netns() -> std::fs::File {
     std::fs::File::open("/proc/thread-self/ns/net").unwrap()
 }
 
-/// Runs a system tool in the namespace `netns`; (success, stdout +
-/// stderr).
-fn run_in(netns: BorrowedFd<'_>, program: &str, args: &[&str]) -> (bool, String) {
-    let out = tool("nsenter")
-        .arg(format!(
-            "--net=/proc/{}/fd/{}",
-            std::process::id(),
-            netns.as_raw_fd()
-        ))
-        .arg(require(program))
-        .args(args)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
-}
-
 /// Runs a system tool in the test's own namespace.
 fn run_here(program: &str, args: &[&str]) -> (bool, String) {
-    run_in(own_netns().as_fd(), program, args)
+    run_in_netns(own_netns().as_fd(), program, args)
 }
 
 /// `ping -6 -c 1 -W wait addr` in `netns`.
 fn ping6(netns: BorrowedFd<'_>, addr: Ipv6Addr, wait: u64) -> (bool, String) {
     let (addr, wait) = (addr.to_string(), wait.to_string());
-    run_in(netns, "ping", &["-6", "-n", "-c", "1", "-W", &wait, &addr])
+    run_in_netns(netns, "ping", &["-6", "-n", "-c", "1", "-W", &wait, &addr])
 }
 
 /// What `nc -v -z` (`family` `-4` or `-6`) says of `addr`'s `port`.
@@ -450,7 +434,7 @@ fn nat66_through_the_gateway_agrees_with_the_capture_conntrack_and_its_tool() {
     assert!(syn.outcome.is_open(), "{}", syn.outcome);
     let seen = capture.stop();
     let table = Table::read(lab.lab_netns()).unwrap();
-    for (flow, protocol) in [(echo.flow, "icmpv6"), (syn.flow, "tcp")] {
+    for flow in [echo.flow, syn.flow] {
         assert_eq!(flow.src, IpAddr::V6(v6(&client)));
         let translation = found(&seen, &flow);
         assert!(
@@ -466,18 +450,7 @@ fn nat66_through_the_gateway_agrees_with_the_capture_conntrack_and_its_tool() {
             "conntrack ({entry}) and the capture ({translation}) disagree on {flow}"
         );
         // The conntrack tool, in the lab namespace, lists the same tuples.
-        let args = ["-L", "-f", "ipv6", "-p", protocol, "--orig-src"];
-        let src = flow.src.to_string();
-        let listing = in_netns(lab.lab_netns(), "conntrack", &[&args[..], &[&src]].concat());
-        let line = listing
-            .lines()
-            .find(|l| l.contains(&format!(" {} ", entry.original)))
-            .unwrap_or_else(|| panic!("conntrack -L lists no {}:\n{listing}", entry.original));
-        assert!(
-            line.contains(&format!(" {} ", entry.reply)),
-            "conntrack -L shows another reply tuple than {}: {line}",
-            entry.reply
-        );
+        conntrack_tool_agrees(lab.lab_netns(), &flow, entry);
     }
     // nft's counter of the masquerade in the lab namespace saw them.
     let table = in_netns(

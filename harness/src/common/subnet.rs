@@ -103,21 +103,28 @@ impl FromStr for Ipv4Subnet {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Error> {
-        let invalid = |reason: &str| Error::InvalidSubnet {
-            subnet: s.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let (addr, prefix) = s
-            .split_once('/')
-            .ok_or_else(|| invalid("expected CIDR notation such as 10.200.0.0/16"))?;
-        let addr: Ipv4Addr = addr
-            .parse()
-            .map_err(|_| invalid("the address part is not an IPv4 address"))?;
-        let prefix: u8 = prefix
-            .parse()
-            .map_err(|_| invalid("the prefix length is not a number from 0 to 32"))?;
+        let (addr, prefix) = split_cidr(s, "IPv4", "10.200.0.0/16", 32)?;
         Self::new(addr, prefix)
     }
+}
+
+/// The address and the prefix length of `s`, CIDR notation for an
+/// address of `family` (such as `example`) with a prefix up to `max`.
+fn split_cidr<A: FromStr>(s: &str, family: &str, example: &str, max: u8) -> Result<(A, u8), Error> {
+    let invalid = |reason: String| Error::InvalidSubnet {
+        subnet: s.to_owned(),
+        reason,
+    };
+    let (addr, prefix) = s
+        .split_once('/')
+        .ok_or_else(|| invalid(format!("expected CIDR notation such as {example}")))?;
+    let addr: A = addr
+        .parse()
+        .map_err(|_| invalid(format!("the address part is not an {family} address")))?;
+    let prefix: u8 = prefix
+        .parse()
+        .map_err(|_| invalid(format!("the prefix length is not a number from 0 to {max}")))?;
+    Ok((addr, prefix))
 }
 
 /// Which addresses a pool hands out.

@@ -188,19 +188,7 @@ impl FromStr for Ipv6Subnet {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Error> {
-        let invalid = |reason: &str| Error::InvalidSubnet {
-            subnet: s.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let (addr, prefix) = s
-            .split_once('/')
-            .ok_or_else(|| invalid("expected CIDR notation such as fd00:200::/64"))?;
-        let addr: Ipv6Addr = addr
-            .parse()
-            .map_err(|_| invalid("the address part is not an IPv6 address"))?;
-        let prefix: u8 = prefix
-            .parse()
-            .map_err(|_| invalid("the prefix length is not a number from 0 to 128"))?;
+        let (addr, prefix) = super::split_cidr(s, "IPv6", "fd00:200::/64", 128)?;
         Self::new(addr, prefix)
     }
 }
