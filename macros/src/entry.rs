@@ -11,7 +11,7 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Attribute, Expr, ExprLit, FnArg, ItemFn, Lit, LitStr, Meta, Path, ReturnType, Token};
 
-const VALID: &str = "valid arguments are `timeout = \"10s\"`, `network = \"private\"`, `fs = \"host\"`, `link = \"latency=50ms loss=1%\"`, `ip = \"dual\"`, `flavor = \"multi_thread\"`, `worker_threads = 4` and `crate = \"name\"`";
+const VALID: &str = "valid arguments are `timeout = \"10s\"`, `network = \"private\"`, `fs = \"host\"`, `link = \"latency=50ms loss=1%\"`, `ip = \"dual\"`, `nat = \"symmetric\"`, `flavor = \"multi_thread\"`, `worker_threads = 4` and `crate = \"name\"`";
 
 /// The errors found so far in one `#[netns_test]`, combined into one
 /// [`syn::Error`] that expands to a `compile_error!` per error, each on its
@@ -58,6 +58,7 @@ enum Key {
     Fs,
     Link,
     Ip,
+    Nat,
     Flavor,
     WorkerThreads,
     Crate,
@@ -72,6 +73,7 @@ impl Key {
             "fs" => Some(Self::Fs),
             "link" => Some(Self::Link),
             "ip" => Some(Self::Ip),
+            "nat" => Some(Self::Nat),
             "flavor" => Some(Self::Flavor),
             "worker_threads" => Some(Self::WorkerThreads),
             "crate" => Some(Self::Crate),
@@ -87,6 +89,7 @@ impl Key {
             Self::Fs => "fs = \"host\"",
             Self::Link => "link = \"latency=50ms loss=1%\"",
             Self::Ip => "ip = \"dual\"",
+            Self::Nat => "nat = \"symmetric\"",
             Self::Flavor => "flavor = \"multi_thread\"",
             Self::WorkerThreads => "worker_threads = 4",
             Self::Crate => "crate = \"name\"",
@@ -115,6 +118,8 @@ struct Configuration {
     link: Option<String>,
     /// The `netns_harness::Stack` variant.
     ip: Option<&'static str>,
+    /// The `netns_harness::Preset` variant, and the span of its name.
+    nat: Option<(&'static str, Span)>,
     flavor: Option<(Flavor, Span)>,
     worker_threads: Option<(usize, Span)>,
     krate: Option<Path>,
@@ -152,6 +157,14 @@ impl Configuration {
             errors.check(config.set(key, &meta));
         }
         errors.check(config.check_runtime(is_async));
+        if let (Some((_, span)), Some(ip)) = (config.nat, config.ip)
+            && ip != "V4"
+        {
+            errors.push(syn::Error::new(
+                span,
+                "a `nat` network carries IPv4 only; drop `ip = …` or `nat = …`",
+            ));
+        }
         errors.finish(config)
     }
 
@@ -204,6 +217,7 @@ impl Configuration {
             Key::Fs => self.fs = Some(parse_fs(&string()?)?),
             Key::Link => self.link = Some(parse_link(&string()?)?),
             Key::Ip => self.ip = Some(parse_ip(&string()?)?),
+            Key::Nat => self.nat = Some((parse_nat(&string()?)?, name)),
             Key::Flavor => self.flavor = Some((parse_flavor(&string()?)?, name)),
             Key::WorkerThreads => {
                 self.worker_threads = Some((parse_worker_threads(&nv.value)?, name));
@@ -291,6 +305,25 @@ fn parse_ip(lit: &LitStr) -> syn::Result<&'static str> {
             lit.span(),
             format!(
                 "invalid ip {other:?}: expected \"v4\" (IPv4 only, the default), \"v6\" (IPv6 only) or \"dual\" (both)"
+            ),
+        )),
+    }
+}
+
+/// The `Preset` variant `nat = "…"` names (`Preset::ALL` of the harness,
+/// by name).
+fn parse_nat(lit: &LitStr) -> syn::Result<&'static str> {
+    match lit.value().as_str() {
+        "full-cone" => Ok("FullCone"),
+        "restricted-cone" => Ok("RestrictedCone"),
+        "port-restricted-cone" => Ok("PortRestrictedCone"),
+        "symmetric" => Ok("Symmetric"),
+        "none" => Ok("None"),
+        "cgnat" => Ok("Cgnat"),
+        other => Err(syn::Error::new(
+            lit.span(),
+            format!(
+                "invalid nat {other:?}: expected \"full-cone\", \"restricted-cone\", \"port-restricted-cone\", \"symmetric\", \"none\" (routed public addresses) or \"cgnat\" (a home NAT behind a carrier NAT)"
             ),
         )),
     }
@@ -568,6 +601,13 @@ fn expand(func: ItemFn, config: Configuration, has_test_attr: bool) -> TokenStre
     let fs = syn::Ident::new(config.fs.unwrap_or("Private"), Span::call_site());
     let link = config.link.unwrap_or_default();
     let stack = syn::Ident::new(config.ip.unwrap_or("V4"), Span::call_site());
+    let nat = match config.nat {
+        Some((preset, _)) => {
+            let preset = syn::Ident::new(preset, Span::call_site());
+            quote!(::core::option::Option::Some(#krate::Preset::#preset))
+        }
+        None => quote!(::core::option::Option::None),
+    };
     quote! {
         #return_check
         #(#attrs)*
@@ -586,6 +626,7 @@ fn expand(func: ItemFn, config: Configuration, has_test_attr: bool) -> TokenStre
                 fs: #krate::Fs::#fs,
                 link: #link,
                 stack: #krate::Stack::#stack,
+                nat: #nat,
                 entry: __netns_harness_entry,
             })
         }
@@ -639,6 +680,11 @@ mod tests {
         assert!(error(quote!(private)).starts_with("unknown argument `private`"));
         assert!(error(quote!(network = "public")).starts_with("invalid network \"public\""));
         assert!(error(quote!(fs = "overlayfs")).starts_with("invalid fs \"overlayfs\""));
+        assert!(error(quote!(nat = "cone")).starts_with("invalid nat \"cone\": expected \"full-cone\""));
+        assert_eq!(
+            error(quote!(nat = "symmetric", ip = "dual")),
+            "a `nat` network carries IPv4 only; drop `ip = …` or `nat = …`"
+        );
         assert!(error(quote!(ip = "ipv6")).starts_with(
             "invalid ip \"ipv6\": expected \"v4\" (IPv4 only, the default), \"v6\" (IPv6 only) or \"dual\""
         ));
@@ -690,6 +736,8 @@ mod tests {
         assert_eq!(config.ip, Some("Dual"));
         let config = Configuration::parse(quote!(ip = "v6"), false).unwrap();
         assert_eq!(config.ip, Some("V6"));
+        let config = Configuration::parse(quote!(nat = "port-restricted-cone"), false).unwrap();
+        assert_eq!(config.nat.map(|(p, _)| p), Some("PortRestrictedCone"));
         let config = Configuration::parse(quote!(fs = "overlay"), false).unwrap();
         assert_eq!(config.fs, Some("Overlay"));
         let config =

@@ -51,6 +51,42 @@ pub enum Error {
         reason: String,
     },
 
+    /// A NAT behaviour or preset that does not exist or does not fit
+    /// (see [`Preset`](crate::Preset)).
+    #[error("invalid NAT {nat:?}: {reason}")]
+    InvalidNat {
+        /// The NAT as given.
+        nat: String,
+        /// What is wrong with it and what is allowed.
+        reason: String,
+    },
+
+    /// A topology whose networks cannot be built as described: an unknown
+    /// or repeated network, a network attached to itself or in a cycle,
+    /// overlapping subnets (see [`Topology`](crate::Topology)).
+    #[error("invalid topology: network {network:?} {reason}")]
+    InvalidTopology {
+        /// The network the problem was found at.
+        network: String,
+        /// What is wrong and what to change.
+        reason: String,
+    },
+
+    /// A router's public port already forwards elsewhere (see
+    /// [`Lab::forward`](crate::Lab::forward)).
+    #[error(
+        "{protocol} port {port} of the router is already forwarded to {to}; \
+         choose another public port, or drop the forward that holds it first"
+    )]
+    PortForwarded {
+        /// `"tcp"` or `"udp"`.
+        protocol: &'static str,
+        /// The public port.
+        port: u16,
+        /// Where it already goes.
+        to: std::net::SocketAddr,
+    },
+
     /// Link conditions that are out of range, do not make sense together,
     /// or do not fit the link they are set on.
     #[error("invalid link conditions \"{conditions}\": {reason}")]

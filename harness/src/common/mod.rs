@@ -3,6 +3,7 @@
 //! layers.
 
 pub(crate) mod error;
+pub(crate) mod nat;
 pub(crate) mod names;
 pub(crate) mod protocol;
 pub(crate) mod settings;

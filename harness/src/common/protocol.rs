@@ -18,6 +18,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::RawFd;
 
+use crate::common::nat::Uplink;
 use crate::common::subnet::Addressing;
 
 mod codec;
@@ -187,6 +188,7 @@ impl Report {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct LabView {
     pub addressing: Addressing,
+    pub uplink: Uplink,
     pub bridge: String,
     pub bridge_index: u32,
     pub port_prefix: String,
@@ -242,6 +244,7 @@ impl Context {
             .addr(self.addr)
             .str(&self.port)
             .addressing(&self.view.addressing)
+            .uplink(&self.view.uplink)
             .str(&self.view.bridge)
             .u32(self.view.bridge_index)
             .str(&self.view.port_prefix)
@@ -273,7 +276,7 @@ impl Context {
         let mut r = Reader(&bytes);
         let (lab_fd, outside_fd, result_fd, addr) = (r.fd()?, r.fd()?, r.fd()?, r.addr()?);
         let port = r.str()?;
-        let addressing = r.addressing()?;
+        let (addressing, uplink) = (r.addressing()?, r.uplink()?);
         let (bridge, bridge_index, port_prefix) = (r.str()?, r.u32()?, r.str()?);
         let count = r.len()?;
         let addrs = (0..count).map(|_| r.addr()).collect::<Option<_>>()?;
@@ -304,6 +307,7 @@ impl Context {
             port,
             view: LabView {
                 addressing,
+                uplink,
                 bridge,
                 bridge_index,
                 port_prefix,

@@ -203,6 +203,14 @@ impl AddressPool {
         Some(self.addr(slot))
     }
 
+    /// Takes `addr` out of the pool for good (a host that is not a
+    /// container has it).
+    pub(crate) fn reserve(&mut self, addr: Ipv4Addr) {
+        if let Some(slot) = self.slot(addr) {
+            self.in_use[slot] = true;
+        }
+    }
+
     /// Returns `addr` to the pool.
     pub(crate) fn release(&mut self, addr: Ipv4Addr) {
         if let Some(slot) = self.slot(addr) {

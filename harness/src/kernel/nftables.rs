@@ -297,6 +297,8 @@ fn counter(attributes: &[DefaultNla]) -> (u64, u64) {
 
 mod faults;
 pub(crate) use faults::*;
+mod nat;
+pub(crate) use nat::*;
 
 #[cfg(test)]
 mod tests {

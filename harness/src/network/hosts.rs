@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::common::error::{Error, Result};
 use crate::common::protocol::HostEntry;
+use crate::common::nat::Uplink;
 use crate::common::subnet::Addressing;
 use crate::network::lab::{Lab, LabInner, outside_addrs};
 
@@ -38,7 +39,7 @@ pub(crate) struct Hosts {
 impl Hosts {
     /// The table of a lab addressed as `addressing`, knowing the
     /// containers `known` already.
-    pub(crate) fn new(addressing: &Addressing, known: Vec<HostEntry>) -> Self {
+    pub(crate) fn new(addressing: &Addressing, uplink: &Uplink, known: Vec<HostEntry>) -> Self {
         let entry = |addrs, name: &str| HostEntry {
             addrs,
             name: Some(name.to_owned()),
@@ -48,7 +49,7 @@ impl Hosts {
         Self {
             fixed: [
                 entry(gateway, GATEWAY_NAME),
-                entry(outside_addrs(addressing), OUTSIDE_NAME),
+                entry(outside_addrs(addressing, uplink), OUTSIDE_NAME),
             ],
             containers: known.into_iter().map(|entry| (0, entry)).collect(),
             next: 1,
@@ -280,13 +281,13 @@ mod tests {
             name: Some("runner_test".into()),
             aliases: Vec::new(),
         }];
-        Hosts::new(&addressing(Stack::V4), known)
+        Hosts::new(&addressing(Stack::V4), &crate::network::lab::DEFAULT_UPLINK, known)
     }
 
     #[test]
     fn a_dual_stack_host_has_a_line_for_each_family() {
         let lab = addressing(Stack::Dual);
-        let mut hosts = Hosts::new(&lab, Vec::new());
+        let mut hosts = Hosts::new(&lab, &crate::network::lab::DEFAULT_UPLINK, Vec::new());
         let web = Ipv4Addr::new(10, 0, 0, 2);
         let (_, lines) = hosts.add(Some("web"), &[], lab.addrs(web)).unwrap();
         let text = String::from_utf8(lines).unwrap();

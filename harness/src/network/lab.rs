@@ -15,10 +15,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::common::error::{Error, Result};
+use crate::common::nat::{Router, Uplink};
 use crate::common::protocol::LabView;
 use crate::common::subnet::{AddressPool, Addressing, Ipv4Subnet, Ipv6Subnet, Stack};
 use crate::kernel::netns::SETUP_TIMEOUT;
 use crate::kernel::nftables;
+use crate::kernel::netlink::Socket;
 use crate::kernel::rtnl::Rtnl;
 use crate::network::hosts::Hosts;
 use crate::{common::names, kernel::netns};
@@ -31,6 +33,7 @@ use v6::{OUTSIDE_ADDR6, PUBLIC_ADDR6};
 mod build;
 mod v6;
 pub use build::LabBuilder;
+pub(crate) use build::outside_host;
 
 /// The default name of the lab's bridge.
 pub const DEFAULT_BRIDGE: &str = "br0";
@@ -41,18 +44,22 @@ pub const UPLINK: &str = "uplink";
 /// range of RFC 2544, never routed on the internet).
 const UPLINK_SUBNET: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 0);
 const UPLINK_PREFIX: u8 = 24;
-/// The lab's end of the uplink: the NAT's public address.
-const PUBLIC_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
-/// The outside host's address.
-pub(crate) const OUTSIDE_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+/// The default lab's uplink: its end of it (the NAT's public address),
+/// the outside host at the other end, and the kernel's masquerade.
+pub(crate) const DEFAULT_UPLINK: Uplink = Uplink {
+    public: Ipv4Addr::new(198, 18, 0, 1),
+    outside: Ipv4Addr::new(198, 18, 0, 2),
+    router: Router::Masquerade,
+    internet: false,
+};
 /// The outside host's addresses that a lab addressed as `addressing`
-/// reaches: of the families its containers have (the outside host has
-/// both).
-pub(crate) fn outside_addrs(addressing: &Addressing) -> Vec<IpAddr> {
+/// reaches over `uplink`: of the families its containers have (the
+/// default lab's outside host has both; a topology's internet is IPv4).
+pub(crate) fn outside_addrs(addressing: &Addressing, uplink: &Uplink) -> Vec<IpAddr> {
     let v4 = addressing
         .stack
         .has_v4()
-        .then_some(IpAddr::V4(OUTSIDE_ADDR));
+        .then_some(IpAddr::V4(uplink.outside));
     let v6 = addressing
         .stack
         .has_v6()
@@ -116,11 +123,18 @@ pub(crate) fn mac_for(addr: Ipv4Addr) -> [u8; 6] {
 /// The state shared by a lab and its containers.
 pub(crate) struct LabInner {
     addressing: Addressing,
+    uplink: Uplink,
+    /// A network of a topology: its router's address on the upstream
+    /// network's bridge (which holds the upstream network while this one
+    /// lives), and the name of its port there.
+    upstream: Option<(Lease, String)>,
     bridge: String,
     bridge_index: u32,
     lab_ns: OwnedFd,
     outside_ns: OwnedFd,
     rtnl: Mutex<Rtnl>,
+    /// The lab namespace's nf_tables socket.
+    nft: Mutex<Socket>,
     pool: Mutex<AddressPool>,
     /// The names of its hosts.
     hosts: Mutex<Hosts>,
@@ -160,6 +174,12 @@ impl LabInner {
         })
     }
 
+    /// Keeps `addr` from containers (a host of the lab that is not one has
+    /// it).
+    pub(crate) fn reserve(&self, addr: Ipv4Addr) {
+        lock(&self.pool).reserve(addr);
+    }
+
     /// A fresh name for a bridge port, unique in the lab.
     pub(crate) fn port_name(&self) -> String {
         let n = self.next_port.fetch_add(1, Ordering::Relaxed);
@@ -175,6 +195,10 @@ impl LabInner {
 
     pub(crate) fn addressing(&self) -> &Addressing {
         &self.addressing
+    }
+
+    pub(crate) fn uplink(&self) -> &Uplink {
+        &self.uplink
     }
 
     pub(crate) fn bridge(&self) -> &str {
@@ -198,16 +222,23 @@ impl LabInner {
     /// `port_prefix…`, hands out only `addrs` and knows the `hosts` by
     /// name.
     pub(crate) fn adopt(view: LabView, lab_ns: OwnedFd, outside_ns: OwnedFd) -> Result<Self> {
-        let rtnl = netns::run_in(lab_ns.as_fd(), || Rtnl::open("lab"))?;
+        let (rtnl, nft) = netns::run_in(lab_ns.as_fd(), || {
+            let nft = Socket::open(libc::NETLINK_NETFILTER)
+                .map_err(|e| Error::os("open an nf_tables socket in the lab namespace", e))?;
+            Ok((Rtnl::open("lab")?, nft))
+        })?;
         Ok(Self {
             addressing: view.addressing,
+            uplink: view.uplink,
+            upstream: None,
             bridge: view.bridge,
             bridge_index: view.bridge_index,
             lab_ns,
             outside_ns,
             rtnl: Mutex::new(rtnl),
+            nft: Mutex::new(nft),
             pool: Mutex::new(AddressPool::from_list(view.addrs)),
-            hosts: Mutex::new(Hosts::new(&view.addressing, view.hosts)),
+            hosts: Mutex::new(Hosts::new(&view.addressing, &view.uplink, view.hosts)),
             port_prefix: view.port_prefix,
             next_port: AtomicU32::new(0),
             next_view: AtomicU32::new(0),
@@ -371,14 +402,14 @@ impl Lab {
     /// sees only with [`LabBuilder::nat66`]; IPv6 is routed otherwise, and
     /// the outside sees containers' own addresses.
     pub fn public_addr(&self) -> IpAddr {
-        self.primary(PUBLIC_ADDR, PUBLIC_ADDR6)
+        self.primary(self.inner.uplink.public, PUBLIC_ADDR6)
     }
 
     /// The lab's IPv4 address on the uplink: the source the outside sees
     /// for containers' IPv4 traffic (the uplink has it whatever the lab's
     /// stack; an IPv6-only lab sends no IPv4 there).
     pub fn public_addr4(&self) -> Ipv4Addr {
-        PUBLIC_ADDR
+        self.inner.uplink.public
     }
 
     /// The lab's IPv6 address on the uplink, when the lab carries IPv6:
@@ -392,13 +423,13 @@ impl Lab {
     /// The address of the outside host, the far end of the uplink: of the
     /// family [`Lab::gateway`] has.
     pub fn outside_addr(&self) -> IpAddr {
-        self.primary(OUTSIDE_ADDR, OUTSIDE_ADDR6)
+        self.primary(self.inner.uplink.outside, OUTSIDE_ADDR6)
     }
 
     /// The outside host's IPv4 address (it has one whatever the lab's
     /// stack).
     pub fn outside_addr4(&self) -> Ipv4Addr {
-        OUTSIDE_ADDR
+        self.inner.uplink.outside
     }
 
     /// The outside host's IPv6 address, when the lab carries IPv6 (the
@@ -419,9 +450,14 @@ impl Lab {
             fd.try_clone()
                 .map_err(|e| Error::os("duplicate a network namespace's descriptor", e))
         };
+        use crate::network::link::End;
+        let far = match &self.inner.upstream {
+            Some((lease, port)) => End::new(dup(&lease.lab.lab_ns)?, port, "upstream", true),
+            None => End::new(dup(&self.inner.outside_ns)?, "eth0", "outside", false),
+        };
         Ok(crate::network::link::Link::new(
-            crate::network::link::End::new(dup(&self.inner.lab_ns)?, UPLINK, "lab", false),
-            crate::network::link::End::new(dup(&self.inner.outside_ns)?, "eth0", "outside", false),
+            End::new(dup(&self.inner.lab_ns)?, UPLINK, "lab", false),
+            far,
             "the lab's uplink".to_owned(),
         ))
     }

@@ -6,6 +6,8 @@ pub(crate) mod fault;
 pub(crate) mod hosts;
 pub(crate) mod lab;
 pub(crate) mod link;
+pub(crate) mod stun;
+pub(crate) mod topology;
 
 /// What this process has in force that goes with it: its faults and the
 /// link conditions it emulates, one line each, for a failure report.

@@ -20,6 +20,7 @@ use crate::common::protocol::{BodyEnd, Context, HostEntry, LabView, Outcome};
 use crate::common::settings::{SEED_VAR, SKIP_VAR};
 use crate::network::lab::{Lab, Lease};
 use crate::network::link::{self, Conditions};
+use crate::network::topology::Topology;
 use crate::process::container::{self, Attach, Container};
 use crate::{Fs, Spec, Stack, Stdio, common::names, kernel::sys};
 
@@ -55,6 +56,10 @@ pub struct Test {
     pub link: &'static str,
     /// Which IP families its network carries.
     pub stack: Stack,
+    /// The router of a network of the test's own, on the process's
+    /// shared topology (or on a topology of its own with
+    /// [`Network::Private`]); `None` for the lab.
+    pub nat: Option<crate::Preset>,
     /// The function the container runs: the body, adapted.
     pub entry: fn(),
 }
@@ -105,9 +110,10 @@ pub fn run_test(test: &Test) {
     let started = Instant::now();
     let name = test.display_name();
     tracing::debug!(test = name, network = ?test.network, timeout = ?test.timeout, "test started");
-    let lab = match test.network {
-        Network::Shared => Lab::shared_with(test.stack),
-        Network::Private => Lab::builder().stack(test.stack).build(),
+    let lab = match (test.nat, test.network) {
+        (Some(preset), network) => nat_network(preset, network),
+        (None, Network::Shared) => Lab::shared_with(test.stack),
+        (None, Network::Private) => Lab::builder().stack(test.stack).build(),
     };
     let verdict = lab.and_then(|lab| run(&lab, test));
     let elapsed = started.elapsed();
@@ -220,6 +226,16 @@ fn run(lab: &Lab, test: &Test) -> Result<Verdict> {
     Ok(verdict)
 }
 
+/// A network of the test's own behind a router of `preset`, on the
+/// process's topology, or on one of the test's own.
+fn nat_network(preset: crate::Preset, network: Network) -> Result<Lab> {
+    let topology = match network {
+        Network::Shared => Topology::shared()?,
+        Network::Private => Topology::builder().build()?,
+    };
+    topology.make(&crate::network::topology::Network::new("test").preset(preset), false)
+}
+
 /// Whether a result says the body panicked.
 fn panicked(result: &[u8]) -> bool {
     Outcome::decode(result).is_some_and(|o| matches!(o.end, BodyEnd::Panicked(_)))
@@ -267,6 +283,7 @@ fn start(lab: &Lab, test: &Test) -> Result<Started> {
         port: port.clone(),
         view: LabView {
             addressing: *inner.addressing(),
+            uplink: *inner.uplink(),
             bridge: inner.bridge().to_owned(),
             bridge_index: inner.bridge_index(),
             port_prefix: view_prefix.clone(),

@@ -5,6 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
 
+use crate::common::nat::{Filtering, Mapping, Nat, Router, Uplink};
 use crate::common::subnet::{Addressing, Ipv4Subnet, Ipv6Subnet, Stack};
 
 /// Builds a message's bytes.
@@ -64,6 +65,26 @@ impl Writer {
             .addr6(a.subnet6.network())
             .u8(a.subnet6.prefix())
             .u8(u8::from(a.nat66))
+    }
+
+    /// A lab's uplink: its addresses, then its router (0 masquerade, 1
+    /// routed, 2 a NAT: its mapping, filtering, hairpinning and UDP
+    /// timeout in milliseconds), then whether it is on an internet segment.
+    pub(super) fn uplink(&mut self, u: &Uplink) -> &mut Self {
+        self.addr(u.public).addr(u.outside);
+        match u.router {
+            Router::Masquerade => self.u8(0),
+            Router::Routed => self.u8(1),
+            Router::Translating(nat) => {
+                let ms = u64::try_from(nat.udp_timeout.as_millis()).unwrap_or(u64::MAX);
+                self.u8(2)
+                    .u8(nat.mapping as u8)
+                    .u8(nat.filtering as u8)
+                    .u8(u8::from(nat.hairpinning))
+                    .u64(ms)
+            }
+        }
+        .u8(u8::from(u.internet))
     }
 
     pub(super) fn len(&mut self, len: usize) -> &mut Self {
@@ -151,6 +172,27 @@ impl Reader<'_> {
             subnet6: Ipv6Subnet::new(self.addr6()?, self.u8()?).ok()?,
             nat66: self.u8()? != 0,
         })
+    }
+
+    pub(super) fn uplink(&mut self) -> Option<Uplink> {
+        let (public, outside) = (self.addr()?, self.addr()?);
+        let router = match self.u8()? {
+            0 => Router::Masquerade,
+            1 => Router::Routed,
+            2 => {
+                use Filtering as F;
+                use Mapping as M;
+                let mapping = [M::EndpointIndependent, M::AddressDependent, M::AddressAndPortDependent];
+                let filtering = [F::EndpointIndependent, F::AddressDependent, F::AddressAndPortDependent];
+                let mapping = *mapping.get(usize::from(self.u8()?))?;
+                let filtering = *filtering.get(usize::from(self.u8()?))?;
+                let hairpinning = self.u8()? != 0;
+                let timeout = std::time::Duration::from_millis(self.u64()?);
+                Router::Translating(Nat::new(mapping, filtering).hairpinning(hairpinning).udp_timeout(timeout))
+            }
+            _ => return None,
+        };
+        Some(Uplink { public, outside, router, internet: self.u8()? != 0 })
     }
 
     pub(super) fn len(&mut self) -> Option<usize> {

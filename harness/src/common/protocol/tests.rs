@@ -1,6 +1,7 @@
 //! Every message survives its encoding.
 
 use super::*;
+use crate::common::nat::{Filtering, Mapping, Nat, Router, Uplink};
 use crate::common::subnet::Stack;
 use std::net::Ipv6Addr;
 
@@ -17,6 +18,16 @@ fn context(stack: Stack, addrs: Vec<Ipv4Addr>, hosts: Vec<HostEntry>) -> Context
                 subnet: "10.200.0.0/16".parse().unwrap(),
                 subnet6: "fd00:7::/64".parse().unwrap(),
                 nat66: stack == Stack::V6,
+            },
+            uplink: Uplink {
+                public: Ipv4Addr::new(203, 0, 113, 2),
+                outside: Ipv4Addr::new(203, 0, 113, 10),
+                router: Router::Translating(
+                    Nat::new(Mapping::AddressDependent, Filtering::EndpointIndependent)
+                        .hairpinning(false)
+                        .udp_timeout(std::time::Duration::from_secs(7)),
+                ),
+                internet: true,
             },
             bridge: "br0".into(),
             bridge_index: 3,

@@ -1,5 +1,6 @@
 //! Unit tests of `rtnl`.
 
+use std::net::Ipv6Addr;
 use std::os::fd::AsFd;
 
 use netlink_packet_core::{NLM_F_REQUEST, NetlinkPayload};
@@ -174,11 +175,11 @@ fn ipv6_address_and_route_requests_are_read_back() {
             .attributes
             .contains(&AddressAttribute::Local(addr.into()))
     );
-    let (network, gateway) = (
+    let (network, gateway): (Ipv6Addr, Ipv6Addr) = (
         "fd00:200::".parse().unwrap(),
         "2001:db8::1".parse().unwrap(),
     );
-    let (flags, message) = parsed(v6::route6_request(network, 64, gateway));
+    let (flags, message) = parsed(v6::route_request(network.into(), 64, gateway.into()));
     assert_eq!(flags, CREATE);
     let RouteNetlinkMessage::NewRoute(route) = message else {
         panic!("not RTM_NEWROUTE: {message:?}");
@@ -192,4 +193,11 @@ fn ipv6_address_and_route_requests_are_read_back() {
             RouteAttribute::Gateway(RouteAddress::Inet6(gateway)),
         ]
     );
+    let default = Ipv4Addr::UNSPECIFIED.into();
+    let (_, message) = parsed(v6::route_request(default, 0, Ipv4Addr::new(203, 0, 113, 1).into()));
+    let RouteNetlinkMessage::NewRoute(route) = message else {
+        panic!("not RTM_NEWROUTE: {message:?}");
+    };
+    assert_eq!(route.header.address_family, AddressFamily::Inet);
+    assert_eq!(route.header.destination_prefix_length, 0);
 }

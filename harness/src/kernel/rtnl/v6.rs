@@ -1,4 +1,4 @@
-//! IPv6 addresses and routes over rtnetlink.
+//! IPv6 addresses, and routes of either family, over rtnetlink.
 
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -34,22 +34,26 @@ pub(super) fn address6_request(
     )
 }
 
-/// `ip -6 route add <network>/<prefix> via <gateway>`
-pub(super) fn route6_request(
-    network: Ipv6Addr,
+/// `ip route add <network>/<prefix> via <gateway>`, of the family of
+/// `network` (`gateway` is of the same family).
+pub(super) fn route_request(
+    network: IpAddr,
     prefix: u8,
-    gateway: Ipv6Addr,
+    gateway: IpAddr,
 ) -> NetlinkMessage<RouteNetlinkMessage> {
     let mut route = RouteMessage::default();
-    route.header.address_family = AddressFamily::Inet6;
+    route.header.address_family = match network {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    };
     route.header.destination_prefix_length = prefix;
     route.header.table = libc::RT_TABLE_MAIN;
     route.header.protocol = RouteProtocol::Static;
     route.header.scope = RouteScope::Universe;
     route.header.kind = RouteType::Unicast;
     route.attributes = vec![
-        RouteAttribute::Destination(RouteAddress::Inet6(network)),
-        RouteAttribute::Gateway(RouteAddress::Inet6(gateway)),
+        RouteAttribute::Destination(RouteAddress::from(network)),
+        RouteAttribute::Gateway(RouteAddress::from(gateway)),
     ];
     request(
         RouteNetlinkMessage::NewRoute(route),
@@ -69,14 +73,16 @@ impl Rtnl {
         .map(drop)
     }
 
-    /// `ip -6 route add <network>/<prefix> via <gateway>`
-    pub(crate) fn add_route6(
+    /// `ip route add <network>/<prefix> via <gateway>`, of either family
+    /// (`0.0.0.0/0` is the default route).
+    pub(crate) fn add_route(
         &mut self,
-        network: Ipv6Addr,
+        network: impl Into<IpAddr>,
         prefix: u8,
-        gateway: Ipv6Addr,
+        gateway: impl Into<IpAddr>,
     ) -> Result<()> {
-        let msg = route6_request(network, prefix, gateway);
+        let (network, gateway) = (network.into(), gateway.into());
+        let msg = route_request(network, prefix, gateway);
         self.request(
             || format!("add the route {network}/{prefix} via {gateway}"),
             msg,

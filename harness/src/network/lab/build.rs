@@ -2,7 +2,7 @@
 //! forwarding and NAT.
 
 use std::net::Ipv4Addr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 
@@ -103,38 +103,14 @@ impl LabBuilder {
     /// containers are dropped, or when the process ends.
     pub fn build(self) -> Result<Lab> {
         let started = Instant::now();
-        let subnet = validate_subnet(&self.subnet)?;
-        let addressing = Addressing {
-            stack: self.stack,
-            subnet,
-            subnet6: v6::validate_subnet6(&self.subnet6)?,
-            nat66: self.nat66,
-        };
-        if self.nat66 && !self.stack.has_v6() {
-            return Err(Error::InvalidSubnet {
-                subnet: self.subnet6,
-                reason: "NAT66 translates the lab's IPv6 subnet, but the lab carries IPv4 only; \
-                         add .stack(Stack::Dual) or .stack(Stack::V6), or drop .nat66(true)"
-                    .to_owned(),
-            });
-        }
-        names::validate(&self.bridge)?;
-        if self.bridge == UPLINK {
-            return Err(Error::InvalidName {
-                name: self.bridge,
-                reason: format!(
-                    "{UPLINK:?} is the name of the lab's uplink; choose another bridge name"
-                ),
-            });
-        }
+        let addressing = self.addressing()?;
         let (outside_ns, mut outside) = crate::kernel::userns::create_netns(outside_host)?;
-        let (lab_ns, (mut rtnl, mut nft)) = crate::kernel::userns::create_netns(lab_router)?;
-        rtnl.set_up(LOOPBACK_INDEX)?;
-        rtnl.add_bridge(&self.bridge, mac_for(subnet.nth(1)))?;
-        let bridge_index = rtnl.link_index(&self.bridge)?;
-        if self.stack.has_v4() {
-            rtnl.add_address(bridge_index, subnet.nth(1), subnet.prefix())?;
-        }
+        let Gateway {
+            lab_ns,
+            mut rtnl,
+            mut nft,
+            bridge_index,
+        } = self.gateway(&addressing)?;
         rtnl.add_veth(
             UPLINK,
             None,
@@ -145,12 +121,13 @@ impl LabBuilder {
             },
         )?;
         let uplink_index = rtnl.link_index(UPLINK)?;
-        rtnl.add_address(uplink_index, PUBLIC_ADDR, UPLINK_PREFIX)?;
+        rtnl.add_address(uplink_index, DEFAULT_UPLINK.public, UPLINK_PREFIX)?;
         let outside_eth0 = outside.link_index("eth0")?;
         outside.set_up(outside_eth0)?;
-        outside.add_address(outside_eth0, OUTSIDE_ADDR, UPLINK_PREFIX)?;
+        outside.add_address(outside_eth0, DEFAULT_UPLINK.outside, UPLINK_PREFIX)?;
         if self.stack.has_v4() {
-            nftables::install_masquerade(&mut nft, nftables::Sources::V4(subnet), UPLINK)?;
+            let sources = nftables::Sources::V4(addressing.subnet);
+            nftables::install_masquerade(&mut nft, sources, UPLINK)?;
         }
         if let Some(gateway) = addressing.addr6(addressing.gateway()) {
             let setup = v6::Setup {
@@ -175,21 +152,186 @@ impl LabBuilder {
         wait_for("eth0 of the outside host", "come up", || {
             Ok(outside.link_state("eth0")?.up)
         })?;
-        tracing::debug!(%subnet, bridge = self.bridge, elapsed = ?started.elapsed(), "lab built");
-        Ok(Lab {
-            inner: Arc::new(LabInner {
-                addressing,
-                bridge: self.bridge,
-                bridge_index,
-                lab_ns,
-                outside_ns,
-                rtnl: Mutex::new(rtnl),
-                pool: Mutex::new(AddressPool::new(subnet)),
-                hosts: Mutex::new(Hosts::new(&addressing, Vec::new())),
-                port_prefix: "v".to_owned(),
-                next_port: AtomicU32::new(0),
-                next_view: AtomicU32::new(0),
-            }),
+        tracing::debug!(subnet = %addressing.subnet, bridge = self.bridge, elapsed = ?started.elapsed(), "lab built");
+        let gateway = Gateway {
+            lab_ns,
+            rtnl,
+            nft,
+            bridge_index,
+        };
+        Ok(gateway.into_lab(self.bridge, addressing, DEFAULT_UPLINK, outside_ns, None))
+    }
+
+    /// The addressing the settings describe, checked.
+    fn addressing(&self) -> Result<Addressing> {
+        let subnet = validate_subnet(&self.subnet)?;
+        let addressing = Addressing {
+            stack: self.stack,
+            subnet,
+            subnet6: v6::validate_subnet6(&self.subnet6)?,
+            nat66: self.nat66,
+        };
+        if self.nat66 && !self.stack.has_v6() {
+            return Err(Error::InvalidSubnet {
+                subnet: self.subnet6.clone(),
+                reason: "NAT66 translates the lab's IPv6 subnet, but the lab carries IPv4 only; \
+                         add .stack(Stack::Dual) or .stack(Stack::V6), or drop .nat66(true)"
+                    .to_owned(),
+            });
+        }
+        names::validate(&self.bridge)?;
+        if self.bridge == UPLINK {
+            return Err(Error::InvalidName {
+                name: self.bridge.clone(),
+                reason: format!(
+                    "{UPLINK:?} is the name of the lab's uplink; choose another bridge name"
+                ),
+            });
+        }
+        Ok(addressing)
+    }
+
+    /// The lab namespace with its bridge and the gateway's address on it.
+    fn gateway(&self, addressing: &Addressing) -> Result<Gateway> {
+        let (lab_ns, (mut rtnl, nft)) = crate::kernel::userns::create_netns(lab_router)?;
+        rtnl.set_up(LOOPBACK_INDEX)?;
+        let gateway = addressing.gateway();
+        rtnl.add_bridge(&self.bridge, mac_for(gateway))?;
+        let bridge_index = rtnl.link_index(&self.bridge)?;
+        if self.stack.has_v4() {
+            rtnl.add_address(bridge_index, gateway, addressing.subnet.prefix())?;
+        }
+        Ok(Gateway {
+            lab_ns,
+            rtnl,
+            nft,
+            bridge_index,
+        })
+    }
+
+    /// A network of a topology: a lab whose router's uplink is a port of
+    /// `upstream`'s bridge, with an address of `upstream`'s subnet and its
+    /// default route through `upstream`'s gateway, doing `router`
+    /// (`seed` chooses a NAT's ports); its containers know `outside` as the
+    /// outside host, whose namespace is `outside_ns`. IPv4 only.
+    pub(crate) fn build_behind(
+        self,
+        upstream: &Arc<LabInner>,
+        router: Router,
+        outside: (Ipv4Addr, OwnedFd),
+        seed: u32,
+    ) -> Result<Lab> {
+        let started = Instant::now();
+        let addressing = self.addressing()?;
+        let mut gateway = self.gateway(&addressing)?;
+        let lease = upstream.lease()?;
+        let port = upstream.port_name();
+        upstream.rtnl().add_veth(
+            &port,
+            Some(upstream.bridge_index()),
+            &Peer {
+                name: UPLINK,
+                netns: gateway.lab_ns.as_fd(),
+                mac: Some(mac_for(lease.addr())),
+            },
+        )?;
+        let rtnl = &mut gateway.rtnl;
+        let uplink_index = rtnl.link_index(UPLINK)?;
+        rtnl.set_up(uplink_index)?;
+        let upstream_subnet = upstream.addressing().subnet;
+        rtnl.add_address(uplink_index, lease.addr(), upstream_subnet.prefix())?;
+        rtnl.add_route(Ipv4Addr::UNSPECIFIED, 0, upstream.addressing().gateway())?;
+        match router {
+            Router::Translating(nat) => {
+                let rules = nftables::NatRules {
+                    lan: addressing.subnet,
+                    lan_if: &self.bridge,
+                    wan_if: UPLINK,
+                    public: lease.addr(),
+                    nat,
+                    seed,
+                };
+                nftables::install_nat(gateway.lab_ns.as_fd(), &mut gateway.nft, &rules)?;
+            }
+            Router::Masquerade => {
+                let sources = nftables::Sources::V4(addressing.subnet);
+                nftables::install_masquerade(&mut gateway.nft, sources, UPLINK)?;
+            }
+            Router::Routed => {
+                let subnet = addressing.subnet;
+                upstream
+                    .rtnl()
+                    .add_route(subnet.network(), subnet.prefix(), lease.addr())?;
+            }
+        }
+        wait_for(UPLINK, "come up", || {
+            Ok(gateway.rtnl.link_state(UPLINK)?.up)
+        })?;
+        tracing::debug!(subnet = %addressing.subnet, %router, elapsed = ?started.elapsed(), "network built");
+        let uplink = Uplink {
+            public: lease.addr(),
+            outside: outside.0,
+            router,
+            internet: true,
+        };
+        Ok(gateway.into_lab(self.bridge, addressing, uplink, outside.1, Some((lease, port))))
+    }
+}
+
+impl LabBuilder {
+    /// A segment without uplink nor NAT, whose gateway routes (a
+    /// topology's internet): `hosts` attaches its hosts to the bridge
+    /// (given the lab namespace's socket and the bridge's index) and
+    /// returns the one containers know as the outside host.
+    pub(crate) fn build_segment(
+        self,
+        hosts: impl FnOnce(&mut Rtnl, u32) -> Result<(Ipv4Addr, OwnedFd)>,
+    ) -> Result<Lab> {
+        let addressing = self.addressing()?;
+        let mut gateway = self.gateway(&addressing)?;
+        let (outside, outside_ns) = hosts(&mut gateway.rtnl, gateway.bridge_index)?;
+        let uplink = Uplink {
+            public: addressing.gateway(),
+            outside,
+            router: Router::Routed,
+            internet: true,
+        };
+        Ok(gateway.into_lab(self.bridge, addressing, uplink, outside_ns, None))
+    }
+}
+
+/// A lab namespace with its bridge, before its uplink.
+struct Gateway {
+    lab_ns: OwnedFd,
+    rtnl: Rtnl,
+    nft: Socket,
+    bridge_index: u32,
+}
+
+impl Gateway {
+    fn into_lab(
+        self,
+        bridge: String,
+        addressing: Addressing,
+        uplink: Uplink,
+        outside_ns: OwnedFd,
+        upstream: Option<(Lease, String)>,
+    ) -> Lab {
+        Lab::from_inner(LabInner {
+            addressing,
+            uplink,
+            upstream,
+            bridge,
+            bridge_index: self.bridge_index,
+            lab_ns: self.lab_ns,
+            outside_ns,
+            rtnl: Mutex::new(self.rtnl),
+            nft: Mutex::new(self.nft),
+            pool: Mutex::new(AddressPool::new(addressing.subnet)),
+            hosts: Mutex::new(Hosts::new(&addressing, &uplink, Vec::new())),
+            port_prefix: "v".to_owned(),
+            next_port: AtomicU32::new(0),
+            next_view: AtomicU32::new(0),
         })
     }
 }
@@ -197,7 +339,7 @@ impl LabBuilder {
 const LOOPBACK_INDEX: u32 = 1;
 
 /// In the outside host's new namespace: `lo` up, and a netlink socket.
-fn outside_host() -> Result<Rtnl> {
+pub(crate) fn outside_host() -> Result<Rtnl> {
     no_dad_on_new_links("outside")?;
     let mut rtnl = Rtnl::open("outside")?;
     rtnl.set_up(LOOPBACK_INDEX)?;

@@ -114,7 +114,7 @@ pub(crate) fn configure(
     lab.add_address6(setup.uplink_index, PUBLIC_ADDR6, UPLINK_PREFIX6)?;
     outside.add_address6(setup.outside_eth0, OUTSIDE_ADDR6, UPLINK_PREFIX6)?;
     if setup.routed {
-        outside.add_route6(subnet6.network(), subnet6.prefix(), PUBLIC_ADDR6)?;
+        outside.add_route(subnet6.network(), subnet6.prefix(), PUBLIC_ADDR6)?;
     }
     Ok(())
 }

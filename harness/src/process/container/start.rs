@@ -52,10 +52,10 @@ pub(crate) fn spawn(
     };
     let addr = lease
         .as_ref()
-        .map_or(crate::network::lab::OUTSIDE_ADDR, Lease::addr);
+        .map_or(lab.uplink().outside, Lease::addr);
     let addrs = match lease {
         Some(_) => lab.addressing().addrs(addr),
-        None => crate::network::lab::outside_addrs(lab.addressing()),
+        None => crate::network::lab::outside_addrs(lab.addressing(), lab.uplink()),
     };
     let (registration, hosts) = Registration::add(lab, own_name, &spec.aliases, addrs.clone())?;
     plan.fs = super::fs::plan(spec.fs, root.as_ref(), &name, &hosts)?;

@@ -11,6 +11,7 @@ fn hostnames_come_from_the_function_name() {
         fs: Fs::Private,
         link: "",
         stack: Stack::V4,
+        nat: None,
         entry: || {},
     };
     assert_eq!(

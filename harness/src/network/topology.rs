@@ -1,0 +1,627 @@
+//! Topologies: several networks, each a LAN behind a router of its own
+//! behaviour, attached to an internet segment or to another network
+//! (chained NAT), and an internet with public hosts of two addresses each.
+//!
+//! ```text
+//!  host1 ns  eth0 203.0.113.10, .11 ─┐  internet ns              router ns "home"             containers
+//!  host2 ns  eth0 203.0.113.20, .21 ─┤  inet 203.0.113.1 ──┬── uplink 203.0.113.2 [NAT] br0 10.128.0.1 ── eth0 10.128.0.2
+//!                                    └─ (core: routes)     │
+//!                                                          └── uplink 203.0.113.3 [NAT] br0 100.64.0.1 ── uplink 100.64.0.2 [NAT] br0 10.128.1.1 …
+//!                                                              router ns "x-carrier"                     router ns "x"
+//! ```
+//!
+//! Every network is a [`Lab`]: containers are spawned on it with
+//! [`Lab::spawn`], its router is its lab namespace, [`Lab::public_addr`]
+//! its address upstream, and [`Lab::outside_addr`] the first public host.
+//! Each public host runs a STUN responder (RFC 5389, with RFC 5780's
+//! `CHANGE-REQUEST`) on both its addresses, ports [`STUN_PORTS`], so that
+//! [`stun::classify`](crate::stun::classify) measures a router's behaviour
+//! from a container.
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::common::error::{Error, Result};
+use crate::common::nat::{Nat, Preset, Router};
+use crate::common::subnet::Ipv4Subnet;
+use crate::kernel::rtnl::{Peer, Rtnl};
+use crate::network::lab::{Lab, LabBuilder, LabInner, mac_for, wait_for};
+use crate::network::stun::Responder;
+
+/// The internet segment's subnet (TEST-NET-3 of RFC 5737, never routed on
+/// the real internet). Its core router is the first address; routers
+/// and containers on the internet get addresses from `.2` up, skipping
+/// the public hosts'.
+pub const INTERNET_SUBNET: &str = "203.0.113.0/24";
+const INTERNET_PREFIX: u8 = 24;
+/// The internet's core router: the gateway of public hosts and routers.
+const CORE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+/// The ports of the STUN responder of every public host, on both its
+/// addresses.
+pub const STUN_PORTS: [u16; 2] = [3478, 3479];
+/// The public hosts' addresses, two each.
+const HOST_ADDRS: [[Ipv4Addr; 2]; 2] = [
+    [Ipv4Addr::new(203, 0, 113, 10), Ipv4Addr::new(203, 0, 113, 11)],
+    [Ipv4Addr::new(203, 0, 113, 20), Ipv4Addr::new(203, 0, 113, 21)],
+];
+/// Where networks without a subnet of their own get one, a `/24` each in
+/// order: behind a NAT, in carrier NAT's shared address space (RFC 6598),
+/// and routed (public addresses, TEST-NET-2 of RFC 5737, in `/27`s).
+const PRIVATE_POOL: (Ipv4Addr, u8, u8) = (Ipv4Addr::new(10, 128, 0, 0), 9, 24);
+const CARRIER_POOL: (Ipv4Addr, u8, u8) = (Ipv4Addr::new(100, 64, 0, 0), 10, 24);
+const PUBLIC_POOL: (Ipv4Addr, u8, u8) = (Ipv4Addr::new(198, 51, 100, 0), 24, 27);
+
+/// A host of the internet segment: two public addresses, a STUN responder
+/// on each (ports [`STUN_PORTS`]), and a namespace to run servers in
+/// (see [`Topology::spawn_on_host`]).
+#[derive(Debug)]
+pub struct PublicHost {
+    name: String,
+    addrs: [Ipv4Addr; 2],
+    netns: OwnedFd,
+    _responder: Responder,
+}
+
+impl PublicHost {
+    /// Its name: `host1`, `host2`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its two addresses, primary first.
+    pub fn addrs(&self) -> [Ipv4Addr; 2] {
+        self.addrs
+    }
+
+    /// Its primary address.
+    pub fn addr(&self) -> Ipv4Addr {
+        self.addrs[0]
+    }
+
+    /// Its STUN responder's primary endpoint (the primary address, the
+    /// first of [`STUN_PORTS`]): where RFC 5780's tests start.
+    pub fn stun(&self) -> SocketAddr {
+        SocketAddr::V4(SocketAddrV4::new(self.addrs[0], STUN_PORTS[0]))
+    }
+
+    /// Its network namespace.
+    pub fn netns(&self) -> BorrowedFd<'_> {
+        self.netns.as_fd()
+    }
+}
+
+/// What a network's router does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Behaviour {
+    Preset(Preset),
+    Nat(Nat),
+}
+
+/// A network of a [`Topology`]: a LAN (bridge, subnet) behind a router,
+/// attached to the internet or behind another network.
+///
+/// ```no_run
+/// use netns_harness::{Network, Preset, Topology};
+/// let topology = Topology::builder()
+///     .network(Network::new("home").preset(Preset::FullCone))
+///     .network(Network::new("office").subnet("10.9.0.0/24").preset(Preset::Symmetric))
+///     .build()?;
+/// let home = topology.network("home")?;
+/// # Ok::<(), netns_harness::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct Network {
+    name: String,
+    subnet: Option<String>,
+    behind: Option<String>,
+    behaviour: Behaviour,
+}
+
+impl Network {
+    /// A network named `name` (unique in its topology), behind a
+    /// port-restricted cone NAT on the internet, with the next free `/24`
+    /// of `10.128.0.0/9`.
+    pub fn new(name: &str) -> Network {
+        Network {
+            name: name.to_owned(),
+            subnet: None,
+            behind: None,
+            behaviour: Behaviour::Preset(Preset::PortRestrictedCone),
+        }
+    }
+
+    /// Its subnet, in CIDR notation (a `/8` to `/30`, overlapping no other
+    /// network's nor the internet's `203.0.113.0/24`). Without it, the
+    /// next free `/24` of `10.128.0.0/9` (of `198.51.100.0/24` in `/27`s
+    /// for [`Preset::None`], public addresses).
+    pub fn subnet(mut self, subnet: &str) -> Network {
+        self.subnet = Some(subnet.to_owned());
+        self
+    }
+
+    /// Attached to network `upstream` of the topology (its router's public
+    /// side gets an address of `upstream`'s subnet) rather than to the
+    /// internet: a NAT behind a NAT.
+    pub fn behind(mut self, upstream: &str) -> Network {
+        self.behind = Some(upstream.to_owned());
+        self
+    }
+
+    /// Its router behaves as `preset` says. [`Preset::Cgnat`] makes two
+    /// networks: `<name>-carrier`, the carrier's (a `/24` of
+    /// `100.64.0.0/10`), and this one behind it; both routers are
+    /// port-restricted cones.
+    pub fn preset(mut self, preset: Preset) -> Network {
+        self.behaviour = Behaviour::Preset(preset);
+        self
+    }
+
+    /// Its router translates with exactly these behaviours.
+    pub fn nat(mut self, nat: Nat) -> Network {
+        self.behaviour = Behaviour::Nat(nat);
+        self
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What its router does.
+    fn router(&self) -> Router {
+        match self.behaviour {
+            Behaviour::Nat(nat) => Router::Translating(nat),
+            Behaviour::Preset(preset) => preset.nat().map_or(Router::Routed, Router::Translating),
+        }
+    }
+}
+
+/// Settings of a topology; see [`Topology::builder`].
+#[derive(Clone, Debug, Default)]
+#[must_use]
+pub struct TopologyBuilder {
+    networks: Vec<Network>,
+}
+
+impl TopologyBuilder {
+    /// Adds a network.
+    pub fn network(mut self, network: Network) -> TopologyBuilder {
+        self.networks.push(network);
+        self
+    }
+
+    /// Checks every network (names, attachments, subnets), then creates
+    /// the internet, its hosts and responders, and the networks, upstream
+    /// ones first. Nothing is left when it fails.
+    pub fn build(self) -> Result<Topology> {
+        let order = order(&self.networks)?;
+        let topology = Topology::empty()?;
+        // Subnets given explicitly are checked against each other before
+        // anything of a network is made.
+        let mut given = Vec::new();
+        for network in &self.networks {
+            if let Some(text) = &network.subnet {
+                let subnet: Ipv4Subnet = text.parse()?;
+                check_overlap(&network.name, subnet, &given)?;
+                given.push((network.name.clone(), subnet));
+            }
+        }
+        for i in order {
+            topology.add(self.networks[i].clone())?;
+        }
+        Ok(topology)
+    }
+}
+
+/// The networks' indices, upstream networks before those behind them; an
+/// error for a name used twice, an unknown upstream, a network behind
+/// itself or a cycle.
+fn order(networks: &[Network]) -> Result<Vec<usize>> {
+    let mut seen = HashSet::new();
+    for network in networks {
+        crate::common::names::validate(&network.name)?;
+        if !seen.insert(network.name.as_str()) {
+            return Err(invalid(
+                &network.name,
+                "is named twice; give each network a name of its own",
+            ));
+        }
+    }
+    let index = |name: &str| networks.iter().position(|n| n.name == name);
+    for network in networks {
+        let Some(upstream) = &network.behind else {
+            continue;
+        };
+        if *upstream == network.name {
+            return Err(invalid(
+                &network.name,
+                "is behind itself; put it behind another network, or on the internet (no .behind)",
+            ));
+        }
+        if index(upstream).is_none() {
+            let known: Vec<_> = networks.iter().map(|n| n.name.as_str()).collect();
+            return Err(invalid(
+                &network.name,
+                &format!(
+                    "is behind {upstream:?}, which is not a network of the topology; its networks are {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+    let mut order = Vec::new();
+    for start in 0..networks.len() {
+        let mut path = vec![start];
+        let mut at = start;
+        while let Some(up) = networks[at].behind.as_deref().and_then(index) {
+            if path.contains(&up) {
+                path.push(up);
+                let names: Vec<_> = path.iter().map(|&i| networks[i].name.as_str()).collect();
+                return Err(invalid(
+                    &networks[start].name,
+                    &format!(
+                        "is in a cycle ({}); one of them must be on the internet (no .behind)",
+                        names.join(" behind ")
+                    ),
+                ));
+            }
+            path.push(up);
+            at = up;
+        }
+        for &i in path.iter().rev() {
+            if !order.contains(&i) {
+                order.push(i);
+            }
+        }
+    }
+    Ok(order)
+}
+
+fn invalid(network: &str, reason: &str) -> Error {
+    Error::InvalidTopology {
+        network: network.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// An error if `subnet` of network `name` overlaps one of `others` or
+/// the internet.
+fn check_overlap(name: &str, subnet: Ipv4Subnet, others: &[(String, Ipv4Subnet)]) -> Result<()> {
+    let internet: Ipv4Subnet = INTERNET_SUBNET.parse()?;
+    let clash = std::iter::once(("the internet", &internet))
+        .chain(others.iter().map(|(n, s)| (n.as_str(), s)))
+        .find(|(_, other)| other.overlaps(&subnet));
+    match clash {
+        Some((other, other_subnet)) => Err(invalid(
+            name,
+            &format!(
+                "has subnet {subnet}, which overlaps {other_subnet} of {other}; \
+                 give each network a subnet of its own"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A network of the topology, by name.
+struct Member {
+    name: String,
+    subnet: Ipv4Subnet,
+    lab: Lab,
+}
+
+struct Inner {
+    internet: Lab,
+    hosts: Vec<PublicHost>,
+    members: Mutex<Vec<Member>>,
+    /// Subnets handed to networks that did not name one (kept while the
+    /// process lives: a test's network may come and go).
+    taken: Mutex<Vec<(String, Ipv4Subnet)>>,
+    seed: u32,
+}
+
+/// Several networks behind routers of chosen NAT behaviours, and an
+/// internet segment with two public hosts of two addresses each, all in
+/// namespaces of the test process. Cloning gives another handle to the
+/// same topology; it is torn down when the last handle and every network
+/// and container of it are dropped.
+///
+/// ```no_run
+/// use netns_harness::{Network, Preset, Spec, Topology};
+/// let topology = Topology::builder()
+///     .network(Network::new("home").preset(Preset::FullCone))
+///     .build()?;
+/// let home = topology.network("home")?;
+/// let client = home.spawn(&Spec::command("ping").args(["-c1", "203.0.113.10"]))?;
+/// # Ok::<(), netns_harness::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Topology {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let members = lock(&self.inner.members);
+        let names: Vec<_> = members.iter().map(|m| (&m.name, m.subnet)).collect();
+        f.debug_struct("Topology")
+            .field("networks", &names)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The process's shared topology (see [`Topology::shared`]).
+static SHARED: Mutex<Option<Topology>> = Mutex::new(None);
+
+impl Topology {
+    /// Settings for a topology.
+    pub fn builder() -> TopologyBuilder {
+        TopologyBuilder::default()
+    }
+
+    /// The process's shared topology: its internet and public hosts, made
+    /// on first use; `#[netns_test(nat = "…")]` adds each test's network
+    /// to it.
+    pub fn shared() -> Result<Topology> {
+        let mut shared = lock(&SHARED);
+        if let Some(topology) = &*shared {
+            return Ok(topology.clone());
+        }
+        let topology = Topology::empty()?;
+        *shared = Some(topology.clone());
+        Ok(topology)
+    }
+
+    /// The internet and its hosts, without networks.
+    fn empty() -> Result<Topology> {
+        let started = std::time::Instant::now();
+        let mut hosts = Vec::new();
+        let internet = LabBuilder::default()
+            .subnet(INTERNET_SUBNET)
+            .bridge("inet")
+            .build_segment(|rtnl, bridge| {
+                for (i, addrs) in HOST_ADDRS.into_iter().enumerate() {
+                    hosts.push(public_host(rtnl, bridge, i + 1, addrs)?);
+                }
+                let outside = hosts[0]
+                    .netns
+                    .try_clone()
+                    .map_err(|e| Error::os("duplicate a public host's namespace descriptor", e))?;
+                Ok((HOST_ADDRS[0][0], outside))
+            })?;
+        for addr in HOST_ADDRS.iter().flatten() {
+            internet.inner.reserve(*addr);
+        }
+        tracing::debug!(elapsed = ?started.elapsed(), "internet built");
+        Ok(Topology {
+            inner: Arc::new(Inner {
+                internet,
+                hosts,
+                members: Mutex::new(Vec::new()),
+                taken: Mutex::new(Vec::new()),
+                seed: seed(),
+            }),
+        })
+    }
+
+    /// Adds `network` (checked against the networks there are), and
+    /// returns it. With [`Preset::Cgnat`], its carrier's network comes
+    /// first, named `<name>-carrier`.
+    pub fn add(&self, network: Network) -> Result<Lab> {
+        self.make(&network, true)
+    }
+
+    /// A network as `add` makes it, registered by name or (a test's
+    /// network) not.
+    pub(crate) fn make(&self, network: &Network, register: bool) -> Result<Lab> {
+        crate::common::names::validate(&network.name)?;
+        if register && self.find(&network.name).is_some() {
+            return Err(invalid(
+                &network.name,
+                "is a network of the topology already; choose another name",
+            ));
+        }
+        if network.behaviour == Behaviour::Preset(Preset::Cgnat) {
+            let carrier = Network {
+                name: format!("{}-carrier", network.name),
+                subnet: None,
+                behind: network.behind.clone(),
+                behaviour: Behaviour::Preset(Preset::PortRestrictedCone),
+            };
+            let carrier_lab = self.build_one(&carrier, CARRIER_POOL)?;
+            let home = Network {
+                behaviour: Behaviour::Preset(Preset::PortRestrictedCone),
+                ..network.clone()
+            };
+            let lab = self.build_on(&home, &carrier_lab.inner, PRIVATE_POOL)?;
+            if register {
+                self.register(&carrier.name, carrier_lab);
+                self.register(&network.name, lab.clone());
+            }
+            return Ok(lab);
+        }
+        let pool = match network.router() {
+            Router::Routed => PUBLIC_POOL,
+            _ => PRIVATE_POOL,
+        };
+        let lab = self.build_one(network, pool)?;
+        if register {
+            self.register(&network.name, lab.clone());
+        }
+        Ok(lab)
+    }
+
+    fn register(&self, name: &str, lab: Lab) {
+        lock(&self.inner.members).push(Member {
+            name: name.to_owned(),
+            subnet: lab.subnet(),
+            lab,
+        });
+    }
+
+    fn find(&self, name: &str) -> Option<Lab> {
+        lock(&self.inner.members)
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.lab.clone())
+    }
+
+    /// Builds `network` behind its upstream (the internet unless it says).
+    fn build_one(&self, network: &Network, pool: (Ipv4Addr, u8, u8)) -> Result<Lab> {
+        match &network.behind {
+            None => self.build_on(network, &self.inner.internet.inner, pool),
+            Some(upstream) => {
+                let Some(up) = self.find(upstream) else {
+                    return Err(invalid(
+                        &network.name,
+                        &format!("is behind {upstream:?}, which is not a network of the topology"),
+                    ));
+                };
+                if network.router() == Router::Routed {
+                    return Err(invalid(
+                        &network.name,
+                        "routes public addresses (no NAT), so it must be on the internet; \
+                         drop .behind, or give it a NAT",
+                    ));
+                }
+                self.build_on(network, &up.inner, pool)
+            }
+        }
+    }
+
+    fn build_on(
+        &self,
+        network: &Network,
+        upstream: &Arc<LabInner>,
+        pool: (Ipv4Addr, u8, u8),
+    ) -> Result<Lab> {
+        let subnet = self.take_subnet(network, pool)?;
+        let outside = self.inner.hosts[0]
+            .netns
+            .try_clone()
+            .map_err(|e| Error::os("duplicate a public host's namespace descriptor", e))?;
+        let built = LabBuilder::default()
+            .subnet(&subnet.to_string())
+            .build_behind(
+                upstream,
+                network.router(),
+                (HOST_ADDRS[0][0], outside),
+                self.inner.seed,
+            );
+        if built.is_err() {
+            lock(&self.inner.taken).retain(|(_, s)| *s != subnet);
+        }
+        built
+    }
+
+    /// The network's subnet, as given or the next free one of `pool`,
+    /// checked against every other network's and taken.
+    fn take_subnet(&self, network: &Network, pool: (Ipv4Addr, u8, u8)) -> Result<Ipv4Subnet> {
+        let mut taken = lock(&self.inner.taken);
+        let subnet = match &network.subnet {
+            Some(text) => text.parse()?,
+            None => {
+                let (base, prefix, size) = pool;
+                let block = Ipv4Subnet::new(base, prefix)?;
+                let count = 1u32 << (size - prefix);
+                (0..count)
+                    .filter_map(|i| {
+                        let first = u32::from(base) + (i << (32 - size));
+                        Ipv4Subnet::new(Ipv4Addr::from(first), size).ok()
+                    })
+                    .find(|s| !taken.iter().any(|(_, t)| t.overlaps(s)))
+                    .ok_or_else(|| {
+                        invalid(
+                            &network.name,
+                            &format!("needs a subnet, and every one of {block} is taken; give it one with .subnet"),
+                        )
+                    })?
+            }
+        };
+        check_overlap(&network.name, subnet, &taken)?;
+        taken.push((network.name.clone(), subnet));
+        Ok(subnet)
+    }
+
+    /// The network named `name`.
+    pub fn network(&self, name: &str) -> Result<Lab> {
+        self.find(name).ok_or_else(|| {
+            let members = lock(&self.inner.members);
+            let known: Vec<_> = members.iter().map(|m| m.name.as_str()).collect();
+            invalid(
+                name,
+                &format!(
+                    "is not a network of the topology; its networks are {}",
+                    known.join(", ")
+                ),
+            )
+        })
+    }
+
+    /// The internet's public hosts: `host1` and `host2`.
+    pub fn hosts(&self) -> &[PublicHost] {
+        &self.inner.hosts
+    }
+
+    /// The internet segment, as a lab without NAT: spawn servers with
+    /// public addresses on it ([`Lab::spawn`]); its gateway is the core
+    /// router every network's router and public host routes through.
+    pub fn internet(&self) -> &Lab {
+        &self.inner.internet
+    }
+}
+
+/// The seed of the routers' port-choosing hash: from
+/// [`SEED_VAR`](crate::SEED_VAR) when set, else random.
+fn seed() -> u32 {
+    let seed = crate::common::settings::get().seed.unwrap_or_else(|| {
+        use std::hash::{BuildHasher, RandomState};
+        RandomState::new().hash_one(std::process::id())
+    });
+    (seed ^ (seed >> 32)) as u32
+}
+
+/// Public host number `n`: a namespace with `eth0` on the internet's
+/// bridge, holding `addrs`, its default route through the core router,
+/// and a STUN responder.
+fn public_host(
+    internet: &mut Rtnl,
+    bridge: u32,
+    n: usize,
+    addrs: [Ipv4Addr; 2],
+) -> Result<PublicHost> {
+    let name = format!("host{n}");
+    let (netns, mut rtnl) = crate::kernel::userns::create_netns(crate::network::lab::outside_host)?;
+    internet.add_veth(
+        &format!("h{n}"),
+        Some(bridge),
+        &Peer {
+            name: "eth0",
+            netns: netns.as_fd(),
+            mac: Some(mac_for(addrs[0])),
+        },
+    )?;
+    let eth0 = rtnl.link_index("eth0")?;
+    rtnl.set_up(eth0)?;
+    for addr in addrs {
+        rtnl.add_address(eth0, addr, INTERNET_PREFIX)?;
+    }
+    rtnl.add_route(Ipv4Addr::UNSPECIFIED, 0, CORE)?;
+    wait_for(&name, "come up", || Ok(rtnl.link_state("eth0")?.up))?;
+    let responder = crate::kernel::netns::run_in(netns.as_fd(), || {
+        Responder::start(addrs[0].into(), addrs[1].into(), STUN_PORTS)
+    })?;
+    Ok(PublicHost {
+        name,
+        addrs,
+        netns,
+        _responder: responder,
+    })
+}
