@@ -37,6 +37,7 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("ss", "iproute2"),
     ("tc", "iproute2"),
     ("tcpdump", "tcpdump"),
+    ("turnutils_natdiscovery", "coturn"),
     ("unshare", "util-linux"),
 ];
 
