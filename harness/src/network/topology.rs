@@ -625,3 +625,37 @@ fn public_host(
         _responder: responder,
     })
 }
+
+/// What a network of a topology knows of its place in it.
+impl Lab {
+    /// The NAT of the lab's router, for a network of a [`Topology`] that
+    /// translates: its mapping and filtering behaviours, hairpinning and
+    /// UDP timeout. `None` for a routed network ([`Preset::None`]) and for
+    /// the default lab, whose router is the kernel's masquerade.
+    pub fn nat(&self) -> Option<Nat> {
+        match self.inner.uplink().router {
+            Router::Translating(nat) => Some(nat),
+            Router::Masquerade | Router::Routed => None,
+        }
+    }
+
+    /// The addresses of the internet's public hosts (two each, primary
+    /// first), for a network of a [`Topology`]; empty for the default lab.
+    pub fn public_hosts(&self) -> Vec<[Ipv4Addr; 2]> {
+        if self.inner.uplink().internet {
+            HOST_ADDRS.to_vec()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The primary endpoint of each public host's STUN responder (see
+    /// [`PublicHost::stun`]), for a network of a [`Topology`]; empty for
+    /// the default lab.
+    pub fn stun_servers(&self) -> Vec<SocketAddr> {
+        self.public_hosts()
+            .into_iter()
+            .map(|[primary, _]| SocketAddr::V4(SocketAddrV4::new(primary, STUN_PORTS[0])))
+            .collect()
+    }
+}

@@ -2,6 +2,7 @@
 //! network at the moment it failed, a pcap of its traffic, and, on request,
 //! the network itself kept alive to be entered with `nsenter`.
 
+use crate::common::nat::Router;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::IpAddr;
@@ -144,7 +145,12 @@ pub(crate) fn report(
         .collect();
     let mut nat = Vec::new();
     if lab.gateway4().is_some() {
-        nat.push(format!("NAT as {}", lab.public_addr4()));
+        let public = lab.public_addr4();
+        nat.push(match lab.inner.uplink().router {
+            Router::Masquerade => format!("NAT as {public}"),
+            Router::Translating(behaviour) => format!("NAT as {public} ({behaviour})"),
+            Router::Routed => format!("routed, no NAT, via {public}"),
+        });
     }
     match lab.public_addr6() {
         Some(public) if lab.inner.addressing().nat66 => nat.push(format!("NAT66 as {public}")),

@@ -1,0 +1,310 @@
+//! Topologies and NAT behaviours, measured: every preset classifies as
+//! configured by the harness's RFC 5780 client, by coturn's
+//! `turnutils_natdiscovery`, and the mappings it saw are the router's
+//! conntrack entries as the `conntrack` tool lists them; chained carrier
+//! NAT, port forwards, hairpinning, the UDP timeout, a flush, bad input;
+//! and the hole-punching example's matrix against RFC 4787's prediction.
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use netns_harness::prelude::*;
+use netns_harness::stun::{self, Behaviour};
+use netns_harness::{Error, Filtering, Mapping, Nat, Network, Preset, Protocol, Topology};
+use netns_harness_suite::{in_netns, needs, open_descriptors, run_in_netns};
+
+const CLASSIFY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the preset's router should measure as, from behind it.
+fn expected(preset: Preset) -> (bool, Mapping, Filtering) {
+    match preset.nat() {
+        Some(nat) => (true, nat.mapping, nat.filtering),
+        None => (false, Mapping::EndpointIndependent, Filtering::EndpointIndependent),
+    }
+}
+
+/// Classifies the test's router from its container, checks the verdict
+/// against `preset`, and each mapping seen against the router's conntrack
+/// table as the `conntrack` tool lists it.
+fn classifies_as(net: &Net, preset: Preset) {
+    let lab = net.lab();
+    let server = lab.stun_servers()[0];
+    let behaviour = stun::classify(server, CLASSIFY_TIMEOUT).unwrap();
+    let (translated, mapping, filtering) = expected(preset);
+    assert_eq!(
+        (behaviour.translated, behaviour.mapping, behaviour.filtering),
+        (translated, mapping, filtering),
+        "{preset} measured as {behaviour}"
+    );
+    assert!(behaviour.hairpinning, "{preset}: no hairpinning: {behaviour}");
+    mappings_are_conntracks(net, preset, &behaviour);
+}
+
+/// Every mapping the classifier saw is an entry of the router's conntrack
+/// table: the container's endpoint to the server, translated to the
+/// public endpoint the server reported (the home router's side of it for
+/// carrier NAT, whose public address is the carrier's).
+fn mappings_are_conntracks(net: &Net, preset: Preset, behaviour: &Behaviour) {
+    let lab = net.lab();
+    let listing = in_netns(lab.lab_netns(), "conntrack", &["-L", "-p", "udp"]);
+    for seen in &behaviour.observations {
+        let wanted = format!(
+            "src={} dst={} sport={} dport={}",
+            net.addr(),
+            seen.server.ip(),
+            seen.local.port(),
+            seen.server.port()
+        );
+        let line = listing
+            .lines()
+            .find(|l| l.contains(&wanted))
+            .unwrap_or_else(|| panic!("conntrack -L lists no {wanted}:\n{listing}"));
+        match preset {
+            Preset::None => assert!(line.contains(&format!("dst={} sport={}", net.addr(), seen.server.port())), "{line}"),
+            Preset::Cgnat => {
+                assert!(line.contains(&format!("dst={} ", lab.public_addr())), "{line}");
+                assert_ne!(seen.mapped.ip(), lab.public_addr(), "carrier NAT shows the carrier's address");
+            }
+            _ => assert!(
+                line.contains(&format!(
+                    "src={} dst={} sport={} dport={}",
+                    seen.server.ip(),
+                    seen.mapped.ip(),
+                    seen.server.port(),
+                    seen.mapped.port()
+                )),
+                "the router's reply tuple is not the mapping the server saw ({}): {line}",
+                seen.mapped
+            ),
+        }
+    }
+}
+
+#[needs("conntrack")]
+#[netns_test(nat = "full-cone")]
+fn full_cone_measures_as_configured(net: Net) {
+    classifies_as(&net, Preset::FullCone);
+}
+
+#[needs("conntrack")]
+#[netns_test(nat = "restricted-cone")]
+fn restricted_cone_measures_as_configured(net: Net) {
+    classifies_as(&net, Preset::RestrictedCone);
+}
+
+#[needs("conntrack")]
+#[netns_test(nat = "port-restricted-cone")]
+fn port_restricted_cone_measures_as_configured(net: Net) {
+    classifies_as(&net, Preset::PortRestrictedCone);
+}
+
+#[needs("conntrack")]
+#[netns_test(nat = "symmetric")]
+fn symmetric_measures_as_configured(net: Net) {
+    classifies_as(&net, Preset::Symmetric);
+}
+
+#[needs("conntrack")]
+#[netns_test(nat = "none")]
+fn no_nat_measures_as_routed(net: Net) {
+    classifies_as(&net, Preset::None);
+    assert_eq!(net.lab().nat(), None);
+}
+
+#[needs("conntrack")]
+#[netns_test(nat = "cgnat")]
+fn carrier_nat_measures_as_a_port_restricted_cone_behind_shared_space(net: Net) {
+    classifies_as(&net, Preset::Cgnat);
+    let Some(std::net::IpAddr::V4(public)) = Some(net.public_addr()) else {
+        unreachable!()
+    };
+    let shared: netns_harness::Ipv4Subnet = "100.64.0.0/10".parse().unwrap();
+    assert!(shared.contains(public), "the home router's public side is {public}");
+}
+
+/// coturn's NAT discovery client agrees with the harness's, against the
+/// harness's responders.
+fn natdiscovery_agrees(net: &Net, preset: Preset) {
+    let server = net.lab().stun_servers()[0];
+    let out = std::process::Command::new("turnutils_natdiscovery")
+        .args(["-m", "-f", &server.ip().to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let (_, mapping, filtering) = expected(preset);
+    let mapping = match mapping {
+        Mapping::EndpointIndependent => "Endpoint Independent Mapping",
+        Mapping::AddressDependent => "Address Dependent Mapping",
+        Mapping::AddressAndPortDependent => "Address and Port Dependent Mapping",
+    };
+    let filtering = match filtering {
+        Filtering::EndpointIndependent => "Endpoint Independent Filtering",
+        Filtering::AddressDependent => "Address Dependent Filtering",
+        Filtering::AddressAndPortDependent => "Address and Port Dependent Filtering",
+    };
+    assert!(text.contains(mapping), "{preset}: natdiscovery says:\n{text}");
+    assert!(text.contains(filtering), "{preset}: natdiscovery says:\n{text}");
+}
+
+#[needs("turnutils_natdiscovery")]
+#[netns_test(nat = "restricted-cone")]
+fn natdiscovery_measures_restricted_cone(net: Net) {
+    natdiscovery_agrees(&net, Preset::RestrictedCone);
+}
+
+#[needs("turnutils_natdiscovery")]
+#[netns_test(nat = "symmetric")]
+fn natdiscovery_measures_symmetric(net: Net) {
+    natdiscovery_agrees(&net, Preset::Symmetric);
+}
+
+#[needs("turnutils_natdiscovery")]
+#[netns_test(nat = "full-cone")]
+fn natdiscovery_measures_full_cone(net: Net) {
+    natdiscovery_agrees(&net, Preset::FullCone);
+}
+
+/// Two NATs of a topology built by hand, each measured from a container
+/// behind it, with the routers' tables as `conntrack` lists them.
+#[test]
+fn a_topology_of_two_nats_measures_each_as_configured() {
+    let topology = Topology::builder()
+        .network(Network::new("home").preset(Preset::FullCone))
+        .network(Network::new("office").subnet("10.9.0.0/24").nat(Nat::new(
+            Mapping::AddressDependent,
+            Filtering::AddressDependent,
+        )))
+        .build()
+        .unwrap();
+    assert_eq!(topology.hosts().len(), 2);
+    for (name, mapping, filtering) in [
+        ("home", Mapping::EndpointIndependent, Filtering::EndpointIndependent),
+        ("office", Mapping::AddressDependent, Filtering::AddressDependent),
+    ] {
+        let lab = topology.network(name).unwrap();
+        let server = topology.hosts()[1].stun();
+        let out = lab
+            .spawn(&Spec::function(classify_and_print).arg(server.to_string()))
+            .unwrap()
+            .output(Duration::from_secs(20))
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{name}: {text}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains(&format!("{mapping}, {filtering}")), "{name}: {text}");
+        let (ok, listing) = run_in_netns(lab.lab_netns(), "conntrack", &["-L", "-p", "udp"]);
+        assert!(ok && listing.contains(&format!("dst={}", lab.public_addr())), "{listing}");
+    }
+    assert_eq!(topology.network("office").unwrap().subnet().to_string(), "10.9.0.0/24");
+}
+
+/// In a container: classifies the router against the STUN server given
+/// as argument and prints the verdict.
+fn classify_and_print() {
+    let server: SocketAddr = std::env::args().nth(1).unwrap().parse().unwrap();
+    println!("{}", stun::classify(server, CLASSIFY_TIMEOUT).unwrap());
+}
+
+/// Bad topologies are typed errors, found before anything is made.
+#[test]
+fn bad_topologies_are_typed_errors_that_leave_nothing() {
+    let before = open_descriptors();
+    let cases: [(TopologyCase, &str); 6] = [
+        (
+            &|| vec![Network::new("a").subnet("10.1.0.0/16"), Network::new("b").subnet("10.1.2.0/24")],
+            "network \"b\" has subnet 10.1.2.0/24, which overlaps 10.1.0.0/16 of a",
+        ),
+        (&|| vec![Network::new("a").behind("a")], "network \"a\" is behind itself"),
+        (
+            &|| vec![Network::new("a").behind("b"), Network::new("b").behind("a")],
+            "is in a cycle (a behind b behind a)",
+        ),
+        (&|| vec![Network::new("a").behind("nowhere")], "is behind \"nowhere\", which is not a network"),
+        (&|| vec![Network::new("a"), Network::new("a")], "network \"a\" is named twice"),
+        (
+            &|| vec![Network::new("c"), Network::new("r").preset(Preset::None).behind("c")],
+            "routes public addresses (no NAT), so it must be on the internet",
+        ),
+    ];
+    for (networks, message) in cases {
+        let builder = networks()
+            .into_iter()
+            .fold(Topology::builder(), |b, n| b.network(n));
+        let err = builder.build().unwrap_err();
+        assert!(matches!(err, Error::InvalidTopology { .. }), "{err:?}");
+        assert!(err.to_string().contains(message), "{err}");
+    }
+    let err = "cone".parse::<Preset>().unwrap_err();
+    assert!(matches!(err, Error::InvalidNat { .. }), "{err:?}");
+    let err = Topology::builder()
+        .network(Network::new("x").subnet("203.0.113.0/25"))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("overlaps 203.0.113.0/24 of the internet"), "{err}");
+    assert_eq!(open_descriptors(), before, "a failed build left descriptors open");
+}
+
+type TopologyCase = &'static dyn Fn() -> Vec<Network>;
+
+/// In a container: a UDP echo server on the port given as argument.
+fn udp_echo() {
+    let port: u16 = std::env::args().nth(1).unwrap().parse().unwrap();
+    let socket = UdpSocket::bind(("0.0.0.0", port)).unwrap();
+    println!("listening");
+    let mut buf = [0u8; 512];
+    loop {
+        let (n, from) = socket.recv_from(&mut buf).unwrap();
+        socket.send_to(&buf[..n], from).unwrap();
+    }
+}
+
+/// Sends `text` from a fresh socket in the calling thread's namespace to
+/// `to` and waits up to `wait` for the echo.
+fn echoed(to: SocketAddr, text: &str, wait: Duration) -> bool {
+    let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+    socket.set_read_timeout(Some(wait)).unwrap();
+    socket.send_to(text.as_bytes(), to).unwrap();
+    let mut buf = [0u8; 512];
+    matches!(socket.recv_from(&mut buf), Ok((n, _)) if &buf[..n] == text.as_bytes())
+}
+
+/// A port forward reaches the container from a public host, and, with
+/// hairpinning, from a neighbour on the LAN; a second forward of the same
+/// port is a typed error; the `nft` tool lists the forward.
+#[needs("nft")]
+#[test]
+fn a_port_forward_reaches_the_container_from_the_internet_and_the_lan() {
+    let topology = Topology::builder()
+        .network(Network::new("home").preset(Preset::PortRestrictedCone))
+        .build()
+        .unwrap();
+    let home = topology.network("home").unwrap();
+    let mut server = home.spawn(&Spec::function(udp_echo).arg("5000").stdout(Stdio::Piped)).unwrap();
+    netns_harness_suite::read_line(server.take_stdout().unwrap());
+    let Some(std::net::IpAddr::V4(public)) = Some(home.public_addr()) else {
+        unreachable!()
+    };
+    let to = SocketAddr::new(server.addr(), 5000);
+    home.forward(Protocol::Udp, 40000, to).unwrap();
+    let err = home.forward(Protocol::Udp, 40000, to).unwrap_err();
+    assert!(matches!(err, Error::PortForwarded { port: 40000, .. }), "{err:?}");
+    let listing = in_netns(home.lab_netns(), "nft", &["list", "ruleset"]);
+    assert!(listing.contains(&format!("udp . 40000 : {} . 5000", server.addr())), "{listing}");
+    let front = SocketAddr::from((public, 40000));
+    let from_host = netns_harness_suite::with_netns(topology.hosts()[0].netns(), || {
+        echoed(front, "from host1", Duration::from_secs(2))
+    });
+    assert!(from_host, "the forward did not reach the container from host1");
+    let neighbour = home
+        .spawn(&Spec::function(echo_once).arg(front.to_string()))
+        .unwrap()
+        .output(Duration::from_secs(5))
+        .unwrap();
+    assert!(neighbour.status.success(), "hairpinned forward: {:?}", neighbour);
+    let _ = Ipv4Addr::UNSPECIFIED;
+}
+
+/// In a container: succeeds when the echo server at the argument answers.
+fn echo_once() {
+    let to: SocketAddr = std::env::args().nth(1).unwrap().parse().unwrap();
+    assert!(echoed(to, "hairpin", Duration::from_secs(2)));
+}
