@@ -84,7 +84,7 @@
 //! 3. `network`: network objects: `lab` ([`Lab`]).
 //! 4. `process`: processes on a lab: `container` ([`Container`], [`Spec`]).
 //! 5. `tools`: [`probe`], [`capture`], [`conntrack`], [`matrix`],
-//!    [`doctor`], `snapshot` (a network's state as text) and `failure`
+//!    [`doctor`], [`stun`], `snapshot` (a network's state as text) and `failure`
 //!    (what a failed test leaves: its report, its pcap, its network kept on
 //!    request).
 //! 6. `test`: the runtime behind [`netns_test`] (`runner`), [`Net`],
@@ -111,6 +111,7 @@ mod tools;
 #[cfg(feature = "capture")]
 pub use tools::capture;
 pub use tools::doctor;
+pub use tools::stun;
 #[cfg(feature = "probe")]
 pub use tools::{conntrack, matrix, probe};
 
