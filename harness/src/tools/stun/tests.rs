@@ -1,6 +1,9 @@
 //! Unit tests of `stun`: the codec against RFC 5769's vectors and bad
 //! datagrams, and a responder and the classifier on the loopback of a
-//! network namespace of the test's own.
+//! network namespace of the test's own; the classifier's tests in
+//! `classify`.
+
+mod classify;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
@@ -9,7 +12,6 @@ use std::time::{Duration, Instant};
 use super::client::{self, receive};
 use super::message::{Attribute, Change, Class, Message, TransactionId};
 use super::*;
-use crate::common::nat::{Filtering, Mapping};
 
 /// Bytes from a hex dump ("01 01 00 3c …").
 fn hex(dump: &str) -> Vec<u8> {
@@ -210,7 +212,7 @@ fn retransmissions_double_and_stay_within_the_timeout() {
 
 /// Runs `test` in a fresh network namespace whose `lo` is up: 127.0.0.1
 /// and 127.0.0.2 are there, and nothing else.
-fn on_private_loopback<T: Send>(test: impl FnOnce() -> T + Send) -> T {
+pub(super) fn on_private_loopback<T: Send>(test: impl FnOnce() -> T + Send) -> T {
     let (netns, ()) = crate::kernel::userns::create_netns(|| {
         let lo = crate::kernel::sys::if_index("lo").map_err(|e| crate::Error::os("find lo", e))?;
         crate::kernel::rtnl::Rtnl::open("stun test")?.set_up(lo)
@@ -219,8 +221,8 @@ fn on_private_loopback<T: Send>(test: impl FnOnce() -> T + Send) -> T {
     crate::kernel::netns::run_in(netns.as_fd(), || Ok(test())).unwrap()
 }
 
-const PRIMARY: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
-const ALTERNATE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+pub(super) const PRIMARY: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+pub(super) const ALTERNATE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
 /// One request from `socket` to `to`, asking for `change`; the answer's
 /// datagram source and message.
@@ -363,51 +365,6 @@ fn a_request_nobody_answers_is_none_after_three_sends() {
         }
         assert_eq!(requests, 3);
     });
-}
-
-#[test]
-fn on_loopback_classify_finds_no_nat_and_records_every_mapping() {
-    on_private_loopback(|| {
-        let responder = Responder::start(PRIMARY, ALTERNATE, [3478, 3479]).unwrap();
-        let server = responder.addrs()[0];
-        let behaviour = classify(server, Duration::from_secs(2)).unwrap();
-        assert!(!behaviour.translated, "{behaviour:?}");
-        assert_eq!(behaviour.mapping, Mapping::EndpointIndependent);
-        assert_eq!(behaviour.filtering, Filtering::EndpointIndependent);
-        assert!(behaviour.hairpinning);
-        assert_eq!(
-            behaviour.to_string(),
-            "no NAT: endpoint-independent mapping, endpoint-independent filtering, hairpinning"
-        );
-        // Mapping: tests I and II; filtering: test I and test II answered;
-        // hairpinning: test I.
-        let to: Vec<SocketAddr> = behaviour.observations.iter().map(|o| o.server).collect();
-        let alternate_same_port = SocketAddr::new(ALTERNATE, 3478);
-        assert_eq!(to, [server, alternate_same_port, server, server, server]);
-        for observation in &behaviour.observations {
-            assert_eq!(observation.local, observation.mapped, "{observation:?}");
-            assert_eq!(observation.local.ip(), PRIMARY);
-        }
-        // Three fresh sockets with a mapping each.
-        let mut locals: Vec<_> = behaviour.observations.iter().map(|o| o.local).collect();
-        locals.dedup();
-        assert_eq!(locals.len(), 3, "{:?}", behaviour.observations);
-    });
-}
-
-#[test]
-fn a_behaviour_reads_as_one_line() {
-    let behaviour = Behaviour {
-        translated: true,
-        mapping: Mapping::EndpointIndependent,
-        filtering: Filtering::AddressAndPortDependent,
-        hairpinning: false,
-        observations: Vec::new(),
-    };
-    assert_eq!(
-        behaviour.to_string(),
-        "NAT: endpoint-independent mapping, address-and-port-dependent filtering, no hairpinning"
-    );
 }
 
 #[test]
