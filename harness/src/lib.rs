@@ -4,7 +4,8 @@
 //! Most users only write [`netns_test`]: the body of such a test runs in a
 //! container of its own, with a [`Net`] to reach its gateway, the NAT, the
 //! outside host and peers it starts. [`probe`] checks reachability (ICMP,
-//! TCP, UDP), [`capture`] what crossed a link, [`matrix`] who reaches whom;
+//! TCP, UDP), [`capture`] what crossed a link, [`matrix`] who reaches whom,
+//! [`stun`] how a NAT maps, filters and hairpins (RFC 5780);
 //! [`doctor`] says whether a machine can run all this.
 //!
 //! Underneath, a [`Lab`] is a bridge with a gateway, NAT (masquerade) and an "outside"
