@@ -4,7 +4,8 @@
 //! Most users only write [`netns_test`]: the body of such a test runs in a
 //! container of its own, with a [`Net`] to reach its gateway, the NAT, the
 //! outside host and peers it starts. [`probe`] checks reachability (ICMP,
-//! TCP, UDP), [`capture`] what crossed a link, [`matrix`] who reaches whom;
+//! TCP, UDP), [`capture`] what crossed a link, [`matrix`] who reaches whom,
+//! [`stun`] how a NAT maps, filters and hairpins (RFC 5780);
 //! [`doctor`] says whether a machine can run all this.
 //!
 //! Underneath, a [`Lab`] is a bridge with a gateway, NAT (masquerade) and an "outside"
@@ -84,7 +85,7 @@
 //! 3. `network`: network objects: `lab` ([`Lab`]).
 //! 4. `process`: processes on a lab: `container` ([`Container`], [`Spec`]).
 //! 5. `tools`: [`probe`], [`capture`], [`conntrack`], [`matrix`],
-//!    [`doctor`], `snapshot` (a network's state as text) and `failure`
+//!    [`doctor`], [`stun`], `snapshot` (a network's state as text) and `failure`
 //!    (what a failed test leaves: its report, its pcap, its network kept on
 //!    request).
 //! 6. `test`: the runtime behind [`netns_test`] (`runner`), [`Net`],
@@ -111,6 +112,7 @@ mod tools;
 #[cfg(feature = "capture")]
 pub use tools::capture;
 pub use tools::doctor;
+pub use tools::stun;
 #[cfg(feature = "probe")]
 pub use tools::{conntrack, matrix, probe};
 

@@ -3,8 +3,8 @@
 //! layers.
 
 pub(crate) mod error;
-pub(crate) mod nat;
 pub(crate) mod names;
+pub(crate) mod nat;
 pub(crate) mod protocol;
 pub(crate) mod settings;
 pub(crate) mod subnet;

@@ -238,7 +238,10 @@ impl FromStr for Preset {
             .find(|p| p.name() == name)
             .ok_or_else(|| Error::InvalidNat {
                 nat: name.to_owned(),
-                reason: format!("no NAT preset has this name; the presets are {}", Preset::names()),
+                reason: format!(
+                    "no NAT preset has this name; the presets are {}",
+                    Preset::names()
+                ),
             })
     }
 }
@@ -254,12 +257,19 @@ mod tests {
         }
         let message = "cone".parse::<Preset>().unwrap_err().to_string();
         assert!(message.contains("\"cone\""), "{message}");
-        assert!(message.contains("\"full-cone\", \"restricted-cone\""), "{message}");
+        assert!(
+            message.contains("\"full-cone\", \"restricted-cone\""),
+            "{message}"
+        );
     }
 
     #[test]
     fn the_cone_presets_map_independently_of_the_endpoint() {
-        for preset in [Preset::FullCone, Preset::RestrictedCone, Preset::PortRestrictedCone] {
+        for preset in [
+            Preset::FullCone,
+            Preset::RestrictedCone,
+            Preset::PortRestrictedCone,
+        ] {
             assert_eq!(preset.nat().unwrap().mapping, Mapping::EndpointIndependent);
         }
         assert_eq!(

@@ -1,5 +1,5 @@
 //! Tools on top of labs and containers: probing, capture, conntrack, the
-//! reachability matrix, the doctor, and what a failed test leaves. Uses the
+//! reachability matrix, the doctor, STUN, and what a failed test leaves. Uses the
 //! layers below.
 
 #[cfg(feature = "capture")]
@@ -17,3 +17,4 @@ pub mod matrix;
 #[cfg_attr(docsrs, doc(cfg(feature = "probe")))]
 pub mod probe;
 pub(crate) mod snapshot;
+pub mod stun;
