@@ -82,10 +82,13 @@
 //!    the creation of processes: `prexec` (the child's code between clone
 //!    and exec), `spawner` (the clone), `userns` (the labs' user
 //!    namespace and its holders).
-//! 3. `network`: network objects: `lab` ([`Lab`]).
+//! 3. `network`: network objects: `lab` ([`Lab`]), `topology`
+//!    ([`Topology`]: networks behind NATs of chosen behaviours), [`stun`]
+//!    (the public hosts' responders and the RFC 5780 classifier), `link`,
+//!    `fault`, `hosts`.
 //! 4. `process`: processes on a lab: `container` ([`Container`], [`Spec`]).
 //! 5. `tools`: [`probe`], [`capture`], [`conntrack`], [`matrix`],
-//!    [`doctor`], [`stun`], `snapshot` (a network's state as text) and `failure`
+//!    [`doctor`], `snapshot` (a network's state as text) and `failure`
 //!    (what a failed test leaves: its report, its pcap, its network kept on
 //!    request).
 //! 6. `test`: the runtime behind [`netns_test`] (`runner`), [`Net`],
@@ -112,7 +115,7 @@ mod tools;
 #[cfg(feature = "capture")]
 pub use tools::capture;
 pub use tools::doctor;
-pub use tools::stun;
+pub use network::stun;
 #[cfg(feature = "probe")]
 pub use tools::{conntrack, matrix, probe};
 

@@ -6,7 +6,7 @@ pub(crate) mod fault;
 pub(crate) mod hosts;
 pub(crate) mod lab;
 pub(crate) mod link;
-pub(crate) mod stun;
+pub mod stun;
 pub(crate) mod topology;
 
 /// What this process has in force that goes with it: its faults and the

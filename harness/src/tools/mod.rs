@@ -17,4 +17,3 @@ pub mod matrix;
 #[cfg_attr(docsrs, doc(cfg(feature = "probe")))]
 pub mod probe;
 pub(crate) mod snapshot;
-pub mod stun;
