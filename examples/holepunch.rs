@@ -59,7 +59,10 @@ fn peer() {
     // Register until the server knows both sides.
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut target = loop {
-        assert!(Instant::now() < deadline, "the rendezvous server never answered");
+        assert!(
+            Instant::now() < deadline,
+            "the rendezvous server never answered"
+        );
         let _ = socket.send_to(format!("REG {pair} {side}").as_bytes(), server);
         if let Ok((len, from)) = socket.recv_from(&mut buf)
             && from == server
@@ -141,7 +144,8 @@ fn main() -> Result<(), netns_harness::Error> {
             let pair = format!("p{i}{j}");
             let mut peers = Vec::new();
             for (side, preset) in [("a", a), ("b", b)] {
-                let network = topology.add(Network::new(&format!("{pair}{side}")).preset(preset))?;
+                let network =
+                    topology.add(Network::new(&format!("{pair}{side}")).preset(preset))?;
                 let spec = Spec::function(peer).args([&server_addr.to_string(), &pair, side]);
                 peers.push((network.spawn(&spec)?, network));
             }
@@ -159,7 +163,9 @@ fn main() -> Result<(), netns_harness::Error> {
     }
     let width = PRESETS.iter().map(|p| p.name().len()).max().unwrap_or(0);
     println!("UDP hole punching, peer A's NAT (rows) × peer B's NAT (columns):");
-    println!("  ✓ connected, · did not (as predicted); ✗ / ! connected / did not, against the prediction");
+    println!(
+        "  ✓ connected, · did not (as predicted); ✗ / ! connected / did not, against the prediction"
+    );
     print!("{:width$} ", "");
     for b in PRESETS {
         print!(" {:>w$}", b.name(), w = b.name().len());

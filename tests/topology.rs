@@ -19,7 +19,11 @@ const CLASSIFY_TIMEOUT: Duration = Duration::from_secs(5);
 fn expected(preset: Preset) -> (bool, Mapping, Filtering) {
     match preset.nat() {
         Some(nat) => (true, nat.mapping, nat.filtering),
-        None => (false, Mapping::EndpointIndependent, Filtering::EndpointIndependent),
+        None => (
+            false,
+            Mapping::EndpointIndependent,
+            Filtering::EndpointIndependent,
+        ),
     }
 }
 
@@ -36,7 +40,10 @@ fn classifies_as(net: &Net, preset: Preset) {
         (translated, mapping, filtering),
         "{preset} measured as {behaviour}"
     );
-    assert!(behaviour.hairpinning, "{preset}: no hairpinning: {behaviour}");
+    assert!(
+        behaviour.hairpinning,
+        "{preset}: no hairpinning: {behaviour}"
+    );
     mappings_are_conntracks(net, preset, &behaviour);
 }
 
@@ -60,10 +67,20 @@ fn mappings_are_conntracks(net: &Net, preset: Preset, behaviour: &Behaviour) {
             .find(|l| l.contains(&wanted))
             .unwrap_or_else(|| panic!("conntrack -L lists no {wanted}:\n{listing}"));
         match preset {
-            Preset::None => assert!(line.contains(&format!("dst={} sport={}", net.addr(), seen.server.port())), "{line}"),
+            Preset::None => assert!(
+                line.contains(&format!("dst={} sport={}", net.addr(), seen.server.port())),
+                "{line}"
+            ),
             Preset::Cgnat => {
-                assert!(line.contains(&format!("dst={} ", lab.public_addr())), "{line}");
-                assert_ne!(seen.mapped.ip(), lab.public_addr(), "carrier NAT shows the carrier's address");
+                assert!(
+                    line.contains(&format!("dst={} ", lab.public_addr())),
+                    "{line}"
+                );
+                assert_ne!(
+                    seen.mapped.ip(),
+                    lab.public_addr(),
+                    "carrier NAT shows the carrier's address"
+                );
             }
             _ => assert!(
                 line.contains(&format!(
@@ -119,7 +136,10 @@ fn carrier_nat_measures_as_a_port_restricted_cone_behind_shared_space(net: Net) 
         unreachable!()
     };
     let shared: netns_harness::Ipv4Subnet = "100.64.0.0/10".parse().unwrap();
-    assert!(shared.contains(public), "the home router's public side is {public}");
+    assert!(
+        shared.contains(public),
+        "the home router's public side is {public}"
+    );
 }
 
 /// coturn's NAT discovery client agrees with the harness's, against the
@@ -130,7 +150,8 @@ fn natdiscovery_agrees(net: &Net, preset: Preset) {
         .args(["-m", "-f", &server.ip().to_string()])
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     let (_, mapping, filtering) = expected(preset);
     let mapping = match mapping {
         Mapping::EndpointIndependent => "Endpoint Independent Mapping",
@@ -142,8 +163,14 @@ fn natdiscovery_agrees(net: &Net, preset: Preset) {
         Filtering::AddressDependent => "Address Dependent Filtering",
         Filtering::AddressAndPortDependent => "Address and Port Dependent Filtering",
     };
-    assert!(text.contains(mapping), "{preset}: natdiscovery says:\n{text}");
-    assert!(text.contains(filtering), "{preset}: natdiscovery says:\n{text}");
+    assert!(
+        text.contains(mapping),
+        "{preset}: natdiscovery says:\n{text}"
+    );
+    assert!(
+        text.contains(filtering),
+        "{preset}: natdiscovery says:\n{text}"
+    );
 }
 
 #[needs("turnutils_natdiscovery")]
@@ -178,8 +205,16 @@ fn a_topology_of_two_nats_measures_each_as_configured() {
         .unwrap();
     assert_eq!(topology.hosts().len(), 2);
     for (name, mapping, filtering) in [
-        ("home", Mapping::EndpointIndependent, Filtering::EndpointIndependent),
-        ("office", Mapping::AddressDependent, Filtering::AddressDependent),
+        (
+            "home",
+            Mapping::EndpointIndependent,
+            Filtering::EndpointIndependent,
+        ),
+        (
+            "office",
+            Mapping::AddressDependent,
+            Filtering::AddressDependent,
+        ),
     ] {
         let lab = topology.network(name).unwrap();
         let server = topology.hosts()[1].stun();
@@ -189,12 +224,25 @@ fn a_topology_of_two_nats_measures_each_as_configured() {
             .output(Duration::from_secs(20))
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{name}: {text}{}", String::from_utf8_lossy(&out.stderr));
-        assert!(text.contains(&format!("{mapping}, {filtering}")), "{name}: {text}");
+        assert!(
+            out.status.success(),
+            "{name}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains(&format!("{mapping}, {filtering}")),
+            "{name}: {text}"
+        );
         let (ok, listing) = run_in_netns(lab.lab_netns(), "conntrack", &["-L", "-p", "udp"]);
-        assert!(ok && listing.contains(&format!("dst={}", lab.public_addr())), "{listing}");
+        assert!(
+            ok && listing.contains(&format!("dst={}", lab.public_addr())),
+            "{listing}"
+        );
     }
-    assert_eq!(topology.network("office").unwrap().subnet().to_string(), "10.9.0.0/24");
+    assert_eq!(
+        topology.network("office").unwrap().subnet().to_string(),
+        "10.9.0.0/24"
+    );
 }
 
 /// In a container: classifies the router against the STUN server given
@@ -210,18 +258,37 @@ fn bad_topologies_are_typed_errors_that_leave_nothing() {
     let before = open_descriptors();
     let cases: [(TopologyCase, &str); 6] = [
         (
-            &|| vec![Network::new("a").subnet("10.1.0.0/16"), Network::new("b").subnet("10.1.2.0/24")],
+            &|| {
+                vec![
+                    Network::new("a").subnet("10.1.0.0/16"),
+                    Network::new("b").subnet("10.1.2.0/24"),
+                ]
+            },
             "network \"b\" has subnet 10.1.2.0/24, which overlaps 10.1.0.0/16 of a",
         ),
-        (&|| vec![Network::new("a").behind("a")], "network \"a\" is behind itself"),
+        (
+            &|| vec![Network::new("a").behind("a")],
+            "network \"a\" is behind itself",
+        ),
         (
             &|| vec![Network::new("a").behind("b"), Network::new("b").behind("a")],
             "is in a cycle (a behind b behind a)",
         ),
-        (&|| vec![Network::new("a").behind("nowhere")], "is behind \"nowhere\", which is not a network"),
-        (&|| vec![Network::new("a"), Network::new("a")], "network \"a\" is named twice"),
         (
-            &|| vec![Network::new("c"), Network::new("r").preset(Preset::None).behind("c")],
+            &|| vec![Network::new("a").behind("nowhere")],
+            "is behind \"nowhere\", which is not a network",
+        ),
+        (
+            &|| vec![Network::new("a"), Network::new("a")],
+            "network \"a\" is named twice",
+        ),
+        (
+            &|| {
+                vec![
+                    Network::new("c"),
+                    Network::new("r").preset(Preset::None).behind("c"),
+                ]
+            },
             "routes public addresses (no NAT), so it must be on the internet",
         ),
     ];
@@ -239,8 +306,16 @@ fn bad_topologies_are_typed_errors_that_leave_nothing() {
         .network(Network::new("x").subnet("203.0.113.0/25"))
         .build()
         .unwrap_err();
-    assert!(err.to_string().contains("overlaps 203.0.113.0/24 of the internet"), "{err}");
-    assert_eq!(open_descriptors(), before, "a failed build left descriptors open");
+    assert!(
+        err.to_string()
+            .contains("overlaps 203.0.113.0/24 of the internet"),
+        "{err}"
+    );
+    assert_eq!(
+        open_descriptors(),
+        before,
+        "a failed build left descriptors open"
+    );
 }
 
 type TopologyCase = &'static dyn Fn() -> Vec<Network>;
@@ -278,7 +353,9 @@ fn a_port_forward_reaches_the_container_from_the_internet_and_the_lan() {
         .build()
         .unwrap();
     let home = topology.network("home").unwrap();
-    let mut server = home.spawn(&Spec::function(udp_echo).arg("5000").stdout(Stdio::Piped)).unwrap();
+    let mut server = home
+        .spawn(&Spec::function(udp_echo).arg("5000").stdout(Stdio::Piped))
+        .unwrap();
     netns_harness_suite::read_line(server.take_stdout().unwrap());
     let Some(std::net::IpAddr::V4(public)) = Some(home.public_addr()) else {
         unreachable!()
@@ -286,20 +363,33 @@ fn a_port_forward_reaches_the_container_from_the_internet_and_the_lan() {
     let to = SocketAddr::new(server.addr(), 5000);
     home.forward(Protocol::Udp, 40000, to).unwrap();
     let err = home.forward(Protocol::Udp, 40000, to).unwrap_err();
-    assert!(matches!(err, Error::PortForwarded { port: 40000, .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::PortForwarded { port: 40000, .. }),
+        "{err:?}"
+    );
     let listing = in_netns(home.lab_netns(), "nft", &["list", "ruleset"]);
-    assert!(listing.contains(&format!("udp . 40000 : {} . 5000", server.addr())), "{listing}");
+    assert!(
+        listing.contains(&format!("udp . 40000 : {} . 5000", server.addr())),
+        "{listing}"
+    );
     let front = SocketAddr::from((public, 40000));
     let from_host = netns_harness_suite::with_netns(topology.hosts()[0].netns(), || {
         echoed(front, "from host1", Duration::from_secs(2))
     });
-    assert!(from_host, "the forward did not reach the container from host1");
+    assert!(
+        from_host,
+        "the forward did not reach the container from host1"
+    );
     let neighbour = home
         .spawn(&Spec::function(echo_once).arg(front.to_string()))
         .unwrap()
         .output(Duration::from_secs(5))
         .unwrap();
-    assert!(neighbour.status.success(), "hairpinned forward: {:?}", neighbour);
+    assert!(
+        neighbour.status.success(),
+        "hairpinned forward: {:?}",
+        neighbour
+    );
     let _ = Ipv4Addr::UNSPECIFIED;
 }
 

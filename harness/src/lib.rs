@@ -112,16 +112,15 @@ mod process;
 mod test;
 mod tools;
 
+pub use network::stun;
 #[cfg(feature = "capture")]
 pub use tools::capture;
 pub use tools::doctor;
-pub use network::stun;
 #[cfg(feature = "probe")]
 pub use tools::{conntrack, matrix, probe};
 
 pub use common::error::{Error, Result};
 pub use common::nat::{DEFAULT_UDP_TIMEOUT, Filtering, Mapping, Nat, Preset};
-pub use network::topology::{INTERNET_SUBNET, Network, PublicHost, STUN_PORTS, Topology, TopologyBuilder};
 pub use common::settings::{
     CAPTURE_VAR, KEEP_SECONDS_VAR, KEEP_VAR, ROOTLESS_VAR, SEED_VAR, SKIP_VAR,
 };
@@ -186,6 +185,9 @@ pub use network::fault::{Blackhole, Fault, Packets, Ways};
 pub use network::hosts::{GATEWAY_NAME, OUTSIDE_NAME};
 pub use network::lab::{DEFAULT_BRIDGE, DEFAULT_SUBNET, DEFAULT_SUBNET6, Lab, LabBuilder, UPLINK};
 pub use network::link::{Conditions, Direction, Distribution, Link, LinkDown, Loss};
+pub use network::topology::{
+    INTERNET_SUBNET, Network, PublicHost, STUN_PORTS, Topology, TopologyBuilder,
+};
 pub use process::container::{Container, Frozen, Fs, OUTPUT_LIMIT, Spec, Stdio};
 pub use test::net::Net;
 pub use test::runner::MAX_PEERS;

@@ -680,7 +680,9 @@ mod tests {
         assert!(error(quote!(private)).starts_with("unknown argument `private`"));
         assert!(error(quote!(network = "public")).starts_with("invalid network \"public\""));
         assert!(error(quote!(fs = "overlayfs")).starts_with("invalid fs \"overlayfs\""));
-        assert!(error(quote!(nat = "cone")).starts_with("invalid nat \"cone\": expected \"full-cone\""));
+        assert!(
+            error(quote!(nat = "cone")).starts_with("invalid nat \"cone\": expected \"full-cone\"")
+        );
         assert_eq!(
             error(quote!(nat = "symmetric", ip = "dual")),
             "a `nat` network carries IPv4 only; drop `ip = …` or `nat = …`"

@@ -12,8 +12,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::common::error::{Error, Result};
-use crate::common::protocol::HostEntry;
 use crate::common::nat::Uplink;
+use crate::common::protocol::HostEntry;
 use crate::common::subnet::Addressing;
 use crate::network::lab::{Lab, LabInner, outside_addrs};
 
@@ -281,7 +281,11 @@ mod tests {
             name: Some("runner_test".into()),
             aliases: Vec::new(),
         }];
-        Hosts::new(&addressing(Stack::V4), &crate::network::lab::DEFAULT_UPLINK, known)
+        Hosts::new(
+            &addressing(Stack::V4),
+            &crate::network::lab::DEFAULT_UPLINK,
+            known,
+        )
     }
 
     #[test]

@@ -43,8 +43,14 @@ const CORE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 pub const STUN_PORTS: [u16; 2] = [3478, 3479];
 /// The public hosts' addresses, two each.
 const HOST_ADDRS: [[Ipv4Addr; 2]; 2] = [
-    [Ipv4Addr::new(203, 0, 113, 10), Ipv4Addr::new(203, 0, 113, 11)],
-    [Ipv4Addr::new(203, 0, 113, 20), Ipv4Addr::new(203, 0, 113, 21)],
+    [
+        Ipv4Addr::new(203, 0, 113, 10),
+        Ipv4Addr::new(203, 0, 113, 11),
+    ],
+    [
+        Ipv4Addr::new(203, 0, 113, 20),
+        Ipv4Addr::new(203, 0, 113, 21),
+    ],
 ];
 /// Where networks without a subnet of their own get one, a `/24` each in
 /// order: behind a NAT, in carrier NAT's shared address space (RFC 6598),

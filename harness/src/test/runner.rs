@@ -233,7 +233,10 @@ fn nat_network(preset: crate::Preset, network: Network) -> Result<Lab> {
         Network::Shared => Topology::shared()?,
         Network::Private => Topology::builder().build()?,
     };
-    topology.make(&crate::network::topology::Network::new("test").preset(preset), false)
+    topology.make(
+        &crate::network::topology::Network::new("test").preset(preset),
+        false,
+    )
 }
 
 /// Whether a result says the body panicked.

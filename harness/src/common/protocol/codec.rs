@@ -182,17 +182,34 @@ impl Reader<'_> {
             2 => {
                 use Filtering as F;
                 use Mapping as M;
-                let mapping = [M::EndpointIndependent, M::AddressDependent, M::AddressAndPortDependent];
-                let filtering = [F::EndpointIndependent, F::AddressDependent, F::AddressAndPortDependent];
+                let mapping = [
+                    M::EndpointIndependent,
+                    M::AddressDependent,
+                    M::AddressAndPortDependent,
+                ];
+                let filtering = [
+                    F::EndpointIndependent,
+                    F::AddressDependent,
+                    F::AddressAndPortDependent,
+                ];
                 let mapping = *mapping.get(usize::from(self.u8()?))?;
                 let filtering = *filtering.get(usize::from(self.u8()?))?;
                 let hairpinning = self.u8()? != 0;
                 let timeout = std::time::Duration::from_millis(self.u64()?);
-                Router::Translating(Nat::new(mapping, filtering).hairpinning(hairpinning).udp_timeout(timeout))
+                Router::Translating(
+                    Nat::new(mapping, filtering)
+                        .hairpinning(hairpinning)
+                        .udp_timeout(timeout),
+                )
             }
             _ => return None,
         };
-        Some(Uplink { public, outside, router, internet: self.u8()? != 0 })
+        Some(Uplink {
+            public,
+            outside,
+            router,
+            internet: self.u8()? != 0,
+        })
     }
 
     pub(super) fn len(&mut self) -> Option<usize> {

@@ -194,7 +194,11 @@ fn ipv6_address_and_route_requests_are_read_back() {
         ]
     );
     let default = Ipv4Addr::UNSPECIFIED.into();
-    let (_, message) = parsed(v6::route_request(default, 0, Ipv4Addr::new(203, 0, 113, 1).into()));
+    let (_, message) = parsed(v6::route_request(
+        default,
+        0,
+        Ipv4Addr::new(203, 0, 113, 1).into(),
+    ));
     let RouteNetlinkMessage::NewRoute(route) = message else {
         panic!("not RTM_NEWROUTE: {message:?}");
     };

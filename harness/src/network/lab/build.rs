@@ -274,7 +274,13 @@ impl LabBuilder {
             router,
             internet: true,
         };
-        Ok(gateway.into_lab(self.bridge, addressing, uplink, outside.1, Some((lease, port))))
+        Ok(gateway.into_lab(
+            self.bridge,
+            addressing,
+            uplink,
+            outside.1,
+            Some((lease, port)),
+        ))
     }
 }
 

@@ -50,9 +50,7 @@ pub(crate) fn spawn(
         Attach::Bridge(None) => Some(lab.lease()?),
         Attach::Outside => None,
     };
-    let addr = lease
-        .as_ref()
-        .map_or(lab.uplink().outside, Lease::addr);
+    let addr = lease.as_ref().map_or(lab.uplink().outside, Lease::addr);
     let addrs = match lease {
         Some(_) => lab.addressing().addrs(addr),
         None => crate::network::lab::outside_addrs(lab.addressing(), lab.uplink()),
