@@ -16,7 +16,9 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio as ProcessStdi
 use std::time::{Duration, Instant};
 
 use netns_harness::probe::{ProbeOptions, Prober};
-use netns_harness::{Conditions, Container, Direction, Fs, Lab, Spec, Stack, Stdio};
+use netns_harness::{
+    Conditions, Container, Direction, Fs, Lab, Network, Preset, Spec, Stack, Stdio, Topology,
+};
 use netns_harness_suite::{dies_with_test, tool, tree_dies_with_test};
 
 /// Percentile `p` (0 to 100) of `samples`, which it sorts.
@@ -94,6 +96,34 @@ fn dual_stack_cost(v4: &Lab, n: usize) -> (f64, f64) {
         .map(|_| (one_container(v4, &spec), one_container(&dual, &spec)))
         .unzip();
     (percentile(&mut v4s, 50), percentile(&mut duals, 50))
+}
+
+/// What a topology costs: building one of two NATs (two networks and
+/// their routers, the internet with its two public hosts and their STUN
+/// responders), `builds` times (p50, ms); then `n` containers on one of
+/// its networks and on the default lab `lab`, interleaved (p50 each, ms).
+fn topology_cost(lab: &Lab, builds: usize, n: usize) -> (f64, f64, f64) {
+    let build = || {
+        let started = Instant::now();
+        let topology = Topology::builder()
+            .network(Network::new("a").preset(Preset::FullCone))
+            .network(Network::new("b").preset(Preset::Symmetric))
+            .build()
+            .expect("a topology of two NATs");
+        (ms(started.elapsed()), topology)
+    };
+    let mut times: Vec<f64> = (0..builds).map(|_| build().0).collect();
+    let (_, topology) = build();
+    let network = topology.network("a").expect("network a");
+    let spec = Spec::command("sleep").arg("600");
+    let (mut labs, mut networks): (Vec<f64>, Vec<f64>) = (0..n)
+        .map(|_| (one_container(lab, &spec), one_container(&network, &spec)))
+        .unzip();
+    (
+        percentile(&mut times, 50),
+        percentile(&mut networks, 50),
+        percentile(&mut labs, 50),
+    )
 }
 
 /// What link conditions cost: `n` pairs of containers spawned with a rate
@@ -596,6 +626,7 @@ fn main() {
     let fs = fs_cost(&lab, n);
     let link = link_cost(&lab, n);
     let (v4_ms, dual_ms) = dual_stack_cost(&lab, n);
+    let (topology_ms, topology_container_ms, lab_container_ms) = topology_cost(&lab, n / 5, n);
     drop(lab);
     let (p50, p90, p99) = (
         percentile(&mut harness, 50),
@@ -721,6 +752,18 @@ fn main() {
         "{:<58} {floor_container:>8.2}ms",
         "a fresh process with a lab and a container, same"
     );
+    println!(
+        "{:<58} {topology_ms:>8.2}ms",
+        "a topology: internet, 2 public hosts, 2 NATs"
+    );
+    println!(
+        "{:<58} {topology_container_ms:>8.2}ms",
+        "a container behind a topology's NAT"
+    );
+    println!(
+        "{:<58} {lab_container_ms:>8.2}ms",
+        "a container on the default lab, interleaved with it"
+    );
     println!("chart: {}", chart_path.display());
     println!(
         "bench: per_container_ms_p50={p50:.2} per_container_ms_p90={p90:.2} per_container_ms_p99={p99:.2} \
@@ -730,7 +773,9 @@ fn main() {
          filtered_ms={:.0} fs_private_us={:.0} fs_overlay_us={:.0} link_spawn_us={:.0} \
          link_set_us_p50={:.0} link_delay_start_ms={:.2} link_delay_set_us_p50={:.0} \
          process_lab_ms={floor_lab:.2} process_lab_container_ms={floor_container:.2} \
-         v4_container_ms={v4_ms:.2} dualstack_container_ms={dual_ms:.2}",
+         v4_container_ms={v4_ms:.2} dualstack_container_ms={dual_ms:.2} \
+         topology2_ms={topology_ms:.2} topology_container_ms={topology_container_ms:.2} \
+         lab_container_ms={lab_container_ms:.2}",
         scale.up_s,
         scale.mem_per_container_kib,
         scale.pings_ok,

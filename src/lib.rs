@@ -229,6 +229,23 @@ fn nsenter(netns: BorrowedFd<'_>, program: &str, args: &[&str]) -> std::process:
         .unwrap_or_else(|e| panic!("run nsenter {program}: {e}"))
 }
 
+/// Runs `f` on a thread of its own that has joined the network namespace
+/// `netns` (sockets it makes stay there), and returns what `f` returns.
+pub fn with_netns<T: Send>(netns: BorrowedFd<'_>, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: `netns` is an open descriptor for the duration of
+                // the call; setns changes only this thread's namespace.
+                let joined = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(joined, 0, "setns: {}", std::io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
 /// Runs `program` with `args` in the network namespace `netns`: whether
 /// it succeeded, and its standard output followed by its standard error.
 pub fn run_in_netns(netns: BorrowedFd<'_>, program: &str, args: &[&str]) -> (bool, String) {
