@@ -1,21 +1,713 @@
-//! TEMPORARY stand-in until the nat branch is merged.
-use std::net::Ipv4Addr;
+//! A router namespace that translates like a NAT of a given RFC 4787
+//! behaviour ([`Nat`]): one nf_tables table, installed over netlink in one
+//! transaction, plus the router's conntrack UDP timeouts.
+//!
+//! # What the router does
+//!
+//! A host's endpoint gets a public port chosen by a hash, not by the
+//! kernel's search for a free port: `jhash` (Bob Jenkins' hash, as the
+//! kernel computes it) of the mapping's key, with the rules' `seed`,
+//! scaled into the 40000 ports from 20000 to 59999. So a host endpoint
+//! always gets the same public port for the same key, however often the
+//! router reboots, and another key almost always another port:
+//!
+//! | mapping | key of the hash |
+//! |---|---|
+//! | endpoint-independent | host address, host port |
+//! | address-dependent | those, destination address |
+//! | address-and-port-dependent | those, destination port |
+//!
+//! The table, in `nft`'s words (`<hash>` is `jhash ct original ip saddr .
+//! ct original proto-src [. ct original ip daddr [. ct original
+//! proto-dst]] mod 40000 seed <seed> offset 20000`; the NAT only
+//! translates TCP and UDP):
+//!
+//! ```text
+//! table ip netns_harness_nat {
+//!   set transports { type inet_proto; elements = { tcp, udp } }
+//!   map mappings { type inet_proto . inet_service : ipv4_addr . inet_service;
+//!                  flags dynamic,timeout; timeout <udp timeout>; }
+//!   set peers { type inet_service . inet_proto . ipv4_addr; flags dynamic,timeout; timeout <udp timeout>; }
+//!   map forwards { type inet_proto . inet_service : ipv4_addr . inet_service; }
+//!   chain postrouting { type nat hook postrouting priority srcnat;
+//!     oifname <wan> ip saddr <lan> meta l4proto @transports snat to <public> : <hash>
+//!     # hairpinning only: the receiver sees the sender's public endpoint
+//!     oifname <lan_if> ip saddr <lan> ct status dnat meta l4proto @transports snat to <public> : <hash>
+//!   }
+//!   chain mapping { type filter hook postrouting priority srcnat + 10;
+//!     oifname <wan> meta l4proto @transports ct direction original ct status snat
+//!       update @mappings { meta l4proto . th sport : ct original ip saddr . ct original proto-src }
+//!     oifname <wan> meta l4proto @transports ct direction reply ct status dnat
+//!       update @mappings { meta l4proto . th sport : ct reply ip saddr . ct reply proto-src }
+//!     # address-dependent filtering only
+//!     oifname <wan> meta l4proto @transports update @peers { th sport . meta l4proto . ip daddr }
+//!   }
+//!   chain prerouting { type nat hook prerouting priority dstnat;
+//!     iifname <wan> ip daddr <public> meta l4proto @transports dnat to meta l4proto . th dport map @forwards
+//!     # endpoint-independent filtering
+//!     iifname <wan> ip daddr <public> meta l4proto @transports dnat to meta l4proto . th dport map @mappings
+//!     # address-dependent filtering, instead
+//!     iifname <wan> ip daddr <public> meta l4proto @transports th dport . meta l4proto . ip saddr @peers
+//!       dnat to meta l4proto . th dport map @mappings
+//!     # hairpinning only
+//!     iifname <lan_if> ip daddr <public> meta l4proto @transports dnat to meta l4proto . th dport map @forwards
+//!     iifname <lan_if> ip daddr <public> meta l4proto @transports dnat to meta l4proto . th dport map @mappings
+//!   }
+//!   chain input { type filter hook input priority filter;
+//!     iifname <wan> meta l4proto @transports ct state new drop
+//!     # without hairpinning
+//!     iifname <lan_if> ip daddr <public> meta l4proto @transports drop
+//!   }
+//!   chain forward { type filter hook forward priority filter;
+//!     iifname <wan> ct state new ct status & dnat == 0 drop
+//!   }
+//! }
+//! ```
+//!
+//! - **Mapping**: `mappings` maps each public port in use to the host
+//!   endpoint behind it, for as long as it carries traffic (refreshed by
+//!   every packet out, and forgotten after the UDP timeout).
+//! - **Filtering**: with address-and-port-dependent filtering, conntrack
+//!   alone lets in exactly the endpoints the host sent to; anything else
+//!   addressed to the router is new and dropped. Endpoint-independent
+//!   filtering translates any packet to a mapped port back to its host;
+//!   address-dependent filtering only those from an address the mapping
+//!   sent to (`peers`).
+//! - **Port forwards** ([`add_forward`]) are static elements of `forwards`,
+//!   looked up before the mappings.
+//! - **Hairpinning**: a host reaches another host's public endpoint (or a
+//!   port forward) from the LAN, and the receiver sees the sender's public
+//!   endpoint (RFC 4787 REQ-9). Hairpinned packets are not filtered: any
+//!   host behind the router reaches any mapping.
+//! - **A real NAT drops the unsolicited**: nothing new from the public side
+//!   reaches the router's TCP or UDP (ICMP echo does) or the LAN, unless a
+//!   forward or a mapping translated it.
+//! - **Timeouts**: the sets forget an idle mapping after the UDP timeout,
+//!   and so does conntrack (`nf_conntrack_udp_timeout` and
+//!   `nf_conntrack_udp_timeout_stream`); the router sends no ICMP
+//!   redirects (`send_redirects=0`), since hairpinned packets leave by
+//!   the interface they came in.
+//!
+//! Two keys of the same protocol that hash to the same public port, for
+//! the same destination, cannot both be translated: the second
+//! connection's packets are dropped (one chance in 40000 per pair).
+
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::BorrowedFd;
+use std::time::Duration;
 
-use crate::common::error::Result;
-use crate::common::nat::Nat;
+use netlink_packet_core::{NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NetlinkMessage};
+use netlink_packet_netfilter::conntrack::ConntrackMessage;
+use netlink_packet_netfilter::nftables::{
+    ChainAttribute, ChainMessage, Expressions, Hook, HookNumber, InetHookNumber, ListAttribute,
+    MetaKey, NfTablesMessage, RuleAttribute, RuleMessage, SetAttribute, SetElementAttribute,
+    SetElementList, SetElementMessage, SetFlags, SetMessage, TableAttribute, TableMessage,
+};
+use netlink_packet_netfilter::none::ControlMessage;
+use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
+
+use super::{Refusal, Socket, batch, drop_verdict, ifname, nft_of};
+use crate::common::error::{Error, Result};
+use crate::common::nat::{Filtering, Mapping, Nat};
 use crate::common::subnet::Ipv4Subnet;
-use crate::kernel::netlink::Socket;
+use crate::kernel::netlink::request;
+use crate::kernel::netns;
 
+mod expr;
+use expr::{CtKey, ORIGINAL, REPLY, STATE_NEW, STATUS_DNAT, STATUS_SNAT, ct, ct_bits, meta};
+
+/// The NAT's table, in the router namespace.
+const NAT_TABLE: &str = "netns_harness_nat";
+/// The first public port of a mapping, and how many there are.
+const FIRST_PORT: u16 = 20000;
+const PORTS: u16 = 40000;
+const TRANSPORTS: &str = "transports";
+const MAPPINGS: &str = "mappings";
+const PEERS: &str = "peers";
+const FORWARDS: &str = "forwards";
+/// `nft`'s data types (`enum datatypes`), informational for the kernel,
+/// and how `nft` combines them into a concatenation's type.
+const TYPE_IPADDR: u32 = 7;
+const TYPE_INET_PROTOCOL: u32 = 12;
+const TYPE_INET_SERVICE: u32 = 13;
+fn concat(types: &[u32]) -> u32 {
+    types.iter().fold(0, |all, t| (all << 6) | t)
+}
+/// `NF_IP_PRI_NAT_DST`, `NF_IP_PRI_FILTER`, `NF_IP_PRI_NAT_SRC` and the
+/// mapping chain's, after the source NAT.
+const PRIORITY_DSTNAT: i32 = -100;
+const PRIORITY_FILTER: i32 = 0;
+const PRIORITY_SRCNAT: i32 = 100;
+const PRIORITY_MAPPING: i32 = PRIORITY_SRCNAT + 10;
+
+/// A transport protocol the NAT translates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// Its IP protocol number.
+    pub(crate) fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => libc::IPPROTO_TCP as u8,
+            Protocol::Udp => libc::IPPROTO_UDP as u8,
+        }
+    }
+
+    /// Its name, as `nft` writes it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// A router's NAT: its networks, its public address, its behaviour.
+#[derive(Clone, Debug)]
 pub(crate) struct NatRules<'a> {
+    /// The LAN behind the router.
     pub lan: Ipv4Subnet,
+    /// The router's LAN interface (a bridge, e.g. `br0`).
     pub lan_if: &'a str,
+    /// Its public interface (e.g. `uplink`).
     pub wan_if: &'a str,
+    /// Its public address, on `wan_if`.
     pub public: Ipv4Addr,
+    /// How it translates.
     pub nat: Nat,
+    /// The seed of the hash that chooses public ports.
     pub seed: u32,
 }
 
-pub(crate) fn install_nat(_: BorrowedFd<'_>, _: &mut Socket, _: &NatRules) -> Result<()> {
+/// The error of `operation`, refused by the router's kernel.
+fn refused(operation: String) -> impl FnOnce(Refusal) -> Error {
+    move |Refusal { error, message }| Error::Netlink {
+        operation,
+        namespace: "router",
+        source: error,
+        kernel_message: message,
+    }
+}
+
+/// An nf_tables message of the NAT's table (`ip`).
+fn ip(message: NfTablesMessage, flags: u16) -> NetlinkMessage<NetfilterMessage> {
+    nft_of(NetfilterProtoFamily::IPv4, message, flags)
+}
+
+fn chain(name: &str, kind: &str, hook: InetHookNumber, priority: i32) -> NfTablesMessage {
+    NfTablesMessage::NewChain(ChainMessage {
+        attributes: vec![
+            ChainAttribute::Table(NAT_TABLE.to_owned()),
+            ChainAttribute::Name(name.to_owned()),
+            ChainAttribute::Hook(vec![
+                Hook::Number(HookNumber::Inet(hook)),
+                Hook::Priority(priority.cast_unsigned()),
+            ]),
+            ChainAttribute::Type(kind.to_owned()),
+        ],
+    })
+}
+
+fn rule(chain: &str, expressions: Vec<Expressions>) -> NfTablesMessage {
+    NfTablesMessage::NewRule(RuleMessage {
+        attributes: vec![
+            RuleAttribute::Table(NAT_TABLE.to_owned()),
+            RuleAttribute::Chain(chain.to_owned()),
+            RuleAttribute::Expressions(expressions.into_iter().map(ListAttribute::from).collect()),
+        ],
+    })
+}
+
+/// A set (or a map, with `data`) of `key_len` bytes.
+fn set(
+    name: &str,
+    id: u32,
+    flags: SetFlags,
+    key: (u32, u32),
+    data: Option<(u32, u32)>,
+) -> Vec<SetAttribute> {
+    let mut attributes = vec![
+        SetAttribute::Table(NAT_TABLE.to_owned()),
+        SetAttribute::Name(name.to_owned()),
+        SetAttribute::Flags(flags),
+        SetAttribute::KeyType(key.0),
+        SetAttribute::KeyLen(key.1),
+        SetAttribute::Id(id),
+    ];
+    if let Some((kind, len)) = data {
+        attributes.push(SetAttribute::DataType(kind));
+        attributes.push(SetAttribute::DataLen(len));
+    }
+    attributes
+}
+
+/// `<key> : <data>` elements of set `name` (or a flush of it, without
+/// elements, with [`NfTablesMessage::DeleteSetElement`]).
+fn elements(name: &str, elements: Vec<Vec<SetElementAttribute>>) -> SetElementMessage {
+    let mut attributes = vec![
+        SetElementList::Table(NAT_TABLE.to_owned()),
+        SetElementList::Set(name.to_owned()),
+    ];
+    if !elements.is_empty() {
+        attributes.push(SetElementList::Elements(
+            elements.into_iter().map(ListAttribute::Element).collect(),
+        ));
+    }
+    SetElementMessage { attributes }
+}
+
+/// A value of a set element: a key or a map's data.
+fn value(bytes: Vec<u8>) -> netlink_packet_netfilter::nftables::DataAttribute {
+    netlink_packet_netfilter::nftables::DataAttribute::Value(bytes)
+}
+
+/// `meta l4proto . th <sport|dport>` into registers 0 and 1: the key of
+/// `mappings` and `forwards`.
+fn protocol_and_port(source: bool) -> [Expressions; 2] {
+    [meta(MetaKey::L4Proto, 0), expr::port(source, 1)]
+}
+
+/// `meta l4proto @transports`
+fn transport() -> [Expressions; 2] {
+    [meta(MetaKey::L4Proto, 0), expr::lookup(TRANSPORTS, 0, None)]
+}
+
+/// `snat to <public> : <hash>`, the hash of the mapping's key.
+fn snat(rules: &NatRules) -> Vec<Expressions> {
+    let mut key = vec![
+        ct(CtKey::SrcIp, Some(ORIGINAL), 8),
+        ct(CtKey::ProtoSrc, Some(ORIGINAL), 9),
+    ];
+    if rules.nat.mapping != Mapping::EndpointIndependent {
+        key.push(ct(CtKey::DstIp, Some(ORIGINAL), 10));
+    }
+    if rules.nat.mapping == Mapping::AddressAndPortDependent {
+        key.push(ct(CtKey::ProtoDst, Some(ORIGINAL), 11));
+    }
+    let len = 4 * key.len() as u32;
+    key.extend([
+        expr::immediate(0, rules.public.octets().to_vec()),
+        expr::jhash(
+            8,
+            len,
+            1,
+            rules.seed,
+            u32::from(PORTS),
+            u32::from(FIRST_PORT),
+        ),
+        expr::hton16(1),
+        expr::nat(expr::Nat::Source, 0, 1),
+    ]);
+    key
+}
+
+/// `dnat to meta l4proto . th dport map @<map>`
+fn dnat_through(map: &str) -> Vec<Expressions> {
+    let mut dnat = protocol_and_port(false).to_vec();
+    dnat.push(expr::lookup(map, 0, Some(0)));
+    dnat.push(expr::nat(expr::Nat::Destination, 0, 1));
+    dnat
+}
+
+/// The rules in order, by chain.
+fn rules_of(rules: &NatRules) -> Vec<(&'static str, Vec<Expressions>)> {
+    let wan_out = || ifname(false, rules.wan_if).to_vec();
+    let from_wan = || {
+        [
+            &ifname(true, rules.wan_if)[..],
+            &expr::to_address(rules.public),
+        ]
+        .concat()
+    };
+    let from_lan = || {
+        [
+            &ifname(true, rules.lan_if)[..],
+            &expr::to_address(rules.public),
+        ]
+        .concat()
+    };
+    let hairpin = rules.nat.hairpinning;
+    let mut all = vec![(
+        "postrouting",
+        [
+            wan_out(),
+            expr::in_subnet(true, rules.lan).to_vec(),
+            transport().to_vec(),
+            snat(rules),
+        ]
+        .concat(),
+    )];
+    if hairpin {
+        let lan_out = ifname(false, rules.lan_if).to_vec();
+        let dnatted = ct_bits(CtKey::Status, STATUS_DNAT, true).to_vec();
+        let from = expr::in_subnet(true, rules.lan).to_vec();
+        all.push((
+            "postrouting",
+            [lan_out, from, dnatted, transport().to_vec(), snat(rules)].concat(),
+        ));
+    }
+    let host = |direction| {
+        vec![
+            ct(CtKey::SrcIp, Some(direction), 2),
+            ct(CtKey::ProtoSrc, Some(direction), 3),
+        ]
+    };
+    for (direction, status) in [(ORIGINAL, STATUS_SNAT), (REPLY, STATUS_DNAT)] {
+        let is = vec![
+            ct(CtKey::Direction, None, 0),
+            expr::cmp(
+                0,
+                netlink_packet_netfilter::nftables::Operator::Equal,
+                vec![direction],
+            ),
+        ];
+        let update = [
+            wan_out(),
+            transport().to_vec(),
+            is,
+            ct_bits(CtKey::Status, status, true).to_vec(),
+            protocol_and_port(true).to_vec(),
+            host(direction),
+            vec![expr::update(MAPPINGS, 0, Some(2))],
+        ];
+        all.push(("mapping", update.concat()));
+    }
+    if rules.nat.filtering == Filtering::AddressDependent {
+        let peer = vec![
+            expr::port(true, 0),
+            meta(MetaKey::L4Proto, 1),
+            expr::ip_addr(false, 2),
+            expr::update(PEERS, 0, None),
+        ];
+        all.push(("mapping", [wan_out(), transport().to_vec(), peer].concat()));
+    }
+    all.push((
+        "prerouting",
+        [from_wan(), transport().to_vec(), dnat_through(FORWARDS)].concat(),
+    ));
+    let admitted = match rules.nat.filtering {
+        Filtering::EndpointIndependent => Some(Vec::new()),
+        Filtering::AddressDependent => Some(vec![
+            expr::port(false, 0),
+            meta(MetaKey::L4Proto, 1),
+            expr::ip_addr(true, 2),
+            expr::lookup(PEERS, 0, None),
+        ]),
+        Filtering::AddressAndPortDependent => None,
+    };
+    if let Some(admitted) = admitted {
+        all.push((
+            "prerouting",
+            [
+                from_wan(),
+                transport().to_vec(),
+                admitted,
+                dnat_through(MAPPINGS),
+            ]
+            .concat(),
+        ));
+    }
+    if hairpin {
+        for map in [FORWARDS, MAPPINGS] {
+            all.push((
+                "prerouting",
+                [from_lan(), transport().to_vec(), dnat_through(map)].concat(),
+            ));
+        }
+    }
+    let new = || ct_bits(CtKey::State, STATE_NEW, true).to_vec();
+    all.push((
+        "input",
+        [
+            ifname(true, rules.wan_if).to_vec(),
+            transport().to_vec(),
+            new(),
+            vec![drop_verdict()],
+        ]
+        .concat(),
+    ));
+    if !hairpin {
+        all.push((
+            "input",
+            [from_lan(), transport().to_vec(), vec![drop_verdict()]].concat(),
+        ));
+    }
+    let untranslated = ct_bits(CtKey::Status, STATUS_DNAT, false).to_vec();
+    all.push((
+        "forward",
+        [
+            ifname(true, rules.wan_if).to_vec(),
+            new(),
+            untranslated,
+            vec![drop_verdict()],
+        ]
+        .concat(),
+    ));
+    all
+}
+
+/// The transaction that installs the NAT's table.
+fn nat_batch(rules: &NatRules) -> Vec<NetlinkMessage<NetfilterMessage>> {
+    let create = NLM_F_CREATE | NLM_F_ACK;
+    let timeout = u64::try_from(rules.nat.udp_timeout.as_millis()).unwrap_or(u64::MAX);
+    let dynamic = SetFlags::Timeout | SetFlags::Eval;
+    let proto_port = (concat(&[TYPE_INET_PROTOCOL, TYPE_INET_SERVICE]), 8);
+    let endpoint = (concat(&[TYPE_IPADDR, TYPE_INET_SERVICE]), 8);
+    let mut mappings = set(
+        MAPPINGS,
+        2,
+        dynamic | SetFlags::Map,
+        proto_port,
+        Some(endpoint),
+    );
+    mappings.push(SetAttribute::Timeout(timeout));
+    let peer = (
+        concat(&[TYPE_INET_SERVICE, TYPE_INET_PROTOCOL, TYPE_IPADDR]),
+        12,
+    );
+    let mut peers = set(PEERS, 3, dynamic, peer, None);
+    peers.push(SetAttribute::Timeout(timeout));
+    let sets = [
+        set(
+            TRANSPORTS,
+            1,
+            SetFlags::empty(),
+            (TYPE_INET_PROTOCOL, 1),
+            None,
+        ),
+        mappings,
+        peers,
+        set(FORWARDS, 4, SetFlags::Map, proto_port, Some(endpoint)),
+    ];
+    let transports = [Protocol::Tcp, Protocol::Udp]
+        .map(|p| vec![SetElementAttribute::Key(value(vec![p.number()]))])
+        .to_vec();
+    let table = NfTablesMessage::NewTable(TableMessage {
+        attributes: vec![TableAttribute::Name(NAT_TABLE.to_owned())],
+    });
+    let mut messages = vec![
+        batch(ControlMessage::BatchBegin),
+        ip(table, create | NLM_F_EXCL),
+    ];
+    for attributes in sets {
+        messages.push(ip(
+            NfTablesMessage::NewSet(SetMessage { attributes }),
+            create,
+        ));
+    }
+    messages.push(ip(
+        NfTablesMessage::NewSetElement(elements(TRANSPORTS, transports)),
+        create,
+    ));
+    let chains = [
+        (
+            "postrouting",
+            "nat",
+            InetHookNumber::PostRouting,
+            PRIORITY_SRCNAT,
+        ),
+        (
+            "mapping",
+            "filter",
+            InetHookNumber::PostRouting,
+            PRIORITY_MAPPING,
+        ),
+        (
+            "prerouting",
+            "nat",
+            InetHookNumber::PreRouting,
+            PRIORITY_DSTNAT,
+        ),
+        ("input", "filter", InetHookNumber::LocalIn, PRIORITY_FILTER),
+        (
+            "forward",
+            "filter",
+            InetHookNumber::Forward,
+            PRIORITY_FILTER,
+        ),
+    ];
+    for (name, kind, hook, priority) in chains {
+        messages.push(ip(chain(name, kind, hook, priority), create));
+    }
+    for (name, expressions) in rules_of(rules) {
+        messages.push(ip(rule(name, expressions), create | NLM_F_APPEND));
+    }
+    messages.push(batch(ControlMessage::BatchEnd));
+    messages
+}
+
+/// Writes the router's sysctls (in the calling thread's namespace).
+fn sysctls(rules: &NatRules) -> Result<()> {
+    let seconds = rules
+        .nat
+        .udp_timeout
+        .max(Duration::from_secs(1))
+        .as_secs()
+        .to_string();
+    let lan = format!("/proc/sys/net/ipv4/conf/{}/send_redirects", rules.lan_if);
+    let settings = [
+        (
+            "/proc/sys/net/netfilter/nf_conntrack_udp_timeout",
+            seconds.as_str(),
+        ),
+        (
+            "/proc/sys/net/netfilter/nf_conntrack_udp_timeout_stream",
+            seconds.as_str(),
+        ),
+        ("/proc/sys/net/ipv4/conf/all/send_redirects", "0"),
+        ("/proc/sys/net/ipv4/conf/default/send_redirects", "0"),
+        (lan.as_str(), "0"),
+    ];
+    for (path, value) in settings {
+        std::fs::write(path, value)
+            .map_err(|e| Error::os(format!("set {path} to {value} in the router namespace"), e))?;
+    }
     Ok(())
 }
+
+/// Installs the NAT (see the [module](self)) in one nf_tables transaction,
+/// then the router's conntrack UDP timeouts and `send_redirects=0`.
+/// `router_ns` is the router's namespace; `socket` an `NETLINK_NETFILTER`
+/// socket opened in it. A second install fails: the table exists.
+pub(crate) fn install_nat(
+    router_ns: BorrowedFd<'_>,
+    socket: &mut Socket,
+    rules: &NatRules,
+) -> Result<()> {
+    socket
+        .transact(&mut nat_batch(rules))
+        .map(drop)
+        .map_err(refused(format!(
+            "add table ip {NAT_TABLE} ({} on {} behind {})",
+            rules.nat, rules.wan_if, rules.public
+        )))?;
+    // The nat expressions loaded conntrack: its sysctls exist now.
+    netns::run_in(router_ns, || sysctls(rules))
+}
+
+/// The key of `forwards` and `mappings`: a protocol and a port, each in a
+/// register of its own.
+fn port_key(protocol: Protocol, port: u16) -> Vec<u8> {
+    let mut key = vec![protocol.number(), 0, 0, 0];
+    key.extend(port.to_be_bytes());
+    key.extend([0, 0]);
+    key
+}
+
+/// `nft add element ip netns_harness_nat forwards { <protocol> . <port> :
+/// <to address> . <to port> }`: the router's public `port` of `protocol`
+/// goes to `to`, from the public side and, with hairpinning, from the
+/// LAN. A port already forwarded is [`Error::PortForwarded`].
+pub(crate) fn add_forward(
+    socket: &mut Socket,
+    protocol: Protocol,
+    port: u16,
+    to: SocketAddrV4,
+) -> Result<()> {
+    let mut data = to.ip().octets().to_vec();
+    data.extend(port_key(protocol, to.port()).split_off(4));
+    let element = vec![
+        SetElementAttribute::Key(value(port_key(protocol, port))),
+        SetElementAttribute::Data(value(data)),
+    ];
+    let message = NfTablesMessage::NewSetElement(elements(FORWARDS, vec![element]));
+    let mut messages = [
+        batch(ControlMessage::BatchBegin),
+        ip(message, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK),
+        batch(ControlMessage::BatchEnd),
+    ];
+    let operation = format!(
+        "add element ip {NAT_TABLE} {FORWARDS} {{ {} . {port} : {to} }}",
+        protocol.name()
+    );
+    match socket.transact(&mut messages) {
+        Ok(_) => Ok(()),
+        Err(refusal) if refusal.error.raw_os_error() == Some(libc::EEXIST) => {
+            let to =
+                forwarded(socket, protocol, port)?.map_or(std::net::SocketAddr::V4(to), Into::into);
+            Err(Error::PortForwarded {
+                protocol: protocol.name(),
+                port,
+                to,
+            })
+        }
+        Err(refusal) => Err(refused(operation)(refusal)),
+    }
+}
+
+/// Where the router forwards its public `port` of `protocol`, if it does
+/// (`nft get element ip netns_harness_nat forwards { … }`).
+fn forwarded(socket: &mut Socket, protocol: Protocol, port: u16) -> Result<Option<SocketAddrV4>> {
+    let key = vec![SetElementAttribute::Key(value(port_key(protocol, port)))];
+    let query = NfTablesMessage::GetSetElement(elements(FORWARDS, vec![key]));
+    let replies = socket
+        .transact(&mut [ip(query, NLM_F_ACK)])
+        .map_err(refused(format!(
+            "get element ip {NAT_TABLE} {FORWARDS} {{ {} . {port} }}",
+            protocol.name()
+        )))?;
+    Ok(replies.iter().find_map(forward_target))
+}
+
+/// The data of the first element of a `forwards` reply.
+fn forward_target(reply: &NetfilterMessage) -> Option<SocketAddrV4> {
+    use netlink_packet_netfilter::NetfilterMessageInner;
+    let NetfilterMessageInner::NfTables(NfTablesMessage::NewSetElement(message)) = &reply.inner
+    else {
+        return None;
+    };
+    message.attributes.iter().find_map(|list| {
+        let SetElementList::Elements(elements) = list else {
+            return None;
+        };
+        elements.iter().find_map(|element| {
+            let ListAttribute::Element(attributes) = element else {
+                return None;
+            };
+            attributes.iter().find_map(|attribute| match attribute {
+                SetElementAttribute::Data(
+                    netlink_packet_netfilter::nftables::DataAttribute::Value(v),
+                ) if v.len() == 8 => {
+                    let addr = Ipv4Addr::new(v[0], v[1], v[2], v[3]);
+                    Some(SocketAddrV4::new(addr, u16::from_be_bytes([v[4], v[5]])))
+                }
+                _ => None,
+            })
+        })
+    })
+}
+
+/// A "router reboot": flushes the router's conntrack table (`conntrack
+/// -F`), then every dynamic mapping and peer (`nft flush set …`); port
+/// forwards stay. Conntrack goes first: a packet in between makes a
+/// connection whose mapping its next packet adds again.
+pub(crate) fn flush_nat(socket: &mut Socket) -> Result<()> {
+    let header = NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, 0);
+    let flush = request(
+        NetfilterMessage::new(header, ConntrackMessage::Delete(Vec::new())),
+        NLM_F_ACK,
+    );
+    socket
+        .transact(&mut [flush])
+        .map_err(refused("flush the conntrack table".to_owned()))?;
+    let mut messages = vec![batch(ControlMessage::BatchBegin)];
+    for set in [MAPPINGS, PEERS] {
+        messages.push(ip(
+            NfTablesMessage::DeleteSetElement(elements(set, Vec::new())),
+            NLM_F_ACK,
+        ));
+    }
+    messages.push(batch(ControlMessage::BatchEnd));
+    socket
+        .transact(&mut messages)
+        .map(drop)
+        .map_err(refused(format!(
+            "flush set ip {NAT_TABLE} {MAPPINGS} and {PEERS}"
+        )))
+}
+
+#[cfg(test)]
+mod tests;
