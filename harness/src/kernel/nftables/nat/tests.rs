@@ -3,9 +3,14 @@
 
 use netlink_packet_core::{NLM_F_REQUEST, NetlinkPayload, Nla};
 use netlink_packet_netfilter::NetfilterMessageInner;
-use netlink_packet_netfilter::nftables::{ExpressionAttribute, Lookup};
+use netlink_packet_netfilter::nftables::{
+    ChainAttribute, ExpressionAttribute, Expressions, Hook, Lookup, RuleAttribute, SetAttribute,
+    SetFlags, TableAttribute, TableMessage,
+};
 
+use super::ruleset::{nat_batch, rules_of};
 use super::*;
+use crate::common::nat::{Filtering, Mapping};
 use crate::kernel::netlink::bytes_of;
 
 mod lab;
@@ -287,4 +292,76 @@ fn a_forward_is_keyed_by_protocol_and_port_in_two_registers() {
         forward_target(&reply),
         Some("10.9.0.3:7000".parse().unwrap())
     );
+}
+
+/// Linux's `jhash` (`include/linux/jhash.h`) of `key`, on a little-endian
+/// machine: an independent oracle of the port the router must choose.
+fn jhash(key: &[u8], seed: u32) -> u32 {
+    let word = |k: &[u8]| u32::from_le_bytes([k[0], k[1], k[2], k[3]]);
+    let init = 0xdead_beef_u32
+        .wrapping_add(key.len() as u32)
+        .wrapping_add(seed);
+    let (mut a, mut b, mut c) = (init, init, init);
+    let mut k = key;
+    while k.len() > 12 {
+        a = a.wrapping_add(word(k));
+        b = b.wrapping_add(word(&k[4..]));
+        c = c.wrapping_add(word(&k[8..]));
+        for (x, y, z, r) in [
+            (0, 2, 1, 4),
+            (1, 0, 2, 6),
+            (2, 1, 0, 8),
+            (0, 2, 1, 16),
+            (1, 0, 2, 19),
+            (2, 1, 0, 4),
+        ] {
+            let mut v = [a, b, c];
+            v[x] = v[x].wrapping_sub(v[y]) ^ v[y].rotate_left(r);
+            v[y] = v[y].wrapping_add(v[z]);
+            [a, b, c] = v;
+        }
+        k = &k[12..];
+    }
+    if k.is_empty() {
+        return c;
+    }
+    let mut tail = [0u8; 12];
+    tail[..k.len()].copy_from_slice(k);
+    a = a.wrapping_add(word(&tail));
+    b = b.wrapping_add(word(&tail[4..]));
+    c = c.wrapping_add(word(&tail[8..]));
+    for (x, y, r) in [
+        (2, 1, 14),
+        (0, 2, 11),
+        (1, 0, 25),
+        (2, 1, 16),
+        (0, 2, 4),
+        (1, 0, 14),
+        (2, 1, 24),
+    ] {
+        let mut v = [a, b, c];
+        v[x] = (v[x] ^ v[y]).wrapping_sub(v[y].rotate_left(r));
+        [a, b, c] = v;
+    }
+    c
+}
+
+#[test]
+fn jhash_is_the_kernels() {
+    // lookup3.c's published check values: hashlittle("", 0) and
+    // hashlittle("Four score and seven years ago", 0) (jhash is
+    // hashlittle with the key's length added to the seed).
+    assert_eq!(jhash(b"", 0), 0xdead_beef);
+    assert_eq!(jhash(b"Four score and seven years ago", 0), 0x1777_0551);
+    assert_eq!(jhash(b"Four score and seven years ago", 1), 0xcd62_8161);
+}
+
+/// The public port the router must choose for `key` (4 bytes per field).
+fn expected_port(fields: &[&[u8]]) -> u16 {
+    let key: Vec<u8> = fields
+        .iter()
+        .flat_map(|f| f.iter().copied().chain(std::iter::repeat(0)).take(4))
+        .collect();
+    let scaled = (u64::from(jhash(&key, lab::SEED)) * u64::from(PORTS)) >> 32;
+    FIRST_PORT + u16::try_from(scaled).unwrap()
 }

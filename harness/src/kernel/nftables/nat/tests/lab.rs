@@ -13,6 +13,7 @@ use netlink_packet_route::route::{
 };
 
 use super::*;
+use crate::kernel::nftables::{NatRules, Protocol, add_forward, flush_nat, install_nat};
 use crate::kernel::rtnl::{Peer, Rtnl};
 use crate::kernel::userns::create_netns;
 
@@ -22,7 +23,7 @@ const HOST2: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 3);
 const PUBLIC: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
 const FAR1: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const FAR2: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
-const SEED: u32 = 0x5eed_1234;
+pub(super) const SEED: u32 = 0x5eed_1234;
 /// How long a datagram that should not arrive is waited for, once those
 /// that should have arrived.
 const GRACE: Duration = Duration::from_millis(500);
@@ -37,16 +38,24 @@ struct Lab {
     nft: Socket,
 }
 
-/// `ip route add default via <gateway>`, on a socket of the calling
-/// thread's namespace.
-fn default_route(gateway: Ipv4Addr) -> Result<()> {
+/// `ip route add <destination> via <gateway>` (`default` without a
+/// destination), on a socket of the calling thread's namespace.
+fn route(destination: Option<(Ipv4Addr, u8)>, gateway: Ipv4Addr) -> Result<()> {
     let mut route = RouteMessage::default();
+    if let Some((network, prefix)) = destination {
+        route.header.destination_prefix_length = prefix;
+        route
+            .attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(network)));
+    }
     route.header.address_family = netlink_packet_route::AddressFamily::Inet;
     route.header.table = libc::RT_TABLE_MAIN;
     route.header.protocol = RouteProtocol::Static;
     route.header.scope = RouteScope::Universe;
     route.header.kind = RouteType::Unicast;
-    route.attributes = vec![RouteAttribute::Gateway(RouteAddress::Inet(gateway))];
+    route
+        .attributes
+        .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
     let mut socket = Socket::open(libc::NETLINK_ROUTE).map_err(|e| Error::os("open", e))?;
     let message = request(
         RouteNetlinkMessage::NewRoute(route),
@@ -55,7 +64,9 @@ fn default_route(gateway: Ipv4Addr) -> Result<()> {
     socket
         .transact(&mut [message])
         .map(drop)
-        .map_err(refused("add the default route".into()))
+        .map_err(refused(format!(
+            "add the route to {destination:?} via {gateway}"
+        )))
 }
 
 /// Waits until `ready` holds, at most [`PATIENCE`].
@@ -82,7 +93,7 @@ fn host(router: &mut Rtnl, bridge: u32, port: &str, addr: Ipv4Addr) -> OwnedFd {
     rtnl.add_address(eth0, addr, 24).unwrap();
     wait("a host's eth0", || Ok(rtnl.link_state("eth0")?.up));
     wait("a bridge port", || Ok(router.link_state(port)?.forwarding));
-    netns::run_in(netns.as_fd(), || default_route(GATEWAY)).unwrap();
+    netns::run_in(netns.as_fd(), || route(None, GATEWAY)).unwrap();
     netns
 }
 
@@ -204,78 +215,6 @@ fn sender_of(socket: &UdpSocket, token: &str) -> SocketAddrV4 {
         [SocketAddr::V4(sender)] => sender,
         _ => panic!("{token}: received {got:?}"),
     }
-}
-
-/// Linux's `jhash` (`include/linux/jhash.h`) of `key`, on a little-endian
-/// machine: an independent oracle of the port the router must choose.
-fn jhash(key: &[u8], seed: u32) -> u32 {
-    let word = |k: &[u8]| u32::from_le_bytes([k[0], k[1], k[2], k[3]]);
-    let init = 0xdead_beef_u32
-        .wrapping_add(key.len() as u32)
-        .wrapping_add(seed);
-    let (mut a, mut b, mut c) = (init, init, init);
-    let mut k = key;
-    while k.len() > 12 {
-        a = a.wrapping_add(word(k));
-        b = b.wrapping_add(word(&k[4..]));
-        c = c.wrapping_add(word(&k[8..]));
-        for (x, y, z, r) in [
-            (0, 2, 1, 4),
-            (1, 0, 2, 6),
-            (2, 1, 0, 8),
-            (0, 2, 1, 16),
-            (1, 0, 2, 19),
-            (2, 1, 0, 4),
-        ] {
-            let mut v = [a, b, c];
-            v[x] = v[x].wrapping_sub(v[y]) ^ v[y].rotate_left(r);
-            v[y] = v[y].wrapping_add(v[z]);
-            [a, b, c] = v;
-        }
-        k = &k[12..];
-    }
-    if k.is_empty() {
-        return c;
-    }
-    let mut tail = [0u8; 12];
-    tail[..k.len()].copy_from_slice(k);
-    a = a.wrapping_add(word(&tail));
-    b = b.wrapping_add(word(&tail[4..]));
-    c = c.wrapping_add(word(&tail[8..]));
-    for (x, y, r) in [
-        (2, 1, 14),
-        (0, 2, 11),
-        (1, 0, 25),
-        (2, 1, 16),
-        (0, 2, 4),
-        (1, 0, 14),
-        (2, 1, 24),
-    ] {
-        let mut v = [a, b, c];
-        v[x] = (v[x] ^ v[y]).wrapping_sub(v[y].rotate_left(r));
-        [a, b, c] = v;
-    }
-    c
-}
-
-#[test]
-fn jhash_is_the_kernels() {
-    // lookup3.c's published check values: hashlittle("", 0) and
-    // hashlittle("Four score and seven years ago", 0) (jhash is
-    // hashlittle with the key's length added to the seed).
-    assert_eq!(jhash(b"", 0), 0xdead_beef);
-    assert_eq!(jhash(b"Four score and seven years ago", 0), 0x1777_0551);
-    assert_eq!(jhash(b"Four score and seven years ago", 1), 0xcd62_8161);
-}
-
-/// The public port the router must choose for `key` (4 bytes per field).
-fn expected_port(fields: &[&[u8]]) -> u16 {
-    let key: Vec<u8> = fields
-        .iter()
-        .flat_map(|f| f.iter().copied().chain(std::iter::repeat(0)).take(4))
-        .collect();
-    let scaled = (u64::from(jhash(&key, SEED)) * u64::from(PORTS)) >> 32;
-    FIRST_PORT + u16::try_from(scaled).unwrap()
 }
 
 fn public(port: u16) -> SocketAddr {
@@ -460,4 +399,29 @@ fn forwards_stay_and_mappings_go_when_the_router_reboots() {
         sender_of(&server, "forwarded after the reboot"),
         SocketAddrV4::new(FAR2, 3479)
     );
+}
+
+/// A real NAT drops the unsolicited: nothing from the public side reaches
+/// a LAN address (even routed there), nor the router's own UDP, unless a
+/// forward or a mapping translated it; from the LAN, the router's UDP is
+/// reachable.
+#[test]
+fn the_unsolicited_reaches_neither_the_lan_nor_the_router() {
+    let lab = Lab::new(Nat::new(
+        Mapping::EndpointIndependent,
+        Filtering::EndpointIndependent,
+    ));
+    netns::run_in(lab.outside.as_fd(), || {
+        route(Some((Ipv4Addr::new(10, 9, 0, 0), 24)), PUBLIC)
+    })
+    .unwrap();
+    let (host, far) = (lab.host1(5000), lab.far(FAR1, 3478));
+    let router = Lab::socket(&lab.router, SocketAddrV4::new(PUBLIC, 4000));
+    send(&far, "straight to the host", at(HOST1, 5000));
+    send(&far, "to the router", public(4000));
+    assert_eq!(collect(&host, &[]), BTreeSet::new());
+    send(&host, "to the router from the lan", public(4000));
+    let got = collect(&router, &["to the router from the lan"]);
+    let from_lan = ("to the router from the lan".to_owned(), at(HOST1, 5000));
+    assert_eq!(got, BTreeSet::from([from_lan]));
 }
