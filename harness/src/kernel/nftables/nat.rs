@@ -38,6 +38,7 @@
 //!     oifname <wan> meta l4proto @transports ct direction original ct status snat
 //!       update @mappings { meta l4proto . th sport : ct original ip saddr . ct original proto-src }
 //!     oifname <wan> meta l4proto @transports ct direction reply ct status dnat
+//!       meta l4proto . th sport != @forwards
 //!       update @mappings { meta l4proto . th sport : ct reply ip saddr . ct reply proto-src }
 //!     # address-dependent filtering only
 //!     oifname <wan> meta l4proto @transports update @peers { th sport . meta l4proto . ip daddr }
@@ -123,6 +124,8 @@ const NAT_TABLE: &str = "netns_harness_nat";
 /// The first public port of a mapping, and how many there are.
 const FIRST_PORT: u16 = 20000;
 const PORTS: u16 = 40000;
+/// Its sets and maps: the protocols it translates, the public ports in
+/// use, the addresses each one sent to, the port forwards.
 const TRANSPORTS: &str = "transports";
 const MAPPINGS: &str = "mappings";
 const PEERS: &str = "peers";
@@ -131,7 +134,9 @@ const FORWARDS: &str = "forwards";
 /// A transport protocol the NAT translates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Protocol {
+    /// TCP
     Tcp,
+    /// UDP
     Udp,
 }
 
@@ -263,6 +268,15 @@ fn port_key(protocol: Protocol, port: u16) -> Vec<u8> {
     key
 }
 
+/// The data of `forwards` and `mappings`: an address and a port, each in
+/// a register of its own.
+fn endpoint(to: SocketAddrV4) -> Vec<u8> {
+    let mut data = to.ip().octets().to_vec();
+    data.extend(to.port().to_be_bytes());
+    data.extend([0, 0]);
+    data
+}
+
 /// `nft add element ip netns_harness_nat forwards { <protocol> . <port> :
 /// <to address> . <to port> }`: the router's public `port` of `protocol`
 /// goes to `to`, from the public side and, with hairpinning, from the
@@ -273,11 +287,9 @@ pub(crate) fn add_forward(
     port: u16,
     to: SocketAddrV4,
 ) -> Result<()> {
-    let mut data = to.ip().octets().to_vec();
-    data.extend(port_key(protocol, to.port()).split_off(4));
     let element = vec![
         SetElementAttribute::Key(value(port_key(protocol, port))),
-        SetElementAttribute::Data(value(data)),
+        SetElementAttribute::Data(value(endpoint(to))),
     ];
     let message = NfTablesMessage::NewSetElement(elements(FORWARDS, vec![element]));
     let mut messages = [
@@ -289,19 +301,40 @@ pub(crate) fn add_forward(
         "add element ip {NAT_TABLE} {FORWARDS} {{ {} . {port} : {to} }}",
         protocol.name()
     );
-    match socket.transact(&mut messages) {
-        Ok(_) => Ok(()),
-        Err(refusal) if refusal.error.raw_os_error() == Some(libc::EEXIST) => {
-            let to =
-                forwarded(socket, protocol, port)?.map_or(std::net::SocketAddr::V4(to), Into::into);
-            Err(Error::PortForwarded {
-                protocol: protocol.name(),
-                port,
-                to,
-            })
-        }
-        Err(refusal) => Err(refused(operation)(refusal)),
+    let refusal = match socket.transact(&mut messages) {
+        Ok(_) => return Ok(()),
+        Err(refusal) => refusal,
+    };
+    if refusal.error.raw_os_error() == Some(libc::EEXIST)
+        && let Some(existing) = forwarded(socket, protocol, port)?
+    {
+        return Err(Error::PortForwarded {
+            protocol: protocol.name(),
+            port,
+            to: existing.into(),
+        });
     }
+    Err(refused(operation)(refusal))
+}
+
+/// `nft delete element ip netns_harness_nat forwards { <protocol> .
+/// <port> }`: the router's public `port` of `protocol` no longer goes
+/// anywhere (connections it made live on in conntrack).
+pub(crate) fn remove_forward(socket: &mut Socket, protocol: Protocol, port: u16) -> Result<()> {
+    let key = vec![SetElementAttribute::Key(value(port_key(protocol, port)))];
+    let message = NfTablesMessage::DeleteSetElement(elements(FORWARDS, vec![key]));
+    let mut messages = [
+        batch(ControlMessage::BatchBegin),
+        ip(message, NLM_F_ACK),
+        batch(ControlMessage::BatchEnd),
+    ];
+    socket
+        .transact(&mut messages)
+        .map(drop)
+        .map_err(refused(format!(
+            "delete element ip {NAT_TABLE} {FORWARDS} {{ {} . {port} }}",
+            protocol.name()
+        )))
 }
 
 /// Where the router forwards its public `port` of `protocol`, if it does

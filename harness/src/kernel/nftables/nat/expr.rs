@@ -74,6 +74,9 @@ const NF_NAT_RANGE_MAP_IPS_PROTO_SPECIFIED: u32 = 0b11;
 /// `NFPROTO_IPV4`
 const NFPROTO_IPV4: u32 = 2;
 
+/// `enum nft_lookup_flags`: `NFT_LOOKUP_F_INV`.
+const NFT_LOOKUP_F_INV: u32 = 1;
+
 /// `enum nft_dynset_attributes`, `NFT_DYNSET_OP_UPDATE`.
 const NFTA_DYNSET_SET_NAME: u16 = 1;
 const NFTA_DYNSET_OP: u16 = 3;
@@ -221,6 +224,16 @@ pub(super) fn lookup(set: &str, key: u32, to: Option<u32>) -> Expressions {
     ];
     attributes.extend(to.map(|to| Lookup::DestinationRegister(reg(to))));
     Expressions::Lookup(attributes)
+}
+
+/// `lookup reg <key> set <set> 0x1`: the rule goes on only if the key
+/// is not in the set (`NFT_LOOKUP_F_INV`).
+pub(super) fn lookup_missing(set: &str, key: u32) -> Expressions {
+    Expressions::Lookup(vec![
+        Lookup::Set(set.to_owned()),
+        Lookup::SourceRegister(reg(key)),
+        Lookup::Flags(NFT_LOOKUP_F_INV),
+    ])
 }
 
 /// `dynset update reg_key <key> set <set> [sreg_data <data>]`: adds the

@@ -93,6 +93,15 @@ fn transport() -> [Expressions; 2] {
     [meta(MetaKey::L4Proto, 0), expr::lookup(TRANSPORTS, 0, None)]
 }
 
+/// `meta l4proto . th sport != @forwards` for replies, which may come
+/// from a forwarded port (nothing for the original direction).
+fn not_forwarded(direction: u8) -> Vec<Expressions> {
+    match direction {
+        REPLY => vec![expr::lookup_missing(FORWARDS, 0)],
+        _ => Vec::new(),
+    }
+}
+
 /// `snat to <public> : <hash>`, the hash of the mapping's key.
 fn snat(rules: &NatRules) -> Vec<Expressions> {
     let mut key = vec![
@@ -184,6 +193,9 @@ pub(super) fn rules_of(rules: &NatRules) -> Vec<(&'static str, Vec<Expressions>)
             is,
             ct_bits(CtKey::Status, status, true).to_vec(),
             protocol_and_port(true).to_vec(),
+            // A port forward's replies are no mapping: they must not
+            // outlive the forward.
+            not_forwarded(direction),
             host(direction),
             vec![expr::update(MAPPINGS, 0, Some(2))],
         ];
