@@ -89,9 +89,11 @@
 //!   redirects (`send_redirects=0`), since hairpinned packets leave by
 //!   the interface they came in.
 //!
-//! Two keys of the same protocol that hash to the same public port, for
-//! the same destination, cannot both be translated: the second
-//! connection's packets are dropped (one chance in 40000 per pair).
+//! Two keys of the same protocol that hash to the same public port cannot
+//! both reach the same destination endpoint (conntrack's reply tuples
+//! would be equal): the second connection's packets are dropped (one
+//! chance in 40000 per pair). A port forward on a port a mapping uses
+//! takes that port's new inbound connections.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::BorrowedFd;
