@@ -120,7 +120,7 @@ pub use tools::doctor;
 pub use tools::{conntrack, matrix, probe};
 
 pub use common::error::{Error, Result};
-pub use common::nat::{DEFAULT_UDP_TIMEOUT, Filtering, Mapping, Nat, Preset};
+pub use common::nat::{DEFAULT_UDP_TIMEOUT, Filtering, Mapping, Nat, Preset, Protocol};
 pub use common::settings::{
     CAPTURE_VAR, KEEP_SECONDS_VAR, KEEP_VAR, ROOTLESS_VAR, SEED_VAR, SKIP_VAR,
 };

@@ -55,6 +55,39 @@ impl fmt::Display for Filtering {
     }
 }
 
+/// A transport protocol a router translates and forwards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// TCP
+    Tcp,
+    /// UDP
+    Udp,
+}
+
+impl Protocol {
+    /// Its IP protocol number.
+    pub(crate) fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => libc::IPPROTO_TCP as u8,
+            Protocol::Udp => libc::IPPROTO_UDP as u8,
+        }
+    }
+
+    /// Its name, as `nft` writes it: `tcp`, `udp`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The UDP mapping timeout of a router unless set: RFC 4787's REQ-5
 /// minimum, two minutes.
 pub const DEFAULT_UDP_TIMEOUT: Duration = Duration::from_secs(120);

@@ -298,7 +298,7 @@ fn counter(attributes: &[DefaultNla]) -> (u64, u64) {
 mod faults;
 pub(crate) use faults::*;
 mod nat;
-pub(crate) use nat::{NatRules, Protocol, add_forward, flush_nat, install_nat, remove_forward};
+pub(crate) use nat::{NatRules, add_forward, flush_nat, install_nat, remove_forward};
 
 #[cfg(test)]
 mod tests {

@@ -156,6 +156,11 @@ impl LabInner {
         lock(&self.rtnl)
     }
 
+    /// The lab namespace's nf_tables socket.
+    pub(crate) fn nft(&self) -> MutexGuard<'_, Socket> {
+        lock(&self.nft)
+    }
+
     /// The names of the lab's hosts.
     pub(crate) fn hosts(&self) -> MutexGuard<'_, Hosts> {
         lock(&self.hosts)

@@ -24,7 +24,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::common::error::{Error, Result};
-use crate::common::nat::{Nat, Preset, Router};
+use crate::common::nat::{Nat, Preset, Protocol, Router};
 use crate::common::subnet::Ipv4Subnet;
 use crate::kernel::rtnl::{Peer, Rtnl};
 use crate::network::lab::{Lab, LabBuilder, LabInner, mac_for, wait_for};
@@ -642,6 +642,60 @@ impl Lab {
         match self.inner.uplink().router {
             Router::Translating(nat) => Some(nat),
             Router::Masquerade | Router::Routed => None,
+        }
+    }
+
+    /// Forwards the router's public `port` of `protocol` to `to`, a
+    /// container's endpoint on the lab: what arrives there from upstream
+    /// goes to `to`, and with hairpinning what a container of the lab sends
+    /// to [`Lab::public_addr`]`:port` too. For a network of a [`Topology`]
+    /// whose router translates; a port already forwarded is
+    /// [`Error::PortForwarded`].
+    pub fn forward(&self, protocol: Protocol, port: u16, to: SocketAddr) -> Result<()> {
+        let to = self.forwardable(protocol, port, to)?;
+        crate::kernel::nftables::add_forward(&mut self.inner.nft(), protocol, port, to)
+    }
+
+    /// Drops the forward of the router's public `port` of `protocol`.
+    pub fn unforward(&self, protocol: Protocol, port: u16) -> Result<()> {
+        self.translating(&format!("unforward {protocol} port {port}"))?;
+        crate::kernel::nftables::remove_forward(&mut self.inner.nft(), protocol, port)
+    }
+
+    /// Reboots the router's NAT: every mapping and the connections it
+    /// tracks are forgotten (its conntrack table is flushed), its port
+    /// forwards stay. For a network of a [`Topology`] whose router
+    /// translates.
+    pub fn flush_nat(&self) -> Result<()> {
+        self.translating("flush the NAT")?;
+        crate::kernel::nftables::flush_nat(&mut self.inner.nft())
+    }
+
+    /// An error unless the router translates with rules of the harness.
+    fn translating(&self, what: &str) -> Result<Nat> {
+        self.nat().ok_or_else(|| Error::InvalidNat {
+            nat: what.to_owned(),
+            reason: format!(
+                "this lab's router does not translate with a NAT of its own ({}); \
+                 use a network of a Topology with a NAT preset",
+                self.inner.uplink().router
+            ),
+        })
+    }
+
+    /// `to` as an IPv4 endpoint of the lab's subnet, for a forward.
+    fn forwardable(&self, protocol: Protocol, port: u16, to: SocketAddr) -> Result<SocketAddrV4> {
+        let what = format!("forward {protocol} port {port} to {to}");
+        self.translating(&what)?;
+        match to {
+            SocketAddr::V4(to) if self.subnet().contains(*to.ip()) && port != 0 => Ok(to),
+            _ => Err(Error::InvalidNat {
+                nat: what,
+                reason: format!(
+                    "a forward goes from a port other than 0 to an IPv4 endpoint of the lab's subnet {}",
+                    self.subnet()
+                ),
+            }),
         }
     }
 

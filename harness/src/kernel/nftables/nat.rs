@@ -112,7 +112,7 @@ use netlink_packet_netfilter::{
 
 use super::{Refusal, Socket, batch, nft_of};
 use crate::common::error::{Error, Result};
-use crate::common::nat::Nat;
+use crate::common::nat::{Nat, Protocol};
 use crate::common::subnet::Ipv4Subnet;
 use crate::kernel::netlink::request;
 use crate::kernel::netns;
@@ -132,33 +132,6 @@ const TRANSPORTS: &str = "transports";
 const MAPPINGS: &str = "mappings";
 const PEERS: &str = "peers";
 const FORWARDS: &str = "forwards";
-
-/// A transport protocol the NAT translates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum Protocol {
-    /// TCP
-    Tcp,
-    /// UDP
-    Udp,
-}
-
-impl Protocol {
-    /// Its IP protocol number.
-    pub(crate) fn number(self) -> u8 {
-        match self {
-            Protocol::Tcp => libc::IPPROTO_TCP as u8,
-            Protocol::Udp => libc::IPPROTO_UDP as u8,
-        }
-    }
-
-    /// Its name, as `nft` writes it.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        }
-    }
-}
 
 /// A router's NAT: its networks, its public address, its behaviour.
 #[derive(Clone, Debug)]

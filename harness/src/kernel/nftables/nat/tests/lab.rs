@@ -13,9 +13,7 @@ use netlink_packet_route::route::{
 };
 
 use super::*;
-use crate::kernel::nftables::{
-    NatRules, Protocol, add_forward, flush_nat, install_nat, remove_forward,
-};
+use crate::kernel::nftables::{NatRules, add_forward, flush_nat, install_nat, remove_forward};
 use crate::kernel::rtnl::{Peer, Rtnl};
 use crate::kernel::userns::create_netns;
 
