@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use netns_harness::{Filtering, Mapping, Network, Preset, Spec, Topology};
+use netns_harness::{Filtering, Mapping, Network, Preset, Spec, Stdio, Topology};
 
 /// The rendezvous server's port, on its container of the internet segment.
 const RENDEZVOUS_PORT: u16 = 7000;
@@ -146,7 +146,9 @@ fn main() -> Result<(), netns_harness::Error> {
             for (side, preset) in [("a", a), ("b", b)] {
                 let network =
                     topology.add(Network::new(&format!("{pair}{side}")).preset(preset))?;
-                let spec = Spec::function(peer).args([&server_addr.to_string(), &pair, side]);
+                let spec = Spec::function(peer)
+                    .args([&server_addr.to_string(), &pair, side])
+                    .stdout(Stdio::Null);
                 peers.push((network.spawn(&spec)?, network));
             }
             runs.push(((i, j), peers));

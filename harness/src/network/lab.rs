@@ -124,6 +124,9 @@ pub(crate) fn mac_for(addr: Ipv4Addr) -> [u8; 6] {
 pub(crate) struct LabInner {
     addressing: Addressing,
     uplink: Uplink,
+    /// A routed network of a topology: the upstream's route to it (gone
+    /// before the router's address goes back).
+    _route: Option<UpstreamRoute>,
     /// A network of a topology: its router's address on the upstream
     /// network's bridge (which holds the upstream network while this one
     /// lives), and the name of its port there.
@@ -235,6 +238,7 @@ impl LabInner {
         Ok(Self {
             addressing: view.addressing,
             uplink: view.uplink,
+            _route: None,
             upstream: None,
             bridge: view.bridge,
             bridge_index: view.bridge_index,
@@ -248,6 +252,23 @@ impl LabInner {
             next_port: AtomicU32::new(0),
             next_view: AtomicU32::new(0),
         })
+    }
+}
+
+/// A route on an upstream network to a routed network's subnet through
+/// its router, deleted when dropped.
+pub(crate) struct UpstreamRoute {
+    pub upstream: Arc<LabInner>,
+    pub subnet: Ipv4Subnet,
+    pub via: Ipv4Addr,
+}
+
+impl Drop for UpstreamRoute {
+    fn drop(&mut self) {
+        let (network, prefix) = (self.subnet.network(), self.subnet.prefix());
+        if let Err(e) = self.upstream.rtnl().delete_route(network, prefix, self.via) {
+            tracing::warn!(%e, "a routed network's route stayed upstream");
+        }
     }
 }
 

@@ -21,7 +21,7 @@
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use crate::common::error::{Error, Result};
 use crate::common::nat::{Nat, Preset, Protocol, Router};
@@ -54,10 +54,10 @@ const HOST_ADDRS: [[Ipv4Addr; 2]; 2] = [
 ];
 /// Where networks without a subnet of their own get one, a `/24` each in
 /// order: behind a NAT, in carrier NAT's shared address space (RFC 6598),
-/// and routed (public addresses, TEST-NET-2 of RFC 5737, in `/27`s).
+/// and routed (public addresses, TEST-NET-2 of RFC 5737, in `/28`s).
 const PRIVATE_POOL: (Ipv4Addr, u8, u8) = (Ipv4Addr::new(10, 128, 0, 0), 9, 24);
 const CARRIER_POOL: (Ipv4Addr, u8, u8) = (Ipv4Addr::new(100, 64, 0, 0), 10, 24);
-const PUBLIC_POOL: (Ipv4Addr, u8, u8) = (Ipv4Addr::new(198, 51, 100, 0), 24, 27);
+const PUBLIC_POOL: (Ipv4Addr, u8, u8) = (Ipv4Addr::new(198, 51, 100, 0), 24, 28);
 
 /// A host of the internet segment: two public addresses, a STUN responder
 /// on each (ports [`STUN_PORTS`]), and a namespace to run servers in
@@ -141,7 +141,7 @@ impl Network {
 
     /// Its subnet, in CIDR notation (a `/8` to `/30`, overlapping no other
     /// network's nor the internet's `203.0.113.0/24`). Without it, the
-    /// next free `/24` of `10.128.0.0/9` (of `198.51.100.0/24` in `/27`s
+    /// next free `/24` of `10.128.0.0/9` (of `198.51.100.0/24` in `/28`s
     /// for [`Preset::None`], public addresses).
     pub fn subnet(mut self, subnet: &str) -> Network {
         self.subnet = Some(subnet.to_owned());
@@ -312,6 +312,19 @@ fn check_overlap(name: &str, subnet: Ipv4Subnet, others: &[(String, Ipv4Subnet)]
     }
 }
 
+/// A subnet a network has.
+struct Taken {
+    name: String,
+    subnet: Ipv4Subnet,
+    by: Option<Weak<LabInner>>,
+}
+
+impl Taken {
+    fn alive(&self) -> bool {
+        self.by.as_ref().is_none_or(|by| by.strong_count() > 0)
+    }
+}
+
 /// A network of the topology, by name.
 struct Member {
     name: String,
@@ -323,9 +336,9 @@ struct Inner {
     internet: Lab,
     hosts: Vec<PublicHost>,
     members: Mutex<Vec<Member>>,
-    /// Subnets handed to networks that did not name one (kept while the
-    /// process lives: a test's network may come and go).
-    taken: Mutex<Vec<(String, Ipv4Subnet)>>,
+    /// The networks' subnets: free again once the network is gone (`None`
+    /// while it is being built).
+    taken: Mutex<Vec<Taken>>,
     seed: u32,
 }
 
@@ -521,8 +534,14 @@ impl Topology {
                 (HOST_ADDRS[0][0], outside),
                 self.inner.seed,
             );
-        if built.is_err() {
-            lock(&self.inner.taken).retain(|(_, s)| *s != subnet);
+        let mut taken = lock(&self.inner.taken);
+        match &built {
+            Ok(lab) => {
+                if let Some(entry) = taken.iter_mut().find(|t| t.subnet == subnet) {
+                    entry.by = Some(Arc::downgrade(&lab.inner));
+                }
+            }
+            Err(_) => taken.retain(|t| t.subnet != subnet),
         }
         built
     }
@@ -531,6 +550,7 @@ impl Topology {
     /// checked against every other network's and taken.
     fn take_subnet(&self, network: &Network, pool: (Ipv4Addr, u8, u8)) -> Result<Ipv4Subnet> {
         let mut taken = lock(&self.inner.taken);
+        taken.retain(Taken::alive);
         let subnet = match &network.subnet {
             Some(text) => text.parse()?,
             None => {
@@ -542,7 +562,7 @@ impl Topology {
                         let first = u32::from(base) + (i << (32 - size));
                         Ipv4Subnet::new(Ipv4Addr::from(first), size).ok()
                     })
-                    .find(|s| !taken.iter().any(|(_, t)| t.overlaps(s)))
+                    .find(|s| !taken.iter().any(|t| t.subnet.overlaps(s)))
                     .ok_or_else(|| {
                         invalid(
                             &network.name,
@@ -551,8 +571,13 @@ impl Topology {
                     })?
             }
         };
-        check_overlap(&network.name, subnet, &taken)?;
-        taken.push((network.name.clone(), subnet));
+        let others: Vec<_> = taken.iter().map(|t| (t.name.clone(), t.subnet)).collect();
+        check_overlap(&network.name, subnet, &others)?;
+        taken.push(Taken {
+            name: network.name.clone(),
+            subnet,
+            by: None,
+        });
         Ok(subnet)
     }
 

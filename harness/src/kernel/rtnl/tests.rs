@@ -179,7 +179,7 @@ fn ipv6_address_and_route_requests_are_read_back() {
         "fd00:200::".parse().unwrap(),
         "2001:db8::1".parse().unwrap(),
     );
-    let (flags, message) = parsed(v6::route_request(network.into(), 64, gateway.into()));
+    let (flags, message) = parsed(v6::route_request(network.into(), 64, gateway.into(), true));
     assert_eq!(flags, CREATE);
     let RouteNetlinkMessage::NewRoute(route) = message else {
         panic!("not RTM_NEWROUTE: {message:?}");
@@ -198,9 +198,10 @@ fn ipv6_address_and_route_requests_are_read_back() {
         default,
         0,
         Ipv4Addr::new(203, 0, 113, 1).into(),
+        false,
     ));
-    let RouteNetlinkMessage::NewRoute(route) = message else {
-        panic!("not RTM_NEWROUTE: {message:?}");
+    let RouteNetlinkMessage::DelRoute(route) = message else {
+        panic!("not RTM_DELROUTE: {message:?}");
     };
     assert_eq!(route.header.address_family, AddressFamily::Inet);
     assert_eq!(route.header.destination_prefix_length, 0);

@@ -35,11 +35,13 @@ pub(super) fn address6_request(
 }
 
 /// `ip route add <network>/<prefix> via <gateway>`, of the family of
-/// `network` (`gateway` is of the same family).
+/// `network` (`gateway` is of the same family); `ip route del` with `add`
+/// false.
 pub(super) fn route_request(
     network: IpAddr,
     prefix: u8,
     gateway: IpAddr,
+    add: bool,
 ) -> NetlinkMessage<RouteNetlinkMessage> {
     let mut route = RouteMessage::default();
     route.header.address_family = match network {
@@ -55,10 +57,14 @@ pub(super) fn route_request(
         RouteAttribute::Destination(RouteAddress::from(network)),
         RouteAttribute::Gateway(RouteAddress::from(gateway)),
     ];
-    request(
-        RouteNetlinkMessage::NewRoute(route),
-        NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-    )
+    if add {
+        request(
+            RouteNetlinkMessage::NewRoute(route),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )
+    } else {
+        request(RouteNetlinkMessage::DelRoute(route), NLM_F_ACK)
+    }
 }
 
 impl Rtnl {
@@ -82,9 +88,25 @@ impl Rtnl {
         gateway: impl Into<IpAddr>,
     ) -> Result<()> {
         let (network, gateway) = (network.into(), gateway.into());
-        let msg = route_request(network, prefix, gateway);
+        let msg = route_request(network, prefix, gateway, true);
         self.request(
             || format!("add the route {network}/{prefix} via {gateway}"),
+            msg,
+        )
+        .map(drop)
+    }
+
+    /// `ip route del <network>/<prefix> via <gateway>`
+    pub(crate) fn delete_route(
+        &mut self,
+        network: impl Into<IpAddr>,
+        prefix: u8,
+        gateway: impl Into<IpAddr>,
+    ) -> Result<()> {
+        let (network, gateway) = (network.into(), gateway.into());
+        let msg = route_request(network, prefix, gateway, false);
+        self.request(
+            || format!("delete the route {network}/{prefix} via {gateway}"),
             msg,
         )
         .map(drop)

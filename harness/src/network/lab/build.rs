@@ -159,7 +159,13 @@ impl LabBuilder {
             nft,
             bridge_index,
         };
-        Ok(gateway.into_lab(self.bridge, addressing, DEFAULT_UPLINK, outside_ns, None))
+        Ok(gateway.into_lab(
+            self.bridge,
+            addressing,
+            DEFAULT_UPLINK,
+            outside_ns,
+            Upstream::default(),
+        ))
     }
 
     /// The addressing the settings describe, checked.
@@ -241,6 +247,7 @@ impl LabBuilder {
         let upstream_subnet = upstream.addressing().subnet;
         rtnl.add_address(uplink_index, lease.addr(), upstream_subnet.prefix())?;
         rtnl.add_route(Ipv4Addr::UNSPECIFIED, 0, upstream.addressing().gateway())?;
+        let mut route = None;
         match router {
             Router::Translating(nat) => {
                 let rules = nftables::NatRules {
@@ -262,6 +269,11 @@ impl LabBuilder {
                 upstream
                     .rtnl()
                     .add_route(subnet.network(), subnet.prefix(), lease.addr())?;
+                route = Some(UpstreamRoute {
+                    upstream: Arc::clone(upstream),
+                    subnet,
+                    via: lease.addr(),
+                });
             }
         }
         wait_for(UPLINK, "come up", || {
@@ -274,13 +286,11 @@ impl LabBuilder {
             router,
             internet: true,
         };
-        Ok(gateway.into_lab(
-            self.bridge,
-            addressing,
-            uplink,
-            outside.1,
-            Some((lease, port)),
-        ))
+        let upstream = Upstream {
+            lease: Some((lease, port)),
+            route,
+        };
+        Ok(gateway.into_lab(self.bridge, addressing, uplink, outside.1, upstream))
     }
 }
 
@@ -302,8 +312,22 @@ impl LabBuilder {
             router: Router::Routed,
             internet: true,
         };
-        Ok(gateway.into_lab(self.bridge, addressing, uplink, outside_ns, None))
+        Ok(gateway.into_lab(
+            self.bridge,
+            addressing,
+            uplink,
+            outside_ns,
+            Upstream::default(),
+        ))
     }
+}
+
+/// What holds a network of a topology to its upstream network: its
+/// router's address there, and the route to a routed network.
+#[derive(Default)]
+struct Upstream {
+    lease: Option<(Lease, String)>,
+    route: Option<UpstreamRoute>,
 }
 
 /// A lab namespace with its bridge, before its uplink.
@@ -321,12 +345,13 @@ impl Gateway {
         addressing: Addressing,
         uplink: Uplink,
         outside_ns: OwnedFd,
-        upstream: Option<(Lease, String)>,
+        upstream: Upstream,
     ) -> Lab {
         Lab::from_inner(LabInner {
             addressing,
             uplink,
-            upstream,
+            _route: upstream.route,
+            upstream: upstream.lease,
             bridge,
             bridge_index: self.bridge_index,
             lab_ns: self.lab_ns,
