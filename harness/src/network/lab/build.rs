@@ -241,6 +241,7 @@ impl LabBuilder {
                 mac: Some(mac_for(lease.addr())),
             },
         )?;
+        netns::run_in(gateway.lab_ns.as_fd(), no_bridge_netfilter)?;
         let rtnl = &mut gateway.rtnl;
         let uplink_index = rtnl.link_index(UPLINK)?;
         rtnl.set_up(uplink_index)?;
@@ -393,6 +394,24 @@ fn lab_router() -> Result<(Rtnl, Socket)> {
     let nft = Socket::open(libc::NETLINK_NETFILTER)
         .map_err(|e| Error::os("open an nf_tables socket in the lab namespace", e))?;
     Ok((Rtnl::open("lab")?, nft))
+}
+
+/// Frames bridged between two ports of a bridge of the calling thread's
+/// namespace stay out of its IP hooks (`br_netfilter`, when the kernel
+/// has it, passes them through by default): a router's NAT then sees only
+/// what it routes. Otherwise a packet a container sends to its own public
+/// endpoint (hairpinning) is translated back to it as a bridged frame, and
+/// the bridge drops it, since it would leave by the port it came in by.
+fn no_bridge_netfilter() -> Result<()> {
+    for family in ["iptables", "ip6tables", "arptables"] {
+        let path = format!("/proc/sys/net/bridge/bridge-nf-call-{family}");
+        if std::path::Path::new(&path).exists() {
+            std::fs::write(&path, "0").map_err(|e| {
+                Error::os(format!("turn off bridge-nf-call-{family} in a router's namespace"), e)
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// IPv6 for links created afterwards in the calling thread's namespace.
