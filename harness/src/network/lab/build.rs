@@ -407,7 +407,10 @@ fn no_bridge_netfilter() -> Result<()> {
         let path = format!("/proc/sys/net/bridge/bridge-nf-call-{family}");
         if std::path::Path::new(&path).exists() {
             std::fs::write(&path, "0").map_err(|e| {
-                Error::os(format!("turn off bridge-nf-call-{family} in a router's namespace"), e)
+                Error::os(
+                    format!("turn off bridge-nf-call-{family} in a router's namespace"),
+                    e,
+                )
             })?;
         }
     }

@@ -1,0 +1,321 @@
+//! A NAT's state over time, measured with real datagrams from the
+//! internet's public hosts: a flush ("router reboot") forgets mappings and
+//! keeps forwards, an idle mapping dies after the UDP timeout and not
+//! before, hairpinning can be turned off; the `conntrack` and `nft` tools
+//! see the same; the hole-punching example's matrix is RFC 4787's; and a
+//! topology leaves the host as it found it.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Lines};
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use netns_harness::prelude::*;
+use netns_harness::{Filtering, Mapping, Nat, Network, Preset, Protocol, Topology, stun};
+use netns_harness_suite::{HostState, in_netns, needs, tool, with_netns};
+
+/// In a container: maps a UDP socket through the router with the STUN
+/// server given as argument, prints the mapping, then prints every
+/// datagram that arrives, one line each.
+fn mapped_listener() {
+    let server: SocketAddr = std::env::args().nth(1).unwrap().parse().unwrap();
+    let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+    let mapped = stun::binding(&socket, server, Duration::from_secs(3)).unwrap();
+    println!("{mapped}");
+    let mut buf = [0u8; 512];
+    loop {
+        let (n, _) = socket.recv_from(&mut buf).unwrap();
+        println!("{}", String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
+/// A container listening behind `lab`'s router, and its mapping.
+struct Listener {
+    _container: Container,
+    lines: std::sync::mpsc::Receiver<String>,
+    mapped: SocketAddr,
+}
+
+impl Listener {
+    fn start(lab: &Lab, server: SocketAddr) -> Listener {
+        let mut container = lab
+            .spawn(
+                &Spec::function(mapped_listener)
+                    .arg(server.to_string())
+                    .stdout(Stdio::Piped),
+            )
+            .unwrap();
+        let mut lines: Lines<BufReader<File>> =
+            BufReader::new(container.take_stdout().unwrap()).lines();
+        let mapped = lines.next().unwrap().unwrap().parse().unwrap();
+        let (send, receive) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Listener {
+            _container: container,
+            lines: receive,
+            mapped,
+        }
+    }
+
+    /// Whether `text`, sent to the mapping from the public host whose
+    /// namespace is `from` (three times), arrives.
+    fn hears(&self, from: std::os::fd::BorrowedFd<'_>, text: &str) -> bool {
+        let mapped = self.mapped;
+        with_netns(from, || {
+            let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+            for _ in 0..3 {
+                socket.send_to(text.as_bytes(), mapped).unwrap();
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_millis(700);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line == text => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+}
+
+fn full_cone(name: &str) -> (Topology, Lab) {
+    let topology = Topology::builder()
+        .network(Network::new(name).preset(Preset::FullCone))
+        .build()
+        .unwrap();
+    let lab = topology.network(name).unwrap();
+    (topology, lab)
+}
+
+/// After a flush, what got in through a mapping no longer does, the
+/// router's conntrack table and mapping set are empty, and a forward
+/// still works.
+#[needs("conntrack", "nft")]
+#[test]
+fn a_flush_forgets_mappings_and_keeps_forwards() {
+    let (topology, lab) = full_cone("home");
+    let hosts = topology.hosts();
+    let listener = Listener::start(&lab, hosts[0].stun());
+    assert!(
+        listener.hears(hosts[1].netns(), "before"),
+        "full cone let nothing in"
+    );
+    let listing = in_netns(lab.lab_netns(), "conntrack", &["-L", "-p", "udp"]);
+    assert!(
+        listing.contains(&format!("dport={}", listener.mapped.port())),
+        "{listing}"
+    );
+    let outside = SocketAddr::new(hosts[0].addr().into(), 9);
+    let err = lab.forward(Protocol::Udp, 4444, outside).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("an IPv4 endpoint of the lab's subnet"),
+        "{err}"
+    );
+    let forward_to = SocketAddr::new(listener._container.addr(), 4444);
+    lab.forward(Protocol::Udp, 4444, forward_to).unwrap();
+
+    lab.flush_nat().unwrap();
+    let listing = in_netns(lab.lab_netns(), "conntrack", &["-L", "-p", "udp"]);
+    assert!(
+        !listing.contains("dport="),
+        "conntrack still lists:\n{listing}"
+    );
+    let ruleset = in_netns(
+        lab.lab_netns(),
+        "nft",
+        &["list", "map", "ip", "netns_harness_nat", "mappings"],
+    );
+    assert!(
+        !ruleset.contains("elements"),
+        "mappings survived:\n{ruleset}"
+    );
+    assert!(
+        ruleset.is_empty() || ruleset.contains("map mappings"),
+        "{ruleset}"
+    );
+    assert!(
+        !listener.hears(hosts[1].netns(), "after"),
+        "a flushed mapping let a datagram in"
+    );
+    let forwards = in_netns(
+        lab.lab_netns(),
+        "nft",
+        &["list", "map", "ip", "netns_harness_nat", "forwards"],
+    );
+    assert!(
+        forwards.contains(&format!("udp . 4444 : {}", forward_to.ip())),
+        "{forwards}"
+    );
+}
+
+/// An idle mapping lives for the UDP timeout, as set, then dies: the
+/// `conntrack` tool shows the timeout, and a datagram from outside gets
+/// in before it and not after.
+#[needs("conntrack")]
+#[test]
+fn an_idle_mapping_lives_for_the_udp_timeout() {
+    let nat = Nat::new(Mapping::EndpointIndependent, Filtering::EndpointIndependent)
+        .udp_timeout(Duration::from_secs(3));
+    let topology = Topology::builder()
+        .network(Network::new("short").nat(nat))
+        .build()
+        .unwrap();
+    let lab = topology.network("short").unwrap();
+    assert_eq!(lab.nat(), Some(nat));
+    let hosts = topology.hosts();
+    let listener = Listener::start(&lab, hosts[0].stun());
+    let listing = in_netns(lab.lab_netns(), "conntrack", &["-L", "-p", "udp"]);
+    let line = listing
+        .lines()
+        .find(|l| l.contains("dport=3478"))
+        .expect("the STUN flow");
+    let left: u64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(left <= 3, "conntrack gives the mapping {left} s: {line}");
+    assert!(listener.hears(hosts[1].netns(), "fresh"));
+    // Receiving does not refresh a mapping of a NAT; the last outbound
+    // datagram was the STUN request.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        !listener.hears(hosts[1].netns(), "stale"),
+        "the mapping outlived its timeout"
+    );
+    let listing = in_netns(lab.lab_netns(), "conntrack", &["-L", "-p", "udp"]);
+    assert!(!listing.contains("dport=3478"), "{listing}");
+}
+
+/// With hairpinning off, the classifier says so; the same NAT with it on
+/// hairpins (tests/topology.rs).
+#[test]
+fn hairpinning_off_is_measured_off() {
+    let nat =
+        Nat::new(Mapping::EndpointIndependent, Filtering::EndpointIndependent).hairpinning(false);
+    let topology = Topology::builder()
+        .network(Network::new("nohair").nat(nat))
+        .build()
+        .unwrap();
+    let lab = topology.network("nohair").unwrap();
+    let out = lab
+        .spawn(
+            &Spec::function(classify)
+                .arg(topology.hosts()[0].stun().to_string())
+                .stdout(Stdio::Piped),
+        )
+        .unwrap()
+        .output(Duration::from_secs(20))
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        text.trim(),
+        "NAT: endpoint-independent mapping, endpoint-independent filtering, no hairpinning"
+    );
+}
+
+/// In a container: prints the classifier's verdict against the argument.
+fn classify() {
+    let server: SocketAddr = std::env::args().nth(1).unwrap().parse().unwrap();
+    println!(
+        "{}",
+        stun::classify(server, Duration::from_secs(5)).unwrap()
+    );
+}
+
+/// The example's matrix, written out from RFC 4787's behaviours: rows are
+/// peer A's preset, columns peer B's, in `Preset::ALL`'s order (full cone,
+/// restricted cone, port-restricted cone, symmetric, none, carrier NAT).
+/// Symmetric NAT defeats a peer behind a port-restricted filter (either
+/// kind, carrier NAT too) or another symmetric NAT; everything else
+/// connects.
+const EXPECTED: [&str; 6] = [
+    "✓ ✓ ✓ ✓ ✓ ✓",
+    "✓ ✓ ✓ ✓ ✓ ✓",
+    "✓ ✓ ✓ · ✓ ✓",
+    "✓ ✓ · · ✓ ·",
+    "✓ ✓ ✓ ✓ ✓ ✓",
+    "✓ ✓ ✓ · ✓ ✓",
+];
+
+/// The hole-punching example, run as a user would: its matrix is the one
+/// RFC 4787 predicts, and it says so.
+#[test]
+fn the_hole_punching_example_connects_the_pairs_rfc_4787_predicts() {
+    let example = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/holepunch");
+    let out = tool(example.to_str().unwrap()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<String> = Preset::ALL
+        .iter()
+        .map(|preset| {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(&format!("{} ", preset.name())))
+                .unwrap_or_else(|| panic!("no row for {preset}:\n{text}"));
+            line[preset.name().len()..]
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    assert_eq!(rows, EXPECTED, "{text}");
+    assert!(
+        text.contains("36 of 36 pairs as RFC 4787 predicts"),
+        "{text}"
+    );
+}
+
+/// Building, using and dropping a topology changes nothing on the host,
+/// its conntrack timeouts included (a router sets its own).
+#[needs("ip", "nft")]
+#[test]
+fn a_topology_leaves_the_host_unchanged() {
+    let before = HostState::capture();
+    let timeouts = || {
+        let out = tool("cat")
+            .args([
+                "/proc/sys/net/netfilter/nf_conntrack_udp_timeout",
+                "/proc/sys/net/netfilter/nf_conntrack_udp_timeout_stream",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let host_timeouts;
+    {
+        let nat = Nat::new(Mapping::AddressDependent, Filtering::AddressDependent)
+            .udp_timeout(Duration::from_secs(5));
+        let topology = Topology::builder()
+            .network(Network::new("a").nat(nat))
+            .network(Network::new("b").preset(Preset::Cgnat))
+            .network(Network::new("c").preset(Preset::None))
+            .build()
+            .unwrap();
+        let lab = topology.network("a").unwrap();
+        let listener = Listener::start(&lab, topology.hosts()[0].stun());
+        assert!(listener.mapped.port() >= 20000);
+        host_timeouts = timeouts();
+        assert_ne!(
+            host_timeouts, "5\n5\n",
+            "the host took a router's UDP timeout"
+        );
+    }
+    HostState::capture().assert_unchanged(&before);
+    assert_eq!(timeouts(), host_timeouts);
+}
