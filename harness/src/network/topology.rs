@@ -60,8 +60,10 @@ const CARRIER_POOL: (Ipv4Addr, u8, u8) = (Ipv4Addr::new(100, 64, 0, 0), 10, 24);
 const PUBLIC_POOL: (Ipv4Addr, u8, u8) = (Ipv4Addr::new(198, 51, 100, 0), 24, 28);
 
 /// A host of the internet segment: two public addresses, a STUN responder
-/// on each (ports [`STUN_PORTS`]), and a namespace to run servers in
-/// (see [`Topology::spawn_on_host`]).
+/// on each (ports [`STUN_PORTS`]), and its namespace. Servers of one's own
+/// run on the internet in containers of [`Topology::internet`] (with a
+/// public address each), or on `host1` with [`Lab::spawn_outside`] of any
+/// network of the topology.
 #[derive(Debug)]
 pub struct PublicHost {
     name: String,
