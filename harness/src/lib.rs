@@ -17,6 +17,13 @@
 //! subnet and a default route through the gateway; it runs a program or a
 //! Rust function of the test executable ([`Spec`]).
 //!
+//! A [`Topology`] holds several such labs, each behind a router of a chosen
+//! NAT behaviour ([`Preset`], [`Nat`], in RFC 4787's terms), on an internet
+//! segment with two public hosts of two addresses each, which run STUN
+//! responders; [`stun::classify`] measures a router from behind it, as RFC
+//! 5780 describes. `#[netns_test(nat = "symmetric")]` runs a test behind
+//! such a router, on a network of its own.
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use netns_harness::{Lab, Spec};
@@ -164,6 +171,13 @@ pub use kernel::rootless::is_rootless;
 /// - `network = "private"`: a lab of the test's own instead of the process's
 ///   shared one. Under nextest every test is a process of its own, so the
 ///   shared lab is shared only by the test's own containers.
+/// - `nat = "symmetric"` (or `"full-cone"`, `"restricted-cone"`,
+///   `"port-restricted-cone"`, `"none"`, `"cgnat"`: a [`Preset`]): the test's
+///   container on a network of its own behind a router of that behaviour,
+///   on the process's shared [`Topology`] (on one of the test's own with
+///   `network = "private"`); its [`Net::lab`] is that network
+///   ([`Lab::nat`], [`Lab::stun_servers`], [`Lab::public_hosts`],
+///   [`Lab::forward`], [`Lab::flush_nat`]). IPv4 only.
 /// - `fs = "overlay"`: the body's writes anywhere are its own, over a
 ///   copy-on-write view of the host's files ([`Fs::Overlay`]); `fs = "host"`:
 ///   the body sees the host's files as they are ([`Fs::Host`]); by default

@@ -136,8 +136,9 @@ pub(crate) struct LabInner {
     lab_ns: OwnedFd,
     outside_ns: OwnedFd,
     rtnl: Mutex<Rtnl>,
-    /// The lab namespace's nf_tables socket.
-    nft: Mutex<Socket>,
+    /// The lab namespace's nf_tables socket, opened on first use by a
+    /// handle that did not build the lab.
+    nft: Mutex<Option<Socket>>,
     pool: Mutex<AddressPool>,
     /// The names of its hosts.
     hosts: Mutex<Hosts>,
@@ -159,9 +160,17 @@ impl LabInner {
         lock(&self.rtnl)
     }
 
-    /// The lab namespace's nf_tables socket.
-    pub(crate) fn nft(&self) -> MutexGuard<'_, Socket> {
-        lock(&self.nft)
+    /// Runs `f` with the lab namespace's nf_tables socket.
+    pub(crate) fn with_nft<T>(&self, f: impl FnOnce(&mut Socket) -> Result<T>) -> Result<T> {
+        let mut nft = lock(&self.nft);
+        let socket = match &mut *nft {
+            Some(socket) => socket,
+            none => none.insert(netns::run_in(self.lab_ns.as_fd(), || {
+                Socket::open(libc::NETLINK_NETFILTER)
+                    .map_err(|e| Error::os("open an nf_tables socket in the lab namespace", e))
+            })?),
+        };
+        f(socket)
     }
 
     /// The names of the lab's hosts.
@@ -230,11 +239,7 @@ impl LabInner {
     /// `port_prefix…`, hands out only `addrs` and knows the `hosts` by
     /// name.
     pub(crate) fn adopt(view: LabView, lab_ns: OwnedFd, outside_ns: OwnedFd) -> Result<Self> {
-        let (rtnl, nft) = netns::run_in(lab_ns.as_fd(), || {
-            let nft = Socket::open(libc::NETLINK_NETFILTER)
-                .map_err(|e| Error::os("open an nf_tables socket in the lab namespace", e))?;
-            Ok((Rtnl::open("lab")?, nft))
-        })?;
+        let rtnl = netns::run_in(lab_ns.as_fd(), || Rtnl::open("lab"))?;
         Ok(Self {
             addressing: view.addressing,
             uplink: view.uplink,
@@ -245,7 +250,7 @@ impl LabInner {
             lab_ns,
             outside_ns,
             rtnl: Mutex::new(rtnl),
-            nft: Mutex::new(nft),
+            nft: Mutex::new(None),
             pool: Mutex::new(AddressPool::from_list(view.addrs)),
             hosts: Mutex::new(Hosts::new(&view.addressing, &view.uplink, view.hosts)),
             port_prefix: view.port_prefix,

@@ -680,13 +680,15 @@ impl Lab {
     /// [`Error::PortForwarded`].
     pub fn forward(&self, protocol: Protocol, port: u16, to: SocketAddr) -> Result<()> {
         let to = self.forwardable(protocol, port, to)?;
-        crate::kernel::nftables::add_forward(&mut self.inner.nft(), protocol, port, to)
+        self.inner
+            .with_nft(|nft| crate::kernel::nftables::add_forward(nft, protocol, port, to))
     }
 
     /// Drops the forward of the router's public `port` of `protocol`.
     pub fn unforward(&self, protocol: Protocol, port: u16) -> Result<()> {
         self.translating(&format!("unforward {protocol} port {port}"))?;
-        crate::kernel::nftables::remove_forward(&mut self.inner.nft(), protocol, port)
+        self.inner
+            .with_nft(|nft| crate::kernel::nftables::remove_forward(nft, protocol, port))
     }
 
     /// Reboots the router's NAT: every mapping and the connections it
@@ -695,7 +697,7 @@ impl Lab {
     /// translates.
     pub fn flush_nat(&self) -> Result<()> {
         self.translating("flush the NAT")?;
-        crate::kernel::nftables::flush_nat(&mut self.inner.nft())
+        self.inner.with_nft(crate::kernel::nftables::flush_nat)
     }
 
     /// An error unless the router translates with rules of the harness.

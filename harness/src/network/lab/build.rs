@@ -358,7 +358,7 @@ impl Gateway {
             lab_ns: self.lab_ns,
             outside_ns,
             rtnl: Mutex::new(self.rtnl),
-            nft: Mutex::new(self.nft),
+            nft: Mutex::new(Some(self.nft)),
             pool: Mutex::new(AddressPool::new(addressing.subnet)),
             hosts: Mutex::new(Hosts::new(&addressing, &uplink, Vec::new())),
             port_prefix: "v".to_owned(),
