@@ -126,18 +126,19 @@ fn passes(from: Preset, to: Preset) -> bool {
 
 /// RFC 4787's prediction: a pair connects when either side's packets get
 /// through (the other then answers through the hole they made).
-fn predicted(a: Preset, b: Preset) -> bool {
+pub(crate) fn predicted(a: Preset, b: Preset) -> bool {
     passes(a, b) || passes(b, a)
 }
 
-fn main() -> Result<(), netns_harness::Error> {
-    let started = Instant::now();
+/// Runs every pair of presets at once, each peer on a network of its own:
+/// whether the pair of A's preset `PRESETS[i]` and B's `PRESETS[j]`
+/// connected, by `(i, j)`.
+pub(crate) fn punch_every_pair() -> Result<HashMap<(usize, usize), bool>, netns_harness::Error> {
     let topology = Topology::builder().build()?;
     let server = topology
         .internet()
         .spawn(&Spec::function(rendezvous).name("rendezvous"))?;
     let server_addr = SocketAddr::new(server.addr(), RENDEZVOUS_PORT);
-    // Every pair at once, each peer on a network of its own.
     let mut runs = Vec::new();
     for (i, &a) in PRESETS.iter().enumerate() {
         for (j, &b) in PRESETS.iter().enumerate() {
@@ -163,6 +164,12 @@ fn main() -> Result<(), netns_harness::Error> {
         }
         connected.insert(cell, both);
     }
+    Ok(connected)
+}
+
+fn main() -> Result<(), netns_harness::Error> {
+    let started = Instant::now();
+    let connected = punch_every_pair()?;
     let width = PRESETS.iter().map(|p| p.name().len()).max().unwrap_or(0);
     println!("UDP hole punching, peer A's NAT (rows) × peer B's NAT (columns):");
     println!(
