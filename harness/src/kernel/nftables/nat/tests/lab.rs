@@ -7,11 +7,6 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Instant;
 
-use netlink_packet_route::RouteNetlinkMessage;
-use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
-};
-
 use super::*;
 use crate::kernel::nftables::{NatRules, add_forward, flush_nat, install_nat, remove_forward};
 use crate::kernel::rtnl::{Peer, Rtnl};
@@ -38,37 +33,6 @@ struct Lab {
     nft: Socket,
 }
 
-/// `ip route add <destination> via <gateway>` (`default` without a
-/// destination), on a socket of the calling thread's namespace.
-fn route(destination: Option<(Ipv4Addr, u8)>, gateway: Ipv4Addr) -> Result<()> {
-    let mut route = RouteMessage::default();
-    if let Some((network, prefix)) = destination {
-        route.header.destination_prefix_length = prefix;
-        route
-            .attributes
-            .push(RouteAttribute::Destination(RouteAddress::Inet(network)));
-    }
-    route.header.address_family = netlink_packet_route::AddressFamily::Inet;
-    route.header.table = libc::RT_TABLE_MAIN;
-    route.header.protocol = RouteProtocol::Static;
-    route.header.scope = RouteScope::Universe;
-    route.header.kind = RouteType::Unicast;
-    route
-        .attributes
-        .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
-    let mut socket = Socket::open(libc::NETLINK_ROUTE).map_err(|e| Error::os("open", e))?;
-    let message = request(
-        RouteNetlinkMessage::NewRoute(route),
-        NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-    );
-    socket
-        .transact(&mut [message])
-        .map(drop)
-        .map_err(refused(format!(
-            "add the route to {destination:?} via {gateway}"
-        )))
-}
-
 /// Waits until `ready` holds, at most [`PATIENCE`].
 fn wait(what: &str, mut ready: impl FnMut() -> Result<bool>) {
     let deadline = Instant::now() + PATIENCE;
@@ -93,7 +57,7 @@ fn host(router: &mut Rtnl, bridge: u32, port: &str, addr: Ipv4Addr) -> OwnedFd {
     rtnl.add_address(eth0, addr, 24).unwrap();
     wait("a host's eth0", || Ok(rtnl.link_state("eth0")?.up));
     wait("a bridge port", || Ok(router.link_state(port)?.forwarding));
-    netns::run_in(netns.as_fd(), || route(None, GATEWAY)).unwrap();
+    rtnl.add_route(Ipv4Addr::UNSPECIFIED, 0, GATEWAY).unwrap();
     netns
 }
 
