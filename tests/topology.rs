@@ -11,7 +11,9 @@ use std::time::Duration;
 use netns_harness::prelude::*;
 use netns_harness::stun::{self, Behaviour};
 use netns_harness::{Error, Filtering, Mapping, Nat, Network, Preset, Protocol, Topology};
-use netns_harness_suite::{in_netns, needs, open_descriptors, run_in_netns};
+use netns_harness_suite::{
+    in_netns, needs, open_descriptors, run_in_netns, run_test_in_child_with,
+};
 
 const CLASSIFY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -414,4 +416,32 @@ fn a_port_forward_reaches_the_container_from_the_internet_and_the_lan() {
 fn echo_once() {
     let to: SocketAddr = std::env::args().nth(1).unwrap().parse().unwrap();
     assert!(echoed(to, "hairpin", Duration::from_secs(2)));
+}
+
+/// Fails on purpose behind a symmetric NAT: its report must name it.
+#[netns_test(nat = "symmetric")]
+#[ignore = "fails on purpose; run by a_failure_report_names_the_nat"]
+fn a_failing_test_behind_a_symmetric_nat(net: Net) {
+    panic!("deliberately, behind {}", net.public_addr());
+}
+
+#[test]
+fn a_failure_report_names_the_nat() {
+    let name = "a_failing_test_behind_a_symmetric_nat";
+    let run =
+        run_test_in_child_with(name, &["--nocapture"], Duration::from_secs(60)).expect("it ended");
+    assert!(!run.status.success(), "{}", run.output);
+    let lab = run
+        .output
+        .lines()
+        .find(|l| l.starts_with("lab 10.128."))
+        .unwrap_or_else(|| panic!("no lab line: {}", run.output));
+    assert!(
+        lab.contains(
+            "NAT as 203.0.113.2 (address-and-port-dependent mapping, \
+             address-and-port-dependent filtering)"
+        ),
+        "{lab}"
+    );
+    assert!(!run.output.contains("masquerade:"), "{}", run.output);
 }

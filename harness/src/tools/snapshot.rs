@@ -215,10 +215,9 @@ pub(crate) fn lab_state(lab: &LabInner, own_port: &str, peer_prefix: &str) -> Re
         let _ = writeln!(out, "  ({others} ports of other tests on {})", lab.bridge());
     }
     let addressing = lab.addressing();
-    let v4 = addressing
-        .stack
-        .has_v4()
-        .then_some(Sources::V4(addressing.subnet));
+    // A topology's router has no masquerade rule: the lab line names its NAT.
+    let masquerades = lab.uplink().router == crate::common::nat::Router::Masquerade;
+    let v4 = (masquerades && addressing.stack.has_v4()).then_some(Sources::V4(addressing.subnet));
     let v6 = addressing.nat66.then_some(Sources::V6(addressing.subnet6));
     for sources in v4.into_iter().chain(v6) {
         let (packets, bytes) = netns::run_in(lab.lab_ns().as_fd(), || {
