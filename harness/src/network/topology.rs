@@ -291,11 +291,7 @@ impl Topology {
                     ));
                 };
                 if network.router() == Router::Routed {
-                    return Err(invalid(
-                        &network.name,
-                        "routes public addresses (no NAT), so it must be on the internet; \
-                         drop .behind, or give it a NAT",
-                    ));
+                    return Err(invalid(&network.name, spec::ROUTED_BEHIND));
                 }
                 self.build_on(network, &up.inner, pool)
             }

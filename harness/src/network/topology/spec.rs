@@ -114,9 +114,8 @@ impl TopologyBuilder {
     /// ones first. Nothing is left when it fails.
     pub fn build(self) -> Result<Topology> {
         let order = order(&self.networks)?;
-        let topology = Topology::empty()?;
-        // Subnets given explicitly are checked against each other before
-        // anything of a network is made.
+        // Subnets given explicitly are checked against each other and the
+        // internet's before anything is made.
         let mut given = Vec::new();
         for network in &self.networks {
             if let Some(text) = &network.subnet {
@@ -125,6 +124,7 @@ impl TopologyBuilder {
                 given.push((network.name.clone(), subnet));
             }
         }
+        let topology = Topology::empty()?;
         for i in order {
             topology.add(self.networks[i].clone())?;
         }
@@ -151,6 +151,9 @@ pub(super) fn order(networks: &[Network]) -> Result<Vec<usize>> {
         let Some(upstream) = &network.behind else {
             continue;
         };
+        if network.router() == Router::Routed {
+            return Err(invalid(&network.name, ROUTED_BEHIND));
+        }
         if *upstream == network.name {
             return Err(invalid(
                 &network.name,
@@ -195,6 +198,10 @@ pub(super) fn order(networks: &[Network]) -> Result<Vec<usize>> {
     }
     Ok(order)
 }
+
+/// Why a routed network may not be behind another.
+pub(super) const ROUTED_BEHIND: &str = "routes public addresses (no NAT), so it must be on the internet; \
+     drop .behind, or give it a NAT";
 
 pub(super) fn invalid(network: &str, reason: &str) -> Error {
     Error::InvalidTopology {
