@@ -170,7 +170,7 @@ impl fmt::Display for Router {
 /// Where a lab's router meets its upstream network: its IPv4 address there
 /// (the source the outside sees when it translates), the outside host
 /// its containers know as `outside`, what the router does, and whether
-/// the upstream is a topology's internet segment.
+/// the lab is part of a topology (whose internet has the public hosts).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Uplink {
     pub public: std::net::Ipv4Addr,
