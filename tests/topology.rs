@@ -205,6 +205,24 @@ fn natdiscovery_measures_full_cone(net: Net) {
     natdiscovery_agrees(&net, Preset::FullCone);
 }
 
+#[needs("turnutils_natdiscovery")]
+#[netns_test(nat = "port-restricted-cone")]
+fn natdiscovery_measures_port_restricted_cone(net: Net) {
+    natdiscovery_agrees(&net, Preset::PortRestrictedCone);
+}
+
+#[needs("turnutils_natdiscovery")]
+#[netns_test(nat = "cgnat")]
+fn natdiscovery_measures_carrier_nat(net: Net) {
+    natdiscovery_agrees(&net, Preset::Cgnat);
+}
+
+#[needs("turnutils_natdiscovery")]
+#[netns_test(nat = "none")]
+fn natdiscovery_measures_no_nat(net: Net) {
+    natdiscovery_agrees(&net, Preset::None);
+}
+
 /// Two NATs of a topology built by hand, each measured from a container
 /// behind it, with the routers' tables as `conntrack` lists them.
 #[test]
