@@ -17,20 +17,38 @@ use netns_harness_suite::{
 
 const CLASSIFY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What the preset's router should measure as, from behind it: whether
-/// it translates, its mapping and filtering, and hairpinning. Carrier NAT
-/// does not hairpin as a whole, though both its routers do: the carrier
-/// hairpins the packet back to the home router from the carrier's
-/// public endpoint of the sender, which the home router (port-restricted)
-/// filters as it would any endpoint its host has not sent to.
+/// What the preset's router should measure as, from behind it, written
+/// out from the presets' usual meaning (not from the harness's own
+/// table): whether it translates, its mapping and filtering, and
+/// hairpinning. Carrier NAT does not hairpin as a whole, though both its
+/// routers do: the carrier hairpins the packet back to the home router
+/// from the carrier's public endpoint of the sender, which the home router
+/// (port-restricted) filters as it would any endpoint its host has not
+/// sent to.
 fn expected(preset: Preset) -> (bool, Mapping, Filtering, bool) {
-    match preset.nat() {
-        Some(nat) => (true, nat.mapping, nat.filtering, preset != Preset::Cgnat),
-        None => (
-            false,
-            Mapping::EndpointIndependent,
-            Filtering::EndpointIndependent,
+    use Filtering as F;
+    use Mapping as M;
+    match preset {
+        Preset::FullCone => (true, M::EndpointIndependent, F::EndpointIndependent, true),
+        Preset::RestrictedCone => (true, M::EndpointIndependent, F::AddressDependent, true),
+        Preset::PortRestrictedCone => (
             true,
+            M::EndpointIndependent,
+            F::AddressAndPortDependent,
+            true,
+        ),
+        Preset::Symmetric => (
+            true,
+            M::AddressAndPortDependent,
+            F::AddressAndPortDependent,
+            true,
+        ),
+        Preset::None => (false, M::EndpointIndependent, F::EndpointIndependent, true),
+        Preset::Cgnat => (
+            true,
+            M::EndpointIndependent,
+            F::AddressAndPortDependent,
+            false,
         ),
     }
 }
