@@ -300,6 +300,44 @@ fn a_topology_of_two_nats_measures_each_as_configured() {
     );
 }
 
+/// A routed network's subnet, free again once the network is gone, serves
+/// the next routed network through another router, and the public hosts
+/// reach it there: the core router sends no ICMP redirect that would keep
+/// them on the old router (it did, and the second classification timed
+/// out).
+#[test]
+fn a_routed_subnet_taken_over_by_another_router_is_reached() {
+    let topology = Topology::builder().build().unwrap();
+    let mut seen = Vec::new();
+    for round in 0..2 {
+        let name = format!("routed{round}");
+        let lab = topology
+            .add(Network::new(&name).preset(Preset::None))
+            .unwrap();
+        let out = lab
+            .spawn(
+                &Spec::function(classify_and_print)
+                    .arg(topology.hosts()[0].stun().to_string())
+                    .stdout(Stdio::Piped),
+            )
+            .unwrap()
+            .output(Duration::from_secs(20))
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "round {round}: {text}");
+        assert!(text.starts_with("no NAT:"), "round {round}: {text}");
+        seen.push((lab.subnet(), lab.public_addr()));
+        topology.remove(&name).unwrap();
+    }
+    assert_eq!(seen[0].0, seen[1].0, "the subnet was not reused: {seen:?}");
+    assert_ne!(
+        seen[0].1, seen[1].1,
+        "the router's address was reused: {seen:?}"
+    );
+    let err = topology.remove("routed0").unwrap_err();
+    assert!(matches!(err, Error::InvalidTopology { .. }), "{err:?}");
+}
+
 /// In a container: classifies the router against the STUN server given
 /// as argument and prints the verdict.
 fn classify_and_print() {

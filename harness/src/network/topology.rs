@@ -205,6 +205,7 @@ impl Topology {
         for addr in HOST_ADDRS.iter().flatten() {
             internet.inner.reserve(*addr);
         }
+        crate::kernel::netns::run_in(internet.lab_netns(), no_redirects)?;
         tracing::debug!(elapsed = ?started.elapsed(), "internet built");
         Ok(Topology {
             inner: Arc::new(Inner {
@@ -262,6 +263,19 @@ impl Topology {
             self.register(&network.name, lab.clone());
         }
         Ok(lab)
+    }
+
+    /// Takes network `name` out of the topology: it goes once the last
+    /// handle on it (a [`Lab`], a container of it, a network behind it) is
+    /// dropped, and its subnet with it, free for another network.
+    pub fn remove(&self, name: &str) -> Result<()> {
+        let mut members = lock(&self.inner.members);
+        let before = members.len();
+        members.retain(|m| m.name != name);
+        if members.len() == before {
+            return Err(invalid(name, "is not a network of the topology"));
+        }
+        Ok(())
     }
 
     fn register(&self, name: &str, lab: Lab) {
@@ -400,6 +414,21 @@ fn seed() -> u32 {
         RandomState::new().hash_one(std::process::id())
     });
     (seed ^ (seed >> 32)) as u32
+}
+
+/// The core router (the calling thread's namespace) sends no ICMP
+/// redirects. A public host's reply to a routed network leaves through the
+/// core, which forwards it to the network's router on the same segment;
+/// with a redirect, the host would remember that router for the
+/// container's address, and send there still once the network is gone
+/// and its subnet is another router's.
+fn no_redirects() -> Result<()> {
+    for conf in ["all", "default", "inet"] {
+        let path = format!("/proc/sys/net/ipv4/conf/{conf}/send_redirects");
+        std::fs::write(&path, "0")
+            .map_err(|e| Error::os("turn off ICMP redirects on the internet's core router", e))?;
+    }
+    Ok(())
 }
 
 /// Public host number `n`: a namespace with `eth0` on the internet's
