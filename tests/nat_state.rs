@@ -1,6 +1,7 @@
 //! A NAT's state over time, measured with real datagrams from the
 //! internet's public hosts: a flush ("router reboot") forgets mappings and
-//! keeps forwards, an idle mapping dies after the UDP timeout and not
+//! keeps forwards, a port forward reaches its container from outside and
+//! hairpinned, an idle mapping dies after the UDP timeout and not
 //! before, hairpinning can be turned off; the `conntrack` and `nft` tools
 //! see the same; the hole-punching example's matrix is RFC 4787's; and a
 //! topology leaves the host as it found it.
@@ -11,7 +12,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use netns_harness::prelude::*;
-use netns_harness::{Filtering, Mapping, Nat, Network, Preset, Protocol, Topology, stun};
+use netns_harness::{Error, Filtering, Mapping, Nat, Network, Preset, Protocol, Topology, stun};
 use netns_harness_suite::{HostState, in_netns, needs, tool, with_netns};
 
 #[path = "../examples/holepunch.rs"]
@@ -308,4 +309,82 @@ fn a_topology_leaves_the_host_unchanged() {
     }
     HostState::capture().assert_unchanged(&before);
     assert_eq!(timeouts(), host_timeouts);
+}
+
+/// In a container: a UDP echo server on the port given as argument.
+fn udp_echo() {
+    let port: u16 = std::env::args().nth(1).unwrap().parse().unwrap();
+    let socket = UdpSocket::bind(("0.0.0.0", port)).unwrap();
+    println!("listening");
+    let mut buf = [0u8; 512];
+    loop {
+        let (n, from) = socket.recv_from(&mut buf).unwrap();
+        socket.send_to(&buf[..n], from).unwrap();
+    }
+}
+
+/// Sends `text` from a fresh socket in the calling thread's namespace to
+/// `to` and waits up to `wait` for the echo.
+fn echoed(to: SocketAddr, text: &str, wait: Duration) -> bool {
+    let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+    socket.set_read_timeout(Some(wait)).unwrap();
+    socket.send_to(text.as_bytes(), to).unwrap();
+    let mut buf = [0u8; 512];
+    matches!(socket.recv_from(&mut buf), Ok((n, _)) if &buf[..n] == text.as_bytes())
+}
+
+/// A port forward reaches the container from a public host, and, with
+/// hairpinning, from a neighbour on the LAN; a second forward of the same
+/// port is a typed error; the `nft` tool lists the forward.
+#[needs("nft")]
+#[test]
+fn a_port_forward_reaches_the_container_from_the_internet_and_the_lan() {
+    let topology = Topology::builder()
+        .network(Network::new("home").preset(Preset::PortRestrictedCone))
+        .build()
+        .unwrap();
+    let home = topology.network("home").unwrap();
+    let mut server = home
+        .spawn(&Spec::function(udp_echo).arg("5000").stdout(Stdio::Piped))
+        .unwrap();
+    netns_harness_suite::read_line(server.take_stdout().unwrap());
+    let Some(std::net::IpAddr::V4(public)) = Some(home.public_addr()) else {
+        unreachable!()
+    };
+    let to = SocketAddr::new(server.addr(), 5000);
+    home.forward(Protocol::Udp, 40000, to).unwrap();
+    let err = home.forward(Protocol::Udp, 40000, to).unwrap_err();
+    assert!(
+        matches!(err, Error::PortForwarded { port: 40000, .. }),
+        "{err:?}"
+    );
+    let listing = in_netns(home.lab_netns(), "nft", &["list", "ruleset"]);
+    assert!(
+        listing.contains(&format!("udp . 40000 : {} . 5000", server.addr())),
+        "{listing}"
+    );
+    let front = SocketAddr::from((public, 40000));
+    let from_host = netns_harness_suite::with_netns(topology.hosts()[0].netns(), || {
+        echoed(front, "from host1", Duration::from_secs(2))
+    });
+    assert!(
+        from_host,
+        "the forward did not reach the container from host1"
+    );
+    let neighbour = home
+        .spawn(&Spec::function(echo_once).arg(front.to_string()))
+        .unwrap()
+        .output(Duration::from_secs(5))
+        .unwrap();
+    assert!(
+        neighbour.status.success(),
+        "hairpinned forward: {:?}",
+        neighbour
+    );
+}
+
+/// In a container: succeeds when the echo server at the argument answers.
+fn echo_once() {
+    let to: SocketAddr = std::env::args().nth(1).unwrap().parse().unwrap();
+    assert!(echoed(to, "hairpin", Duration::from_secs(2)));
 }
