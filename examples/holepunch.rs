@@ -139,26 +139,34 @@ pub(crate) fn punch_every_pair() -> Result<HashMap<(usize, usize), bool>, netns_
         .internet()
         .spawn(&Spec::function(rendezvous).name("rendezvous"))?;
     let server_addr = SocketAddr::new(server.addr(), RENDEZVOUS_PORT);
-    let mut runs = Vec::new();
+    // Every network first, then every peer: the peers punch at once.
+    let mut networks = Vec::new();
     for (i, &a) in PRESETS.iter().enumerate() {
         for (j, &b) in PRESETS.iter().enumerate() {
             let pair = format!("p{i}{j}");
-            let mut peers = Vec::new();
+            let mut sides = Vec::new();
             for (side, preset) in [("a", a), ("b", b)] {
-                let network =
-                    topology.add(Network::new(&format!("{pair}{side}")).preset(preset))?;
-                let spec = Spec::function(peer)
-                    .args([&server_addr.to_string(), &pair, side])
-                    .stdout(Stdio::Null);
-                peers.push((network.spawn(&spec)?, network));
+                let name = format!("{pair}{side}");
+                sides.push((side, topology.add(Network::new(&name).preset(preset))?));
             }
-            runs.push(((i, j), peers));
+            networks.push(((i, j), pair, sides));
         }
+    }
+    let mut runs = Vec::new();
+    for (cell, pair, sides) in &networks {
+        let mut peers = Vec::new();
+        for (side, network) in sides {
+            let spec = Spec::function(peer)
+                .args([server_addr.to_string().as_str(), pair, side])
+                .stdout(Stdio::Null);
+            peers.push(network.spawn(&spec)?);
+        }
+        runs.push((*cell, peers));
     }
     let mut connected = HashMap::new();
     for (cell, peers) in runs {
         let mut both = true;
-        for (mut container, _network) in peers {
+        for mut container in peers {
             let out = container.output(PUNCH_FOR * 4)?;
             both &= out.status.success();
         }

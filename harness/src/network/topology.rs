@@ -18,8 +18,10 @@
 //! [`stun::classify`](crate::stun::classify) measures a router's behaviour
 //! from a container.
 
+use std::any::Any;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::panic::{AssertUnwindSafe, RefUnwindSafe};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use crate::common::error::{Error, Result};
@@ -103,7 +105,9 @@ impl PublicHost {
 struct Taken {
     name: String,
     subnet: Ipv4Subnet,
-    by: Option<Weak<LabInner>>,
+    /// The network's claim ([`LabInner::claim`]); `None` while it is
+    /// being built or reserved by [`TopologyBuilder::build`].
+    by: Option<Weak<()>>,
 }
 
 impl Taken {
@@ -117,12 +121,22 @@ struct Member {
     name: String,
     subnet: Ipv4Subnet,
     lab: Lab,
+    /// Whether it is behind a carrier network of its own
+    /// ([`Preset::Cgnat`]), `<name>-carrier`, which goes with it.
+    carrier: bool,
 }
 
 struct Inner {
     internet: Lab,
-    hosts: Vec<PublicHost>,
+    /// Held by every network too: their STUN responders and host2's
+    /// namespace live while any network of the topology does.
+    /// (Unwind-safe as far as a lab is concerned: nothing of them changes
+    /// once built, and a `Lab` stays `RefUnwindSafe`.)
+    hosts: Arc<AssertUnwindSafe<Vec<PublicHost>>>,
     members: Mutex<Vec<Member>>,
+    /// Held while a network is added by name, so that a name is checked
+    /// and registered at once.
+    adding: Mutex<()>,
     /// The networks' subnets: free again once the network is gone (`None`
     /// while it is being built).
     taken: Mutex<Vec<Taken>>,
@@ -173,8 +187,8 @@ impl Topology {
     }
 
     /// The process's shared topology: its internet and public hosts, made
-    /// on first use; `#[netns_test(nat = "…")]` adds each test's network
-    /// to it.
+    /// on first use. `#[netns_test(nat = "…")]` puts each test's network on
+    /// it, unnamed (not one [`Topology::network`] finds).
     pub fn shared() -> Result<Topology> {
         let mut shared = lock(&SHARED);
         if let Some(topology) = &*shared {
@@ -210,8 +224,9 @@ impl Topology {
         Ok(Topology {
             inner: Arc::new(Inner {
                 internet,
-                hosts,
+                hosts: Arc::new(AssertUnwindSafe(hosts)),
                 members: Mutex::new(Vec::new()),
+                adding: Mutex::new(()),
                 taken: Mutex::new(Vec::new()),
                 seed: seed(),
             }),
@@ -229,15 +244,23 @@ impl Topology {
     /// network) not.
     pub(crate) fn make(&self, network: &Network, register: bool) -> Result<Lab> {
         crate::common::names::validate(&network.name)?;
-        if register && self.find(&network.name).is_some() {
-            return Err(invalid(
-                &network.name,
-                "is a network of the topology already; choose another name",
-            ));
+        if let Router::Translating(nat) = network.router() {
+            check_timeout(&network.name, nat.udp_timeout)?;
         }
-        if network.behaviour == Behaviour::Preset(Preset::Cgnat) {
+        let _adding = register.then(|| lock(&self.inner.adding));
+        let carrier_name = format!("{}-carrier", network.name);
+        let cgnat = network.behaviour == Behaviour::Preset(Preset::Cgnat);
+        for name in std::iter::once(&network.name).chain(cgnat.then_some(&carrier_name)) {
+            if register && self.find(name).is_some() {
+                return Err(invalid(
+                    name,
+                    "is a network of the topology already; choose another name",
+                ));
+            }
+        }
+        if cgnat {
             let carrier = Network {
-                name: format!("{}-carrier", network.name),
+                name: carrier_name,
                 subnet: None,
                 behind: network.behind.clone(),
                 behaviour: Behaviour::Preset(Preset::PortRestrictedCone),
@@ -249,8 +272,8 @@ impl Topology {
             };
             let lab = self.build_on(&home, &carrier_lab.inner, PRIVATE_POOL)?;
             if register {
-                self.register(&carrier.name, carrier_lab);
-                self.register(&network.name, lab.clone());
+                self.register(&carrier.name, carrier_lab, false);
+                self.register(&network.name, lab.clone(), true);
             }
             return Ok(lab);
         }
@@ -260,29 +283,33 @@ impl Topology {
         };
         let lab = self.build_one(network, pool)?;
         if register {
-            self.register(&network.name, lab.clone());
+            self.register(&network.name, lab.clone(), false);
         }
         Ok(lab)
     }
 
-    /// Takes network `name` out of the topology: it goes once the last
-    /// handle on it (a [`Lab`], a container of it, a network behind it) is
-    /// dropped, and its subnet with it, free for another network.
+    /// Takes network `name` out of the topology (and its carrier's, for
+    /// [`Preset::Cgnat`]): it goes once the last handle on it (a [`Lab`], a
+    /// container of it, a network behind it) is dropped, and its subnet
+    /// with it, free for another network.
     pub fn remove(&self, name: &str) -> Result<()> {
         let mut members = lock(&self.inner.members);
         let before = members.len();
-        members.retain(|m| m.name != name);
+        let carrier = format!("{name}-carrier");
+        let is_cgnat = members.iter().any(|m| m.name == name && m.carrier);
+        members.retain(|m| m.name != name && !(is_cgnat && m.name == carrier));
         if members.len() == before {
             return Err(invalid(name, "is not a network of the topology"));
         }
         Ok(())
     }
 
-    fn register(&self, name: &str, lab: Lab) {
+    fn register(&self, name: &str, lab: Lab, carrier: bool) {
         lock(&self.inner.members).push(Member {
             name: name.to_owned(),
             subnet: lab.subnet(),
             lab,
+            carrier,
         });
     }
 
@@ -330,17 +357,28 @@ impl Topology {
                 network.router(),
                 (HOST_ADDRS[0][0], outside),
                 self.inner.seed,
+                Arc::clone(&self.inner.hosts) as Arc<dyn Any + Send + Sync + RefUnwindSafe>,
             );
         let mut taken = lock(&self.inner.taken);
         match &built {
             Ok(lab) => {
                 if let Some(entry) = taken.iter_mut().find(|t| t.subnet == subnet) {
-                    entry.by = Some(Arc::downgrade(&lab.inner));
+                    entry.by = lab.inner.claim();
                 }
             }
             Err(_) => taken.retain(|t| t.subnet != subnet),
         }
         built
+    }
+
+    /// Reserves the subnets `given` by name before any network is built,
+    /// so that no network without a subnet of its own takes one of them.
+    pub(super) fn reserve(&self, given: &[(String, Ipv4Subnet)]) {
+        lock(&self.inner.taken).extend(given.iter().map(|(name, subnet)| Taken {
+            name: name.clone(),
+            subnet: *subnet,
+            by: None,
+        }));
     }
 
     /// The network's subnet, as given or the next free one of `pool`,
@@ -349,7 +387,15 @@ impl Topology {
         let mut taken = lock(&self.inner.taken);
         taken.retain(Taken::alive);
         let subnet = match &network.subnet {
-            Some(text) => text.parse()?,
+            Some(text) => {
+                let subnet = crate::network::lab::validate_subnet(text)?;
+                // Reserved by the builder, before any network was made.
+                let reserved = |t: &Taken| t.name == network.name && t.subnet == subnet;
+                if taken.iter().any(|t| t.by.is_none() && reserved(t)) {
+                    return Ok(subnet);
+                }
+                subnet
+            }
             None => {
                 let (base, prefix, size) = pool;
                 let block = Ipv4Subnet::new(base, prefix)?;
@@ -395,7 +441,7 @@ impl Topology {
 
     /// The internet's public hosts: `host1` and `host2`.
     pub fn hosts(&self) -> &[PublicHost] {
-        &self.inner.hosts
+        &self.inner.hosts.0
     }
 
     /// The internet segment, as a lab without NAT: spawn servers with
@@ -414,6 +460,20 @@ fn seed() -> u32 {
         RandomState::new().hash_one(std::process::id())
     });
     (seed ^ (seed >> 32)) as u32
+}
+
+/// An error unless `timeout` is whole seconds, at least one (what both
+/// the router's sets and its conntrack can keep).
+fn check_timeout(network: &str, timeout: std::time::Duration) -> Result<()> {
+    if timeout.as_secs() == 0 || timeout.subsec_nanos() != 0 {
+        return Err(Error::InvalidNat {
+            nat: format!("udp_timeout {timeout:?} of network {network:?}"),
+            reason:
+                "a UDP mapping timeout is whole seconds, at least one, e.g. Duration::from_secs(30)"
+                    .to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// The core router (the calling thread's namespace) sends no ICMP

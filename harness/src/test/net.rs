@@ -117,7 +117,8 @@ impl Net {
 
     /// The lab's end of the uplink: what the outside sees as this
     /// container's source address when the lab translates it (always for
-    /// IPv4; see [`Lab::public_addr`]).
+    /// IPv4 in the default lab; behind a topology's routers, see
+    /// [`Lab::public_addr`]).
     pub fn public_addr(&self) -> IpAddr {
         self.lab.public_addr()
     }

@@ -1,5 +1,5 @@
 //! Tools on top of labs and containers: probing, capture, conntrack, the
-//! reachability matrix, the doctor, STUN, and what a failed test leaves. Uses the
+//! reachability matrix, the doctor, and what a failed test leaves. Uses the
 //! layers below.
 
 #[cfg(feature = "capture")]

@@ -219,13 +219,15 @@ impl LabBuilder {
     /// `upstream`'s bridge, with an address of `upstream`'s subnet and its
     /// default route through `upstream`'s gateway, doing `router`
     /// (`seed` chooses a NAT's ports); its containers know `outside` as the
-    /// outside host, whose namespace is `outside_ns`. IPv4 only.
+    /// outside host, whose namespace is `outside_ns`; it keeps `keep` (the
+    /// topology's public hosts) alive. IPv4 only.
     pub(crate) fn build_behind(
         self,
         upstream: &Arc<LabInner>,
         router: Router,
         outside: (Ipv4Addr, OwnedFd),
         seed: u32,
+        keep: Arc<dyn std::any::Any + Send + Sync + std::panic::RefUnwindSafe>,
     ) -> Result<Lab> {
         let started = Instant::now();
         let addressing = self.addressing()?;
@@ -288,8 +290,10 @@ impl LabBuilder {
             internet: true,
         };
         let upstream = Upstream {
+            _route: route,
             lease: Some((lease, port)),
-            route,
+            _keep: Some(keep),
+            claim: Some(Arc::new(())),
         };
         Ok(gateway.into_lab(self.bridge, addressing, uplink, outside.1, upstream))
     }
@@ -323,14 +327,6 @@ impl LabBuilder {
     }
 }
 
-/// What holds a network of a topology to its upstream network: its
-/// router's address there, and the route to a routed network.
-#[derive(Default)]
-struct Upstream {
-    lease: Option<(Lease, String)>,
-    route: Option<UpstreamRoute>,
-}
-
 /// A lab namespace with its bridge, before its uplink.
 struct Gateway {
     lab_ns: OwnedFd,
@@ -351,8 +347,7 @@ impl Gateway {
         Lab::from_inner(LabInner {
             addressing,
             uplink,
-            _route: upstream.route,
-            upstream: upstream.lease,
+            upstream,
             bridge,
             bridge_index: self.bridge_index,
             lab_ns: self.lab_ns,
@@ -437,7 +432,7 @@ fn no_dad_on_new_links(namespace: &str) -> Result<()> {
     Ok(())
 }
 
-fn validate_subnet(text: &str) -> Result<Ipv4Subnet> {
+pub(crate) fn validate_subnet(text: &str) -> Result<Ipv4Subnet> {
     let subnet: Ipv4Subnet = text.parse()?;
     let invalid = |reason: String| Error::InvalidSubnet {
         subnet: text.to_owned(),

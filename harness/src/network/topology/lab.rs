@@ -65,13 +65,21 @@ impl Lab {
     fn forwardable(&self, protocol: Protocol, port: u16, to: SocketAddr) -> Result<SocketAddrV4> {
         let what = format!("forward {protocol} port {port} to {to}");
         self.translating(&what)?;
+        let subnet = self.subnet();
+        let host = |ip: Ipv4Addr| {
+            let last = u32::from(subnet.network()) | !u32::from(subnet.netmask());
+            subnet.contains(ip)
+                && ip != subnet.network()
+                && Some(ip) != self.gateway4()
+                && u32::from(ip) != last
+        };
         match to {
-            SocketAddr::V4(to) if self.subnet().contains(*to.ip()) && port != 0 => Ok(to),
+            SocketAddr::V4(to) if host(*to.ip()) && port != 0 && to.port() != 0 => Ok(to),
             _ => Err(Error::InvalidNat {
                 nat: what,
                 reason: format!(
-                    "a forward goes from a port other than 0 to an IPv4 endpoint of the lab's subnet {}",
-                    self.subnet()
+                    "a forward goes from a port other than 0 to a port other than 0 of a host \
+                     address of the lab's subnet {subnet} (not its network, gateway or broadcast address)"
                 ),
             }),
         }

@@ -119,12 +119,16 @@ impl TopologyBuilder {
         let mut given = Vec::new();
         for network in &self.networks {
             if let Some(text) = &network.subnet {
-                let subnet: Ipv4Subnet = text.parse()?;
+                let subnet = crate::network::lab::validate_subnet(text)?;
                 check_overlap(&network.name, subnet, &given)?;
                 given.push((network.name.clone(), subnet));
             }
+            if let Router::Translating(nat) = network.router() {
+                super::check_timeout(&network.name, nat.udp_timeout)?;
+            }
         }
         let topology = Topology::empty()?;
+        topology.reserve(&given);
         for i in order {
             topology.add(self.networks[i].clone())?;
         }
