@@ -31,9 +31,13 @@ pub use v6::DEFAULT_SUBNET6;
 use v6::{OUTSIDE_ADDR6, PUBLIC_ADDR6};
 
 mod build;
+mod lease;
+mod upstream;
+pub(crate) use lease::Lease;
 mod v6;
 pub use build::LabBuilder;
 pub(crate) use build::{outside_host, validate_subnet};
+pub(crate) use upstream::{Upstream, UpstreamRoute};
 
 /// The default name of the lab's bridge.
 pub const DEFAULT_BRIDGE: &str = "br0";
@@ -257,65 +261,6 @@ impl LabInner {
             next_port: AtomicU32::new(0),
             next_view: AtomicU32::new(0),
         })
-    }
-}
-
-/// What ties a network of a topology to the rest of it, let go in this
-/// order when the network goes.
-#[derive(Default)]
-pub(crate) struct Upstream {
-    /// A routed network: the upstream's route to it (gone before the
-    /// router's address goes back).
-    pub _route: Option<UpstreamRoute>,
-    /// Its router's address on the upstream network's bridge (which holds
-    /// the upstream network while this one lives), and the name of its
-    /// port there.
-    pub lease: Option<(Lease, String)>,
-    /// The topology's public hosts, alive while a network of it is.
-    pub _keep: Option<Arc<dyn std::any::Any + Send + Sync + std::panic::RefUnwindSafe>>,
-    /// Held until everything above is let go: while a [`Weak`](std::sync::Weak) of it
-    /// lives, the network's subnet is not free for another.
-    pub claim: Option<Arc<()>>,
-}
-
-/// A route on an upstream network to a routed network's subnet through
-/// its router, deleted when dropped.
-pub(crate) struct UpstreamRoute {
-    pub upstream: Arc<LabInner>,
-    pub subnet: Ipv4Subnet,
-    pub via: Ipv4Addr,
-}
-
-impl Drop for UpstreamRoute {
-    fn drop(&mut self) {
-        let (network, prefix) = (self.subnet.network(), self.subnet.prefix());
-        if let Err(e) = self.upstream.rtnl().delete_route(network, prefix, self.via) {
-            tracing::warn!(%e, "a routed network's route stayed upstream");
-        }
-    }
-}
-
-/// A container address taken from a lab's pool, returned when dropped.
-pub(crate) struct Lease {
-    lab: Arc<LabInner>,
-    addr: Ipv4Addr,
-}
-
-impl Lease {
-    pub(crate) fn addr(&self) -> Ipv4Addr {
-        self.addr
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        lock(&self.lab.pool).release(self.addr);
-    }
-}
-
-impl std::fmt::Debug for Lease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.addr)
     }
 }
 
