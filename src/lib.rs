@@ -251,6 +251,37 @@ pub fn with_netns<T: Send>(netns: BorrowedFd<'_>, f: impl FnOnce() -> T + Send) 
     })
 }
 
+/// In a container: prints the verdict of [`netns_harness::stun::classify`]
+/// against the STUN server given as first argument.
+pub fn print_nat_behaviour() {
+    let server: std::net::SocketAddr = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .expect("a STUN server's address as argument");
+    let verdict = netns_harness::stun::classify(server, Duration::from_secs(5));
+    println!("{}", verdict.expect("a classification"));
+}
+
+/// Classifies `lab`'s router from a container of it against `server`:
+/// whether the container succeeded, and the verdict (or what it printed).
+pub fn nat_behaviour_behind(
+    lab: &netns_harness::Lab,
+    server: std::net::SocketAddr,
+) -> (bool, String) {
+    let spec = netns_harness::Spec::function(print_nat_behaviour)
+        .arg(server.to_string())
+        .stdout(netns_harness::Stdio::Piped)
+        .stderr_to_stdout();
+    let out = lab
+        .spawn(&spec)
+        .and_then(|mut container| container.output(Duration::from_secs(30)))
+        .expect("a container that classifies");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+    )
+}
+
 /// Runs `program` with `args` in the network namespace `netns`: whether
 /// it succeeded, and its standard output followed by its standard error.
 pub fn run_in_netns(netns: BorrowedFd<'_>, program: &str, args: &[&str]) -> (bool, String) {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use netns_harness::prelude::*;
 use netns_harness::{Error, Filtering, Mapping, Nat, Network, Preset, Protocol, Topology, stun};
-use netns_harness_suite::{HostState, in_netns, needs, tool, with_netns};
+use netns_harness_suite::{HostState, in_netns, nat_behaviour_behind, needs, tool, with_netns};
 
 #[path = "../examples/holepunch.rs"]
 #[expect(
@@ -216,29 +216,11 @@ fn hairpinning_off_is_measured_off() {
         .build()
         .unwrap();
     let lab = topology.network("nohair").unwrap();
-    let out = lab
-        .spawn(
-            &Spec::function(classify)
-                .arg(topology.hosts()[0].stun().to_string())
-                .stdout(Stdio::Piped),
-        )
-        .unwrap()
-        .output(Duration::from_secs(20))
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let (ok, text) = nat_behaviour_behind(&lab, topology.hosts()[0].stun());
+    assert!(ok, "{text}");
     assert_eq!(
-        text.trim(),
+        text,
         "NAT: endpoint-independent mapping, endpoint-independent filtering, no hairpinning"
-    );
-}
-
-/// In a container: prints the classifier's verdict against the argument.
-fn classify() {
-    let server: SocketAddr = std::env::args().nth(1).unwrap().parse().unwrap();
-    println!(
-        "{}",
-        stun::classify(server, Duration::from_secs(5)).unwrap()
     );
 }
 

@@ -11,7 +11,9 @@ use std::time::Duration;
 use netns_harness::prelude::*;
 use netns_harness::stun::{self, Behaviour};
 use netns_harness::{Error, Filtering, Mapping, Nat, Network, Preset, Topology};
-use netns_harness_suite::{in_netns, needs, run_in_netns, run_test_in_child_with};
+use netns_harness_suite::{
+    in_netns, nat_behaviour_behind, needs, run_in_netns, run_test_in_child_with,
+};
 
 const CLASSIFY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -296,22 +298,8 @@ fn a_topology_of_two_nats_measures_each_as_configured() {
     ] {
         let lab = topology.network(name).unwrap();
         let server = topology.hosts()[1].stun();
-        let out = lab
-            .spawn(
-                &Spec::function(classify_and_print)
-                    .arg(server.to_string())
-                    .stdout(Stdio::Piped)
-                    .stderr(Stdio::Piped),
-            )
-            .unwrap()
-            .output(Duration::from_secs(20))
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{name}: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (ok, text) = nat_behaviour_behind(&lab, server);
+        assert!(ok, "{name}: {text}");
         assert!(
             text.contains(&format!("{mapping}, {filtering}")),
             "{name}: {text}"
@@ -342,17 +330,8 @@ fn a_routed_subnet_taken_over_by_another_router_is_reached() {
         let lab = topology
             .add(Network::new(&name).preset(Preset::None))
             .unwrap();
-        let out = lab
-            .spawn(
-                &Spec::function(classify_and_print)
-                    .arg(topology.hosts()[0].stun().to_string())
-                    .stdout(Stdio::Piped),
-            )
-            .unwrap()
-            .output(Duration::from_secs(20))
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "round {round}: {text}");
+        let (ok, text) = nat_behaviour_behind(&lab, topology.hosts()[0].stun());
+        assert!(ok, "round {round}: {text}");
         assert!(text.starts_with("no NAT:"), "round {round}: {text}");
         seen.push((lab.subnet(), lab.public_addr()));
         topology.remove(&name).unwrap();
@@ -364,13 +343,6 @@ fn a_routed_subnet_taken_over_by_another_router_is_reached() {
     );
     let err = topology.remove("routed0").unwrap_err();
     assert!(matches!(err, Error::InvalidTopology { .. }), "{err:?}");
-}
-
-/// In a container: classifies the router against the STUN server given
-/// as argument and prints the verdict.
-fn classify_and_print() {
-    let server: SocketAddr = std::env::args().nth(1).unwrap().parse().unwrap();
-    println!("{}", stun::classify(server, CLASSIFY_TIMEOUT).unwrap());
 }
 
 /// Bad topologies are typed errors saying what to change.

@@ -87,13 +87,7 @@ impl Rtnl {
         prefix: u8,
         gateway: impl Into<IpAddr>,
     ) -> Result<()> {
-        let (network, gateway) = (network.into(), gateway.into());
-        let msg = route_request(network, prefix, gateway, true);
-        self.request(
-            || format!("add the route {network}/{prefix} via {gateway}"),
-            msg,
-        )
-        .map(drop)
+        self.route(true, network.into(), prefix, gateway.into())
     }
 
     /// `ip route del <network>/<prefix> via <gateway>`
@@ -103,10 +97,14 @@ impl Rtnl {
         prefix: u8,
         gateway: impl Into<IpAddr>,
     ) -> Result<()> {
-        let (network, gateway) = (network.into(), gateway.into());
-        let msg = route_request(network, prefix, gateway, false);
+        self.route(false, network.into(), prefix, gateway.into())
+    }
+
+    fn route(&mut self, add: bool, network: IpAddr, prefix: u8, gateway: IpAddr) -> Result<()> {
+        let verb = if add { "add" } else { "delete" };
+        let msg = route_request(network, prefix, gateway, add);
         self.request(
-            || format!("delete the route {network}/{prefix} via {gateway}"),
+            || format!("{verb} the route {network}/{prefix} via {gateway}"),
             msg,
         )
         .map(drop)
