@@ -251,6 +251,22 @@ pub fn with_netns<T: Send>(netns: BorrowedFd<'_>, f: impl FnOnce() -> T + Send) 
     })
 }
 
+/// In a container (or on the outside host): a UDP echo server on the port
+/// given as first argument; prints `listening` once bound.
+pub fn udp_echo() {
+    let port: u16 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .expect("a port as argument");
+    let socket = std::net::UdpSocket::bind(("0.0.0.0", port)).expect("bind the echo port");
+    println!("listening");
+    let mut buf = [0u8; 2048];
+    loop {
+        let (n, from) = socket.recv_from(&mut buf).expect("receive a datagram");
+        socket.send_to(&buf[..n], from).expect("echo it");
+    }
+}
+
 /// In a container: prints the verdict of [`netns_harness::stun::classify`]
 /// against the STUN server given as first argument.
 pub fn print_nat_behaviour() {

@@ -5,29 +5,17 @@
 //! sent nothing finds nothing, however busy its neighbours are.
 
 use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, TcpListener};
 use std::time::Duration;
 
 use netns_harness::conntrack::Table;
 use netns_harness::prelude::*;
 use netns_harness::probe::{Flow, Mark, ProbeOptions, Prober, Token};
-use netns_harness_suite::{conntrack_tool_agrees, needs, serve_outside};
+use netns_harness_suite::{conntrack_tool_agrees, needs, serve_outside, udp_echo};
 use rstest::rstest;
 
 fn options() -> ProbeOptions {
     ProbeOptions::default().timeout(Duration::from_secs(2))
-}
-
-/// On the outside host: a UDP echo server on the port given as argument.
-fn udp_echo() {
-    let port: u16 = std::env::args().nth(1).unwrap().parse().unwrap();
-    let socket = UdpSocket::bind(("0.0.0.0", port)).unwrap();
-    println!("listening");
-    let mut buf = [0u8; 2048];
-    loop {
-        let (n, from) = socket.recv_from(&mut buf).unwrap();
-        socket.send_to(&buf[..n], from).unwrap();
-    }
 }
 
 /// On the outside host: a TCP listener on the port given as argument.

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use netns_harness::prelude::*;
 use netns_harness::{Error, Filtering, Mapping, Nat, Network, Preset, Protocol, Topology, stun};
-use netns_harness_suite::{HostState, in_netns, nat_behaviour_behind, needs, tool, with_netns};
+use netns_harness_suite::{
+    HostState, in_netns, nat_behaviour_behind, needs, tool, udp_echo, with_netns,
+};
 
 #[path = "../examples/holepunch.rs"]
 #[expect(
@@ -297,18 +299,6 @@ fn a_topology_leaves_the_host_unchanged() {
     }
     HostState::capture().assert_unchanged(&before);
     assert_eq!(timeouts(), host_timeouts);
-}
-
-/// In a container: a UDP echo server on the port given as argument.
-fn udp_echo() {
-    let port: u16 = std::env::args().nth(1).unwrap().parse().unwrap();
-    let socket = UdpSocket::bind(("0.0.0.0", port)).unwrap();
-    println!("listening");
-    let mut buf = [0u8; 512];
-    loop {
-        let (n, from) = socket.recv_from(&mut buf).unwrap();
-        socket.send_to(&buf[..n], from).unwrap();
-    }
 }
 
 /// Sends `text` from a fresh socket in the calling thread's namespace to
