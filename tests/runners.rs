@@ -164,10 +164,11 @@ fn assert_in_order(text: &str, parts: &[&str]) {
     }
 }
 
-/// What every full run of the fixture must show, whichever runner ran it.
-/// `one_process` tells whether all tests ran in one process (cargo test),
-/// so shared one lab, or each in its own (nextest), each with its own lab.
-fn assert_fixture_semantics(run: &Run, one_process: bool) {
+/// What every full run of the fixture must show, whichever runner ran it:
+/// all tests in one process (cargo test) or each in its own (nextest,
+/// whose processes use the labs of the run's keeper), the shared lab is
+/// the same for all.
+fn assert_fixture_semantics(run: &Run) {
     let text = run.text();
     // Output of passing tests stays hidden; failing tests show theirs, stdout
     // and stderr in the order they were written, with the panic's message.
@@ -239,19 +240,11 @@ fn assert_fixture_semantics(run: &Run, one_process: bool) {
     assert_eq!((a[2].as_str(), b[2].as_str()), ("1", "1"));
     assert_ne!(a[3], b[3], "same PID namespace");
     assert_ne!(a[4], b[4], "same network namespace");
-    if one_process {
-        assert_ne!(a[1], b[1], "same address on one bridge");
-    }
+    assert_ne!(a[1], b[1], "same address on one bridge");
     // A private network never reaches a peer of another test; the same
-    // probe from the shared bridge does when the tests share a process
-    // (under nextest each test process has a lab of its own).
+    // probe from the shared bridge does.
     assert_eq!(run.shared("probed_from_private"), "unreachable");
-    let shared = if one_process {
-        "reachable"
-    } else {
-        "unreachable"
-    };
-    assert_eq!(run.shared("probed_from_shared"), shared);
+    assert_eq!(run.shared("probed_from_shared"), "reachable");
 }
 
 /// Where the fixture's failure artifacts go under `cargo test`:
@@ -347,7 +340,7 @@ fn cargo_test_counts_outcomes_and_shows_output_only_for_failures() {
         ],
     );
     assert!(!run.text().contains("IGNORED-RAN"));
-    assert_fixture_semantics(&run, true);
+    assert_fixture_semantics(&run);
     assert_failure_report(failure_section(&stdout, "fails_loudly"));
     // The timed-out test's report says what became of its peers.
     let timed_out = failure_section(&stdout, "times_out");
@@ -506,7 +499,7 @@ fn nextest_runs_every_test_in_its_own_process_and_partitions_cover_all() {
         text.contains("12 tests run: 9 passed, 3 failed, 1 skipped"),
         "unexpected nextest summary:\n{text}"
     );
-    assert_fixture_semantics(&run, false);
+    assert_fixture_semantics(&run);
     // The timed-out test failed after about its 1 s timeout, not its 600 s sleep.
     let line = text
         .lines()

@@ -129,7 +129,7 @@ pub use tools::{conntrack, matrix, probe};
 pub use common::error::{Error, Result};
 pub use common::nat::{DEFAULT_UDP_TIMEOUT, Filtering, Mapping, Nat, Preset, Protocol};
 pub use common::settings::{
-    CAPTURE_VAR, KEEP_SECONDS_VAR, KEEP_VAR, ROOTLESS_VAR, SEED_VAR, SKIP_VAR,
+    CAPTURE_VAR, KEEP_SECONDS_VAR, KEEP_VAR, KEEPER_VAR, ROOTLESS_VAR, SEED_VAR, SKIP_VAR,
 };
 pub use common::subnet::{Ipv4Subnet, Ipv6Subnet, Stack};
 pub use kernel::rootless::is_rootless;

@@ -23,6 +23,8 @@ use crate::common::subnet::Addressing;
 
 mod codec;
 use codec::*;
+mod keeper;
+pub(crate) use keeper::{KEEPER_ROLE_VAR, KeeperRole, Reply, Request};
 
 macro_rules! stages {
     ($($(#[doc = $doc:literal])* $stage:ident => $describe:literal,)*) => {
@@ -243,30 +245,7 @@ impl Context {
             .fd(self.result_fd)
             .addr(self.addr)
             .str(&self.port)
-            .addressing(&self.view.addressing)
-            .uplink(&self.view.uplink)
-            .str(&self.view.bridge)
-            .u32(self.view.bridge_index)
-            .str(&self.view.port_prefix)
-            .len(self.view.addrs.len());
-        for &addr in &self.view.addrs {
-            w.addr(addr);
-        }
-        w.len(self.view.hosts.len());
-        for host in &self.view.hosts {
-            w.len(host.addrs.len());
-            for &addr in &host.addrs {
-                w.ip(addr);
-            }
-            match &host.name {
-                None => w.u8(0),
-                Some(name) => w.u8(1).str(name),
-            };
-            w.len(host.aliases.len());
-            for alias in &host.aliases {
-                w.str(alias);
-            }
-        }
+            .view(&self.view);
         w.finish_hex()
     }
 
@@ -276,44 +255,14 @@ impl Context {
         let mut r = Reader(&bytes);
         let (lab_fd, outside_fd, result_fd, addr) = (r.fd()?, r.fd()?, r.fd()?, r.addr()?);
         let port = r.str()?;
-        let (addressing, uplink) = (r.addressing()?, r.uplink()?);
-        let (bridge, bridge_index, port_prefix) = (r.str()?, r.u32()?, r.str()?);
-        let count = r.len()?;
-        let addrs = (0..count).map(|_| r.addr()).collect::<Option<_>>()?;
-        let count = r.len()?;
-        let hosts = (0..count)
-            .map(|_| {
-                let count = r.len()?;
-                let addrs = (0..count).map(|_| r.ip()).collect::<Option<_>>()?;
-                let name = match r.u8()? {
-                    0 => None,
-                    1 => Some(r.str()?),
-                    _ => return None,
-                };
-                let count = r.len()?;
-                let aliases = (0..count).map(|_| r.str()).collect::<Option<_>>()?;
-                Some(HostEntry {
-                    addrs,
-                    name,
-                    aliases,
-                })
-            })
-            .collect::<Option<_>>()?;
+        let view = r.view()?;
         r.end(Context {
             lab_fd,
             outside_fd,
             result_fd,
             addr,
             port,
-            view: LabView {
-                addressing,
-                uplink,
-                bridge,
-                bridge_index,
-                port_prefix,
-                addrs,
-                hosts,
-            },
+            view,
         })
     }
 }

@@ -9,6 +9,7 @@
 //! | [`KEEP_SECONDS_VAR`] `=N` | how long a kept network waits for Enter (600 s by default) |
 //! | [`CAPTURE_VAR`] `=0` | no capture of tests' traffic (no pcap on failure) |
 //! | [`SEED_VAR`] `=N` | the seed of the random choices of link conditions (a failure report prints it) |
+//! | [`KEEPER_VAR`] `=0` | under nextest, each test process builds its own shared labs instead of using the run's keeper |
 //!
 //! The harness also passes variables of its own to the containers it
 //! starts ([`crate::common::protocol`]); those are not settings.
@@ -35,6 +36,11 @@ pub const CAPTURE_VAR: &str = "NETNS_HARNESS_CAPTURE";
 /// used); random when unset.
 pub const SEED_VAR: &str = "NETNS_HARNESS_SEED";
 
+/// Set to `0` so that, under `cargo nextest run`, each test process builds
+/// its own shared labs instead of asking the keeper of the run's labs
+/// (see the crate's documentation, "nextest").
+pub const KEEPER_VAR: &str = "NETNS_HARNESS_KEEPER";
+
 /// The settings of this process.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Settings {
@@ -50,6 +56,8 @@ pub(crate) struct Settings {
     pub capture: bool,
     /// [`SEED_VAR`], when it is a number.
     pub seed: Option<u64>,
+    /// [`KEEPER_VAR`]`=0`.
+    pub keeper_off: bool,
 }
 
 impl Settings {
@@ -67,6 +75,7 @@ impl Settings {
             ),
             capture: !is(CAPTURE_VAR, "0"),
             seed: var(SEED_VAR).and_then(|s| s.parse().ok()),
+            keeper_off: is(KEEPER_VAR, "0"),
         }
     }
 }
@@ -93,11 +102,12 @@ mod tests {
                 keep_for: Duration::from_secs(600),
                 capture: true,
                 seed: None,
+                keeper_off: false,
             }
         );
         let all = Settings::read(|name| {
             let value = match name {
-                ROOTLESS_VAR | CAPTURE_VAR => "0",
+                ROOTLESS_VAR | CAPTURE_VAR | KEEPER_VAR => "0",
                 KEEP_SECONDS_VAR => "5",
                 _ => "1",
             };
@@ -112,6 +122,7 @@ mod tests {
                 keep_for: Duration::from_secs(5),
                 capture: false,
                 seed: Some(1),
+                keeper_off: true,
             }
         );
         // Other values mean the default.

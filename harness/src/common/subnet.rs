@@ -172,6 +172,14 @@ impl AddressPool {
         }
     }
 
+    /// Adds `addrs` to a pool made of a list.
+    pub(crate) fn extend(&mut self, addrs: Vec<Ipv4Addr>) {
+        if let Slots::List(list) = &mut self.slots {
+            self.in_use.extend(addrs.iter().map(|_| false));
+            list.extend(addrs);
+        }
+    }
+
     /// How many addresses the pool has.
     pub(crate) fn capacity(&self) -> u32 {
         u32::try_from(self.in_use.len()).unwrap_or(u32::MAX)

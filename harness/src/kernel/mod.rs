@@ -12,6 +12,7 @@ pub(crate) mod packet;
 pub(crate) mod prexec;
 pub(crate) mod rootless;
 pub(crate) mod rtnl;
+pub(crate) mod seqpacket;
 pub(crate) mod spawner;
 pub(crate) mod sys;
 pub(crate) mod userns;

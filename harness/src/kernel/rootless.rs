@@ -41,7 +41,15 @@ pub(crate) fn init() {
     });
 }
 
-/// Whether the process runs in a user namespace of its own.
+/// Records that the process, not root, joined the user namespace of the
+/// keeper of its run's labs before `main` instead of making its own;
+/// called before `main`, before [`init`].
+pub(crate) fn joined() {
+    let _ = PRIVILEGE.set(Privilege::Rootless);
+}
+
+/// Whether the process runs in a user namespace of its own (or of its
+/// run's keeper).
 pub fn is_rootless() -> bool {
     matches!(privilege(), Privilege::Rootless)
 }

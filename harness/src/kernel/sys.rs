@@ -51,6 +51,16 @@ pub(crate) fn enter_netns(fd: BorrowedFd<'_>) -> io::Result<()> {
         .map_err(Into::into)
 }
 
+/// Moves the process, which must have a single thread, into the user
+/// namespace `fd` refers to.
+///
+/// # References
+/// `setns(2)`, `user_namespaces(7)`
+pub(crate) fn join_user_namespace(fd: BorrowedFd<'_>) -> io::Result<()> {
+    rustix::thread::move_into_link_name_space(fd, Some(LinkNameSpaceType::User))
+        .map_err(Into::into)
+}
+
 /// Takes ownership of a descriptor this process inherited.
 ///
 /// # Safety
@@ -124,6 +134,15 @@ pub(crate) fn real_ids() -> (u32, u32) {
         rustix::process::getuid().as_raw(),
         rustix::process::getgid().as_raw(),
     )
+}
+
+/// A pidfd of process `pid`.
+///
+/// # References
+/// `pidfd_open(2)`
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    let pid = rustix::process::Pid::from_raw(pid.cast_signed()).ok_or(Errno::SRCH)?;
+    Ok(rustix::process::pidfd_open(pid, PidfdFlags::empty())?)
 }
 
 /// A pidfd of the calling process.

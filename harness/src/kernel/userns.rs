@@ -39,11 +39,19 @@ pub(crate) fn mark_contained() {
     CONTAINED.store(true, Ordering::SeqCst);
 }
 
+/// The process's lab user namespace, once decided.
+static USERNS: OnceLock<Option<OwnedFd>> = OnceLock::new();
+
+/// Makes `userns` the process's lab user namespace (the keeper's of its
+/// run, whose labs it uses); called before `main`.
+pub(crate) fn adopt(userns: OwnedFd) {
+    let _ = USERNS.set(Some(userns));
+}
+
 /// The process's lab user namespace: `None` in a container of the harness,
 /// without the privileges to make labs, or when the kernel refused to make
 /// one (a warning says so once).
 pub(crate) fn lab_userns() -> Option<BorrowedFd<'static>> {
-    static USERNS: OnceLock<Option<OwnedFd>> = OnceLock::new();
     USERNS
         .get_or_init(|| {
             let privileged = matches!(rootless::privilege(), Privilege::Root | Privilege::Rootless);

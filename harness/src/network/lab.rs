@@ -23,6 +23,7 @@ use crate::kernel::netns::SETUP_TIMEOUT;
 use crate::kernel::nftables;
 use crate::kernel::rtnl::Rtnl;
 use crate::network::hosts::Hosts;
+use crate::network::keeper;
 use crate::{common::names, kernel::netns};
 
 /// The default lab subnet.
@@ -147,6 +148,9 @@ pub(crate) struct LabInner {
     next_port: AtomicU32,
     /// Numbers the blocks handed to test containers (see [`LabInner::view_prefix`]).
     next_view: AtomicU32,
+    /// The keeper of the lab, which gives it more addresses when its pool
+    /// runs out (a handle on a keeper's lab).
+    keeper: Option<&'static keeper::Client>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -177,10 +181,16 @@ impl LabInner {
         lock(&self.hosts)
     }
 
-    /// Takes a free container address.
+    /// Takes a free container address (asking the lab's keeper for more
+    /// when the pool has none left).
     pub(crate) fn lease(self: &Arc<Self>) -> Result<Lease> {
         let mut pool = lock(&self.pool);
-        let addr = pool.allocate().ok_or_else(|| Error::AddressesExhausted {
+        let mut addr = pool.allocate();
+        if let (None, Some(keeper)) = (addr, self.keeper) {
+            pool.extend(keeper.addresses(self.addressing.stack)?);
+            addr = pool.allocate();
+        }
+        let addr = addr.ok_or_else(|| Error::AddressesExhausted {
             subnet: self.addressing.subnet.to_string(),
             capacity: pool.capacity(),
         })?;
@@ -209,10 +219,13 @@ impl LabInner {
     }
 
     /// A fresh port-name prefix for another process that adds ports to the
-    /// lab (a test's container spawning peers): `t<n>p`, never a prefix of
-    /// this handle's names (`v<n>`) nor of another view's.
+    /// lab (a test's container spawning peers, a test process using its
+    /// keeper's lab): this handle's prefix and `t<n>p`, never a prefix of
+    /// this handle's names (its prefix and a hex number) nor of another
+    /// view's.
     pub(crate) fn view_prefix(&self) -> String {
-        format!("t{:x}p", self.next_view.fetch_add(1, Ordering::Relaxed))
+        let n = self.next_view.fetch_add(1, Ordering::Relaxed);
+        format!("{}t{n:x}p", self.port_prefix)
     }
 
     pub(crate) fn addressing(&self) -> &Addressing {
@@ -240,10 +253,15 @@ impl LabInner {
     }
 
     /// A handle on a lab made by another process, from descriptors of its
-    /// namespaces that this process inherited: it creates ports named
-    /// `port_prefix…`, hands out only `addrs` and knows the `hosts` by
-    /// name.
-    pub(crate) fn adopt(view: LabView, lab_ns: OwnedFd, outside_ns: OwnedFd) -> Result<Self> {
+    /// namespaces that this process inherited or received: it creates
+    /// ports named `port_prefix…`, hands out only `addrs` (and those the
+    /// lab's `keeper` adds) and knows the `hosts` by name.
+    pub(crate) fn adopt(
+        view: LabView,
+        lab_ns: OwnedFd,
+        outside_ns: OwnedFd,
+        keeper: Option<&'static keeper::Client>,
+    ) -> Result<Self> {
         let rtnl = netns::run_in(lab_ns.as_fd(), || Rtnl::open("lab"))?;
         Ok(Self {
             addressing: view.addressing,
@@ -260,6 +278,7 @@ impl LabInner {
             port_prefix: view.port_prefix,
             next_port: AtomicU32::new(0),
             next_view: AtomicU32::new(0),
+            keeper,
         })
     }
 }
@@ -326,7 +345,18 @@ impl Lab {
         if let Some(lab) = shared.made.iter().find(|lab| lab.stack() == stack) {
             return Ok(lab.clone());
         }
-        let lab = Lab::builder().stack(stack).build()?;
+        let kept = keeper::client().map(|keeper| {
+            let (view, lab_ns, outside_ns) = keeper.lab(stack)?;
+            LabInner::adopt(view, lab_ns, outside_ns, Some(keeper)).map(Lab::from_inner)
+        });
+        let lab = match kept {
+            Some(Ok(lab)) => lab,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "the keeper of the run's labs failed; this process builds its own");
+                Lab::builder().stack(stack).build()?
+            }
+            None => Lab::builder().stack(stack).build()?,
+        };
         shared.made.push(lab.clone());
         Ok(lab)
     }

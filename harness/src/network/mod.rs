@@ -4,6 +4,7 @@
 
 pub(crate) mod fault;
 pub(crate) mod hosts;
+pub(crate) mod keeper;
 pub(crate) mod lab;
 pub(crate) mod link;
 pub mod stun;

@@ -10,7 +10,8 @@
 use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use crate::common::protocol::{FUNCTION_VAR, FunctionRef};
+use crate::common::protocol::{FUNCTION_VAR, FunctionRef, KEEPER_ROLE_VAR, KeeperRole};
+use crate::network::keeper;
 use crate::kernel::sys;
 use crate::{kernel::rootless, test::runner};
 
@@ -18,6 +19,18 @@ use crate::{kernel::rootless, test::runner};
 const PANIC_EXIT: i32 = 101;
 
 fn before_main() {
+    if let Some(role) = std::env::var(KEEPER_ROLE_VAR)
+        .ok()
+        .and_then(|text| KeeperRole::decode(&text))
+    {
+        // SAFETY: before main there is one thread, so nothing else reads the
+        // environment. The variable is not for the keeper's children.
+        unsafe { sys::remove_env(KEEPER_ROLE_VAR) };
+        keeper::run(role);
+    }
+    if std::env::var_os(FUNCTION_VAR).is_none() {
+        keeper::join();
+    }
     rootless::init();
     runner::take_context();
     if let Ok(offset) = std::env::var(FUNCTION_VAR) {

@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
 
 use crate::common::nat::{Filtering, Mapping, Nat, Router, Uplink};
+use super::{HostEntry, LabView};
 use crate::common::subnet::{Addressing, Ipv4Subnet, Ipv6Subnet, Stack};
 
 /// Builds a message's bytes.
@@ -54,12 +55,7 @@ impl Writer {
     /// subnets (address and prefix length each), whether it translates
     /// IPv6.
     pub(super) fn addressing(&mut self, a: &Addressing) -> &mut Self {
-        let stack = match a.stack {
-            Stack::V4 => 4,
-            Stack::V6 => 6,
-            Stack::Dual => 46,
-        };
-        self.u8(stack)
+        self.stack(a.stack)
             .addr(a.subnet.network())
             .u8(a.subnet.prefix())
             .addr6(a.subnet6.network())
@@ -94,6 +90,50 @@ impl Writer {
     pub(super) fn str(&mut self, s: &str) -> &mut Self {
         self.len(s.len());
         self.0.extend_from_slice(s.as_bytes());
+        self
+    }
+
+    /// Which families: 4, 6 or 46.
+    pub(super) fn stack(&mut self, stack: Stack) -> &mut Self {
+        self.u8(match stack {
+            Stack::V4 => 4,
+            Stack::V6 => 6,
+            Stack::Dual => 46,
+        })
+    }
+
+    /// What a lab handle of another process may do.
+    pub(super) fn view(&mut self, view: &LabView) -> &mut Self {
+        self.addressing(&view.addressing)
+            .uplink(&view.uplink)
+            .str(&view.bridge)
+            .u32(view.bridge_index)
+            .str(&view.port_prefix)
+            .addrs(&view.addrs)
+            .len(view.hosts.len());
+        for host in &view.hosts {
+            self.len(host.addrs.len());
+            for &addr in &host.addrs {
+                self.ip(addr);
+            }
+            match &host.name {
+                None => self.u8(0),
+                Some(name) => self.u8(1).str(name),
+            };
+            self.len(host.aliases.len());
+            for alias in &host.aliases {
+                self.str(alias);
+            }
+        }
+        self
+    }
+
+    /// A list of IPv4 addresses.
+    pub(super) fn addrs(&mut self, addrs: &[Ipv4Addr]) -> &mut Self {
+        self.len(addrs.len());
+        for &addr in addrs {
+            self.addr(addr);
+        }
         self
     }
 
@@ -159,15 +199,57 @@ impl Reader<'_> {
         }
     }
 
+    pub(super) fn stack(&mut self) -> Option<Stack> {
+        match self.u8()? {
+            4 => Some(Stack::V4),
+            6 => Some(Stack::V6),
+            46 => Some(Stack::Dual),
+            _ => None,
+        }
+    }
+
+    pub(super) fn view(&mut self) -> Option<LabView> {
+        let (addressing, uplink) = (self.addressing()?, self.uplink()?);
+        let (bridge, bridge_index, port_prefix) = (self.str()?, self.u32()?, self.str()?);
+        let addrs = self.addrs()?;
+        let count = self.len()?;
+        let hosts = (0..count)
+            .map(|_| {
+                let count = self.len()?;
+                let addrs = (0..count).map(|_| self.ip()).collect::<Option<_>>()?;
+                let name = match self.u8()? {
+                    0 => None,
+                    1 => Some(self.str()?),
+                    _ => return None,
+                };
+                let count = self.len()?;
+                let aliases = (0..count).map(|_| self.str()).collect::<Option<_>>()?;
+                Some(HostEntry {
+                    addrs,
+                    name,
+                    aliases,
+                })
+            })
+            .collect::<Option<_>>()?;
+        Some(LabView {
+            addressing,
+            uplink,
+            bridge,
+            bridge_index,
+            port_prefix,
+            addrs,
+            hosts,
+        })
+    }
+
+    pub(super) fn addrs(&mut self) -> Option<Vec<Ipv4Addr>> {
+        let count = self.len()?;
+        (0..count).map(|_| self.addr()).collect()
+    }
+
     pub(super) fn addressing(&mut self) -> Option<Addressing> {
-        let stack = match self.u8()? {
-            4 => Stack::V4,
-            6 => Stack::V6,
-            46 => Stack::Dual,
-            _ => return None,
-        };
         Some(Addressing {
-            stack,
+            stack: self.stack()?,
             subnet: Ipv4Subnet::new(self.addr()?, self.u8()?).ok()?,
             subnet6: Ipv6Subnet::new(self.addr6()?, self.u8()?).ok()?,
             nat66: self.u8()? != 0,

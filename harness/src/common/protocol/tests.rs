@@ -138,3 +138,35 @@ fn a_function_ref_survives_the_environment() {
     }
     assert_eq!(FunctionRef::decode("12"), None);
 }
+
+#[test]
+fn keeper_messages_survive_the_socket() {
+    use keeper::KeeperRole;
+    for request in [
+        Request::Hello,
+        Request::Lab(Stack::V6),
+        Request::Addresses(Stack::Dual, 64),
+    ] {
+        assert_eq!(Request::decode(&request.encode()), Some(request));
+    }
+    let view = context(Stack::Dual, vec![Ipv4Addr::new(10, 200, 0, 9)], Vec::new()).view;
+    for reply in [
+        Reply::Welcome { rootless: true },
+        Reply::Lab(view),
+        Reply::Addresses(vec![Ipv4Addr::new(10, 200, 1, 1), Ipv4Addr::new(10, 200, 1, 2)]),
+        Reply::Refused("no user namespaces".into()),
+    ] {
+        assert_eq!(Reply::decode(&reply.encode()), Some(reply));
+    }
+    let role = KeeperRole {
+        socket: "netns-harness/0.1.0/0/run/42".into(),
+        watch_pid: 4242,
+        launch: true,
+    };
+    assert_eq!(KeeperRole::decode(&role.encode()), Some(role));
+    // Anything else is no message.
+    assert_eq!(Request::decode(&[1, 5]), None);
+    assert_eq!(Request::decode(&[0, 0]), None);
+    assert_eq!(Reply::decode(&[9]), None);
+    assert_eq!(KeeperRole::decode("zz"), None);
+}

@@ -359,6 +359,7 @@ impl Gateway {
             port_prefix: "v".to_owned(),
             next_port: AtomicU32::new(0),
             next_view: AtomicU32::new(0),
+            keeper: None,
         })
     }
 }

@@ -117,7 +117,7 @@ fn inside() -> Option<&'static Inside> {
                 sys::set_cloexec(fd.as_fd())
                     .unwrap_or_else(|e| panic!("netns-harness: cannot set close-on-exec: {e}"));
             }
-            let inner = crate::network::lab::LabInner::adopt(ctx.view, lab_ns, outside_ns)
+            let inner = crate::network::lab::LabInner::adopt(ctx.view, lab_ns, outside_ns, None)
                 .unwrap_or_else(|e| panic!("netns-harness: cannot reach the test's lab: {e}"));
             // Every container this process starts is a peer of the body.
             container::watch(|event| {

@@ -1,0 +1,245 @@
+//! The keeper of a nextest run's shared labs.
+//!
+//! `cargo nextest run` starts a process per test. Were each to build its
+//! own shared lab, every test would pay for two namespaces, a bridge, an
+//! uplink and a NAT, and for their teardown, which the kernel does in the
+//! background while holding the locks the next process's setup needs.
+//! Instead, the first test process of a run starts a *keeper*: a copy of
+//! the test executable that builds the shared labs on demand and keeps them
+//! until nextest exits. Every test process of the run connects to it
+//! before `main` (a Unix socket with an abstract name made of the harness's
+//! version, the user, nextest's run id and nextest's pid), joins its user
+//! namespaces and adopts its labs as a test container adopts its runner's:
+//! descriptors of the lab's namespaces, a prefix for its port names and a
+//! block of addresses ([`Request`], [`Reply`]). When a process goes,
+//! however it goes, the keeper takes its remaining ports off the bridge and
+//! its addresses back.
+//!
+//! The keeper is nobody's child: a launcher the test process waits for
+//! starts it and exits. It has no standard streams, a process group of its
+//! own, and exits when nextest does; its labs, held by nothing else, go
+//! with it. A process that cannot reach a keeper builds its own labs.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::common::error::{Error, Result};
+use crate::common::protocol::{KEEPER_ROLE_VAR, KeeperRole, LabView, Reply, Request};
+use crate::common::subnet::Stack;
+use crate::kernel::netns::SETUP_TIMEOUT;
+use crate::kernel::seqpacket::Channel;
+use crate::kernel::{rootless, sys, userns};
+
+mod serve;
+pub(crate) use serve::run;
+
+/// How many addresses a process gets at a time.
+pub(crate) const BLOCK: u32 = 64;
+
+/// This process's connection to its run's keeper.
+pub(crate) struct Client {
+    channel: Mutex<Channel>,
+}
+
+static CLIENT: OnceLock<Client> = OnceLock::new();
+/// Why this process, a test process of a nextest run, has no keeper.
+static MISSED: OnceLock<String> = OnceLock::new();
+
+/// The name of the keeper's socket, when this process is a test process
+/// that nextest started (one test, `--exact`, one process per test).
+fn socket_name() -> Option<String> {
+    let run = std::env::var("NEXTEST_RUN_ID").ok()?;
+    let mode = std::env::var("NEXTEST_EXECUTION_MODE").ok()?;
+    let exact = std::env::args_os().any(|arg| arg == "--exact");
+    (mode == "process-per-test" && exact).then(|| {
+        format!(
+            "netns-harness/{}/{}/{run}/{}",
+            env!("CARGO_PKG_VERSION"),
+            sys::geteuid(),
+            std::os::unix::process::parent_id()
+        )
+    })
+}
+
+/// Connects a test process of a nextest run to the run's keeper, starting
+/// it if need be, and joins its user namespaces; called before `main`,
+/// before the process decides how it is privileged. Anything else does
+/// nothing.
+pub(crate) fn join() {
+    let settings = crate::common::settings::get();
+    if settings.keeper_off || (sys::geteuid() != 0 && settings.rootless_off) {
+        return;
+    }
+    let Some(name) = socket_name() else {
+        return;
+    };
+    match connect(&name).and_then(welcome) {
+        Ok(client) => {
+            let _ = CLIENT.set(client);
+        }
+        Err(e) => {
+            let _ = MISSED.set(format!("{e}"));
+        }
+    }
+}
+
+/// Connects to the keeper at `name`, starting one if there is none.
+fn connect(name: &str) -> Result<Channel> {
+    let deadline = Instant::now() + SETUP_TIMEOUT;
+    let mut started = false;
+    let mut pause = Duration::from_micros(50);
+    loop {
+        match Channel::connect(name) {
+            Ok(channel) => return Ok(channel),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+            Err(e) => return Err(Error::os("connect to the keeper of the run's labs", e)),
+        }
+        if !started {
+            start(name)?;
+            started = true;
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Timeout {
+                name: name.to_owned(),
+                what: "start listening",
+                timeout: SETUP_TIMEOUT,
+            });
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
+}
+
+/// Starts a keeper at `name` for the run of this process's parent, through
+/// a launcher that exits once the keeper runs.
+fn start(name: &str) -> Result<()> {
+    let role = KeeperRole {
+        socket: name.to_owned(),
+        watch_pid: std::os::unix::process::parent_id(),
+        launch: true,
+    };
+    let status = command(&role)?
+        .status()
+        .map_err(|e| Error::os("start the keeper of the run's labs", e))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::os(
+            format!("start the keeper of the run's labs ({status})"),
+            io::ErrorKind::Other.into(),
+        ))
+    }
+}
+
+/// This executable in `role`: no standard streams, no working directory
+/// to hold, a process group of its own (so that nextest's signals to a
+/// test's group miss it).
+fn command(role: &KeeperRole) -> Result<Command> {
+    use std::os::unix::process::CommandExt;
+    let exe =
+        std::env::current_exe().map_err(|e| Error::os("find the test executable's path", e))?;
+    let mut command = Command::new(exe);
+    command
+        .env(KEEPER_ROLE_VAR, role.encode())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .current_dir("/")
+        .process_group(0);
+    Ok(command)
+}
+
+/// Asks the keeper for its user namespaces and joins them: the lab user
+/// namespace becomes this process's, and a rootless keeper's own user
+/// namespace replaces the one this process would have entered.
+fn welcome(channel: Channel) -> Result<Client> {
+    let (reply, mut fds) = ask(&channel, Request::Hello)?;
+    let Reply::Welcome { rootless } = reply else {
+        return Err(unexpected(reply));
+    };
+    if fds.len() != 1 + usize::from(rootless) || rootless == (sys::geteuid() == 0) {
+        return Err(malformed("a welcome with the wrong user namespaces"));
+    }
+    let lab = fds.remove(0);
+    if let Some(own) = fds.pop() {
+        sys::join_user_namespace(own.as_fd())
+            .map_err(|e| Error::os("join the keeper's user namespace", e))?;
+        rootless::joined();
+    }
+    userns::adopt(lab);
+    Ok(Client {
+        channel: Mutex::new(channel),
+    })
+}
+
+fn malformed(what: &str) -> Error {
+    Error::os(
+        format!("talk to the keeper of the run's labs: {what}"),
+        io::ErrorKind::InvalidData.into(),
+    )
+}
+
+fn unexpected(reply: Reply) -> Error {
+    match reply {
+        Reply::Refused(reason) => Error::os(
+            format!("use the keeper of the run's labs: it refused: {reason}"),
+            io::ErrorKind::Other.into(),
+        ),
+        other => malformed(&format!("an unexpected reply {other:?}")),
+    }
+}
+
+/// Sends `request` and waits, at most [`SETUP_TIMEOUT`], for the reply.
+fn ask(channel: &Channel, request: Request) -> Result<(Reply, Vec<OwnedFd>)> {
+    let talk = |e| Error::os("talk to the keeper of the run's labs", e);
+    channel.send(&request.encode(), &[]).map_err(talk)?;
+    let (bytes, fds) = channel.recv(Some(SETUP_TIMEOUT)).map_err(talk)?;
+    let reply = Reply::decode(&bytes).ok_or_else(|| malformed("a reply that is none"))?;
+    Ok((reply, fds))
+}
+
+/// The connection to the run's keeper, when this process has one.
+pub(crate) fn client() -> Option<&'static Client> {
+    let client = CLIENT.get();
+    if client.is_none()
+        && let Some(missed) = MISSED.get()
+    {
+        tracing::debug!(reason = missed, "no keeper: this process builds its own labs");
+    }
+    client
+}
+
+impl Client {
+    fn ask(&self, request: Request) -> Result<(Reply, Vec<OwnedFd>)> {
+        ask(
+            &self.channel.lock().unwrap_or_else(PoisonError::into_inner),
+            request,
+        )
+    }
+
+    /// A view of the keeper's shared lab of `stack`, with descriptors of
+    /// its namespace and its outside's.
+    pub(crate) fn lab(&self, stack: Stack) -> Result<(LabView, OwnedFd, OwnedFd)> {
+        let (reply, fds) = self.ask(Request::Lab(stack))?;
+        let Reply::Lab(view) = reply else {
+            return Err(unexpected(reply));
+        };
+        let [lab_ns, outside_ns]: [OwnedFd; 2] = fds
+            .try_into()
+            .map_err(|_| malformed("a lab without its two namespaces"))?;
+        Ok((view, lab_ns, outside_ns))
+    }
+
+    /// [`BLOCK`] more addresses on the keeper's shared lab of `stack`
+    /// (fewer when it has fewer free).
+    pub(crate) fn addresses(&self, stack: Stack) -> Result<Vec<Ipv4Addr>> {
+        match self.ask(Request::Addresses(stack, BLOCK))? {
+            (Reply::Addresses(addrs), _) => Ok(addrs),
+            (reply, _) => Err(unexpected(reply)),
+        }
+    }
+}
