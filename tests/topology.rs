@@ -273,6 +273,7 @@ fn natdiscovery_measures_no_nat(net: Net) {
 
 /// Two NATs of a topology built by hand, each measured from a container
 /// behind it, with the routers' tables as `conntrack` lists them.
+#[needs("conntrack")]
 #[test]
 fn a_topology_of_two_nats_measures_each_as_configured() {
     let topology = Topology::builder()

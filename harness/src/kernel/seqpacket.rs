@@ -81,11 +81,21 @@ impl Channel {
         Ok(Channel(fd))
     }
 
+    /// Two connected ends.
+    #[cfg(test)]
+    pub(crate) fn pair() -> io::Result<(Channel, Channel)> {
+        let (a, b) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )?;
+        Ok((Channel(a), Channel(b)))
+    }
+
     /// The peer's user id (as this process's user namespace sees it).
     pub(crate) fn peer_uid(&self) -> io::Result<u32> {
-        Ok(rustix::net::sockopt::socket_peercred(&self.0)?
-            .uid
-            .as_raw())
+        Ok(rustix::net::sockopt::socket_peercred(&self.0)?.uid.as_raw())
     }
 
     /// Sends `bytes` and `fds` as one message.
@@ -95,7 +105,12 @@ impl Channel {
         if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
             return Err(io::Error::other("too many descriptors for one message"));
         }
-        let sent = rustix::net::sendmsg(&self.0, &[IoSlice::new(bytes)], &mut control, SendFlags::NOSIGNAL)?;
+        let sent = rustix::net::sendmsg(
+            &self.0,
+            &[IoSlice::new(bytes)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        )?;
         if sent == bytes.len() {
             Ok(())
         } else {
@@ -156,7 +171,10 @@ mod tests {
         let listener = bound.listen().unwrap();
         let client = Channel::connect(&name).unwrap();
         let server = listener.accept().unwrap();
-        assert_eq!(server.peer_uid().unwrap(), rustix::process::geteuid().as_raw());
+        assert_eq!(
+            server.peer_uid().unwrap(),
+            rustix::process::geteuid().as_raw()
+        );
         let (read, write) = super::super::sys::pipe().unwrap();
         client.send(b"hello", &[write.as_fd()]).unwrap();
         drop(write);
@@ -168,16 +186,27 @@ mod tests {
         let mut buf = [0; 1];
         assert_eq!(rustix::io::read(&read, &mut buf).unwrap(), 1);
         assert_eq!(
-            server.recv(Some(Duration::from_millis(50))).err().unwrap().kind(),
+            server
+                .recv(Some(Duration::from_millis(50)))
+                .err()
+                .unwrap()
+                .kind(),
             io::ErrorKind::TimedOut
         );
         drop(client);
         assert_eq!(
-            server.recv(Some(Duration::from_secs(5))).err().unwrap().kind(),
+            server
+                .recv(Some(Duration::from_secs(5)))
+                .err()
+                .unwrap()
+                .kind(),
             io::ErrorKind::UnexpectedEof
         );
         assert_eq!(
-            Channel::connect("netns-harness-test/nobody-here").err().unwrap().kind(),
+            Channel::connect("netns-harness-test/nobody-here")
+                .err()
+                .unwrap()
+                .kind(),
             io::ErrorKind::ConnectionRefused
         );
     }

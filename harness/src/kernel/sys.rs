@@ -57,8 +57,7 @@ pub(crate) fn enter_netns(fd: BorrowedFd<'_>) -> io::Result<()> {
 /// # References
 /// `setns(2)`, `user_namespaces(7)`
 pub(crate) fn join_user_namespace(fd: BorrowedFd<'_>) -> io::Result<()> {
-    rustix::thread::move_into_link_name_space(fd, Some(LinkNameSpaceType::User))
-        .map_err(Into::into)
+    rustix::thread::move_into_link_name_space(fd, Some(LinkNameSpaceType::User)).map_err(Into::into)
 }
 
 /// Takes ownership of a descriptor this process inherited.

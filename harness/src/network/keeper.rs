@@ -50,17 +50,20 @@ static CLIENT: OnceLock<Client> = OnceLock::new();
 static MISSED: OnceLock<String> = OnceLock::new();
 
 /// The name of the keeper's socket, when this process is a test process
-/// that nextest started (one test, `--exact`, one process per test).
+/// that nextest started (one test, `--exact`, one process per test, the
+/// parent `cargo-nextest`; a process a test started inherits the first
+/// three, not the last).
 fn socket_name() -> Option<String> {
     let run = std::env::var("NEXTEST_RUN_ID").ok()?;
     let mode = std::env::var("NEXTEST_EXECUTION_MODE").ok()?;
     let exact = std::env::args_os().any(|arg| arg == "--exact");
-    (mode == "process-per-test" && exact).then(|| {
+    let parent = std::os::unix::process::parent_id();
+    let comm = std::fs::read_to_string(format!("/proc/{parent}/comm")).ok()?;
+    (mode == "process-per-test" && exact && comm.trim_end() == "cargo-nextest").then(|| {
         format!(
-            "netns-harness/{}/{}/{run}/{}",
+            "netns-harness/{}/{}/{run}/{parent}",
             env!("CARGO_PKG_VERSION"),
             sys::geteuid(),
-            std::os::unix::process::parent_id()
         )
     })
 }
@@ -208,7 +211,10 @@ pub(crate) fn client() -> Option<&'static Client> {
     if client.is_none()
         && let Some(missed) = MISSED.get()
     {
-        tracing::debug!(reason = missed, "no keeper: this process builds its own labs");
+        tracing::debug!(
+            reason = missed,
+            "no keeper: this process builds its own labs"
+        );
     }
     client
 }

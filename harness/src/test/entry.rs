@@ -11,8 +11,8 @@ use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::common::protocol::{FUNCTION_VAR, FunctionRef, KEEPER_ROLE_VAR, KeeperRole};
-use crate::network::keeper;
 use crate::kernel::sys;
+use crate::network::keeper;
 use crate::{kernel::rootless, test::runner};
 
 /// The exit code of a container function that panicked, as libtest uses.

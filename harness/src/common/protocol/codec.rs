@@ -5,8 +5,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
 
-use crate::common::nat::{Filtering, Mapping, Nat, Router, Uplink};
 use super::{HostEntry, LabView};
+use crate::common::nat::{Filtering, Mapping, Nat, Router, Uplink};
 use crate::common::subnet::{Addressing, Ipv4Subnet, Ipv6Subnet, Stack};
 
 /// Builds a message's bytes.

@@ -153,7 +153,10 @@ fn keeper_messages_survive_the_socket() {
     for reply in [
         Reply::Welcome { rootless: true },
         Reply::Lab(view),
-        Reply::Addresses(vec![Ipv4Addr::new(10, 200, 1, 1), Ipv4Addr::new(10, 200, 1, 2)]),
+        Reply::Addresses(vec![
+            Ipv4Addr::new(10, 200, 1, 1),
+            Ipv4Addr::new(10, 200, 1, 2),
+        ]),
         Reply::Refused("no user namespaces".into()),
     ] {
         assert_eq!(Reply::decode(&reply.encode()), Some(reply));

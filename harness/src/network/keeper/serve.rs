@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::command;
 use crate::common::protocol::{KeeperRole, LabView, Reply, Request};
+use crate::common::subnet::Stack;
 use crate::kernel::seqpacket::{Bound, Channel};
 use crate::kernel::{rootless, sys, userns};
 use crate::network::lab::{Lab, Lease};
@@ -55,7 +56,7 @@ fn serve(role: &KeeperRole) -> std::io::Result<()> {
         match sys::poll_any(&fds, Duration::from_secs(3600))? {
             Some(0) => {
                 let channel = listener.accept()?;
-                std::thread::spawn(move || serve_one(&channel));
+                std::thread::spawn(move || serve_one(&channel, &Lab::shared_with));
             }
             // nextest is gone: so are the labs, with this process.
             Some(_) => return Ok(()),
@@ -96,9 +97,9 @@ impl Held {
     }
 }
 
-/// Serves one test process until it closes its connection; only a
-/// process of the keeper's own user.
-fn serve_one(channel: &Channel) {
+/// Serves one test process until it closes its connection, with the labs
+/// `lab_of` each stack; only a process of the keeper's own user.
+fn serve_one(channel: &Channel, lab_of: &dyn Fn(Stack) -> crate::Result<Lab>) {
     if channel.peer_uid().ok() != Some(sys::geteuid()) {
         return;
     }
@@ -107,7 +108,7 @@ fn serve_one(channel: &Channel) {
         let sent = match Request::decode(&bytes) {
             None => break,
             Some(Request::Hello) => hello(channel),
-            Some(Request::Lab(stack)) => match Lab::shared_with(stack) {
+            Some(Request::Lab(stack)) => match lab_of(stack) {
                 Ok(lab) => {
                     let prefix = lab.inner.view_prefix();
                     let mut lab = Held {
@@ -168,4 +169,91 @@ fn hello(channel: &Channel) -> std::io::Result<()> {
         None => Reply::Refused("the keeper has no lab user namespace".to_owned()),
     };
     channel.send(&reply.encode(), &[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Spec;
+    use crate::kernel::rtnl::Peer;
+    use crate::network::lab::LabInner;
+
+    fn ask(process: &Channel, request: Request) -> (Reply, Vec<OwnedFd>) {
+        process.send(&request.encode(), &[]).unwrap();
+        let (bytes, fds) = process.recv(Some(Duration::from_secs(30))).unwrap();
+        (Reply::decode(&bytes).unwrap(), fds)
+    }
+
+    #[test]
+    fn a_process_that_goes_leaves_no_port_on_the_bridge_and_gives_its_addresses_back() {
+        // 61 container addresses: one block takes them all.
+        let lab = Lab::builder().subnet("10.245.7.0/26").build().unwrap();
+        let keeper_lab = lab.clone();
+        let (keeper, process) = Channel::pair().unwrap();
+        let server = std::thread::spawn(move || serve_one(&keeper, &|_| Ok(keeper_lab.clone())));
+
+        let (reply, fds) = ask(&process, Request::Lab(Stack::V4));
+        let Reply::Lab(view) = reply else {
+            panic!("{reply:?}")
+        };
+        assert_eq!(view.addrs.len(), 61);
+        assert!(view.port_prefix.starts_with("vt"), "{}", view.port_prefix);
+        let [lab_ns, outside_ns]: [OwnedFd; 2] = fds.try_into().unwrap();
+        // The keeper's own handle has nothing left; more is none.
+        let exhausted = lab.spawn(&Spec::command("true")).unwrap_err();
+        assert!(
+            matches!(exhausted, crate::Error::AddressesExhausted { .. }),
+            "{exhausted}"
+        );
+        assert_eq!(
+            ask(&process, Request::Addresses(Stack::V4, 8)).0,
+            Reply::Addresses(Vec::new())
+        );
+        assert!(matches!(
+            ask(&process, Request::Addresses(Stack::V6, 8)).0,
+            Reply::Refused(_)
+        ));
+
+        // The process's handle works on the keeper's bridge: a container of
+        // it reaches the keeper's gateway.
+        let prefix = view.port_prefix.clone();
+        let adopted = Lab::from_inner(LabInner::adopt(view, lab_ns, outside_ns, None).unwrap());
+        let gateway = lab.gateway().to_string();
+        let ping = adopted
+            .spawn(&Spec::command("ping").args(["-c1", "-W5", &gateway]))
+            .unwrap()
+            .output(Duration::from_secs(10))
+            .unwrap();
+        assert!(ping.status.success(), "{ping:?}");
+        // It dies with a port still on the bridge.
+        let inner = &lab.inner;
+        let left = format!("{prefix}ff");
+        let lab_ns = inner.lab_ns().as_fd();
+        let peer = Peer {
+            name: &format!("{prefix}fe"),
+            netns: lab_ns,
+            mac: None,
+        };
+        inner
+            .rtnl()
+            .add_veth(&left, Some(inner.bridge_index()), &peer)
+            .unwrap();
+        assert!(
+            inner
+                .rtnl()
+                .ports(inner.bridge_index())
+                .unwrap()
+                .contains(&left)
+        );
+        drop(adopted);
+        drop(process);
+        server.join().unwrap();
+
+        // Its port is off the bridge, its addresses are the lab's again.
+        let ports = inner.rtnl().ports(inner.bridge_index()).unwrap();
+        assert!(!ports.iter().any(|p| p.starts_with(&prefix)), "{ports:?}");
+        let status = lab.spawn(&Spec::command("true")).unwrap().wait().unwrap();
+        assert!(status.success());
+        inner.rtnl().delete(&left).unwrap();
+    }
 }
