@@ -75,6 +75,21 @@
 //! namespace the test process makes for its labs, so a container's root
 //! holds no capability over the host.
 //!
+//! # nextest
+//!
+//! `cargo nextest run` starts a process per test. The test processes of a
+//! run share its labs all the same: the first one starts a *keeper*, a copy
+//! of the test executable that builds the shared labs ([`Lab::shared`]) when
+//! first asked and keeps them until nextest exits; every test process
+//! connects to it before `main`, joins its user namespaces (so a rootless
+//! run stays rootless) and adopts its labs with a port-name prefix and a
+//! block of addresses of its own. The keeper takes back what a process
+//! leaves on the bridge when it goes, however it goes. So a test costs
+//! about the same under nextest as under `cargo test`, and sees the same
+//! network: tests running at once share the bridge. Set [`KEEPER_VAR`]`=0`
+//! for a lab per test process instead. Topologies (`nat = "…"`) and private
+//! labs are the process's own either way.
+//!
 //! # Modules
 //!
 //! `harness/src` is a folder per layer; a layer uses only those listed
@@ -85,14 +100,15 @@
 //!    `protocol` (every message between the harness's processes, typed).
 //! 2. `kernel`: kernel access: `sys` (system calls through rustix),
 //!    `netlink` (a socket of the rust-netlink crates), `rtnl`, `nftables`,
-//!    `netns`, `rootless`, `packet` (recording an interface's frames), and
+//!    `netns`, `rootless`, `packet` (recording an interface's frames),
+//!    `seqpacket` (a local socket that passes descriptors), and
 //!    the creation of processes: `prexec` (the child's code between clone
 //!    and exec), `spawner` (the clone), `userns` (the labs' user
 //!    namespace and its holders).
 //! 3. `network`: network objects: `lab` ([`Lab`]), `topology`
 //!    ([`Topology`]: networks behind NATs of chosen behaviours), [`stun`]
 //!    (the public hosts' responders and the RFC 5780 classifier), `link`,
-//!    `fault`, `hosts`.
+//!    `fault`, `hosts`, `keeper` (the keeper of a nextest run's labs).
 //! 4. `process`: processes on a lab: `container` ([`Container`], [`Spec`]).
 //! 5. `tools`: [`probe`], [`capture`], [`conntrack`], [`matrix`],
 //!    [`doctor`], `snapshot` (a network's state as text) and `failure`
@@ -168,9 +184,9 @@ pub use kernel::rootless::is_rootless;
 ///   spells them.
 /// - `timeout = "10s"` (`ms`, `s`, `m`; default 60 s): on expiry the
 ///   container and every process in it are killed and the test fails.
-/// - `network = "private"`: a lab of the test's own instead of the process's
-///   shared one. Under nextest every test is a process of its own, so the
-///   shared lab is shared only by the test's own containers.
+/// - `network = "private"`: a lab of the test's own instead of the shared
+///   one (the process's under `cargo test`, the run's under nextest: see
+///   "nextest" in the crate's documentation).
 /// - `nat = "symmetric"` (or `"full-cone"`, `"restricted-cone"`,
 ///   `"port-restricted-cone"`, `"none"`, `"cgnat"`: a [`Preset`]): the test's
 ///   container on a network of its own behind a router of that behaviour,

@@ -394,21 +394,6 @@ impl Rtnl {
             .collect())
     }
 
-    /// The names of the ports of bridge `master` (`ip link show master <master>`).
-    pub(crate) fn ports(&mut self, master: u32) -> Result<Vec<String>> {
-        Ok(self
-            .links()?
-            .into_iter()
-            .filter(|link| link.attributes.contains(&LinkAttribute::Controller(master)))
-            .filter_map(|link| {
-                link.attributes.into_iter().find_map(|a| match a {
-                    LinkAttribute::IfName(name) => Some(name),
-                    _ => None,
-                })
-            })
-            .collect())
-    }
-
     /// Every address of the namespace, of both families (`ip addr`).
     pub(crate) fn addresses(&mut self) -> Result<Vec<AddressMessage>> {
         let mut query = AddressMessage::default();

@@ -325,7 +325,10 @@ impl Lab {
     /// The process's shared lab with default settings, created on first use
     /// and kept until the process ends. Every test of a test binary that
     /// calls this shares one bridge, so containers of concurrent tests can
-    /// reach each other; use [`Lab::builder`] for a lab of one's own.
+    /// reach each other; use [`Lab::builder`] for a lab of one's own. Under
+    /// `cargo nextest run`, the lab of the run's keeper, which every test
+    /// process of the run shares (see "nextest" in the crate's
+    /// documentation).
     ///
     /// Inside the body of a [`netns_test`](crate::netns_test), this is the
     /// lab of the test's own network ([`Net::lab`](crate::Net::lab)).

@@ -10,9 +10,11 @@ use std::time::Duration;
 use super::command;
 use crate::common::protocol::{KeeperRole, LabView, Reply, Request};
 use crate::common::subnet::Stack;
+use crate::kernel::rtnl::Rtnl;
 use crate::kernel::seqpacket::{Bound, Channel};
 use crate::kernel::{rootless, sys, userns};
 use crate::network::lab::{Lab, Lease};
+use netlink_packet_route::link::LinkAttribute;
 
 /// Runs this process as `role` says, and exits: a launcher starts the
 /// keeper; the keeper serves until the nextest run is gone (or returns at
@@ -90,11 +92,26 @@ impl Held {
     fn release(self) {
         let inner = &self.lab.inner;
         let mut rtnl = inner.rtnl();
-        let ports = rtnl.ports(inner.bridge_index()).unwrap_or_default();
+        let ports = ports(&mut rtnl, inner.bridge_index()).unwrap_or_default();
         for port in ports.iter().filter(|p| p.starts_with(&self.prefix)) {
             let _ = rtnl.detach(port);
         }
     }
+}
+
+/// The names of the ports of bridge `master` (`ip link show master <master>`).
+fn ports(rtnl: &mut Rtnl, master: u32) -> crate::Result<Vec<String>> {
+    Ok(rtnl
+        .links()?
+        .into_iter()
+        .filter(|link| link.attributes.contains(&LinkAttribute::Controller(master)))
+        .filter_map(|link| {
+            link.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::IfName(name) => Some(name),
+                _ => None,
+            })
+        })
+        .collect())
 }
 
 /// Serves one test process until it closes its connection, with the labs
@@ -238,19 +255,14 @@ mod tests {
             .rtnl()
             .add_veth(&left, Some(inner.bridge_index()), &peer)
             .unwrap();
-        assert!(
-            inner
-                .rtnl()
-                .ports(inner.bridge_index())
-                .unwrap()
-                .contains(&left)
-        );
+        let ports_now = ports(&mut inner.rtnl(), inner.bridge_index()).unwrap();
+        assert!(ports_now.contains(&left), "{ports_now:?}");
         drop(adopted);
         drop(process);
         server.join().unwrap();
 
         // Its port is off the bridge, its addresses are the lab's again.
-        let ports = inner.rtnl().ports(inner.bridge_index()).unwrap();
+        let ports = ports(&mut inner.rtnl(), inner.bridge_index()).unwrap();
         assert!(!ports.iter().any(|p| p.starts_with(&prefix)), "{ports:?}");
         let status = lab.spawn(&Spec::command("true")).unwrap().wait().unwrap();
         assert!(status.success());
