@@ -19,6 +19,8 @@
 //! starts it and exits. It has no standard streams, a process group of its
 //! own, and exits when nextest does; its labs, held by nothing else, go
 //! with it. A process that cannot reach a keeper builds its own labs.
+//!
+//! This is the test processes' side; the keeper's is `lab::keeping`.
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -33,9 +35,6 @@ use crate::common::subnet::Stack;
 use crate::kernel::netns::SETUP_TIMEOUT;
 use crate::kernel::seqpacket::Channel;
 use crate::kernel::{rootless, sys, userns};
-
-mod serve;
-pub(crate) use serve::run;
 
 /// How many addresses a process gets at a time.
 pub(crate) const BLOCK: u32 = 64;
@@ -141,7 +140,7 @@ fn start(name: &str) -> Result<()> {
 /// This executable in `role`: no standard streams, no working directory
 /// to hold, a process group of its own (so that nextest's signals to a
 /// test's group miss it).
-fn command(role: &KeeperRole) -> Result<Command> {
+pub(crate) fn command(role: &KeeperRole) -> Result<Command> {
     use std::os::unix::process::CommandExt;
     let exe =
         std::env::current_exe().map_err(|e| Error::os("find the test executable's path", e))?;

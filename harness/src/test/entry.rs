@@ -26,7 +26,7 @@ fn before_main() {
         // SAFETY: before main there is one thread, so nothing else reads the
         // environment. The variable is not for the keeper's children.
         unsafe { sys::remove_env(KEEPER_ROLE_VAR) };
-        keeper::run(role);
+        crate::network::lab::keep(role);
     }
     if std::env::var_os(FUNCTION_VAR).is_none() {
         keeper::join();

@@ -1,19 +1,20 @@
-//! The keeper's side: its launcher, its socket, and a thread per test
-//! process that hands out views of the shared labs and takes back what the
-//! process leaves when it goes.
+//! The keeper's side ([`crate::network::keeper`] is the test processes'):
+//! its launcher, its socket, and a thread per test process that hands out
+//! views of the shared labs and takes back what the process leaves when it
+//! goes.
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::command;
+use super::{Lab, Lease};
 use crate::common::protocol::{KeeperRole, LabView, Reply, Request};
 use crate::common::subnet::Stack;
 use crate::kernel::rtnl::Rtnl;
 use crate::kernel::seqpacket::{Bound, Channel};
 use crate::kernel::{rootless, sys, userns};
-use crate::network::lab::{Lab, Lease};
+use crate::network::keeper::{BLOCK, command};
 use netlink_packet_route::link::LinkAttribute;
 
 /// Runs this process as `role` says, and exits: a launcher starts the
@@ -133,7 +134,7 @@ fn serve_one(channel: &Channel, lab_of: &dyn Fn(Stack) -> crate::Result<Lab>) {
                         prefix,
                         leases: Vec::new(),
                     };
-                    let addrs = lab.lease(super::BLOCK);
+                    let addrs = lab.lease(BLOCK);
                     let inner = &lab.lab.inner;
                     let view = LabView {
                         addressing: *inner.addressing(),
