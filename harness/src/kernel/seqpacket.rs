@@ -53,6 +53,13 @@ impl Bound {
 /// A listening socket.
 pub(crate) struct Listener(OwnedFd);
 
+impl From<OwnedFd> for Listener {
+    /// A listening socket this process inherited.
+    fn from(fd: OwnedFd) -> Self {
+        Listener(fd)
+    }
+}
+
 impl Listener {
     /// The next connection.
     pub(crate) fn accept(&self) -> io::Result<Channel> {
@@ -73,10 +80,16 @@ impl AsFd for Listener {
 pub(crate) struct Channel(OwnedFd);
 
 impl Channel {
-    /// Connects to the socket named `name`: `ConnectionRefused` when there
-    /// is none, or it is bound but not listening yet.
-    pub(crate) fn connect(name: &str) -> io::Result<Channel> {
+    /// Connects to the socket named `name`, waiting at most `timeout` for
+    /// room in its queue (as each send then does): `ConnectionRefused` when
+    /// there is none, or it is bound but not listening yet.
+    pub(crate) fn connect(name: &str, timeout: Duration) -> io::Result<Channel> {
         let fd = socket()?;
+        rustix::net::sockopt::set_socket_timeout(
+            &fd,
+            rustix::net::sockopt::Timeout::Send,
+            Some(timeout),
+        )?;
         rustix::net::connect(&fd, &address(name)?)?;
         Ok(Channel(fd))
     }
@@ -162,14 +175,16 @@ mod tests {
         let name = format!("netns-harness-test/{}", std::process::id());
         let bound = Bound::bind(&name).unwrap();
         // Bound but not listening: refused; a second bind: the name is taken.
-        let refused = Channel::connect(&name).err().unwrap();
+        let refused = Channel::connect(&name, Duration::from_secs(5))
+            .err()
+            .unwrap();
         assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
         assert_eq!(
             Bound::bind(&name).err().unwrap().kind(),
             io::ErrorKind::AddrInUse
         );
         let listener = bound.listen().unwrap();
-        let client = Channel::connect(&name).unwrap();
+        let client = Channel::connect(&name, Duration::from_secs(5)).unwrap();
         let server = listener.accept().unwrap();
         assert_eq!(
             server.peer_uid().unwrap(),
@@ -203,7 +218,7 @@ mod tests {
             io::ErrorKind::UnexpectedEof
         );
         assert_eq!(
-            Channel::connect("netns-harness-test/nobody-here")
+            Channel::connect("netns-harness-test/nobody-here", Duration::from_secs(5))
                 .err()
                 .unwrap()
                 .kind(),

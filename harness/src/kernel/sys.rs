@@ -144,6 +144,27 @@ pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     Ok(rustix::process::pidfd_open(pid, PidfdFlags::empty())?)
 }
 
+/// Lets `fd` be inherited across `execve(2)`.
+pub(crate) fn clear_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
+    Ok(rustix::io::fcntl_setfd(fd, FdFlags::empty())?)
+}
+
+/// Marks every descriptor from `first` on close-on-exec.
+///
+/// # References
+/// `close_range(2)` with `CLOSE_RANGE_CLOEXEC` (Linux 5.11)
+pub(crate) fn cloexec_from(first: u32) -> io::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: with CLOSE_RANGE_CLOEXEC the call only sets a flag on the
+    // process's descriptors; it closes none, so no owner loses its own.
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// A pidfd of the calling process.
 ///
 /// # References

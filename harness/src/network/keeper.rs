@@ -16,9 +16,12 @@
 //! its addresses back.
 //!
 //! The keeper is nobody's child: a launcher the test process waits for
-//! starts it and exits. It has no standard streams, a process group of its
-//! own, and exits when nextest does; its labs, held by nothing else, go
-//! with it. A process that cannot reach a keeper builds its own labs.
+//! takes the socket's name, listens, starts the keeper with the listening
+//! socket and exits. The keeper has no standard streams, inherits no other
+//! descriptor of the test process, has a process group of its own, and
+//! exits when nextest does; its labs, held by nothing else, go with it. A
+//! test process connects only to a keeper of its own user. A process that
+//! cannot reach a keeper builds its own labs, and says why.
 //!
 //! This is the test processes' side; the keeper's is `lab::keeping`.
 
@@ -39,9 +42,17 @@ use crate::kernel::{rootless, sys, userns};
 /// How many addresses a process gets at a time.
 pub(crate) const BLOCK: u32 = 64;
 
-/// This process's connection to its run's keeper.
+/// How long a test process waits for its keeper to listen, and for room
+/// in its socket's queue.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many keepers a test process starts at most (another keeper that
+/// took the name may have died since).
+const LAUNCHES: u32 = 3;
+
+/// This process's connection to its run's keeper; `None` once broken (a
+/// reply may be late: no later one would answer its own request).
 pub(crate) struct Client {
-    channel: Mutex<Channel>,
+    channel: Mutex<Option<Channel>>,
 }
 
 static CLIENT: OnceLock<Client> = OnceLock::new();
@@ -51,7 +62,8 @@ static MISSED: OnceLock<String> = OnceLock::new();
 /// The name of the keeper's socket, when this process is a test process
 /// that nextest started (one test, `--exact`, one process per test, the
 /// parent `cargo-nextest`; a process a test started inherits the first
-/// three, not the last).
+/// three, not the last). Every test executable of the run shares the
+/// keeper of its harness's version.
 fn socket_name() -> Option<String> {
     let run = std::env::var("NEXTEST_RUN_ID").ok()?;
     let mode = std::env::var("NEXTEST_EXECUTION_MODE").ok()?;
@@ -89,58 +101,88 @@ pub(crate) fn join() {
     }
 }
 
-/// Connects to the keeper at `name`, starting one if there is none.
+fn failed(what: impl std::fmt::Display) -> Error {
+    Error::os(
+        format!("use the keeper of the run's labs: {what}"),
+        io::ErrorKind::Other.into(),
+    )
+}
+
+/// Connects to the keeper at `name`, starting one if there is none, and
+/// checks that it runs as this process's user.
 fn connect(name: &str) -> Result<Channel> {
-    let deadline = Instant::now() + SETUP_TIMEOUT;
-    let mut started = false;
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    let mut launches = 0;
     let mut pause = Duration::from_micros(50);
-    loop {
-        match Channel::connect(name) {
-            Ok(channel) => return Ok(channel),
+    let channel = loop {
+        match Channel::connect(name, CONNECT_TIMEOUT) {
+            Ok(channel) => break channel,
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
             Err(e) => return Err(Error::os("connect to the keeper of the run's labs", e)),
         }
-        if !started {
-            start(name)?;
-            started = true;
+        if launches < LAUNCHES {
+            launch(name)?;
+            launches += 1;
+        } else if Instant::now() >= deadline {
+            return Err(failed(format!(
+                "nothing listens on its socket {name:?} after {CONNECT_TIMEOUT:?}"
+            )));
+        } else {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(5));
         }
-        if Instant::now() >= deadline {
-            return Err(Error::Timeout {
-                name: name.to_owned(),
-                what: "start listening",
-                timeout: SETUP_TIMEOUT,
-            });
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(5));
+    };
+    let owner = channel
+        .peer_uid()
+        .map_err(|e| Error::os("find who runs the keeper of the run's labs", e))?;
+    if owner != sys::geteuid() {
+        return Err(failed(format!(
+            "its socket {name:?} belongs to uid {owner}, not to this process's user"
+        )));
     }
+    Ok(channel)
 }
 
-/// Starts a keeper at `name` for the run of this process's parent, through
-/// a launcher that exits once the keeper runs.
-fn start(name: &str) -> Result<()> {
-    let role = KeeperRole {
+/// Runs a launcher for a keeper at `name`, for the run of this process's
+/// parent: it returns once the keeper listens, or another has the name.
+fn launch(name: &str) -> Result<()> {
+    let role = KeeperRole::Launch {
         socket: name.to_owned(),
         watch_pid: std::os::unix::process::parent_id(),
-        launch: true,
     };
-    let status = command(&role)?
-        .status()
+    let mut launcher = command(&role, Stdio::inherit())?
+        .spawn()
         .map_err(|e| Error::os("start the keeper of the run's labs", e))?;
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    let status = loop {
+        let waited = launcher
+            .try_wait()
+            .map_err(|e| Error::os("wait for the launcher of the run's keeper", e))?;
+        if let Some(status) = waited {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = launcher.kill();
+            let _ = launcher.wait();
+            return Err(failed(format!(
+                "its launcher did not finish within {CONNECT_TIMEOUT:?}"
+            )));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    };
     if status.success() {
         Ok(())
     } else {
-        Err(Error::os(
-            format!("start the keeper of the run's labs ({status})"),
-            io::ErrorKind::Other.into(),
-        ))
+        Err(failed(format!(
+            "its launcher failed ({status}), saying why on standard error"
+        )))
     }
 }
 
-/// This executable in `role`: no standard streams, no working directory
-/// to hold, a process group of its own (so that nextest's signals to a
-/// test's group miss it).
-pub(crate) fn command(role: &KeeperRole) -> Result<Command> {
+/// This executable in `role`: no standard input or output, `stderr`, no
+/// working directory to hold, a process group of its own (so that
+/// nextest's signals to a test's group miss it).
+pub(crate) fn command(role: &KeeperRole, stderr: Stdio) -> Result<Command> {
     use std::os::unix::process::CommandExt;
     let exe =
         std::env::current_exe().map_err(|e| Error::os("find the test executable's path", e))?;
@@ -149,7 +191,7 @@ pub(crate) fn command(role: &KeeperRole) -> Result<Command> {
         .env(KEEPER_ROLE_VAR, role.encode())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .current_dir("/")
         .process_group(0);
     Ok(command)
@@ -164,7 +206,7 @@ fn welcome(channel: Channel) -> Result<Client> {
         return Err(unexpected(reply));
     };
     if fds.len() != 1 + usize::from(rootless) || rootless == (sys::geteuid() == 0) {
-        return Err(malformed("a welcome with the wrong user namespaces"));
+        return Err(failed("it sent the wrong user namespaces"));
     }
     let lab = fds.remove(0);
     if let Some(own) = fds.pop() {
@@ -174,24 +216,14 @@ fn welcome(channel: Channel) -> Result<Client> {
     }
     userns::adopt(lab);
     Ok(Client {
-        channel: Mutex::new(channel),
+        channel: Mutex::new(Some(channel)),
     })
-}
-
-fn malformed(what: &str) -> Error {
-    Error::os(
-        format!("talk to the keeper of the run's labs: {what}"),
-        io::ErrorKind::InvalidData.into(),
-    )
 }
 
 fn unexpected(reply: Reply) -> Error {
     match reply {
-        Reply::Refused(reason) => Error::os(
-            format!("use the keeper of the run's labs: it refused: {reason}"),
-            io::ErrorKind::Other.into(),
-        ),
-        other => malformed(&format!("an unexpected reply {other:?}")),
+        Reply::Refused(reason) => failed(format!("it refused: {reason}")),
+        other => failed(format!("an unexpected reply {other:?}")),
     }
 }
 
@@ -200,30 +232,42 @@ fn ask(channel: &Channel, request: Request) -> Result<(Reply, Vec<OwnedFd>)> {
     let talk = |e| Error::os("talk to the keeper of the run's labs", e);
     channel.send(&request.encode(), &[]).map_err(talk)?;
     let (bytes, fds) = channel.recv(Some(SETUP_TIMEOUT)).map_err(talk)?;
-    let reply = Reply::decode(&bytes).ok_or_else(|| malformed("a reply that is none"))?;
+    let reply = Reply::decode(&bytes).ok_or_else(|| failed("a reply that does not decode"))?;
     Ok((reply, fds))
 }
 
-/// The connection to the run's keeper, when this process has one.
+/// The connection to the run's keeper, when this process has one (when it
+/// should and has none, says why once, on standard error and as a
+/// warning).
 pub(crate) fn client() -> Option<&'static Client> {
-    let client = CLIENT.get();
-    if client.is_none()
-        && let Some(missed) = MISSED.get()
-    {
-        tracing::debug!(
-            reason = missed,
-            "no keeper: this process builds its own labs"
-        );
+    static SAID: std::sync::Once = std::sync::Once::new();
+    if let Some(missed) = MISSED.get() {
+        SAID.call_once(|| {
+            tracing::warn!(
+                reason = missed,
+                "no keeper: this process builds its own labs"
+            );
+            eprintln!(
+                "netns-harness: no keeper of the run's labs ({missed}); this process builds its own"
+            );
+        });
     }
-    client
+    CLIENT.get()
 }
 
 impl Client {
+    /// Asks the keeper; after a failure the connection is given up (a late
+    /// reply would answer the next request).
     fn ask(&self, request: Request) -> Result<(Reply, Vec<OwnedFd>)> {
-        ask(
-            &self.channel.lock().unwrap_or_else(PoisonError::into_inner),
-            request,
-        )
+        let mut channel = self.channel.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(open) = channel.as_ref() else {
+            return Err(failed("the connection broke earlier"));
+        };
+        let asked = ask(open, request);
+        if asked.is_err() {
+            *channel = None;
+        }
+        asked
     }
 
     /// A view of the keeper's shared lab of `stack`, with descriptors of
@@ -235,7 +279,7 @@ impl Client {
         };
         let [lab_ns, outside_ns]: [OwnedFd; 2] = fds
             .try_into()
-            .map_err(|_| malformed("a lab without its two namespaces"))?;
+            .map_err(|_| failed("a lab came without its two namespaces"))?;
         Ok((view, lab_ns, outside_ns))
     }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::error::{Error, Result};
 use crate::common::nat::{Router, Uplink};
-use crate::common::protocol::LabView;
+use crate::common::protocol::{HostEntry, LabView};
 use crate::common::subnet::{AddressPool, Addressing, Ipv4Subnet, Ipv6Subnet, Stack};
 use crate::kernel::netlink::Socket;
 use crate::kernel::netns::SETUP_TIMEOUT;
@@ -211,6 +211,25 @@ impl LabInner {
     pub(crate) fn view_prefix(&self) -> String {
         let n = self.next_view.fetch_add(1, Ordering::Relaxed);
         format!("{}t{n:x}p", self.port_prefix)
+    }
+
+    /// What a handle of another process may do on the lab: create ports
+    /// named `port_prefix…`, hand out `addrs`, know `hosts` by name.
+    pub(crate) fn view(
+        &self,
+        port_prefix: String,
+        addrs: Vec<Ipv4Addr>,
+        hosts: Vec<HostEntry>,
+    ) -> LabView {
+        LabView {
+            addressing: self.addressing,
+            uplink: self.uplink,
+            bridge: self.bridge.clone(),
+            bridge_index: self.bridge_index,
+            port_prefix,
+            addrs,
+            hosts,
+        }
     }
 
     pub(crate) fn addressing(&self) -> &Addressing {
@@ -425,13 +444,25 @@ impl Lab {
     /// topology, the router's link to its port on the upstream network's
     /// bridge; [`Error::InvalidTopology`] for the internet segment (it has
     /// no uplink) and in a test body (whose handle does not reach the
-    /// upstream's namespace).
+    /// upstream's namespace). [`Error::InvalidTopology`] too for the shared
+    /// lab of a test process under nextest (the run's: see "nextest" in the
+    /// crate's documentation).
     pub fn uplink(&self) -> Result<crate::Link> {
         let dup = |fd: &OwnedFd| {
             fd.try_clone()
                 .map_err(|e| Error::os("duplicate a network namespace's descriptor", e))
         };
         use crate::network::link::End;
+        if self.inner.keeper.is_some() {
+            return Err(Error::InvalidTopology {
+                network: self.subnets(),
+                reason: "is the nextest run's shared lab, whose uplink every test process of the \
+                         run uses (and a condition a killed test left on it would stay for the \
+                         rest of the run); shape the uplink of a lab of the test's own \
+                         (network = \"private\", or Lab::builder())"
+                    .to_owned(),
+            });
+        }
         if self.inner.uplink.internet && self.inner.upstream.lease.is_none() {
             return Err(Error::InvalidTopology {
                 network: self.subnets(),

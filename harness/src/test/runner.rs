@@ -16,7 +16,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use crate::common::error::{Error, Result};
-use crate::common::protocol::{BodyEnd, Context, HostEntry, LabView, Outcome};
+use crate::common::protocol::{BodyEnd, Context, HostEntry, Outcome};
 use crate::common::settings::{SEED_VAR, SKIP_VAR};
 use crate::network::lab::{Lab, Lease};
 use crate::network::link::{self, Conditions};
@@ -284,15 +284,11 @@ fn start(lab: &Lab, test: &Test) -> Result<Started> {
         result_fd: result_write.as_raw_fd(),
         addr: own.addr(),
         port: port.clone(),
-        view: LabView {
-            addressing: *inner.addressing(),
-            uplink: *inner.uplink(),
-            bridge: inner.bridge().to_owned(),
-            bridge_index: inner.bridge_index(),
-            port_prefix: view_prefix.clone(),
-            addrs: peers.iter().map(Lease::addr).collect(),
+        view: inner.view(
+            view_prefix.clone(),
+            peers.iter().map(Lease::addr).collect(),
             hosts,
-        },
+        ),
     };
     let seed = link::choose_seed();
     let mut spec = Spec::function(test.entry)

@@ -4,6 +4,7 @@
 //! and what the keeper is told when it is started ([`KeeperRole`]).
 
 use std::net::Ipv4Addr;
+use std::os::fd::RawFd;
 
 use super::LabView;
 use super::codec::{Reader, Writer, unhex};
@@ -14,37 +15,57 @@ pub(crate) const KEEPER_ROLE_VAR: &str = "NETNS_HARNESS_KEEPER_ROLE";
 
 /// What a keeper being started is to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct KeeperRole {
-    /// The abstract name of its socket.
-    pub socket: String,
-    /// The pid of the nextest run (the test processes' parent): it exits
-    /// when that process does.
-    pub watch_pid: u32,
-    /// `true` in the short-lived process that only starts the keeper
-    /// (so that the keeper is no test process's child).
-    pub launch: bool,
+pub(crate) enum KeeperRole {
+    /// The launcher, which a test process starts and waits for: it takes
+    /// the socket name `socket` and listens on it, opens a pidfd of the
+    /// nextest run `watch_pid`, starts the keeper with both and exits (at
+    /// once, when another keeper has the name).
+    Launch {
+        /// The abstract name of the keeper's socket.
+        socket: String,
+        /// The pid of the nextest run (the test processes' parent).
+        watch_pid: u32,
+    },
+    /// The keeper, serving on its inherited listening socket until the
+    /// process its inherited pidfd refers to exits.
+    Keep {
+        /// The listening socket.
+        listener_fd: RawFd,
+        /// The pidfd of the nextest run.
+        watch_fd: RawFd,
+    },
 }
 
 impl KeeperRole {
     /// As the text of an environment variable.
     pub(crate) fn encode(&self) -> String {
-        Writer::default()
-            .str(&self.socket)
-            .u32(self.watch_pid)
-            .u8(u8::from(self.launch))
-            .finish_hex()
+        let mut w = Writer::default();
+        match self {
+            KeeperRole::Launch { socket, watch_pid } => w.u8(0).str(socket).u32(*watch_pid),
+            KeeperRole::Keep {
+                listener_fd,
+                watch_fd,
+            } => w.u8(1).fd(*listener_fd).fd(*watch_fd),
+        };
+        w.finish_hex()
     }
 
     /// The role `text` encodes, if it encodes one.
     pub(crate) fn decode(text: &str) -> Option<Self> {
         let bytes = unhex(text)?;
         let mut r = Reader(&bytes);
-        let (socket, watch_pid, launch) = (r.str()?, r.u32()?, r.u8()? != 0);
-        r.end(KeeperRole {
-            socket,
-            watch_pid,
-            launch,
-        })
+        let role = match r.u8()? {
+            0 => KeeperRole::Launch {
+                socket: r.str()?,
+                watch_pid: r.u32()?,
+            },
+            1 => KeeperRole::Keep {
+                listener_fd: r.fd()?,
+                watch_fd: r.fd()?,
+            },
+            _ => return None,
+        };
+        r.end(role)
     }
 }
 

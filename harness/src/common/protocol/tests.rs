@@ -161,12 +161,18 @@ fn keeper_messages_survive_the_socket() {
     ] {
         assert_eq!(Reply::decode(&reply.encode()), Some(reply));
     }
-    let role = KeeperRole {
-        socket: "netns-harness/0.1.0/0/run/42".into(),
-        watch_pid: 4242,
-        launch: true,
-    };
-    assert_eq!(KeeperRole::decode(&role.encode()), Some(role));
+    for role in [
+        KeeperRole::Launch {
+            socket: "netns-harness/0.1.0/0/run/42".into(),
+            watch_pid: 4242,
+        },
+        KeeperRole::Keep {
+            listener_fd: 3,
+            watch_fd: 4,
+        },
+    ] {
+        assert_eq!(KeeperRole::decode(&role.encode()), Some(role));
+    }
     // Anything else is no message.
     assert_eq!(Request::decode(&[1, 5]), None);
     assert_eq!(Request::decode(&[0, 0]), None);

@@ -5,62 +5,104 @@
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::{Lab, Lease};
-use crate::common::protocol::{KeeperRole, LabView, Reply, Request};
+use crate::common::protocol::{KeeperRole, Reply, Request};
 use crate::common::subnet::Stack;
 use crate::kernel::rtnl::Rtnl;
-use crate::kernel::seqpacket::{Bound, Channel};
+use crate::kernel::seqpacket::{Bound, Channel, Listener};
 use crate::kernel::{rootless, sys, userns};
 use crate::network::keeper::{BLOCK, command};
 use netlink_packet_route::link::LinkAttribute;
 
 /// Runs this process as `role` says, and exits: a launcher starts the
-/// keeper; the keeper serves until the nextest run is gone (or returns at
-/// once when another keeper has the socket). Called before `main`.
+/// keeper; the keeper serves until the nextest run is gone. Called before
+/// `main`.
 pub(crate) fn run(role: KeeperRole) -> ! {
-    let code = if role.launch {
-        let keeper = KeeperRole {
-            launch: false,
-            ..role
-        };
-        let started = command(&keeper).and_then(|mut c| {
-            c.spawn()
-                .map_err(|e| crate::Error::os("start the keeper", e))
-        });
-        i32::from(started.is_err())
-    } else {
-        i32::from(serve(&role).is_err())
+    let code = match role {
+        KeeperRole::Launch { socket, watch_pid } => match launch(&socket, watch_pid) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("netns-harness: cannot start the keeper of the run's labs: {e}");
+                1
+            }
+        },
+        KeeperRole::Keep {
+            listener_fd,
+            watch_fd,
+        } => {
+            // SAFETY: the launcher left these two open for this process,
+            // and nothing else in it owns them.
+            let (listener, watch) =
+                unsafe { (sys::adopt_fd(listener_fd), sys::adopt_fd(watch_fd)) };
+            i32::from(keep(listener, &watch).is_err())
+        }
     };
     std::process::exit(code)
+}
+
+/// Takes the name `socket` and listens on it, and starts the keeper with
+/// it and a pidfd of `watch_pid`; nothing when another has the name.
+fn launch(socket: &str, watch_pid: u32) -> crate::Result<()> {
+    let os = |what: &'static str| move |e| crate::Error::os(what, e);
+    let listener = match Bound::bind(socket) {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Ok(()),
+        bound => bound
+            .and_then(Bound::listen)
+            .map_err(os("listen on the keeper's socket"))?,
+    };
+    let watch = sys::pidfd_open(watch_pid).map_err(os("open a pidfd of the nextest run"))?;
+    // Nothing else of the test process reaches the keeper.
+    sys::cloexec_from(3).map_err(os("mark the launcher's descriptors close-on-exec"))?;
+    for fd in [listener.as_fd(), watch.as_fd()] {
+        sys::clear_cloexec(fd).map_err(os("pass descriptors to the keeper"))?;
+    }
+    let role = KeeperRole::Keep {
+        listener_fd: listener.as_fd().as_raw_fd(),
+        watch_fd: watch.as_raw_fd(),
+    };
+    command(&role, Stdio::null())?
+        .spawn()
+        .map_err(os("start the keeper"))?;
+    Ok(())
 }
 
 /// The keeper's own user namespace, when it is rootless.
 static OWN_USERNS: OnceLock<Option<OwnedFd>> = OnceLock::new();
 
-fn serve(role: &KeeperRole) -> std::io::Result<()> {
-    let nextest = sys::pidfd_open(role.watch_pid)?;
+/// Serves on `listener` until the process `watch` refers to exits.
+fn keep(listener: OwnedFd, watch: &OwnedFd) -> std::io::Result<()> {
+    for fd in [listener.as_fd(), watch.as_fd()] {
+        sys::set_cloexec(fd)?;
+    }
+    let listener = Listener::from(listener);
     rootless::init();
-    let bound = match Bound::bind(&role.socket) {
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Ok(()),
-        bound => bound?,
-    };
-    // Before the first process asks for them.
+    // Before the first process is served.
     let own = rootless::is_rootless()
         .then(|| std::fs::File::open("/proc/self/ns/user").map(OwnedFd::from))
         .transpose()?;
     OWN_USERNS.get_or_init(|| own);
     userns::lab_userns();
-    let listener = bound.listen()?;
-    let fds = [listener.as_fd().as_raw_fd(), nextest.as_raw_fd()];
+    let fds = [listener.as_fd().as_raw_fd(), watch.as_raw_fd()];
     loop {
         match sys::poll_any(&fds, Duration::from_secs(3600))? {
-            Some(0) => {
-                let channel = listener.accept()?;
-                std::thread::spawn(move || serve_one(&channel, &Lab::shared_with));
-            }
+            // A failed accept (the process gave up, or descriptors ran out
+            // for a moment) loses that process only; so does a thread that
+            // cannot start.
+            Some(0) => match listener.accept() {
+                Ok(channel) => {
+                    let serving = std::thread::Builder::new()
+                        .name("keeper".to_owned())
+                        .spawn(move || serve_one(&channel, &Lab::shared_with));
+                    if serving.is_err() {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            },
             // nextest is gone: so are the labs, with this process.
             Some(_) => return Ok(()),
             None => {}
@@ -136,15 +178,7 @@ fn serve_one(channel: &Channel, lab_of: &dyn Fn(Stack) -> crate::Result<Lab>) {
                     };
                     let addrs = lab.lease(BLOCK);
                     let inner = &lab.lab.inner;
-                    let view = LabView {
-                        addressing: *inner.addressing(),
-                        uplink: *inner.uplink(),
-                        bridge: inner.bridge().to_owned(),
-                        bridge_index: inner.bridge_index(),
-                        port_prefix: lab.prefix.clone(),
-                        addrs,
-                        hosts: Vec::new(),
-                    };
+                    let view = inner.view(lab.prefix.clone(), addrs, Vec::new());
                     let fds = [inner.lab_ns().as_fd(), inner.outside_ns().as_fd()];
                     let sent = channel.send(&Reply::Lab(view).encode(), &fds);
                     held.push(lab);
