@@ -83,12 +83,14 @@
 //! first asked and keeps them until nextest exits; every test process
 //! connects to it before `main`, joins its user namespaces (so a rootless
 //! run stays rootless) and adopts its labs with a port-name prefix and a
-//! block of addresses of its own. The keeper takes back what a process
-//! leaves on the bridge when it goes, however it goes. So a test costs
-//! about the same under nextest as under `cargo test`, and sees the same
-//! network: tests running at once share the bridge. Set [`KEEPER_VAR`]`=0`
-//! for a lab per test process instead. Topologies (`nat = "…"`) and private
-//! labs are the process's own either way.
+//! block of addresses of its own. When a process goes, however it goes, the
+//! keeper takes its ports off the bridge and its addresses back. So a test
+//! under nextest costs a few milliseconds more than under `cargo test`
+//! (the process's start), not the twenty a lab of its own would, and sees
+//! the same network: tests running at once share the bridge. The shared
+//! lab's uplink is the run's, so [`Lab::uplink`] refuses it there. Set
+//! [`KEEPER_VAR`]`=0` for a lab per test process instead. Topologies
+//! (`nat = "…"`) and private labs are the process's own either way.
 //!
 //! # Modules
 //!
