@@ -462,6 +462,22 @@ pub fn eventually(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Every process whose environment has `var=value` (a mark the processes
+/// a test starts inherit, and their children).
+pub fn marked(var: &str, value: &str) -> Vec<u32> {
+    let needle = format!("{var}={value}");
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+        })
+        .collect()
+}
+
 /// Whether a process `pid` exists and is not a zombie.
 pub fn process_alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {

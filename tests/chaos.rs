@@ -20,20 +20,9 @@ const KILLS: u64 = 20;
 const GONE_WITHIN: Duration = Duration::from_secs(10);
 const STARTS_WITHIN: Duration = Duration::from_secs(30);
 
-/// Every process whose environment carries `mark`: the victim's containers
-/// and their children inherit it.
+/// Every process whose environment carries `mark`.
 fn marked(mark: &str) -> Vec<u32> {
-    let needle = format!("{MARK_VAR}={mark}");
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
-        })
-        .collect()
+    netns_harness_suite::marked(MARK_VAR, mark)
 }
 
 /// `pids`, each with its command line, for messages.
@@ -179,12 +168,15 @@ fn sigkill_leaves_no_helper_of_the_test() {
         .collect();
     assert_eq!(helpers.len(), 3, "{report}");
     // The victim, its sleeper, unshare, the shell and its two sleeps (all
-    // alive before the shell said "started"), the container.
-    let running = marked(&mark);
+    // alive before the shell said "started"), the container. A program
+    // shows its environment only once its execve is done, which may be a
+    // moment after the spawn that started it returned.
+    let all_run =
+        |running: &[u32]| helpers.iter().all(|pid| running.contains(pid)) && running.len() >= 7;
     assert!(
-        helpers.iter().all(|pid| running.contains(pid)) && running.len() >= 7,
+        eventually(STARTS_WITHIN, || all_run(&marked(&mark))),
         "not every helper runs: {report}; marked: {:?}",
-        described(&running)
+        described(&marked(&mark))
     );
 
     victim.kill().unwrap(); // SIGKILL

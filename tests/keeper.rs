@@ -19,17 +19,7 @@ const MARK_VAR: &str = "NETNS_HARNESS_SUITE_KEEPER";
 
 /// Every process whose environment carries `mark`.
 fn marked(mark: &str) -> Vec<u32> {
-    let needle = format!("{MARK_VAR}={mark}");
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
-        })
-        .collect()
+    netns_harness_suite::marked(MARK_VAR, mark)
 }
 
 /// Says which lab namespace and user namespace the test's lab is in, and
