@@ -220,8 +220,17 @@ fn run(lab: &Lab, test: &Test) -> Result<Verdict> {
             crate::tools::failure::keep(name, lab, &container);
         }
     }
-    // Kill, reap and unplug the container before its peers' addresses go back.
+    // Kill, reap and unplug the container before its peers' addresses go
+    // back; the ports of the peers it started (or may have: it said
+    // nothing) that are still on the bridge (it was killed with them, or
+    // exited without dropping them) come off it first too.
     drop(container);
+    if said
+        .as_ref()
+        .is_none_or(|outcome| !outcome.peers.is_empty())
+    {
+        lab.inner.detach_ports(&view_prefix);
+    }
     drop(peers);
     Ok(verdict)
 }

@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::{Lab, Lease};
+use super::{Lab, LabInner, Lease};
 use crate::common::protocol::{KeeperRole, Reply, Request};
 use crate::common::subnet::Stack;
 use crate::kernel::rtnl::Rtnl;
@@ -133,11 +133,22 @@ impl Held {
     /// killed, or its containers' namespaces are still being dismantled)
     /// off it; its addresses then go back.
     fn release(self) {
-        let inner = &self.lab.inner;
-        let mut rtnl = inner.rtnl();
-        let ports = ports(&mut rtnl, inner.bridge_index()).unwrap_or_default();
-        for port in ports.iter().filter(|p| p.starts_with(&self.prefix)) {
-            let _ = rtnl.detach(port);
+        self.lab.inner.detach_ports(&self.prefix);
+    }
+}
+
+impl LabInner {
+    /// Takes the ports named `prefix…` that are still on the bridge off it:
+    /// those a process that is gone left (a test process of a keeper's
+    /// run, a test's body killed with its peers), before their addresses
+    /// go to others.
+    pub(crate) fn detach_ports(&self, prefix: &str) {
+        let mut rtnl = self.rtnl();
+        let ports = ports(&mut rtnl, self.bridge_index()).unwrap_or_default();
+        for port in ports.iter().filter(|p| p.starts_with(prefix)) {
+            if let Err(e) = rtnl.detach(port) {
+                tracing::warn!(port, error = %e, "a port left on the bridge stays");
+            }
         }
     }
 }
@@ -228,7 +239,6 @@ mod tests {
     use super::*;
     use crate::Spec;
     use crate::kernel::rtnl::Peer;
-    use crate::network::lab::LabInner;
 
     fn ask(process: &Channel, request: Request) -> (Reply, Vec<OwnedFd>) {
         process.send(&request.encode(), &[]).unwrap();
