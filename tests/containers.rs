@@ -245,7 +245,12 @@ fn a_container_sees_only_its_own_links_addresses_routes_and_processes() {
 #[needs("nsenter", "ip", "ping")]
 #[test]
 fn each_container_has_its_own_address_and_port_on_the_bridge() {
-    let lab = Lab::builder().subnet("10.78.0.0/24").build().unwrap();
+    // No namespace made ahead: the bridge's ports are its containers'.
+    let lab = Lab::builder()
+        .subnet("10.78.0.0/24")
+        .ahead(0)
+        .build()
+        .unwrap();
     let a = sleeper(&lab, "a");
     let b = sleeper(&lab, "b");
     assert_ne!(a.addr(), b.addr());
@@ -300,7 +305,12 @@ fn each_container_has_its_own_address_and_port_on_the_bridge() {
 #[needs("nsenter", "ip", "ping")]
 #[test]
 fn thirty_two_containers_on_one_bridge_all_reachable_from_one() {
-    let lab = Lab::builder().subnet("10.77.0.0/24").build().unwrap();
+    // No namespace made ahead: the bridge's ports are its containers'.
+    let lab = Lab::builder()
+        .subnet("10.77.0.0/24")
+        .ahead(0)
+        .build()
+        .unwrap();
     let targets: Vec<Container> = (0..31).map(|i| sleeper(&lab, &format!("t{i}"))).collect();
     let ports = in_netns(
         lab.lab_netns(),

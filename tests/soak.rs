@@ -3,10 +3,10 @@
 //! host is unchanged. Alone in its binary, so nothing else moves the
 //! process's counts.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use netns_harness::{Lab, Spec};
-use netns_harness_suite::{HostState, needs};
+use netns_harness_suite::{HostState, bridge_ports, eventually, needs};
 
 const CONTAINERS: usize = 1000;
 /// Memory the allocator may keep after the run (freed blocks it holds).
@@ -27,7 +27,7 @@ fn usage() -> (usize, u64, u64) {
     (fds, field("Threads:"), field("VmRSS:"))
 }
 
-#[needs("ip", "nft")]
+#[needs("nsenter", "ip", "nft")]
 #[test]
 fn a_thousand_containers_leave_no_trace() {
     let host = HostState::capture();
@@ -36,13 +36,22 @@ fn a_thousand_containers_leave_no_trace() {
     for _ in 0..20 {
         drop(lab.spawn(&spec).unwrap()); // starts the spawner thread and the like
     }
-    let (fds, threads, rss) = usage();
+    // The lab keeps namespaces ready (two, with a port each): measure
+    // when they are.
+    let settled = || {
+        assert!(
+            eventually(Duration::from_secs(30), || bridge_ports(&lab) == 2),
+            "the lab has not made its two namespaces ahead"
+        );
+        usage()
+    };
+    let (fds, threads, rss) = settled();
     let start = Instant::now();
     for _ in 0..CONTAINERS {
         drop(lab.spawn(&spec).unwrap());
     }
     let elapsed = start.elapsed();
-    let (fds_after, threads_after, rss_after) = usage();
+    let (fds_after, threads_after, rss_after) = settled();
     println!(
         "soak: {CONTAINERS} containers in {elapsed:?}; fds {fds} -> {fds_after}, threads {threads} -> {threads_after}, \
          VmRSS {rss} KiB -> {rss_after} KiB"

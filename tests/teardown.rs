@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use netns_harness::{Container, Error, Lab, Spec};
 use netns_harness_suite::{
-    HostState, bridge_ports, dies_with_test, eventually, find_line, links, namespace_holders,
-    needs, process_alive,
+    HostState, bridge_ports, dies_with_test, eventually, find_line, in_netns, links,
+    namespace_holders, needs, process_alive,
 };
 
 const GONE_WITHIN: Duration = Duration::from_secs(10);
@@ -36,9 +36,14 @@ fn netns_inode_of(pid: u32) -> u64 {
 }
 
 /// A lab with room for exactly one container, so that a leaked address
-/// makes the next spawn fail.
+/// makes the next spawn fail; without namespaces made ahead, so that the
+/// bridge's ports are its containers'.
 fn one_slot_lab() -> Lab {
-    Lab::builder().subnet("10.90.0.0/30").build().unwrap()
+    Lab::builder()
+        .subnet("10.90.0.0/30")
+        .ahead(0)
+        .build()
+        .unwrap()
 }
 
 #[needs("nsenter", "ip")]
@@ -113,7 +118,13 @@ fn dropping_a_lab_and_its_containers_destroys_every_namespace() {
 #[needs("nsenter", "ip")]
 #[test]
 fn the_devices_of_dropped_containers_leave_the_lab_namespace() {
-    let lab = Lab::builder().subnet("10.96.0.0/24").build().unwrap();
+    // No namespace made ahead: the lab namespace's devices are the lab's
+    // and its containers'.
+    let lab = Lab::builder()
+        .subnet("10.96.0.0/24")
+        .ahead(0)
+        .build()
+        .unwrap();
     let before = links(lab.lab_netns());
     assert_eq!(before, ["lo", lab.bridge(), "uplink"]);
     for _ in 0..20 {
@@ -124,6 +135,75 @@ fn the_devices_of_dropped_containers_leave_the_lab_namespace() {
         eventually(GONE_WITHIN, || links(lab.lab_netns()) == before),
         "left in the lab namespace: {:?}",
         links(lab.lab_netns())
+    );
+}
+
+#[needs("nsenter", "ip")]
+#[test]
+fn namespaces_made_ahead_wait_as_ports_without_carrier_and_go_with_the_lab() {
+    let lab = Lab::builder()
+        .subnet("10.96.1.0/24")
+        .ahead(2)
+        .build()
+        .unwrap();
+    let lab_ns = fd_inode(lab.lab_netns());
+    // From the second container on, the lab makes namespaces ahead.
+    for _ in 0..3 {
+        drop(sleeper(&lab));
+    }
+    let ports = || {
+        in_netns(
+            lab.lab_netns(),
+            "ip",
+            &["-o", "link", "show", "master", lab.bridge()],
+        )
+    };
+    assert!(
+        eventually(GONE_WITHIN, || bridge_ports(&lab) == 2),
+        "{}",
+        ports()
+    );
+    // Their eth0 is down until a container takes them: no carrier,
+    // nothing passes.
+    let name = |line: &str| {
+        line.split(": ")
+            .nth(1)
+            .unwrap()
+            .split('@')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let listed = ports();
+    let waiting: Vec<String> = listed.lines().map(name).collect();
+    for port in listed.lines() {
+        assert!(!port.contains("LOWER_UP"), "{port}");
+    }
+    // A container takes one (the only port with carrier is one of them);
+    // the lab makes another.
+    let taken = sleeper(&lab);
+    assert!(
+        eventually(GONE_WITHIN, || bridge_ports(&lab) == 3),
+        "{}",
+        ports()
+    );
+    let listed = ports();
+    let carried: Vec<String> = listed
+        .lines()
+        .filter(|p| p.contains("LOWER_UP"))
+        .map(name)
+        .collect();
+    assert_eq!(carried.len(), 1, "{listed}");
+    assert!(
+        waiting.contains(&carried[0]),
+        "{carried:?} not in {waiting:?}"
+    );
+    drop(taken);
+    drop(lab);
+    assert!(
+        eventually(GONE_WITHIN, || namespace_holders(lab_ns).is_empty()),
+        "the lab's namespace is still held by {:?}",
+        namespace_holders(lab_ns)
     );
 }
 

@@ -194,6 +194,8 @@ pub(crate) struct LabView {
     pub bridge: String,
     pub bridge_index: u32,
     pub port_prefix: String,
+    /// How many namespaces a handle keeps ready (see [`LabBuilder::ahead`](crate::LabBuilder::ahead)).
+    pub ahead: u32,
     pub addrs: Vec<Ipv4Addr>,
     /// The containers of the lab when the test started (the test's own
     /// among them), by name.

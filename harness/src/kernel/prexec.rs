@@ -41,6 +41,9 @@ use net::*;
 pub(crate) struct IfConfig {
     pub v4: Option<V4Config>,
     pub v6: Option<V6Config>,
+    /// A hardware address to give `eth0` before it comes up, when its
+    /// veth was made without one.
+    pub mac: Option<[u8; 6]>,
 }
 
 /// `eth0`'s IPv4 address and default route.

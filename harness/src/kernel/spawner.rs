@@ -32,18 +32,36 @@ use crate::kernel::sys::{self, check};
 
 type Job = Box<dyn FnOnce() + Send>;
 
-fn jobs() -> io::Result<&'static Sender<Job>> {
-    static JOBS: OnceLock<Sender<Job>> = OnceLock::new();
-    if let Some(jobs) = JOBS.get() {
+/// Which spawner thread clones a child.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lane {
+    /// The one that starts containers and what they wait for.
+    Now,
+    /// The one that makes namespaces ahead of the containers that will
+    /// take them, so that it never delays a container's clone.
+    Ahead,
+}
+
+fn jobs(lane: Lane) -> io::Result<&'static Sender<Job>> {
+    static NOW: OnceLock<Sender<Job>> = OnceLock::new();
+    static AHEAD: OnceLock<Sender<Job>> = OnceLock::new();
+    let (jobs, name) = match lane {
+        Lane::Now => (&NOW, "netns-harness-spawner"),
+        Lane::Ahead => (&AHEAD, "netns-harness-ahead"),
+    };
+    if let Some(jobs) = jobs.get() {
         return Ok(jobs);
     }
     let (tx, rx) = mpsc::channel::<Job>();
     std::thread::Builder::new()
-        .name("netns-harness-spawner".into())
+        .name(name.into())
         .spawn(move || {
             if let Err(e) = sys::block_signals() {
                 eprintln!("netns-harness: cannot block signals on the spawner thread: {e}");
                 return;
+            }
+            if lane == Lane::Ahead {
+                sys::lower_priority();
             }
             for job in rx {
                 job();
@@ -51,7 +69,7 @@ fn jobs() -> io::Result<&'static Sender<Job>> {
         })?;
     // If another thread won the race, its spawner serves us and ours exits
     // when `tx` is dropped here.
-    Ok(JOBS.get_or_init(|| tx))
+    Ok(jobs.get_or_init(|| tx))
 }
 
 /// Memory for a cloned child's stack, unmapped when dropped.
@@ -178,7 +196,7 @@ impl Cloning {
 /// exited, or [`Report::Failed`] at [`Stage::Clone`] when it could not be
 /// cloned. The plan's other descriptors must stay open until the child
 /// reported [`Report::Started`].
-pub(crate) fn clone(mut plan: ChildPlan, report: OwnedFd) -> io::Result<Cloning> {
+pub(crate) fn clone(lane: Lane, mut plan: ChildPlan, report: OwnedFd) -> io::Result<Cloning> {
     static PARENT: OnceLock<OwnedFd> = OnceLock::new();
     let parent = match PARENT.get() {
         Some(fd) => fd,
@@ -191,7 +209,7 @@ pub(crate) fn clone(mut plan: ChildPlan, report: OwnedFd) -> io::Result<Cloning>
     plan.report_write = report.as_raw_fd();
     let slot = Arc::new(PidfdSlot(AtomicI32::new(-1)));
     let pidfd = Arc::clone(&slot);
-    jobs()?
+    jobs(lane)?
         .send(Box::new(move || {
             let failed = |e: io::Error| Report::Failed {
                 stage: Stage::Clone,

@@ -438,3 +438,16 @@ pub(crate) unsafe fn remove_env(key: &str) {
     // SAFETY: forwarded to the caller.
     unsafe { std::env::remove_var(key) }
 }
+
+/// Lowers the calling thread's scheduling priority (and that of what it
+/// clones) to nice 10 unless it is lower already, best effort: on a busy
+/// CPU it works mostly where others leave room, yet fast enough that a
+/// kernel lock it holds is not held for long.
+pub(crate) fn lower_priority() {
+    // On Linux the nice value is a thread's: `None` is the calling thread.
+    if let Ok(nice) = rustix::process::getpriority_process(None)
+        && nice < 10
+    {
+        let _ = rustix::process::setpriority_process(None, 10);
+    }
+}

@@ -27,7 +27,7 @@ use crate::common::error::{Error, Result};
 use crate::common::protocol::Report;
 use crate::kernel::prexec::ChildPlan;
 use crate::kernel::rootless::{self, Privilege};
-use crate::kernel::spawner::{self, Reports};
+use crate::kernel::spawner::{self, Lane, Reports};
 use crate::{kernel::netns, kernel::sys};
 
 /// Set before `main` in processes the harness started in a container.
@@ -83,7 +83,7 @@ fn identity(own: &str) -> String {
 }
 
 fn create() -> Result<OwnedFd> {
-    hold(true, None, |pidfd| {
+    hold(true, None, Lane::Now, |pidfd| {
         let pid = sys::pidfd_pid(pidfd)
             .map_err(|e| Error::os("find the pid of the user namespace's holder", e))?;
         for map in ["uid_map", "gid_map"] {
@@ -104,11 +104,23 @@ pub(crate) fn create_netns<T: Send>(
     let Some(userns) = lab_userns() else {
         return netns::create(setup);
     };
-    let netns = hold(false, Some(userns), |pidfd| {
+    let netns = hold(false, Some(userns), Lane::Now, |pidfd| {
         netns::of_process(pidfd, "a namespace holder")
     })?;
     let value = netns::run_in(netns.as_fd(), setup)?;
     Ok((netns, value))
+}
+
+/// Creates an empty network namespace: in the lab user namespace, through
+/// a holder cloned on the spawner that works ahead ([`Lane::Ahead`]), when
+/// the process has one; else on a thread of its own ([`netns::create`]).
+pub(crate) fn create_netns_ahead() -> Result<OwnedFd> {
+    let Some(userns) = lab_userns() else {
+        return netns::create(|| Ok(())).map(|(netns, ())| netns);
+    };
+    hold(false, Some(userns), Lane::Ahead, |pidfd| {
+        netns::of_process(pidfd, "a namespace holder")
+    })
 }
 
 /// Clones a holder, in a new user namespace (`new_user`) or making a
@@ -117,6 +129,7 @@ pub(crate) fn create_netns<T: Send>(
 fn hold<T>(
     new_user: bool,
     userns: Option<BorrowedFd<'_>>,
+    lane: Lane,
     take: impl FnOnce(BorrowedFd<'_>) -> Result<T>,
 ) -> Result<T> {
     let os = |what: &'static str| move |e| Error::os(what, e);
@@ -127,7 +140,8 @@ fn hold<T>(
     plan.userns = userns.map(|fd| fd.as_raw_fd());
     plan.go_read = go_read.as_raw_fd();
     plan.go_write = go_write.as_raw_fd();
-    let cloning = spawner::clone(plan, report_write).map_err(os("clone a namespace holder"))?;
+    let cloning =
+        spawner::clone(lane, plan, report_write).map_err(os("clone a namespace holder"))?;
     let mut reports = Reports::new(report_read, "namespace holder");
     match reports.next("start")? {
         Report::Started => {}
@@ -141,7 +155,10 @@ fn hold<T>(
         )
     })?;
     let taken = take(pidfd.as_fd());
-    // End of file on its "go" pipe: the holder exits.
+    // A byte on its "go" pipe: the holder exits. (Not the pipe's end of
+    // file: another holder cloned meanwhile, on the other spawner, holds a
+    // copy of its write end until it exits, and this one of the other's.)
+    let _ = rustix::io::write(&go_write, &[1]);
     drop(go_write);
     let released = reports.next("exit");
     let _ = sys::waitid_pidfd(pidfd.as_fd(), true);

@@ -40,6 +40,7 @@ mod lease;
 mod upstream;
 pub(crate) use lease::Lease;
 mod v6;
+pub(crate) mod warm;
 pub use build::LabBuilder;
 pub(crate) use build::{outside_host, validate_subnet};
 pub(crate) use upstream::{Upstream, UpstreamRoute};
@@ -112,6 +113,8 @@ pub(crate) fn mac_for(addr: Ipv4Addr) -> [u8; 6] {
 
 /// The state shared by a lab and its containers.
 pub(crate) struct LabInner {
+    /// Namespaces made ahead (see [`warm`]); first, so its thread stops first.
+    warm: warm::Warm,
     addressing: Addressing,
     uplink: Uplink,
     /// What ties a network of a topology to the rest of it.
@@ -127,10 +130,9 @@ pub(crate) struct LabInner {
     pool: Mutex<AddressPool>,
     /// The names of its hosts.
     hosts: Mutex<Hosts>,
-    /// Starts the names of the bridge ports this handle creates; unique
-    /// among every process that creates ports in the lab.
+    /// Starts the names of its bridge ports; unique among every process's.
     port_prefix: String,
-    next_port: AtomicU32,
+    next_port: Arc<AtomicU32>,
     /// Numbers the blocks handed to test containers (see [`LabInner::view_prefix`]).
     next_view: AtomicU32,
     /// The keeper of the lab, which gives it more addresses when its pool
@@ -227,6 +229,7 @@ impl LabInner {
             bridge: self.bridge.clone(),
             bridge_index: self.bridge_index,
             port_prefix,
+            ahead: self.warm.depth(),
             addrs,
             hosts,
         }
@@ -280,7 +283,8 @@ impl LabInner {
             pool: Mutex::new(AddressPool::from_list(view.addrs)),
             hosts: Mutex::new(Hosts::new(&view.addressing, &view.uplink, view.hosts)),
             port_prefix: view.port_prefix,
-            next_port: AtomicU32::new(0),
+            next_port: Arc::default(),
+            warm: warm::Warm::new(view.ahead),
             next_view: AtomicU32::new(0),
             keeper,
         })

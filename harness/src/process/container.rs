@@ -28,9 +28,11 @@ pub const OUTPUT_LIMIT: usize = 4 << 20;
 
 impl crate::Lab {
     /// Starts a container on the bridge: new network, mount, PID, UTS and
-    /// IPC namespaces; `lo` up; `eth0` with the next free address of the
-    /// subnet and a default route through the gateway. Returns once the
-    /// network is ready and the program has been executed.
+    /// IPC namespaces (its network namespace possibly made ahead, see
+    /// [`LabBuilder::ahead`](crate::LabBuilder::ahead), and used by no
+    /// other); `lo` up; `eth0` with the next free address of the subnet
+    /// and a default route through the gateway. Returns once the network
+    /// is ready and the program has been executed.
     ///
     /// Its `/etc/hosts` (unless it has [`Fs::Host`]: then it reads the
     /// host's) is the host's (or its root's) followed by the lab's hosts
@@ -39,7 +41,7 @@ impl crate::Lab {
     /// the containers alive then and itself, each by name and aliases
     /// ([`Spec::alias`]). Containers started later are not added to it.
     pub fn spawn(&self, spec: &Spec) -> Result<Container> {
-        spawn(&self.inner, spec, Attach::Bridge(None), &Extras::default())
+        spawn(&self.inner, spec, Attach::Bridge(None), Extras::default())
     }
 
     /// Starts a process on the outside host: in new mount, PID, UTS and IPC
@@ -51,7 +53,7 @@ impl crate::Lab {
     /// as [`Lab::spawn`](crate::Lab::spawn)'s do (though it has no route
     /// to the containers' addresses).
     pub fn spawn_outside(&self, spec: &Spec) -> Result<Container> {
-        spawn(&self.inner, spec, Attach::Outside, &Extras::default())
+        spawn(&self.inner, spec, Attach::Outside, Extras::default())
     }
 }
 
@@ -105,6 +107,9 @@ pub(crate) struct Extras {
     pub capture: bool,
     /// The name of its bridge port, when the test side chose it.
     pub port: Option<String>,
+    /// A namespace made ahead that the test side took for it (whose port
+    /// it named).
+    pub ahead: Option<crate::network::lab::warm::Slot>,
 }
 
 /// A cloned process, killed (SIGKILL) and reaped when dropped.

@@ -270,6 +270,23 @@ struct Started {
 /// with its [`Context`].
 fn start(lab: &Lab, test: &Test) -> Result<Started> {
     let inner = &lab.inner;
+    // Its link conditions first: what fails takes nothing.
+    let seed = link::choose_seed();
+    let conditions = (!test.link.is_empty())
+        .then(|| -> Result<Conditions> {
+            let mut conditions: Conditions =
+                test.link.parse().map_err(|e| Error::InvalidConditions {
+                    conditions: test.link.to_owned(),
+                    reason: format!("{e}"),
+                })?;
+            if conditions.is_random() {
+                conditions
+                    .seed
+                    .get_or_insert(link::derive_seed(seed, u64::MAX));
+            }
+            Ok(conditions)
+        })
+        .transpose()?;
     let own = inner.lease()?;
     // Addresses for the body's peers: as many as are free, up to the limit.
     let peers: Vec<Lease> = std::iter::from_fn(|| inner.lease().ok())
@@ -278,7 +295,10 @@ fn start(lab: &Lab, test: &Test) -> Result<Started> {
     let (result_read, result_write) =
         sys::pipe().map_err(|e| Error::os("create a pipe for a test's result", e))?;
     let view_prefix = inner.view_prefix();
-    let port = inner.port_name();
+    let ahead = inner.take_ahead();
+    let port = ahead
+        .as_ref()
+        .map_or_else(|| inner.port_name(), |slot| slot.port.clone());
     // The body knows the containers its file lists: those alive now, and
     // itself (which its spawn adds to this process's table).
     let mut hosts = inner.hosts().containers();
@@ -299,7 +319,6 @@ fn start(lab: &Lab, test: &Test) -> Result<Started> {
             hosts,
         ),
     };
-    let seed = link::choose_seed();
     let mut spec = Spec::function(test.entry)
         .name(test.hostname())
         .fs(test.fs)
@@ -307,25 +326,16 @@ fn start(lab: &Lab, test: &Test) -> Result<Started> {
         .env(CONTEXT_VAR, context.encode())
         .stdout(Stdio::Piped)
         .stderr_to_stdout();
-    if !test.link.is_empty() {
-        let mut conditions: Conditions =
-            test.link.parse().map_err(|e| Error::InvalidConditions {
-                conditions: test.link.to_owned(),
-                reason: format!("{e}"),
-            })?;
-        if conditions.is_random() {
-            conditions
-                .seed
-                .get_or_insert(link::derive_seed(seed, u64::MAX));
-        }
+    if let Some(conditions) = conditions {
         spec = spec.link(conditions);
     }
     let extras = container::Extras {
         inherit: vec![context.lab_fd, context.outside_fd, context.result_fd],
         capture: cfg!(feature = "capture") && crate::common::settings::get().capture,
         port: Some(port),
+        ahead,
     };
-    let container = container::spawn(inner, &spec, Attach::Bridge(Some(own)), &extras)?;
+    let container = container::spawn(inner, &spec, Attach::Bridge(Some(own)), extras)?;
     Ok(Started {
         container,
         result: File::from(result_read),

@@ -109,6 +109,7 @@ impl Writer {
             .str(&view.bridge)
             .u32(view.bridge_index)
             .str(&view.port_prefix)
+            .u32(view.ahead)
             .addrs(&view.addrs)
             .len(view.hosts.len());
         for host in &view.hosts {
@@ -211,6 +212,7 @@ impl Reader<'_> {
     pub(super) fn view(&mut self) -> Option<LabView> {
         let (addressing, uplink) = (self.addressing()?, self.uplink()?);
         let (bridge, bridge_index, port_prefix) = (self.str()?, self.u32()?, self.str()?);
+        let ahead = self.u32()?;
         let addrs = self.addrs()?;
         let count = self.len()?;
         let hosts = (0..count)
@@ -237,6 +239,7 @@ impl Reader<'_> {
             bridge,
             bridge_index,
             port_prefix,
+            ahead,
             addrs,
             hosts,
         })

@@ -32,6 +32,7 @@ fn context(stack: Stack, addrs: Vec<Ipv4Addr>, hosts: Vec<HostEntry>) -> Context
             bridge: "br0".into(),
             bridge_index: 3,
             port_prefix: "t1fp".into(),
+            ahead: 3,
             addrs,
             hosts,
         },

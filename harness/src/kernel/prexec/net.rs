@@ -76,6 +76,7 @@ pub(super) fn set_if<const OP: Opcode>(
 
 pub(super) const SIOCGIFFLAGS: Opcode = libc::SIOCGIFFLAGS as Opcode;
 pub(super) const SIOCSIFFLAGS: Opcode = libc::SIOCSIFFLAGS as Opcode;
+pub(super) const SIOCSIFHWADDR: Opcode = libc::SIOCSIFHWADDR as Opcode;
 pub(super) const SIOCSIFADDR: Opcode = libc::SIOCSIFADDR as Opcode;
 pub(super) const SIOCSIFNETMASK: Opcode = libc::SIOCSIFNETMASK as Opcode;
 pub(super) const SIOCSIFBRDADDR: Opcode = libc::SIOCSIFBRDADDR as Opcode;
@@ -180,6 +181,17 @@ pub(super) fn configure_network(net: &IfConfig) -> Result<(), Failure> {
     ) {
         let dad = std::mem::ManuallyDrop::new(dad);
         let _ = rustix::io::write(&*dad, b"0");
+    }
+    if let Some(mac) = net.mac {
+        // SAFETY: an all-zero sockaddr is valid.
+        let mut hwaddr: libc::sockaddr = unsafe { std::mem::zeroed() };
+        hwaddr.sa_family = libc::ARPHRD_ETHER;
+        for (dst, src) in hwaddr.sa_data.iter_mut().zip(mac) {
+            *dst = src as c_char;
+        }
+        let mut eth = ifreq(b"eth0");
+        eth.ifr_ifru.ifru_hwaddr = hwaddr;
+        set_if::<SIOCSIFHWADDR>(sock, eth).at(Stage::Address)?;
     }
     for (name, stage) in [(&b"lo"[..], Stage::Loopback), (b"eth0", Stage::Address)] {
         let mut link = ifreq(name);

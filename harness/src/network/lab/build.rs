@@ -33,6 +33,7 @@ pub struct LabBuilder {
     stack: Stack,
     nat66: bool,
     bridge: String,
+    ahead: u32,
 }
 
 impl Default for LabBuilder {
@@ -43,6 +44,7 @@ impl Default for LabBuilder {
             stack: Stack::default(),
             nat66: false,
             bridge: DEFAULT_BRIDGE.to_owned(),
+            ahead: super::warm::DEPTH,
         }
     }
 }
@@ -89,6 +91,25 @@ impl LabBuilder {
     /// no route back to the bridge's IPv6 subnet.
     pub fn nat66(mut self, nat66: bool) -> Self {
         self.nat66 = nat66;
+        self
+    }
+
+    /// How many network namespaces the lab keeps ready for its next
+    /// containers, in each process that starts containers on it (default
+    /// 2; 0 for none). From its second container in a process on, a thread
+    /// of lower priority makes each namespace with an `eth0` (down) whose
+    /// peer is a port of the bridge, so that a container's start joins one
+    /// instead of waiting for the kernel to make them. That spares about a
+    /// third of a start when the test leaves time between its starts (see
+    /// the README's Performance); back to back, the thread cannot keep up
+    /// and starts cost what they did. Each container still has a network
+    /// namespace of its own, used by no other, configured at its start as
+    /// one it made would be. The bridge then has up to `n` ports without
+    /// carrier per such process besides those of its containers; they go
+    /// once the lab's handles and containers in that process have (and
+    /// with the process, however it ends).
+    pub fn ahead(mut self, n: u32) -> Self {
+        self.ahead = n;
         self
     }
 
@@ -160,7 +181,7 @@ impl LabBuilder {
             bridge_index,
         };
         Ok(gateway.into_lab(
-            self.bridge,
+            self,
             addressing,
             DEFAULT_UPLINK,
             outside_ns,
@@ -295,7 +316,7 @@ impl LabBuilder {
             _keep: Some(keep),
             claim: Some(Arc::new(())),
         };
-        Ok(gateway.into_lab(self.bridge, addressing, uplink, outside.1, upstream))
+        Ok(gateway.into_lab(self, addressing, uplink, outside.1, upstream))
     }
 }
 
@@ -317,13 +338,7 @@ impl LabBuilder {
             router: Router::Routed,
             internet: true,
         };
-        Ok(gateway.into_lab(
-            self.bridge,
-            addressing,
-            uplink,
-            outside_ns,
-            Upstream::default(),
-        ))
+        Ok(gateway.into_lab(self, addressing, uplink, outside_ns, Upstream::default()))
     }
 }
 
@@ -338,7 +353,7 @@ struct Gateway {
 impl Gateway {
     fn into_lab(
         self,
-        bridge: String,
+        settings: LabBuilder,
         addressing: Addressing,
         uplink: Uplink,
         outside_ns: OwnedFd,
@@ -348,7 +363,7 @@ impl Gateway {
             addressing,
             uplink,
             upstream,
-            bridge,
+            bridge: settings.bridge,
             bridge_index: self.bridge_index,
             lab_ns: self.lab_ns,
             outside_ns,
@@ -357,7 +372,8 @@ impl Gateway {
             pool: Mutex::new(AddressPool::new(addressing.subnet)),
             hosts: Mutex::new(Hosts::new(&addressing, &uplink, Vec::new())),
             port_prefix: "v".to_owned(),
-            next_port: AtomicU32::new(0),
+            next_port: Default::default(),
+            warm: super::warm::Warm::new(settings.ahead),
             next_view: AtomicU32::new(0),
             keeper: None,
         })

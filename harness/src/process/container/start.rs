@@ -11,6 +11,7 @@ use crate::kernel::rtnl::Peer;
 use crate::kernel::spawner::Reports;
 use crate::kernel::sys;
 use crate::network::hosts::Registration;
+use crate::network::lab::warm::Slot;
 use crate::network::lab::{LabInner, Lease};
 use crate::network::link::{Direction, End, Link};
 use crate::{common::names, kernel::spawner};
@@ -27,8 +28,10 @@ pub(crate) fn spawn(
     lab: &Arc<LabInner>,
     spec: &Spec,
     attach: Attach,
-    extras: &Extras,
+    mut extras: Extras,
 ) -> Result<Container> {
+    // Whatever happens, the lab makes again what was taken ahead.
+    let _refill = Refill(lab);
     let started = std::time::Instant::now();
     let name = match (&spec.name, &attach) {
         (Some(name), _) => name.clone(),
@@ -58,10 +61,23 @@ pub(crate) fn spawn(
     let (registration, hosts) = Registration::add(lab, own_name, &spec.aliases, addrs.clone())?;
     plan.fs = super::fs::plan(spec.fs, root.as_ref(), &name, &hosts)?;
     attach_plan(lab, &mut plan, lease.as_ref());
+    // A bridged container joins a namespace made ahead when one is ready
+    // (unless the test side named its port without taking one).
+    let ahead = match (&plan.net, extras.ahead.take(), &extras.port) {
+        (None, _, _) => None,
+        (Some(_), Some(slot), _) => Some(slot),
+        (Some(_), None, None) => lab.take_ahead(),
+        (Some(_), None, Some(_)) => None,
+    };
+    if let (Some(slot), Some(net), Some(lease)) = (&ahead, &mut plan.net, &lease) {
+        plan.join_netns = Some(slot.netns.as_raw_fd());
+        // Its eth0 was made without one.
+        net.mac = Some(crate::network::lab::mac_for(lease.addr()));
+    }
     plan.keep.clone_from(&extras.inherit);
     plan.userns = crate::kernel::userns::lab_userns().map(|fd| fd.as_raw_fd());
     let (mut child, streams) = Child::clone(plan, spec, name)?;
-    let prepared = connect(lab, &child.process, lease.as_ref(), extras)
+    let prepared = connect(lab, &child.process, lease.as_ref(), &extras, ahead)
         .and_then(|attached| condition(attached, spec, &child.process.name))
         .and_then(|attached| child.configure(attached));
     let (netns, port, capture) = match prepared {
@@ -91,6 +107,17 @@ pub(crate) fn spawn(
         _names: registration,
         _lease: lease,
     })
+}
+
+/// Has the lab make the namespaces taken ahead again once a start is over
+/// (whether it succeeded or not): while the test uses the container, not
+/// while the container waits for the kernel.
+struct Refill<'a>(&'a LabInner);
+
+impl Drop for Refill<'_> {
+    fn drop(&mut self) {
+        self.0.refill_ahead();
+    }
 }
 
 /// A plan to execute `spec`'s program (a command, or the test binary for a
@@ -164,6 +191,7 @@ pub(super) fn attach_plan(lab: &LabInner, plan: &mut ChildPlan, lease: Option<&L
             });
             let v6 = lab.addr6(lease.addr()).zip(lab.addr6(lab.gateway()));
             plan.net = Some(IfConfig {
+                mac: None,
                 v4,
                 v6: v6.map(|(addr, gateway)| V6Config {
                     addr,
@@ -211,7 +239,8 @@ impl Child {
         }
         plan.go_read = go_read.as_raw_fd();
         plan.go_write = go_write.as_raw_fd();
-        let cloning = spawner::clone(plan, report_write).map_err(os("clone"))?;
+        let cloning =
+            spawner::clone(spawner::Lane::Now, plan, report_write).map_err(os("clone"))?;
         let mut reports = Reports::new(report_read, name.as_str());
         match reports.next("start")? {
             Report::Started => {}
@@ -275,12 +304,14 @@ impl Child {
 
 /// The parent's part of a start: the child's network namespace, and for a
 /// bridged container its veth, created with one end on the bridge and
-/// `eth0` inside the child, and when asked a capture of that port.
+/// `eth0` inside the child (or both made `ahead`), and when asked a
+/// capture of that port.
 pub(super) fn connect(
     lab: &Arc<LabInner>,
     process: &Process,
     lease: Option<&Lease>,
     extras: &Extras,
+    ahead: Option<Slot>,
 ) -> Result<(OwnedFd, Option<Port>, Option<Recording>)> {
     let Some(lease) = lease else {
         // The child has not joined the outside namespace yet: take it from the lab.
@@ -290,20 +321,26 @@ pub(super) fn connect(
             .map_err(|e| Error::os("duplicate the outside namespace's descriptor", e))?;
         return Ok((netns, None, None));
     };
-    let netns = crate::kernel::netns::of_process(
-        process.pidfd.as_fd(),
-        &format!("container {:?}", process.name),
-    )?;
-    let name = extras.port.clone().unwrap_or_else(|| lab.port_name());
-    lab.rtnl().add_veth(
-        &name,
-        Some(lab.bridge_index()),
-        &Peer {
-            name: "eth0",
-            netns: netns.as_fd(),
-            mac: Some(crate::network::lab::mac_for(lease.addr())),
-        },
-    )?;
+    let (netns, name) = match ahead {
+        Some(slot) => (slot.netns, slot.port),
+        None => {
+            let netns = crate::kernel::netns::of_process(
+                process.pidfd.as_fd(),
+                &format!("container {:?}", process.name),
+            )?;
+            let name = extras.port.clone().unwrap_or_else(|| lab.port_name());
+            lab.rtnl().add_veth(
+                &name,
+                Some(lab.bridge_index()),
+                &Peer {
+                    name: "eth0",
+                    netns: netns.as_fd(),
+                    mac: Some(crate::network::lab::mac_for(lease.addr())),
+                },
+            )?;
+            (netns, name)
+        }
+    };
     let port = Port {
         lab: Arc::clone(lab),
         name,
